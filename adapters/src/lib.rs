@@ -1,0 +1,57 @@
+//! Source adapters of Passerelle: one module per source behind the gateway.
+//!
+//! Each source module describes its services (the [`catalogue`] the gateway compiles its route
+//! table from) and ships a *sandbox*: a real HTTP server speaking the source's protocol with
+//! deterministic synthetic data, used by `passerelle demo`, by the tests and by the test phase
+//! of a convention.
+//!
+//! Today the crate holds the Sigedis DB2P source (JSON, by NISS). The imposed layouts, the
+//! request/response checks, field minimisation and the other five sources are the adapters
+//! issue's work; until then the gateway forwards requests to a source unchanged.
+
+pub mod sandbox;
+pub mod sigedis;
+pub mod synthetic;
+
+use http::Method;
+
+/// How a source speaks; decides how requests are checked and how refusals are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// JSON over HTTP; refusals as `application/problem+json`.
+    Json,
+    /// SOAP 1.1 / XML; refusals as SOAP Faults.
+    Soap,
+}
+
+/// What the `X-Subject` header of a service must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    /// The service is not about one data subject; `X-Subject` must be absent.
+    None,
+    /// A national or BIS number.
+    Niss,
+    /// An enterprise number.
+    Kbo,
+}
+
+/// A web service of a source, as exposed by the gateway.
+#[derive(Debug, Clone)]
+pub struct ServiceDef {
+    /// Stable service id, `<source>.<service>`; policies grant access to it.
+    pub id: &'static str,
+    /// Name of the source; the gateway's `[sources.<name>]` config says where it is.
+    pub source: &'static str,
+    pub method: Method,
+    /// Path on the gateway's data plane.
+    pub path: &'static str,
+    /// Path on the upstream source.
+    pub upstream_path: &'static str,
+    pub subject: SubjectKind,
+    pub protocol: Protocol,
+}
+
+/// Every service the gateway knows how to expose.
+pub fn catalogue() -> Vec<ServiceDef> {
+    vec![sigedis::pensions_service()]
+}

@@ -1,0 +1,23 @@
+//! Sigedis DB2P: supplementary pensions, JSON, looked up by NISS.
+//!
+//! Data per pension plan: organiser (enterprise number), pension institution, plan type,
+//! acquired reserves, acquired benefits, situation date (DOMAIN.md §4).
+
+pub mod sandbox;
+
+use http::Method;
+
+use crate::{Protocol, ServiceDef, SubjectKind};
+
+/// `GET /sigedis/pensions` with `X-Subject: <NISS>`.
+pub fn pensions_service() -> ServiceDef {
+    ServiceDef {
+        id: "sigedis.pensions",
+        source: "sigedis",
+        method: Method::GET,
+        path: "/sigedis/pensions",
+        upstream_path: "/db2p/pensions",
+        subject: SubjectKind::Niss,
+        protocol: Protocol::Json,
+    }
+}

@@ -1,0 +1,111 @@
+//! Who is calling: the identity convention of Belgian organisation certificates (DOMAIN.md §6).
+//!
+//! The organisation is the enterprise number in a subject `OU` of the form
+//! `urn:be:fgov:kbo-bce:organization:cbe-number:0123456789`. An optional `OU` of `PRD`, `ACC` or
+//! `INT` names the environment. Administrative rights are not read from the certificate: they
+//! belong to the organisation and are held by the gateway. The gateway reads this once per
+//! connection, after rustls has verified the chain and the CRLs.
+
+use policies::ids::Kbo;
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Prefix of the subject OU that carries the enterprise number.
+pub const ORG_OU_PREFIX: &str = "urn:be:fgov:kbo-bce:organization:cbe-number:";
+
+/// The environment a certificate is meant for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Environment {
+    /// `INT`: integration (test) environment.
+    Integration,
+    /// `ACC`: acceptance (test) environment.
+    Acceptance,
+    /// `PRD`: production.
+    Production,
+}
+
+impl Environment {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Environment::Integration => "INT",
+            Environment::Acceptance => "ACC",
+            Environment::Production => "PRD",
+        }
+    }
+
+    fn from_ou(s: &str) -> Option<Self> {
+        match s {
+            "INT" => Some(Environment::Integration),
+            "ACC" => Some(Environment::Acceptance),
+            "PRD" => Some(Environment::Production),
+            _ => None,
+        }
+    }
+
+    /// Whether calls from this environment are answered by the test side (sandbox).
+    pub const fn is_test(self) -> bool {
+        !matches!(self, Environment::Production)
+    }
+}
+
+/// Why a verified certificate still does not identify an organisation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the client certificate cannot be parsed")]
+    Unparsable,
+    #[error("the client certificate carries no enterprise number: expected a subject OU '{ORG_OU_PREFIX}<10 digits>'")]
+    MissingEnterpriseNumber,
+    #[error("the client certificate's enterprise number is invalid: {0}")]
+    InvalidEnterpriseNumber(policies::ids::IdError),
+    #[error("the client certificate carries more than one enterprise number")]
+    SeveralEnterpriseNumbers,
+    #[error("the client certificate carries more than one environment OU")]
+    SeveralEnvironments,
+}
+
+/// The organisation behind a client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgIdentity {
+    pub kbo: Kbo,
+    pub environment: Option<Environment>,
+    /// SHA-256 of the certificate's DER encoding.
+    pub fingerprint: [u8; 32],
+}
+
+impl OrgIdentity {
+    /// Reads the identity from an end-entity certificate in DER.
+    pub fn from_der(der: &[u8]) -> Result<Self, IdentityError> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Unparsable)?;
+        let mut kbo = None;
+        let mut environment = None;
+        for ou in cert.subject().iter_organizational_unit() {
+            let Ok(value) = ou.as_str() else { continue };
+            if let Some(number) = value.strip_prefix(ORG_OU_PREFIX) {
+                if kbo.is_some() {
+                    return Err(IdentityError::SeveralEnterpriseNumbers);
+                }
+                // The convention writes the bare 10 digits; dots or a BE prefix are refused.
+                if number.len() != 10 || !number.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(IdentityError::InvalidEnterpriseNumber(policies::ids::IdError::Length {
+                        kind: policies::ids::IdKind::Kbo,
+                        expected: 10,
+                        found: number.len(),
+                    }));
+                }
+                kbo = Some(Kbo::parse(number).map_err(IdentityError::InvalidEnterpriseNumber)?);
+            } else if let Some(env) = Environment::from_ou(value) {
+                if environment.is_some() {
+                    return Err(IdentityError::SeveralEnvironments);
+                }
+                environment = Some(env);
+            }
+        }
+        let kbo = kbo.ok_or(IdentityError::MissingEnterpriseNumber)?;
+        Ok(OrgIdentity { kbo, environment, fingerprint: Sha256::digest(der).into() })
+    }
+
+    /// The fingerprint as lowercase hex, as written in the audit trail.
+    pub fn fingerprint_hex(&self) -> String {
+        self.fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}

@@ -1,0 +1,333 @@
+//! Configuration: one TOML file, every key documented here, overridable from the environment.
+//!
+//! An environment variable `PASSERELLE__SECTION__KEY=value` overrides `[section] key` (nested
+//! tables take more `__` segments; names are case-insensitive). The value is read as a TOML
+//! value when it parses as one (`2048`, `true`, `["a","b"]`) and as a string otherwise.
+//! `passerelle.example.toml` at the repository root documents a complete file and is parsed
+//! by a test.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "PASSERELLE__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment override {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The data-plane listener (recipients, mTLS with organisation certificates).
+    #[serde(default)]
+    pub data: DataListener,
+    /// TLS material of the data plane.
+    pub tls: TlsConfig,
+    /// Limits applied to every data-plane request.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Persistence.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Upstream sources by name (`sigedis`, `div`, …): where the gateway forwards to.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The data-plane listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataListener {
+    /// Address to listen on. Port 0 picks a free port (tests, demo).
+    pub listen: SocketAddr,
+}
+
+impl Default for DataListener {
+    fn default() -> Self {
+        DataListener { listen: SocketAddr::from(([127, 0, 0, 1], 8443)) }
+    }
+}
+
+/// TLS material. Paths are relative to the config file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Server private key (PEM, PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// CA bundle (PEM) that client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// Certificate revocation lists (PEM) checked for every client certificate.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// Time allowed for a TLS handshake, in milliseconds.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Limits of the data plane.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes; larger ones get 413 `BODY_TOO_LARGE`.
+    pub max_body_bytes: usize,
+    /// Largest header section accepted, in bytes (HTTP/1.1 read buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Time allowed to receive the request headers, in milliseconds (slow-loris guard).
+    pub header_read_timeout_ms: u64,
+    /// Time allowed to receive the request body, in milliseconds.
+    pub body_read_timeout_ms: u64,
+    /// Requests processed at once across all connections; above it, 503 `OVERLOADED`.
+    pub max_in_flight: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 256 * 1024,
+            max_header_bytes: 16 * 1024,
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 10_000,
+            max_in_flight: 4_096,
+            max_concurrent_streams: 128,
+        }
+    }
+}
+
+impl Limits {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+}
+
+/// Which store backs the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sled` (embedded, the default). PostgreSQL arrives with the scale-out issue.
+    pub kind: StoreKind,
+    /// Directory of the embedded store, relative to the config file's directory.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { kind: StoreKind::Sled, path: PathBuf::from("var/store") }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sled,
+}
+
+/// One upstream source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Base URL of the source, e.g. `http://127.0.0.1:18001`.
+    pub upstream: String,
+    /// Time allowed for the source to answer completely, in milliseconds.
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest answer accepted from the source, in bytes; larger ones are refused as
+    /// `UPSTREAM_UNAVAILABLE` and never forwarded.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+fn default_upstream_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_response_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `gateway=debug,info`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, filter: "info".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Reads `path`, applies the environment overrides from `env`, and resolves relative
+    /// paths against the file's directory.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base, env).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            other => other,
+        })
+    }
+
+    /// Parses a configuration text; relative paths are resolved against `base`.
+    pub fn from_toml(
+        text: &str,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse { path: PathBuf::new(), message };
+        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        for (var, raw) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+            apply_override(&mut value, rest, &raw).map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+        }
+        let mut cfg: Config =
+            toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        cfg.resolve_paths(base);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        fix(&mut self.tls.client_ca);
+        self.tls.crls.iter_mut().for_each(fix);
+        fix(&mut self.store.path);
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.limits.max_in_flight == 0 {
+            return Err(ConfigError::Invalid("limits.max_in_flight must be at least 1".into()));
+        }
+        for (name, s) in &self.sources {
+            let uri: http::Uri = s
+                .upstream
+                .parse()
+                .map_err(|e| ConfigError::Invalid(format!("sources.{name}.upstream is not a URL: {e}")))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "sources.{name}.upstream must be an absolute http:// URL (https upstreams arrive with the adapters)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets `a__b__c = raw` in `table`, creating intermediate tables.
+fn apply_override(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), String> {
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if keys.iter().any(String::is_empty) {
+        return Err("empty key segment".into());
+    }
+    let value = parse_env_value(raw);
+    let (last, parents) = keys.split_last().ok_or("empty key")?;
+    let mut cur = table;
+    for k in parents {
+        let entry = cur.entry(k.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| format!("'{k}' is not a table"))?;
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let probe = format!("v = {raw}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const MIN: &str = r#"
+        [tls]
+        cert = "pki/server.pem"
+        key = "pki/server.key"
+        client_ca = "pki/ca.pem"
+    "#;
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../passerelle.example.toml");
+        let cfg = Config::load(&path, []).unwrap();
+        assert!(cfg.sources.contains_key("sigedis"));
+        assert_eq!(cfg.limits.max_body_bytes, 262_144);
+    }
+
+    #[test]
+    fn env_overrides_win_and_paths_resolve() {
+        let env = [
+            ("PASSERELLE__LIMITS__MAX_BODY_BYTES".to_owned(), "2048".to_owned()),
+            ("PASSERELLE__DATA__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("PASSERELLE__SOURCES__X__UPSTREAM".to_owned(), "http://127.0.0.1:1".to_owned()),
+            ("OTHER".to_owned(), "ignored".to_owned()),
+        ];
+        let cfg = Config::from_toml(MIN, Path::new("/etc/p"), env).unwrap();
+        assert_eq!(cfg.limits.max_body_bytes, 2048);
+        assert_eq!(cfg.data.listen.port(), 0);
+        assert_eq!(cfg.tls.cert, Path::new("/etc/p/pki/server.pem"));
+        assert_eq!(cfg.sources["x"].timeout_ms, 5_000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_urls_are_refused() {
+        let e = Config::from_toml(&format!("{MIN}\n[limits]\nmax_bodyy = 1\n"), Path::new("."), []).unwrap_err();
+        assert!(e.to_string().contains("max_bodyy"), "{e}");
+        let e = Config::from_toml(&format!("{MIN}\n[sources.a]\nupstream = \"ftp://x\"\n"), Path::new("."), [])
+            .unwrap_err();
+        assert!(e.to_string().contains("sources.a.upstream"), "{e}");
+    }
+}

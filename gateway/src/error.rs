@@ -1,0 +1,269 @@
+//! Refusals: one enum of stable codes, mapped to responses in this one module.
+//!
+//! The codes are part of the public API: add new ones, never rename one. JSON services answer
+//! `application/problem+json` (RFC 9457); XML services answer a SOAP 1.1 Fault. Every refusal
+//! also carries the code in the `X-Passerelle-Code` header so that tooling need not parse
+//! bodies.
+//!
+//! A refusal's detail is written for the caller and ends up in logs: it names what is wrong
+//! (a header, a rule, a field) but never repeats a personal identifier.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// Response body type of every listener: answers are buffered (the layout check and the
+/// minimisation need the whole document anyway).
+pub type Body = Full<Bytes>;
+
+/// Stable refusal codes (DESIGN.md), plus the transport-level ones the data plane needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    NoLegalBasis,
+    LegalBasisNotApplicable,
+    PurposeNotAllowed,
+    InstrumentNotActive,
+    FlowSuspended,
+    ConsentMissing,
+    ConsentRevoked,
+    ConsentExpired,
+    EndUserRoleMissing,
+    RateExceeded,
+    SubjectInvalid,
+    LayoutViolation,
+    UpstreamUnavailable,
+    UpstreamLayoutViolation,
+    AuditUnavailable,
+    ClientCertInvalid,
+    /// A required envelope header is missing or malformed.
+    EnvelopeInvalid,
+    /// No service at this path.
+    ServiceUnknown,
+    /// The service exists but not with this HTTP method.
+    MethodNotAllowed,
+    /// The request body is larger than the configured limit.
+    BodyTooLarge,
+    /// The client did not send its request within the configured time.
+    RequestTimeout,
+    /// The upstream source did not answer within its timeout.
+    UpstreamTimeout,
+    /// The gateway is at its concurrency limit and sheds load.
+    Overloaded,
+    /// A bug or an unexpected state; details go to the operator log, not to the caller.
+    Internal,
+}
+
+impl Code {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Code::NoLegalBasis => "NO_LEGAL_BASIS",
+            Code::LegalBasisNotApplicable => "LEGAL_BASIS_NOT_APPLICABLE",
+            Code::PurposeNotAllowed => "PURPOSE_NOT_ALLOWED",
+            Code::InstrumentNotActive => "INSTRUMENT_NOT_ACTIVE",
+            Code::FlowSuspended => "FLOW_SUSPENDED",
+            Code::ConsentMissing => "CONSENT_MISSING",
+            Code::ConsentRevoked => "CONSENT_REVOKED",
+            Code::ConsentExpired => "CONSENT_EXPIRED",
+            Code::EndUserRoleMissing => "END_USER_ROLE_MISSING",
+            Code::RateExceeded => "RATE_EXCEEDED",
+            Code::SubjectInvalid => "SUBJECT_INVALID",
+            Code::LayoutViolation => "LAYOUT_VIOLATION",
+            Code::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            Code::UpstreamLayoutViolation => "UPSTREAM_LAYOUT_VIOLATION",
+            Code::AuditUnavailable => "AUDIT_UNAVAILABLE",
+            Code::ClientCertInvalid => "CLIENT_CERT_INVALID",
+            Code::EnvelopeInvalid => "ENVELOPE_INVALID",
+            Code::ServiceUnknown => "SERVICE_UNKNOWN",
+            Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Code::BodyTooLarge => "BODY_TOO_LARGE",
+            Code::RequestTimeout => "REQUEST_TIMEOUT",
+            Code::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Code::Overloaded => "OVERLOADED",
+            Code::Internal => "INTERNAL",
+        }
+    }
+
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Code::NoLegalBasis
+            | Code::LegalBasisNotApplicable
+            | Code::PurposeNotAllowed
+            | Code::InstrumentNotActive
+            | Code::ConsentMissing
+            | Code::ConsentRevoked
+            | Code::ConsentExpired
+            | Code::EndUserRoleMissing
+            | Code::ClientCertInvalid => StatusCode::FORBIDDEN,
+            Code::FlowSuspended | Code::Overloaded | Code::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Code::SubjectInvalid | Code::EnvelopeInvalid => StatusCode::BAD_REQUEST,
+            Code::LayoutViolation => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::UpstreamUnavailable | Code::UpstreamLayoutViolation => StatusCode::BAD_GATEWAY,
+            Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Code::ServiceUnknown => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short, fixed title for the problem document.
+    pub const fn title(self) -> &'static str {
+        match self {
+            Code::NoLegalBasis => "No legal instrument covers this call",
+            Code::LegalBasisNotApplicable => "The named instrument does not apply to this caller or service",
+            Code::PurposeNotAllowed => "The purpose is not allowed by the instrument",
+            Code::InstrumentNotActive => "The instrument is not active",
+            Code::FlowSuspended => "The flow is suspended by its data owner",
+            Code::ConsentMissing => "No consent of the data subject is on file",
+            Code::ConsentRevoked => "The data subject revoked the consent",
+            Code::ConsentExpired => "The data subject's consent has expired",
+            Code::EndUserRoleMissing => "The end user does not hold the required role",
+            Code::RateExceeded => "The grant's periodicity is exceeded",
+            Code::SubjectInvalid => "The data subject's identifier is invalid",
+            Code::LayoutViolation => "The request does not follow the imposed layout",
+            Code::UpstreamUnavailable => "The source is unavailable",
+            Code::UpstreamLayoutViolation => "The source answered outside its imposed layout",
+            Code::AuditUnavailable => "The audit trail cannot be written; no data is released",
+            Code::ClientCertInvalid => "The client certificate does not identify an organisation",
+            Code::EnvelopeInvalid => "The request envelope is incomplete or malformed",
+            Code::ServiceUnknown => "No service at this path",
+            Code::MethodNotAllowed => "Method not allowed for this service",
+            Code::BodyTooLarge => "The request body is too large",
+            Code::RequestTimeout => "The request was not received in time",
+            Code::UpstreamTimeout => "The source did not answer in time",
+            Code::Overloaded => "The gateway is overloaded; retry later",
+            Code::Internal => "Internal error",
+        }
+    }
+}
+
+/// A refusal: a stable code and a detail for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: Code,
+    pub detail: Cow<'static, str>,
+}
+
+impl Refusal {
+    pub fn new(code: Code, detail: impl Into<Cow<'static, str>>) -> Self {
+        Refusal { code, detail: detail.into() }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// How a service speaks, and so how its refusals are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `application/problem+json` (RFC 9457).
+    Json,
+    /// SOAP 1.1 Fault, `text/xml`.
+    Soap,
+}
+
+/// Renders a refusal in the service's dialect. `request_id` goes into the document so that a
+/// caller can quote it to the operator.
+pub fn respond(refusal: &Refusal, dialect: Dialect, request_id: &str) -> Response<Body> {
+    let code = refusal.code;
+    let (content_type, body, status) = match dialect {
+        Dialect::Json => {
+            let doc = serde_json::json!({
+                "type": format!("urn:passerelle:problem:{}", code.as_str()),
+                "title": code.title(),
+                "status": code.status().as_u16(),
+                "code": code.as_str(),
+                "detail": refusal.detail,
+                "instance": format!("urn:passerelle:request:{request_id}"),
+            });
+            ("application/problem+json", doc.to_string(), code.status())
+        }
+        Dialect::Soap => {
+            // WS-I Basic Profile R1126: a Fault travels with HTTP 500. The stable code is in
+            // the Fault detail and in the X-Passerelle-Code header.
+            let faultcode = if code.status().is_client_error() || code.status() == StatusCode::FORBIDDEN {
+                "soap:Client"
+            } else {
+                "soap:Server"
+            };
+            let mut xml = String::with_capacity(512);
+            xml.push_str(r#"<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><soap:Fault>"#);
+            let _ = write!(xml, "<faultcode>{faultcode}</faultcode><faultstring>");
+            escape_xml(&mut xml, code.title());
+            xml.push_str(r#"</faultstring><detail><p:refusal xmlns:p="urn:passerelle:fault"><p:code>"#);
+            xml.push_str(code.as_str());
+            xml.push_str("</p:code><p:detail>");
+            escape_xml(&mut xml, &refusal.detail);
+            xml.push_str("</p:detail><p:requestId>");
+            escape_xml(&mut xml, request_id);
+            xml.push_str("</p:requestId></p:refusal></detail></soap:Fault></soap:Body></soap:Envelope>");
+            ("text/xml; charset=utf-8", xml, StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert("x-passerelle-code", HeaderValue::from_static(code.as_str()));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-request-id", v);
+    }
+    resp
+}
+
+fn escape_xml(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body(r: Response<Body>) -> String {
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn problem_json_carries_the_code() {
+        let r = respond(&Refusal::new(Code::ConsentRevoked, "consent was revoked"), Dialect::Json, "rid-1");
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        assert_eq!(r.headers()["x-passerelle-code"], "CONSENT_REVOKED");
+        let v: serde_json::Value = serde_json::from_str(&body(r).await).unwrap();
+        assert_eq!(v["code"], "CONSENT_REVOKED");
+        assert_eq!(v["status"], 403);
+        assert_eq!(v["instance"], "urn:passerelle:request:rid-1");
+    }
+
+    #[tokio::test]
+    async fn soap_fault_escapes_the_detail() {
+        let r = respond(&Refusal::new(Code::LayoutViolation, "element <plate> & co"), Dialect::Soap, "r");
+        assert_eq!(r.status(), 500);
+        let b = body(r).await;
+        assert!(b.contains("<p:code>LAYOUT_VIOLATION</p:code>"));
+        assert!(b.contains("element &lt;plate&gt; &amp; co"));
+        assert!(b.contains("<faultcode>soap:Client</faultcode>"));
+    }
+}

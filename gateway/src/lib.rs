@@ -1,0 +1,15 @@
+//! Passerelle, the gateway: the data plane (mTLS reverse proxy with the request pipeline), its
+//! configuration, the store, the CLI and the demo. `main.rs` only parses the command line and
+//! calls [`cli::run`].
+//!
+//! See `ARCHITECTURE.md` at the repository root for how a request flows.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod pipeline;
+pub mod server;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,131 @@
+//! Step 9 — forward the call to its source over a pooled HTTP client, with a timeout covering
+//! the whole answer and a cap on its size. Stands after every check: nothing reaches a source
+//! that the gateway would refuse.
+//!
+//! No retries: most calls are cheap to repeat but none is known idempotent at the source until
+//! the adapters say so.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::envelope::{self, Envelope, Subject};
+use super::route::Route;
+use crate::error::{Code, Refusal};
+
+/// Runtime settings of one upstream source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+/// The upstream side: one pooled client shared by every source.
+#[derive(Debug)]
+pub struct Upstreams {
+    client: Client<HttpConnector, Full<Bytes>>,
+    pub sources: Vec<Source>,
+}
+
+/// What the source answered.
+#[derive(Debug)]
+pub struct UpstreamAnswer {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+impl Upstreams {
+    pub fn new(sources: Vec<Source>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Upstreams { client, sources }
+    }
+
+    /// Calls the route's source. `caller_kbo` tells the source which organisation receives
+    /// the data; `request_id` and the trace context follow the call.
+    pub async fn call(
+        &self,
+        route: &Route,
+        env: &Envelope<'_>,
+        caller_kbo: &str,
+        request_id: &HeaderValue,
+        traceparent: Option<String>,
+        body: Bytes,
+    ) -> Result<UpstreamAnswer, Refusal> {
+        let source = &self.sources[route.source];
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = route.method().clone();
+        *req.uri_mut() = route.upstream_uri.clone();
+        let h = req.headers_mut();
+        h.insert(envelope::REQUEST_ID, request_id.clone());
+        h.insert("x-passerelle-recipient", hv(caller_kbo));
+        h.insert(envelope::PURPOSE, hv(env.purpose));
+        match env.subject {
+            Some(Subject::Person(n)) => {
+                let mut b = [0u8; 11];
+                h.insert(envelope::SUBJECT, hv(n.digits(&mut b)));
+            }
+            Some(Subject::Organisation(k)) => {
+                let mut b = [0u8; 10];
+                h.insert(envelope::SUBJECT, hv(k.digits(&mut b)));
+            }
+            None => {}
+        }
+        if let Some(tp) = traceparent {
+            h.insert(envelope::TRACEPARENT, hv(&tp));
+        }
+        let fut = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                tracing::warn!(source = %source.name, error = %e, "upstream request failed");
+                Refusal::new(Code::UpstreamUnavailable, format!("source {} cannot be reached", source.name))
+            })?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, source.max_response_bytes).collect().await.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Refusal::new(
+                        Code::UpstreamUnavailable,
+                        format!("source {} answered more than {} bytes", source.name, source.max_response_bytes),
+                    )
+                } else {
+                    Refusal::new(Code::UpstreamUnavailable, format!("source {} broke off its answer", source.name))
+                }
+            })?;
+            Ok(UpstreamAnswer {
+                status: parts.status,
+                content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+                body: body.to_bytes(),
+            })
+        };
+        let answer = tokio::time::timeout(source.timeout, fut).await.map_err(|_| {
+            Refusal::new(
+                Code::UpstreamTimeout,
+                format!("source {} did not answer within {} ms", source.name, source.timeout.as_millis()),
+            )
+        })??;
+        if answer.status.is_server_error() || answer.status.is_informational() || answer.status.is_redirection() {
+            return Err(Refusal::new(
+                Code::UpstreamUnavailable,
+                format!("source {} answered HTTP {}", source.name, answer.status.as_u16()),
+            ));
+        }
+        Ok(answer)
+    }
+}
+
+/// A header value from text that is known to be visible ASCII (digits, checked envelope
+/// values); anything else becomes an empty value rather than a panic.
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""))
+}

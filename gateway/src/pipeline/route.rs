@@ -1,0 +1,77 @@
+//! Step 3 — route: path → service, from a table compiled when the gateway starts. Stands
+//! before the envelope because the service decides which headers are required and in which
+//! dialect (problem+json or SOAP Fault) refusals are written.
+//!
+//! Matching is exact on the path: no normalisation, no percent-decoding, no trailing-slash
+//! folding, so `..`, `%2e` or `//` tricks simply find no service.
+
+use std::collections::HashMap;
+
+use adapters::{Protocol, ServiceDef, SubjectKind};
+use http::{Method, Uri};
+
+use crate::error::{Code, Dialect, Refusal};
+
+/// A service the data plane exposes, with everything the request path needs precomputed.
+#[derive(Debug)]
+pub struct Route {
+    pub service: ServiceDef,
+    /// Full upstream URI, built once.
+    pub upstream_uri: Uri,
+    /// Index of the upstream source in the forwarder's table.
+    pub source: usize,
+}
+
+impl Route {
+    pub fn dialect(&self) -> Dialect {
+        match self.service.protocol {
+            Protocol::Json => Dialect::Json,
+            Protocol::Soap => Dialect::Soap,
+        }
+    }
+
+    pub fn subject(&self) -> SubjectKind {
+        self.service.subject
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.service.method
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Table {
+    by_path: HashMap<&'static str, Route>,
+}
+
+impl Table {
+    pub fn new(routes: Vec<Route>) -> Self {
+        Table { by_path: routes.into_iter().map(|r| (r.service.path, r)).collect() }
+    }
+
+    pub fn lookup(&self, method: &Method, path: &str) -> Result<&Route, Refusal> {
+        let route = self
+            .by_path
+            .get(path)
+            .ok_or_else(|| Refusal::new(Code::ServiceUnknown, "no service is published at this path"))?;
+        if route.method() != method {
+            return Err(Refusal::new(
+                Code::MethodNotAllowed,
+                format!("this service is called with {}", route.method()),
+            ));
+        }
+        Ok(route)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.by_path.values()
+    }
+}

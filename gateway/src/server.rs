@@ -1,0 +1,171 @@
+//! The data-plane listener: TCP accept → TLS handshake (client certificate required) → the
+//! caller's identity, read once per connection → HTTP/1.1 or HTTP/2 (ALPN) → [`Pipeline`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http::{Request, Uri};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, StoreKind};
+use crate::pipeline::Pipeline;
+use crate::pipeline::envelope::RequestIds;
+use crate::pipeline::forward::{Source, Upstreams};
+use crate::pipeline::identity::Caller;
+use crate::pipeline::limits::Limits;
+use crate::pipeline::route::{Route, Table};
+use crate::store::{SledStore, Store};
+use crate::tls;
+
+/// How long in-flight calls get to finish after shutdown is asked.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Builds the route table and upstream settings from the adapters' catalogue and the
+/// configured sources. A service whose source is not configured is not exposed.
+pub fn build_pipeline(cfg: &Config) -> anyhow::Result<Pipeline> {
+    let mut sources = Vec::new();
+    let mut routes = Vec::new();
+    for service in adapters::catalogue() {
+        let Some(sc) = cfg.sources.get(service.source) else {
+            tracing::info!(service = service.id, "source not configured; service not exposed");
+            continue;
+        };
+        let source = match sources.iter().position(|s: &Source| s.name == service.source) {
+            Some(i) => i,
+            None => {
+                sources.push(Source {
+                    name: service.source.to_owned(),
+                    timeout: Duration::from_millis(sc.timeout_ms),
+                    max_response_bytes: sc.max_response_bytes,
+                });
+                sources.len() - 1
+            }
+        };
+        let base = sc.upstream.trim_end_matches('/');
+        let upstream_uri: Uri = format!("{base}{}", service.upstream_path)
+            .parse()
+            .with_context(|| format!("sources.{}.upstream", service.source))?;
+        routes.push(Route { service, upstream_uri, source });
+    }
+    Ok(Pipeline {
+        limits: Limits::new(&cfg.limits),
+        routes: Table::new(routes),
+        upstreams: Upstreams::new(sources),
+        ids: RequestIds::new(),
+    })
+}
+
+/// A gateway whose data plane is listening.
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub data_addr: SocketAddr,
+    pub store: Arc<dyn Store>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets in-flight calls finish (up to [`SHUTDOWN_GRACE`]) and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the listener stops (after [`RunningGateway::shutdown`] from elsewhere).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A handle that can ask this gateway to shut down.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Binds the data plane and starts serving.
+pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
+    let store: Arc<dyn Store> = match cfg.store.kind {
+        StoreKind::Sled => Arc::new(SledStore::open(&cfg.store.path)?),
+    };
+    let tls = tls::server_config(&cfg.tls).context("data-plane TLS")?;
+    let pipeline = Arc::new(build_pipeline(cfg)?);
+    let listener =
+        TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
+    let data_addr = listener.local_addr()?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.limits.header_read_timeout())
+        .max_buf_size(cfg.limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(cfg.limits.max_header_bytes).unwrap_or(u32::MAX));
+    let handshake_timeout = Duration::from_millis(cfg.tls.handshake_timeout_ms);
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    tracing::info!(addr = %data_addr, services = pipeline.routes.len(), "data plane listening");
+
+    let task = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown_rx.changed() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let pipeline = pipeline.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, reason = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let caller = Arc::new(Caller::from_peer_chain(tls.get_ref().1.peer_certificates(), peer));
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let pipeline = pipeline.clone();
+                    let caller = caller.clone();
+                    async move { Ok::<_, Infallible>(pipeline.handle(req, &caller).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+            tracing::warn!("in-flight calls did not finish within the shutdown grace period");
+        }
+    });
+    Ok(RunningGateway { data_addr, store, shutdown, task })
+}

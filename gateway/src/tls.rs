@@ -1,0 +1,113 @@
+//! TLS: the data plane's rustls server configuration (client certificate required, chain and
+//! CRLs checked by webpki) and the client configuration the demo, tests and load generator use.
+//!
+//! Only the `ring` crypto provider is compiled in. The server accepts TLS 1.3 and 1.2 and
+//! offers `h2` and `http/1.1` by ALPN.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+use crate::config::TlsConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} from {path}: {message}")]
+    Pem { what: &'static str, path: String, message: String },
+    #[error("{what} in {path} holds no certificate")]
+    Empty { what: &'static str, path: String },
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(String),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn pem_err<'a>(what: &'static str, path: &'a Path) -> impl Fn(rustls_pki_types::pem::Error) -> TlsError + 'a {
+    move |e| TlsError::Pem { what, path: path.display().to_string(), message: e.to_string() }
+}
+
+/// Reads every certificate of a PEM file.
+pub fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(pem_err(what, path))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err(what, path))?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty { what, path: path.display().to_string() });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(pem_err("private key", path))
+}
+
+fn read_crls(paths: &[impl AsRef<Path>]) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let p = p.as_ref();
+        for crl in CertificateRevocationListDer::pem_file_iter(p).map_err(pem_err("CRL", p))? {
+            out.push(crl.map_err(pem_err("CRL", p))?);
+        }
+    }
+    Ok(out)
+}
+
+/// The data plane's server configuration.
+pub fn server_config(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs("client CA bundle", &cfg.client_ca)? {
+        roots.add(ca)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(read_crls(&cfg.crls)?)
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(read_certs("server certificate", &cfg.cert)?, read_key(&cfg.key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client configuration trusting `ca_pem` and presenting `cert_pem` / `key_pem` (when given).
+/// `alpn` chooses the HTTP version offered (`h2`, `http/1.1`).
+pub fn client_config(ca_pem: &[u8], client: Option<(&[u8], &[u8])>, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    let pem = |e: rustls_pki_types::pem::Error| TlsError::Pem {
+        what: "client material",
+        path: "<memory>".into(),
+        message: e.to_string(),
+    };
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(ca.map_err(pem)?)?;
+    }
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_webpki_verifier(verifier);
+    let mut config = match client {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>().map_err(pem)?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(pem)?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
