@@ -24,6 +24,8 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 pub use identity::{Environment, IdentityError, ORG_OU_PREFIX, OrgIdentity};
+/// Extended key usages a [`ClientSpec`] can carry.
+pub use rcgen::ExtendedKeyUsagePurpose as Eku;
 
 /// A failure to generate or write certificates.
 #[derive(Debug, thiserror::Error)]

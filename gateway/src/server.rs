@@ -94,10 +94,10 @@ impl RunningGateway {
 
 /// Binds the data plane and starts serving.
 pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
+    let tls = tls::server_config(&cfg.tls).context("data-plane TLS")?;
     let store: Arc<dyn Store> = match cfg.store.kind {
         StoreKind::Sled => Arc::new(SledStore::open(&cfg.store.path)?),
     };
-    let tls = tls::server_config(&cfg.tls).context("data-plane TLS")?;
     let pipeline = Arc::new(build_pipeline(cfg)?);
     let listener =
         TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
