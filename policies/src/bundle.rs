@@ -1,0 +1,403 @@
+//! Policy bundles: TOML files describing organisations, sources, services, instruments, roles
+//! and exceptional accesses. Several files merge into one [`Policy`]; every problem found is
+//! reported with the file and the key it is about, e.g.
+//! `sigedis.toml: instruments[1] "CSI/SSH/19/004": protocol lacks element (9) sanctions`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+
+use crate::ids::Kbo;
+use crate::model::{InstrumentKind, OrgKind, Policy, Recipient, Status};
+
+/// One problem in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleError {
+    pub file: String,
+    /// The offending key, as a path (`instruments[2].grants[0].fields`).
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for BundleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+/// All problems found in a set of bundles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleErrors(pub Vec<BundleError>);
+
+impl fmt::Display for BundleErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BundleErrors {}
+
+/// Reads and validates bundle files, merged in the order given.
+pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Policy, BundleErrors> {
+    let mut texts = Vec::with_capacity(paths.len());
+    let mut errors = Vec::new();
+    for p in paths {
+        let p = p.as_ref();
+        match std::fs::read_to_string(p) {
+            Ok(t) => texts.push((p.display().to_string(), t)),
+            Err(e) => {
+                errors.push(BundleError { file: p.display().to_string(), key: String::new(), message: e.to_string() })
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BundleErrors(errors));
+    }
+    load_texts(texts.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+}
+
+/// Parses and validates bundles given as (file name, text).
+pub fn load_texts<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Policy, BundleErrors> {
+    let mut parsed = Vec::new();
+    let mut errors = Vec::new();
+    for (name, text) in files {
+        match toml::from_str::<Policy>(text) {
+            Ok(p) => parsed.push((name.to_owned(), p)),
+            Err(e) => errors.push(BundleError {
+                file: name.to_owned(),
+                key: String::new(),
+                message: e.to_string().trim_end().replace('\n', " | "),
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BundleErrors(errors));
+    }
+    let mut v = Validator::default();
+    v.check(&parsed);
+    if v.errors.is_empty() {
+        let mut merged = Policy::default();
+        for (_, p) in parsed {
+            for o in p.organisations {
+                if !merged.organisations.iter().any(|m| m.kbo == o.kbo) {
+                    merged.organisations.push(o);
+                }
+            }
+            merged.sources.extend(p.sources);
+            merged.services.extend(p.services);
+            merged.instruments.extend(p.instruments);
+            merged.roles.extend(p.roles);
+            merged.exceptional_access.extend(p.exceptional_access);
+        }
+        Ok(merged)
+    } else {
+        Err(BundleErrors(v.errors))
+    }
+}
+
+/// Converts a bundle date to days since 1970-01-01; `None` if it is not a plain date.
+pub fn days(d: &crate::model::Date) -> Option<i64> {
+    if d.time.is_some() || d.offset.is_some() {
+        return None;
+    }
+    let date = d.date?;
+    let month = time::Month::try_from(date.month).ok()?;
+    let date = time::Date::from_calendar_date(i32::from(date.year), month, date.day).ok()?;
+    Some(i64::from(date.to_julian_day()) - 2_440_588)
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<BundleError>,
+}
+
+impl Validator {
+    fn err(&mut self, file: &str, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(BundleError { file: file.to_owned(), key: key.into(), message: message.into() });
+    }
+
+    fn date(&mut self, file: &str, key: &str, d: Option<&crate::model::Date>) -> Option<i64> {
+        let d = d?;
+        let v = days(d);
+        if v.is_none() {
+            self.err(file, key, "must be a plain date like 2024-01-31");
+        }
+        v
+    }
+
+    fn window(&mut self, file: &str, key: &str, from: Option<&crate::model::Date>, until: Option<&crate::model::Date>) {
+        let f = self.date(file, &format!("{key}.valid_from"), from);
+        let u = self.date(file, &format!("{key}.valid_until"), until);
+        if let (Some(f), Some(u)) = (f, u)
+            && f > u
+        {
+            self.err(file, format!("{key}.valid_until"), "is before valid_from");
+        }
+    }
+
+    fn check(&mut self, files: &[(String, Policy)]) {
+        // Global tables first: everything may be referenced from any file.
+        let mut orgs: HashMap<Kbo, (OrgKind, &str)> = HashMap::new();
+        let mut services: HashMap<&str, &[String]> = HashMap::new();
+        let mut sources: HashSet<&str> = HashSet::new();
+        let mut instruments: HashMap<&str, InstrumentKind> = HashMap::new();
+        let mut grant_ids: HashSet<&str> = HashSet::new();
+        for (file, p) in files {
+            for (i, o) in p.organisations.iter().enumerate() {
+                let key = format!("organisations[{i}]");
+                match orgs.get(&o.kbo) {
+                    Some((kind, name)) if *kind != o.kind || *name != o.name => {
+                        self.err(file, key, format!("enterprise number {} is declared twice, differently", o.kbo));
+                    }
+                    _ => {
+                        orgs.insert(o.kbo, (o.kind, o.name.as_str()));
+                    }
+                }
+            }
+            for (i, s) in p.sources.iter().enumerate() {
+                if !sources.insert(s.id.as_str()) {
+                    self.err(file, format!("sources[{i}].id"), format!("source '{}' is declared twice", s.id));
+                }
+            }
+            for (i, s) in p.services.iter().enumerate() {
+                if services.insert(s.id.as_str(), &s.fields).is_some() {
+                    self.err(file, format!("services[{i}].id"), format!("service '{}' is declared twice", s.id));
+                }
+            }
+            for (i, ins) in p.instruments.iter().enumerate() {
+                if ins.reference.trim().is_empty() {
+                    self.err(file, format!("instruments[{i}].reference"), "is empty");
+                } else if instruments.insert(ins.reference.as_str(), ins.kind).is_some() {
+                    self.err(
+                        file,
+                        format!("instruments[{i}].reference"),
+                        format!("instrument '{}' is declared twice", ins.reference),
+                    );
+                }
+            }
+        }
+
+        for (file, p) in files {
+            let file = file.as_str();
+            for (i, s) in p.sources.iter().enumerate() {
+                if !orgs.contains_key(&s.owner) {
+                    self.err(file, format!("sources[{i}].owner"), format!("unknown organisation {}", s.owner));
+                }
+            }
+            for (i, s) in p.services.iter().enumerate() {
+                let key = format!("services[{i}]");
+                if !sources.contains(s.source.as_str()) {
+                    self.err(file, format!("{key}.source"), format!("unknown source '{}'", s.source));
+                }
+                if !s.id.starts_with(&format!("{}.", s.source)) {
+                    self.err(file, format!("{key}.id"), format!("must start with '{}.'", s.source));
+                }
+                if s.fields.is_empty() || s.fields.len() > 64 {
+                    self.err(file, format!("{key}.fields"), "must list 1 to 64 fields");
+                }
+                let mut seen = HashSet::new();
+                for f in &s.fields {
+                    if !seen.insert(f) {
+                        self.err(file, format!("{key}.fields"), format!("field '{f}' is listed twice"));
+                    }
+                }
+            }
+            for (i, ins) in p.instruments.iter().enumerate() {
+                let key = format!("instruments[{i}] \"{}\"", ins.reference);
+                self.instrument(file, &key, ins, &orgs, &services, &instruments, &mut grant_ids);
+            }
+            for (i, r) in p.roles.iter().enumerate() {
+                let key = format!("roles[{i}]");
+                if !orgs.contains_key(&r.org) {
+                    self.err(file, format!("{key}.org"), format!("unknown organisation {}", r.org));
+                }
+                if r.end_user.trim().is_empty() || r.role.trim().is_empty() {
+                    self.err(file, &key, "end_user and role must not be empty");
+                }
+                self.window(file, &key, Some(&r.valid_from), Some(&r.valid_until));
+            }
+            for (i, x) in p.exceptional_access.iter().enumerate() {
+                let key = format!("exceptional_access[{i}]");
+                match instruments.get(x.instrument.as_str()) {
+                    Some(InstrumentKind::AccessMatrix) => {}
+                    Some(_) => self.err(file, format!("{key}.instrument"), "must name an access-matrix instrument"),
+                    None => {
+                        self.err(file, format!("{key}.instrument"), format!("unknown instrument '{}'", x.instrument))
+                    }
+                }
+                if !orgs.contains_key(&x.org) {
+                    self.err(file, format!("{key}.org"), format!("unknown organisation {}", x.org));
+                }
+                if !grant_ids.insert(x.id.as_str()) {
+                    self.err(file, format!("{key}.id"), format!("id '{}' is used twice", x.id));
+                }
+                self.service_fields(file, &key, &x.service, &x.fields, &services);
+                if x.purposes.is_empty() {
+                    self.err(file, format!("{key}.purposes"), "must name at least one purpose");
+                }
+                self.date(file, &format!("{key}.advice_date"), Some(&x.advice_date));
+                self.date(file, &format!("{key}.valid_until"), Some(&x.valid_until));
+            }
+        }
+    }
+
+    fn service_fields(
+        &mut self,
+        file: &str,
+        key: &str,
+        service: &str,
+        fields: &[String],
+        services: &HashMap<&str, &[String]>,
+    ) {
+        let Some(known) = services.get(service) else {
+            self.err(file, format!("{key}.service"), format!("unknown service '{service}'"));
+            return;
+        };
+        if fields.is_empty() {
+            self.err(file, format!("{key}.fields"), "must grant at least one field");
+        }
+        for f in fields {
+            if !known.contains(f) {
+                self.err(file, format!("{key}.fields"), format!("service '{service}' has no field '{f}'"));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn instrument<'p>(
+        &mut self,
+        file: &str,
+        key: &str,
+        ins: &'p crate::model::Instrument,
+        orgs: &HashMap<Kbo, (OrgKind, &str)>,
+        services: &HashMap<&str, &[String]>,
+        instruments: &HashMap<&str, InstrumentKind>,
+        grant_ids: &mut HashSet<&'p str>,
+    ) {
+        let needs = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+        match ins.kind {
+            InstrumentKind::Deliberation | InstrumentKind::General => {
+                for (name, missing) in [("authority", needs(&ins.authority)), ("number", needs(&ins.number))] {
+                    if missing {
+                        self.err(file, format!("{key}.{name}"), "is required for a deliberation or general instrument");
+                    }
+                }
+                if ins.date.is_none() {
+                    self.err(file, format!("{key}.date"), "is required for a deliberation or general instrument");
+                }
+            }
+            InstrumentKind::Protocol => match &ins.protocol {
+                None => self.err(file, format!("{key}.protocol"), "a protocol must state the 13 elements of art. 8"),
+                Some(p) => {
+                    for (n, name, value) in p.elements() {
+                        if value.is_none_or(|s| s.trim().is_empty()) {
+                            self.err(
+                                file,
+                                format!("{key}.protocol.{name}"),
+                                format!("protocol lacks element ({n}) {name}"),
+                            );
+                        }
+                    }
+                }
+            },
+            InstrumentKind::Convention => {
+                if ins.state.is_none() {
+                    self.err(file, format!("{key}.state"), "a convention needs its lifecycle state");
+                }
+                if ins.status.is_some() {
+                    self.err(file, format!("{key}.status"), "a convention's status follows its state; remove it");
+                }
+                if ins.parent.is_none() {
+                    self.err(file, format!("{key}.parent"), "a convention rests on a deliberation: name it");
+                }
+            }
+            InstrumentKind::Statutory => {
+                for (name, missing) in [("law", needs(&ins.law)), ("article", needs(&ins.article))] {
+                    if missing {
+                        self.err(file, format!("{key}.{name}"), "is required for a statutory basis");
+                    }
+                }
+            }
+            InstrumentKind::AccessMatrix => {}
+        }
+        if ins.kind != InstrumentKind::Convention && ins.status.is_none() {
+            self.err(file, format!("{key}.status"), "is required");
+        }
+        if ins.effective_status() == Status::Suspended && needs(&ins.suspended_reason) {
+            self.err(file, format!("{key}.suspended_reason"), "a suspended instrument must say why");
+        }
+        if ins.kind == InstrumentKind::General && ins.eligible.is_empty() {
+            self.err(file, format!("{key}.eligible"), "a general instrument names the kinds that may adhere");
+        }
+        if let Some(parent) = &ins.parent
+            && !instruments.contains_key(parent.as_str())
+        {
+            self.err(file, format!("{key}.parent"), format!("unknown instrument '{parent}'"));
+        }
+        self.window(file, key, ins.valid_from.as_ref(), ins.valid_until.as_ref());
+        for (j, a) in ins.adhesions.iter().enumerate() {
+            let akey = format!("{key}.adhesions[{j}]");
+            if ins.kind != InstrumentKind::General {
+                self.err(file, &akey, "only general instruments take adhesions");
+                continue;
+            }
+            match orgs.get(&a.org) {
+                None => self.err(file, format!("{akey}.org"), format!("unknown organisation {}", a.org)),
+                Some((kind, _)) if !ins.eligible.contains(kind) => self.err(
+                    file,
+                    format!("{akey}.org"),
+                    format!("a {} cannot adhere: the instrument is open to {}", kind.as_str(), kinds(&ins.eligible)),
+                ),
+                Some(_) => {}
+            }
+            if !a.modalities_confirmed {
+                self.err(file, format!("{akey}.modalities_confirmed"), "the adherent must confirm the modalities");
+            }
+            if a.requested_by.trim().is_empty() || a.dpo_advice.trim().is_empty() {
+                self.err(file, &akey, "requested_by and dpo_advice are required");
+            }
+            self.date(file, &format!("{akey}.date"), Some(&a.date));
+        }
+        for (j, g) in ins.grants.iter().enumerate() {
+            let gkey = format!("{key}.grants[{j}]");
+            if !grant_ids.insert(g.id.as_str()) {
+                self.err(file, format!("{gkey}.id"), format!("grant id '{}' is used twice", g.id));
+            }
+            match &g.recipient {
+                Recipient::Org(k) if !orgs.contains_key(k) => {
+                    self.err(file, format!("{gkey}.recipient"), format!("unknown organisation {k}"));
+                }
+                Recipient::Adherents(false) => self.err(file, format!("{gkey}.recipient"), "adherents must be true"),
+                Recipient::Adherents(true) if ins.kind != InstrumentKind::General => {
+                    self.err(file, format!("{gkey}.recipient"), "only a general instrument has adherents");
+                }
+                _ => {}
+            }
+            self.service_fields(file, &gkey, &g.service, &g.fields, services);
+            if g.purposes.is_empty() || g.purposes.iter().any(|p| p.trim().is_empty()) {
+                self.err(file, format!("{gkey}.purposes"), "must name at least one non-empty purpose");
+            }
+            if g.environments.is_empty() {
+                self.err(file, format!("{gkey}.environments"), "must open test, production or both");
+            }
+            if g.rate.is_some_and(|r| r.max == 0) {
+                self.err(file, format!("{gkey}.rate.max"), "must be at least 1");
+            }
+            self.window(file, &gkey, g.valid_from.as_ref(), g.valid_until.as_ref());
+        }
+    }
+}
+
+fn kinds(k: &[OrgKind]) -> String {
+    k.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,378 @@
+//! The immutable snapshot the data plane reads: built once per policy change from a validated
+//! [`Policy`], swapped atomically by the gateway.
+//!
+//! Everything a decision needs is resolved here, at compile time: ids are interned to integers,
+//! grants are indexed by (organisation, service) with kinds and adherents expanded to concrete
+//! organisations, fields are bitsets, times are integer seconds. A request then does a handful
+//! of hash lookups of borrowed strings and integer comparisons (see `decide.rs`).
+
+use rustc_hash::FxHashMap;
+
+use crate::bundle::days;
+use crate::ids::Kbo;
+use crate::model::{Date, Env, InstrumentKind, OrgKind, Policy, Rate, Recipient, Status};
+
+const DAY: i64 = 86_400;
+
+/// A set of a service's fields, by their index in the service's field list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FieldMask(pub u64);
+
+impl FieldMask {
+    pub const fn contains(self, index: usize) -> bool {
+        index < 64 && self.0 & (1 << index) != 0
+    }
+    pub const fn count(self) -> u32 {
+        self.0.count_ones()
+    }
+}
+
+macro_rules! id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u32);
+        impl $name {
+            pub const fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+    };
+}
+id!(
+    /// An organisation of the snapshot.
+    OrgId
+);
+id!(
+    /// A service of the snapshot.
+    ServiceId
+);
+id!(
+    /// An instrument of the snapshot.
+    InstrumentId
+);
+id!(
+    /// A grant of the snapshot (exceptional accesses included).
+    GrantId
+);
+id!(
+    /// An interned purpose code.
+    PurposeId
+);
+
+#[derive(Debug, Clone)]
+pub struct OrgInfo {
+    pub kbo: Kbo,
+    pub name: Box<str>,
+    pub kind: OrgKind,
+    pub handle: Option<Box<str>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    pub id: Box<str>,
+    pub fields: Vec<Box<str>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InstrumentInfo {
+    pub reference: Box<str>,
+    pub kind: InstrumentKind,
+    pub status: Status,
+    pub suspended_reason: Option<Box<str>>,
+    pub from: i64,
+    pub until: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CGrant {
+    pub(crate) id: Box<str>,
+    pub(crate) instrument: u32,
+    /// Range in `purpose_pool`.
+    pub(crate) purposes: (u32, u32),
+    pub(crate) fields: FieldMask,
+    pub(crate) consent: bool,
+    /// Bit 0: test, bit 1: production.
+    pub(crate) envs: u8,
+    pub(crate) from: i64,
+    pub(crate) until: i64,
+    pub(crate) role: Option<u32>,
+    /// Exceptional accesses open a grant to one named end user.
+    pub(crate) end_user: Option<Box<str>>,
+    pub(crate) rate: Option<Rate>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) grant: u32,
+    /// False for an organisation eligible for a general instrument that has not adhered.
+    pub(crate) adhered: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RoleEntry {
+    pub(crate) role: u32,
+    pub(crate) from: i64,
+    pub(crate) until: i64,
+}
+
+/// The compiled policy.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub(crate) version: u64,
+    pub(crate) orgs: FxHashMap<u64, u32>,
+    pub(crate) org_info: Vec<OrgInfo>,
+    pub(crate) services: FxHashMap<Box<str>, u32>,
+    pub(crate) service_info: Vec<ServiceInfo>,
+    pub(crate) instruments: FxHashMap<Box<str>, u32>,
+    pub(crate) instrument_info: Vec<InstrumentInfo>,
+    pub(crate) purposes: FxHashMap<Box<str>, u32>,
+    pub(crate) purpose_names: Vec<Box<str>>,
+    pub(crate) grants: Vec<CGrant>,
+    pub(crate) purpose_pool: Vec<u32>,
+    /// (org << 32 | service) → range in `entries`.
+    pub(crate) index: FxHashMap<u64, (u32, u32)>,
+    pub(crate) entries: Vec<Entry>,
+    /// org → end user → range in `role_pool`.
+    pub(crate) roles: FxHashMap<u32, FxHashMap<Box<str>, (u32, u32)>>,
+    pub(crate) role_pool: Vec<RoleEntry>,
+    pub(crate) role_names: FxHashMap<Box<str>, u32>,
+}
+
+fn start_of(d: Option<&Date>) -> i64 {
+    d.and_then(days).map_or(i64::MIN, |d| d * DAY)
+}
+
+/// `valid_until` is inclusive: the whole day counts.
+fn end_of(d: Option<&Date>) -> i64 {
+    d.and_then(days).map_or(i64::MAX, |d| (d + 1) * DAY)
+}
+
+fn intern(map: &mut FxHashMap<Box<str>, u32>, names: &mut Vec<Box<str>>, s: &str) -> u32 {
+    if let Some(&i) = map.get(s) {
+        return i;
+    }
+    let i = names.len() as u32;
+    names.push(s.into());
+    map.insert(s.into(), i);
+    i
+}
+
+impl Snapshot {
+    /// Compiles a validated policy. Entries that reference something unknown are skipped
+    /// (bundle validation reports them; compiling never panics).
+    pub fn compile(policy: &Policy, version: u64) -> Self {
+        let mut s = Snapshot { version, ..Snapshot::default() };
+        for o in &policy.organisations {
+            if s.orgs.contains_key(&o.kbo.as_u64()) {
+                continue;
+            }
+            s.orgs.insert(o.kbo.as_u64(), s.org_info.len() as u32);
+            s.org_info.push(OrgInfo {
+                kbo: o.kbo,
+                name: o.name.as_str().into(),
+                kind: o.kind,
+                handle: o.handle.as_deref().map(Into::into),
+            });
+        }
+        for svc in &policy.services {
+            s.services.insert(svc.id.as_str().into(), s.service_info.len() as u32);
+            s.service_info.push(ServiceInfo {
+                id: svc.id.as_str().into(),
+                fields: svc.fields.iter().map(|f| f.as_str().into()).collect(),
+            });
+        }
+        for ins in &policy.instruments {
+            s.instruments.insert(ins.reference.as_str().into(), s.instrument_info.len() as u32);
+            s.instrument_info.push(InstrumentInfo {
+                reference: ins.reference.as_str().into(),
+                kind: ins.kind,
+                status: ins.effective_status(),
+                suspended_reason: ins.suspended_reason.as_deref().map(Into::into),
+                from: start_of(ins.valid_from.as_ref()),
+                until: end_of(ins.valid_until.as_ref()),
+            });
+        }
+        let mut role_names = Vec::new();
+
+        // (org, service) → entries, collected then flattened.
+        let mut pending: FxHashMap<u64, Vec<Entry>> = FxHashMap::default();
+        for (ii, ins) in policy.instruments.iter().enumerate() {
+            let adherents: Vec<u32> =
+                ins.adhesions.iter().filter_map(|a| s.orgs.get(&a.org.as_u64()).copied()).collect();
+            for g in &ins.grants {
+                let Some(&service) = s.services.get(g.service.as_str()) else { continue };
+                let Some(fields) = s.field_mask(service, &g.fields) else { continue };
+                let role = g.end_user_role.as_deref().map(|r| intern(&mut s.role_names, &mut role_names, r));
+                let grant = s.push_grant(
+                    CGrant {
+                        id: g.id.as_str().into(),
+                        instrument: ii as u32,
+                        purposes: (0, 0),
+                        fields,
+                        consent: g.consent,
+                        envs: g.environments.iter().fold(0u8, |acc, e| acc | env_bit(*e)),
+                        from: start_of(g.valid_from.as_ref()),
+                        until: end_of(g.valid_until.as_ref()),
+                        role,
+                        end_user: None,
+                        rate: g.rate,
+                    },
+                    &g.purposes,
+                );
+                // Expand the recipient to concrete organisations.
+                let mut add = |org: u32, adhered: bool| {
+                    pending.entry(key(org, service)).or_default().push(Entry { grant, adhered });
+                };
+                match &g.recipient {
+                    Recipient::Org(k) => {
+                        if let Some(&o) = s.orgs.get(&k.as_u64()) {
+                            add(o, true);
+                        }
+                    }
+                    Recipient::Kind(kind) => {
+                        for (o, info) in s.org_info.iter().enumerate() {
+                            if info.kind == *kind {
+                                add(o as u32, true);
+                            }
+                        }
+                    }
+                    Recipient::Adherents(_) => {
+                        for (o, info) in s.org_info.iter().enumerate() {
+                            let o = o as u32;
+                            if adherents.contains(&o) {
+                                add(o, true);
+                            } else if ins.eligible.contains(&info.kind) {
+                                add(o, false);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for x in &policy.exceptional_access {
+            if x.remark {
+                continue; // a remark within 7 days: not approved
+            }
+            let (Some(&ins), Some(&service), Some(&org)) = (
+                s.instruments.get(x.instrument.as_str()),
+                s.services.get(x.service.as_str()),
+                s.orgs.get(&x.org.as_u64()),
+            ) else {
+                continue;
+            };
+            let Some(fields) = s.field_mask(service, &x.fields) else { continue };
+            // Tacit approval: valid from the 7th day after the advice.
+            let from = days(&x.advice_date).map_or(i64::MAX, |d| (d + 7) * DAY);
+            let grant = s.push_grant(
+                CGrant {
+                    id: x.id.as_str().into(),
+                    instrument: ins,
+                    purposes: (0, 0),
+                    fields,
+                    consent: false,
+                    envs: env_bit(Env::Test) | env_bit(Env::Production),
+                    from,
+                    until: end_of(Some(&x.valid_until)),
+                    role: None,
+                    end_user: Some(x.end_user.as_str().into()),
+                    rate: None,
+                },
+                &x.purposes,
+            );
+            pending.entry(key(org, service)).or_default().push(Entry { grant, adhered: true });
+        }
+        for (k, v) in pending {
+            s.index.insert(k, (s.entries.len() as u32, v.len() as u32));
+            s.entries.extend(v);
+        }
+
+        let mut by_user: FxHashMap<u32, FxHashMap<Box<str>, Vec<RoleEntry>>> = FxHashMap::default();
+        for r in &policy.roles {
+            let Some(&org) = s.orgs.get(&r.org.as_u64()) else { continue };
+            let role = intern(&mut s.role_names, &mut role_names, &r.role);
+            by_user.entry(org).or_default().entry(r.end_user.as_str().into()).or_default().push(RoleEntry {
+                role,
+                from: start_of(Some(&r.valid_from)),
+                until: end_of(Some(&r.valid_until)),
+            });
+        }
+        for (org, users) in by_user {
+            let mut m = FxHashMap::default();
+            for (user, entries) in users {
+                m.insert(user, (s.role_pool.len() as u32, entries.len() as u32));
+                s.role_pool.extend(entries);
+            }
+            s.roles.insert(org, m);
+        }
+        s
+    }
+
+    fn field_mask(&self, service: u32, fields: &[String]) -> Option<FieldMask> {
+        let known = &self.service_info.get(service as usize)?.fields;
+        let mut mask = 0u64;
+        for f in fields {
+            let i = known.iter().position(|k| **k == **f)?;
+            mask |= 1 << i;
+        }
+        Some(FieldMask(mask))
+    }
+
+    fn push_grant(&mut self, mut g: CGrant, purposes: &[String]) -> u32 {
+        let start = self.purpose_pool.len() as u32;
+        for p in purposes {
+            let id = intern(&mut self.purposes, &mut self.purpose_names, p);
+            self.purpose_pool.push(id);
+        }
+        g.purposes = (start, purposes.len() as u32);
+        self.grants.push(g);
+        (self.grants.len() - 1) as u32
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn organisations(&self) -> &[OrgInfo] {
+        &self.org_info
+    }
+
+    pub fn organisation(&self, kbo: Kbo) -> Option<&OrgInfo> {
+        self.orgs.get(&kbo.as_u64()).map(|&i| &self.org_info[i as usize])
+    }
+
+    pub fn instrument(&self, id: InstrumentId) -> Option<&InstrumentInfo> {
+        self.instrument_info.get(id.index())
+    }
+
+    pub fn grant_name(&self, id: GrantId) -> Option<&str> {
+        self.grants.get(id.index()).map(|g| &*g.id)
+    }
+
+    pub fn service(&self, id: &str) -> Option<(ServiceId, &ServiceInfo)> {
+        self.services.get(id).map(|&i| (ServiceId(i), &self.service_info[i as usize]))
+    }
+
+    /// The names of the fields in `mask` of `service`.
+    pub fn field_names<'s>(&'s self, service: ServiceId, mask: FieldMask) -> impl Iterator<Item = &'s str> + 's {
+        self.service_info
+            .get(service.index())
+            .into_iter()
+            .flat_map(move |s| s.fields.iter().enumerate().filter(move |(i, _)| mask.contains(*i)).map(|(_, f)| &**f))
+    }
+
+    pub fn grant_count(&self) -> usize {
+        self.grants.len()
+    }
+}
+
+pub(crate) const fn env_bit(e: Env) -> u8 {
+    match e {
+        Env::Test => 1,
+        Env::Production => 2,
+    }
+}
+
+pub(crate) const fn key(org: u32, service: u32) -> u64 {
+    (org as u64) << 32 | service as u64
+}

@@ -1,0 +1,266 @@
+//! `decide()`: may this caller make this call, on this legal basis, for this purpose, now?
+//!
+//! Shaped like Cedar's authorizer: a request of principal (caller, end user) / action (service,
+//! purpose) / resource (the named instrument) / context (environment, time); deny by default;
+//! the answer names the grant and instrument that decided, for the audit record.
+//!
+//! Allocation-free: the query borrows its strings, the snapshot is read through hash lookups of
+//! `&str` and integer comparisons, and the decision is a small `Copy` value. A test with a
+//! counting global allocator (`tests/alloc.rs`) holds this to 0 allocations on every path.
+
+use crate::compiled::{Entry, FieldMask, GrantId, InstrumentId, OrgId, PurposeId, ServiceId, Snapshot, env_bit, key};
+use crate::ids::Kbo;
+use crate::model::{Env, Status};
+
+/// One request to decide. Everything is borrowed; `now` is Unix seconds (injectable).
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub caller: Kbo,
+    pub service: &'a str,
+    /// The `X-Legal-Basis` reference: the instrument named is the one checked.
+    pub legal_basis: &'a str,
+    pub purpose: &'a str,
+    pub end_user: Option<&'a str>,
+    pub environment: Env,
+    pub now: i64,
+}
+
+/// The stable refusal codes a decision can produce (a subset of the gateway's codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyCode {
+    NoLegalBasis,
+    LegalBasisNotApplicable,
+    AdhesionMissing,
+    PurposeNotAllowed,
+    InstrumentNotActive,
+    FlowSuspended,
+    EndUserRoleMissing,
+}
+
+/// Why, more precisely; each has a fixed message for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    UnknownCaller,
+    UnknownService,
+    UnknownInstrument,
+    NotCovered,
+    NotAdhered,
+    Draft,
+    Revoked,
+    Expired,
+    NotYetValid,
+    TestPhaseOnly,
+    Suspended,
+    EnvironmentNotOpen,
+    GrantExpired,
+    GrantNotYetValid,
+    PurposeNotGranted,
+    EndUserMissing,
+    RoleMissing,
+    RoleExpired,
+    RoleNotYetValid,
+    NotTheNamedEndUser,
+}
+
+impl Reason {
+    pub const fn message(self) -> &'static str {
+        match self {
+            Reason::UnknownCaller => "the calling organisation is not registered with any instrument",
+            Reason::UnknownService => "no instrument covers this service",
+            Reason::UnknownInstrument => "no instrument has the reference named in X-Legal-Basis",
+            Reason::NotCovered => "the instrument named does not cover this organisation for this service",
+            Reason::NotAdhered => "the organisation has not adhered to this general instrument",
+            Reason::Draft => "the instrument is not in force yet (draft)",
+            Reason::Revoked => "the instrument has been revoked or terminated",
+            Reason::Expired => "the instrument has expired",
+            Reason::NotYetValid => "the instrument is not valid yet",
+            Reason::TestPhaseOnly => "the instrument is in its test phase: only the test environment answers",
+            Reason::Suspended => "the flow is suspended by its data owner",
+            Reason::EnvironmentNotOpen => "the grant does not open this environment",
+            Reason::GrantExpired => "the grant has expired",
+            Reason::GrantNotYetValid => "the grant is not valid yet",
+            Reason::PurposeNotGranted => "the purpose named in X-Purpose is not granted by this instrument",
+            Reason::EndUserMissing => "the grant requires the end user in X-End-User",
+            Reason::RoleMissing => "the end user does not hold the role the grant requires",
+            Reason::RoleExpired => "the end user's role has expired and must be renewed",
+            Reason::RoleNotYetValid => "the end user's role is not valid yet",
+            Reason::NotTheNamedEndUser => "this exceptional access is open to another end user only",
+        }
+    }
+}
+
+/// A rate-limit bucket: one per (grant, caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateKey {
+    pub grant: GrantId,
+    pub org: OrgId,
+    pub max: u32,
+    pub period_secs: u32,
+}
+
+/// A permitted call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    pub grant: GrantId,
+    pub instrument: InstrumentId,
+    pub service: ServiceId,
+    pub purpose: PurposeId,
+    /// The fields the answer may carry.
+    pub fields: FieldMask,
+    pub consent_required: bool,
+    pub rate: Option<RateKey>,
+}
+
+/// A refused call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deny {
+    pub code: DenyCode,
+    pub reason: Reason,
+    /// The instrument concerned, when one was found (its suspension reason, for instance).
+    pub instrument: Option<InstrumentId>,
+    /// The grant that came closest, when one was found.
+    pub grant: Option<GrantId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Permit(Permit),
+    Deny(Deny),
+}
+
+impl Decision {
+    pub fn is_permit(&self) -> bool {
+        matches!(self, Decision::Permit(_))
+    }
+}
+
+const fn deny(code: DenyCode, reason: Reason) -> Decision {
+    Decision::Deny(Deny { code, reason, instrument: None, grant: None })
+}
+
+impl Snapshot {
+    /// Decides one query. Deny by default; never allocates.
+    pub fn decide(&self, q: &Query<'_>) -> Decision {
+        let Some(&org) = self.orgs.get(&q.caller.as_u64()) else {
+            return deny(DenyCode::NoLegalBasis, Reason::UnknownCaller);
+        };
+        let Some(&service) = self.services.get(q.service) else {
+            return deny(DenyCode::NoLegalBasis, Reason::UnknownService);
+        };
+        let Some(&instrument) = self.instruments.get(q.legal_basis) else {
+            return deny(DenyCode::NoLegalBasis, Reason::UnknownInstrument);
+        };
+        let purpose = self.purposes.get(q.purpose).copied();
+        let entries: &[Entry] = match self.index.get(&key(org, service)) {
+            Some(&(start, len)) => &self.entries[start as usize..(start + len) as usize],
+            None => &[],
+        };
+        let ins_id = Some(InstrumentId(instrument));
+        // The refusal of the grant that got furthest through the checks.
+        let mut best: Option<(u8, Deny)> = None;
+        let mut note = |stage: u8, code: DenyCode, reason: Reason, grant: u32| {
+            if best.is_none_or(|(s, _)| stage > s) {
+                best = Some((stage, Deny { code, reason, instrument: ins_id, grant: Some(GrantId(grant)) }));
+            }
+        };
+        for e in entries {
+            let g = &self.grants[e.grant as usize];
+            if g.instrument != instrument {
+                continue;
+            }
+            if !e.adhered {
+                note(0, DenyCode::AdhesionMissing, Reason::NotAdhered, e.grant);
+                continue;
+            }
+            // The instrument covers this caller and service: its own state decides first.
+            let info = &self.instrument_info[instrument as usize];
+            let refuse = |code, reason| Decision::Deny(Deny { code, reason, instrument: ins_id, grant: None });
+            match info.status {
+                Status::Suspended => return refuse(DenyCode::FlowSuspended, Reason::Suspended),
+                Status::Draft => return refuse(DenyCode::InstrumentNotActive, Reason::Draft),
+                Status::Revoked => return refuse(DenyCode::InstrumentNotActive, Reason::Revoked),
+                Status::Expired => return refuse(DenyCode::InstrumentNotActive, Reason::Expired),
+                Status::Test if q.environment == Env::Production => {
+                    return refuse(DenyCode::InstrumentNotActive, Reason::TestPhaseOnly);
+                }
+                Status::Test | Status::Active => {}
+            }
+            if q.now < info.from {
+                return refuse(DenyCode::InstrumentNotActive, Reason::NotYetValid);
+            }
+            if q.now >= info.until {
+                return refuse(DenyCode::InstrumentNotActive, Reason::Expired);
+            }
+            // Purpose first: a grant for the right purpose that fails a later check is the
+            // closer one, and its refusal is the more useful answer.
+            let granted = &self.purpose_pool[g.purposes.0 as usize..(g.purposes.0 + g.purposes.1) as usize];
+            let Some(purpose) = purpose.filter(|p| granted.contains(p)) else {
+                note(1, DenyCode::PurposeNotAllowed, Reason::PurposeNotGranted, e.grant);
+                continue;
+            };
+            if g.envs & env_bit(q.environment) == 0 {
+                note(2, DenyCode::InstrumentNotActive, Reason::EnvironmentNotOpen, e.grant);
+                continue;
+            }
+            if q.now < g.from {
+                note(3, DenyCode::InstrumentNotActive, Reason::GrantNotYetValid, e.grant);
+                continue;
+            }
+            if q.now >= g.until {
+                note(3, DenyCode::InstrumentNotActive, Reason::GrantExpired, e.grant);
+                continue;
+            }
+            if let Some(named) = &g.end_user
+                && q.end_user != Some(&**named)
+            {
+                note(4, DenyCode::EndUserRoleMissing, Reason::NotTheNamedEndUser, e.grant);
+                continue;
+            }
+            if let Some(role) = g.role
+                && let Err(reason) = self.check_role(org, q.end_user, role, q.now)
+            {
+                note(4, DenyCode::EndUserRoleMissing, reason, e.grant);
+                continue;
+            }
+            return Decision::Permit(Permit {
+                grant: GrantId(e.grant),
+                instrument: InstrumentId(instrument),
+                service: ServiceId(service),
+                purpose: PurposeId(purpose),
+                fields: g.fields,
+                consent_required: g.consent,
+                rate: g.rate.map(|r| RateKey {
+                    grant: GrantId(e.grant),
+                    org: OrgId(org),
+                    max: r.max,
+                    period_secs: r.per.seconds(),
+                }),
+            });
+        }
+        match best {
+            Some((_, d)) => Decision::Deny(d),
+            None => Decision::Deny(Deny {
+                code: DenyCode::LegalBasisNotApplicable,
+                reason: Reason::NotCovered,
+                instrument: ins_id,
+                grant: None,
+            }),
+        }
+    }
+
+    fn check_role(&self, org: u32, end_user: Option<&str>, role: u32, now: i64) -> Result<(), Reason> {
+        let end_user = end_user.ok_or(Reason::EndUserMissing)?;
+        let &(start, len) = self.roles.get(&org).and_then(|users| users.get(end_user)).ok_or(Reason::RoleMissing)?;
+        let mut result = Err(Reason::RoleMissing);
+        for r in &self.role_pool[start as usize..(start + len) as usize] {
+            if r.role != role {
+                continue;
+            }
+            if now >= r.from && now < r.until {
+                return Ok(());
+            }
+            result = Err(if now < r.from { Reason::RoleNotYetValid } else { Reason::RoleExpired });
+        }
+        result
+    }
+}

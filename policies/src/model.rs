@@ -1,0 +1,402 @@
+//! The legal model (DOMAIN.md §2): organisations, sources and services, the instruments that
+//! authorize flows, their grants, adhesions, end-user roles and exceptional accesses.
+//!
+//! These are the owned, human-facing types a bundle is read into (`bundle.rs`); the data plane
+//! never reads them directly but a [`crate::compiled::Snapshot`] built from them.
+
+use serde::Deserialize;
+
+use crate::ids::Kbo;
+
+/// A date as written in a bundle (`2023-06-12`, a TOML local date).
+pub type Date = toml::value::Datetime;
+
+/// What kind of organisation; grants and general instruments can name a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrgKind {
+    /// A Flemish public instance (the only callers of the statutory account and contact sources).
+    FlemishInstance,
+    FederalAuthority,
+    LocalAuthority,
+    /// An authority outside the Flemish and federal levels.
+    ExternalAuthority,
+    FinancialInstitution,
+    Insurer,
+    LeasingCompany,
+    Company,
+    UmbrellaOrganisation,
+    /// A trusted organisation acting for an authenticated citizen.
+    CitizenAccessPoint,
+    /// A data owner (manager of an authentic source).
+    DataOwner,
+    /// The integrator itself.
+    Integrator,
+}
+
+impl OrgKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OrgKind::FlemishInstance => "flemish-instance",
+            OrgKind::FederalAuthority => "federal-authority",
+            OrgKind::LocalAuthority => "local-authority",
+            OrgKind::ExternalAuthority => "external-authority",
+            OrgKind::FinancialInstitution => "financial-institution",
+            OrgKind::Insurer => "insurer",
+            OrgKind::LeasingCompany => "leasing-company",
+            OrgKind::Company => "company",
+            OrgKind::UmbrellaOrganisation => "umbrella-organisation",
+            OrgKind::CitizenAccessPoint => "citizen-access-point",
+            OrgKind::DataOwner => "data-owner",
+            OrgKind::Integrator => "integrator",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organisation {
+    pub kbo: Kbo,
+    pub name: String,
+    pub kind: OrgKind,
+    /// Short name used for file names (the demo's client certificates).
+    #[serde(default)]
+    pub handle: Option<String>,
+    #[serde(default)]
+    pub sectors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub id: String,
+    pub name: String,
+    /// The data owner's enterprise number.
+    pub owner: Kbo,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// `<source>.<service>`, as in the adapters' catalogue.
+    pub id: String,
+    pub source: String,
+    /// The fields a grant may give one by one (at most 64).
+    pub fields: Vec<String>,
+}
+
+/// Where an instrument is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Draft,
+    /// Test phase: only the test environment answers.
+    Test,
+    Active,
+    Suspended,
+    Expired,
+    Revoked,
+}
+
+/// The DIV convention lifecycle (seed 000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConventionState {
+    Requested,
+    DeliberationReceived,
+    ConventionSent,
+    SignedByBeneficiary,
+    TestPhase,
+    Active,
+    Published,
+    Suspended,
+    Terminated,
+}
+
+impl ConventionState {
+    /// The status a convention in this state has for the data plane.
+    pub const fn status(self) -> Status {
+        match self {
+            ConventionState::Requested
+            | ConventionState::DeliberationReceived
+            | ConventionState::ConventionSent
+            | ConventionState::SignedByBeneficiary => Status::Draft,
+            ConventionState::TestPhase => Status::Test,
+            ConventionState::Active | ConventionState::Published => Status::Active,
+            ConventionState::Suspended => Status::Suspended,
+            ConventionState::Terminated => Status::Revoked,
+        }
+    }
+}
+
+/// The 13 elements a protocol must state (Flemish decree of 18 July 2008, art. 8).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolElements {
+    /// (1) identity of the controllers.
+    pub controllers: Option<String>,
+    /// (2) purposes of the communication.
+    pub purposes: Option<String>,
+    /// (3) categories and extent of the data, per proportionality.
+    pub data: Option<String>,
+    /// (4) categories of recipients and third parties who may also obtain them.
+    pub recipients: Option<String>,
+    /// (5) legal basis of communication and collection.
+    pub legal_basis: Option<String>,
+    /// (6) security measures.
+    pub security: Option<String>,
+    /// (7) periodicity.
+    pub periodicity: Option<String>,
+    /// (8) duration.
+    pub duration: Option<String>,
+    /// (9) sanctions for non-compliance.
+    pub sanctions: Option<String>,
+    /// (10) the purposes for which the data were originally collected.
+    pub original_purposes: Option<String>,
+    /// (11) for further processing, the compatibility analysis.
+    pub compatibility: Option<String>,
+    /// (12) data-quality agreements and the authentic-source framework.
+    pub data_quality: Option<String>,
+    /// (13) specific measures: format, access logging, reference register.
+    pub specific_measures: Option<String>,
+}
+
+impl ProtocolElements {
+    /// The elements in art. 8 order: (number, key, value).
+    pub fn elements(&self) -> [(u8, &'static str, Option<&str>); 13] {
+        [
+            (1, "controllers", self.controllers.as_deref()),
+            (2, "purposes", self.purposes.as_deref()),
+            (3, "data", self.data.as_deref()),
+            (4, "recipients", self.recipients.as_deref()),
+            (5, "legal_basis", self.legal_basis.as_deref()),
+            (6, "security", self.security.as_deref()),
+            (7, "periodicity", self.periodicity.as_deref()),
+            (8, "duration", self.duration.as_deref()),
+            (9, "sanctions", self.sanctions.as_deref()),
+            (10, "original_purposes", self.original_purposes.as_deref()),
+            (11, "compatibility", self.compatibility.as_deref()),
+            (12, "data_quality", self.data_quality.as_deref()),
+            (13, "specific_measures", self.specific_measures.as_deref()),
+        ]
+    }
+}
+
+/// What kind of instrument, with the particulars of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstrumentKind {
+    /// A deliberation of the CSI or the Flemish committee (authority + number + date).
+    Deliberation,
+    /// A general deliberation or general protocol; organisations of its sector adhere to it.
+    General,
+    /// A protocol between controllers (all 13 art. 8 elements).
+    Protocol,
+    /// A convention with an imposed layout, following a deliberation (seed 000).
+    Convention,
+    /// Access resting on the law itself (e.g. art. 5/5, 7/4).
+    Statutory,
+    /// A role-based access matrix ("who – where – when – in which capacity").
+    AccessMatrix,
+}
+
+/// An organisation's adhesion to a general instrument.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adhesion {
+    pub org: Kbo,
+    /// The person who asked for it.
+    pub requested_by: String,
+    pub date: Date,
+    /// Reference of the DPO's advice.
+    pub dpo_advice: String,
+    /// The organisation confirmed it respects the instrument's modalities.
+    pub modalities_confirmed: bool,
+}
+
+/// Who a grant is for.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum Recipient {
+    /// One organisation.
+    Org(Kbo),
+    /// Every organisation of a kind.
+    Kind(OrgKind),
+    /// The organisations that adhered to the (general) instrument.
+    Adherents(bool),
+}
+
+/// Environments a grant opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Env {
+    Test,
+    Production,
+}
+
+/// Periodicity: at most `max` calls per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub max: u32,
+    pub per: RatePeriod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RatePeriod {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl RatePeriod {
+    pub const fn seconds(self) -> u32 {
+        match self {
+            RatePeriod::Second => 1,
+            RatePeriod::Minute => 60,
+            RatePeriod::Hour => 3_600,
+            RatePeriod::Day => 86_400,
+        }
+    }
+}
+
+/// What an instrument allows one recipient (or kind, or its adherents) to obtain.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Stable id, named in audit records.
+    pub id: String,
+    pub recipient: Recipient,
+    pub service: String,
+    pub purposes: Vec<String>,
+    /// The granted fields (proportionality); a subset of the service's.
+    pub fields: Vec<String>,
+    /// Whether the data subject's consent must be on file.
+    #[serde(default)]
+    pub consent: bool,
+    #[serde(default = "both_envs")]
+    pub environments: Vec<Env>,
+    #[serde(default)]
+    pub valid_from: Option<Date>,
+    #[serde(default)]
+    pub valid_until: Option<Date>,
+    #[serde(default)]
+    pub rate: Option<Rate>,
+    /// The end user must hold this role (with validity) at the recipient.
+    #[serde(default)]
+    pub end_user_role: Option<String>,
+}
+
+fn both_envs() -> Vec<Env> {
+    vec![Env::Test, Env::Production]
+}
+
+/// A legal instrument.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instrument {
+    /// The reference callers name in `X-Legal-Basis`.
+    pub reference: String,
+    pub kind: InstrumentKind,
+    pub title: String,
+    /// Deliberations and general instruments: the deciding authority (e.g. `CSI-AF`).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Deliberations and general instruments: their number (e.g. `18/2023`).
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub date: Option<Date>,
+    /// A special authorization or convention rests on this instrument.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Statutory bases: the legal text and article.
+    #[serde(default)]
+    pub law: Option<String>,
+    #[serde(default)]
+    pub article: Option<String>,
+    /// General instruments: the kinds of organisation that may adhere.
+    #[serde(default)]
+    pub eligible: Vec<OrgKind>,
+    /// Protocols: the 13 elements of art. 8.
+    #[serde(default)]
+    pub protocol: Option<ProtocolElements>,
+    /// Conventions: lifecycle state (decides the status).
+    #[serde(default)]
+    pub state: Option<ConventionState>,
+    /// Other kinds: the status.
+    #[serde(default)]
+    pub status: Option<Status>,
+    /// Required when suspended; shown to callers.
+    #[serde(default)]
+    pub suspended_reason: Option<String>,
+    #[serde(default)]
+    pub valid_from: Option<Date>,
+    #[serde(default)]
+    pub valid_until: Option<Date>,
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    #[serde(default)]
+    pub adhesions: Vec<Adhesion>,
+}
+
+impl Instrument {
+    /// The status the data plane applies (a convention's follows its state).
+    pub fn effective_status(&self) -> Status {
+        match (self.kind, self.state) {
+            (InstrumentKind::Convention, Some(s)) => s.status(),
+            _ => self.status.unwrap_or(Status::Draft),
+        }
+    }
+}
+
+/// An end user's role at an organisation, with its validity (seed 003, 004).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    pub org: Kbo,
+    /// The end user's identifier as sent in `X-End-User`.
+    pub end_user: String,
+    pub role: String,
+    pub valid_from: Date,
+    pub valid_until: Date,
+}
+
+/// An exceptional access outside the matrix: approved tacitly when no remark came within 7 days
+/// of the advice (seed 004). It opens one grant of its instrument to one end user.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionalAccess {
+    pub id: String,
+    pub instrument: String,
+    pub org: Kbo,
+    pub end_user: String,
+    pub service: String,
+    pub purposes: Vec<String>,
+    pub fields: Vec<String>,
+    pub advice_date: Date,
+    /// A remark was made within the 7 days: not approved.
+    #[serde(default)]
+    pub remark: bool,
+    pub valid_until: Date,
+}
+
+/// Everything the bundles describe, merged.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub organisations: Vec<Organisation>,
+    #[serde(default)]
+    pub sources: Vec<Source>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+    #[serde(default)]
+    pub instruments: Vec<Instrument>,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    #[serde(default)]
+    pub exceptional_access: Vec<ExceptionalAccess>,
+}

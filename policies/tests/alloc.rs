@@ -1,0 +1,153 @@
+//! `decide()` makes no heap allocation: for a permit and for every refusal path.
+
+#![allow(clippy::unwrap_used)]
+
+use policies::ids::Kbo;
+use policies::model::Env;
+use policies::{Decision, DenyCode, Query, Reason, Snapshot};
+
+#[global_allocator]
+static ALLOC: testkit::CountingAlloc = testkit::CountingAlloc;
+
+fn snapshot(edit: impl Fn(&str, String) -> String) -> Snapshot {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let texts: Vec<(String, String)> = files
+        .iter()
+        .map(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            let t = edit(&n, std::fs::read_to_string(p).unwrap());
+            (n, t)
+        })
+        .collect();
+    let policy = policies::bundle::load_texts(texts.iter().map(|(n, t)| (n.as_str(), t.as_str()))).unwrap();
+    Snapshot::compile(&policy, 1)
+}
+
+/// 2026-11-23T12:00:00Z
+const NOW: i64 = 1_795_435_200;
+
+fn q<'a>(who: &str, service: &'a str, basis: &'a str, purpose: &'a str, user: Option<&'a str>, env: Env) -> Query<'a> {
+    Query {
+        caller: Kbo::parse(who).unwrap(),
+        service,
+        legal_basis: basis,
+        purpose,
+        end_user: user,
+        environment: env,
+        now: NOW,
+    }
+}
+
+#[test]
+fn decide_allocates_nothing_on_any_path() {
+    let s = snapshot(|_, t| t);
+    let prd = Env::Production;
+    let cases: Vec<(Query<'_>, Option<(DenyCode, Reason)>)> = vec![
+        (q("0411330181", "div.vehicle", "DIV/CONV/2023/0042", "INSURANCE_CLAIM", None, prd), None),
+        (q("0207000176", "rn.person", "BOSA/LRA/2024", "LRA_REGISTRATION", Some("lra-officer-1"), prd), None),
+        (
+            q("0403019261", "div.vehicle", "DIV/CONV/2023/0042", "INSURANCE_CLAIM", None, prd),
+            Some((DenyCode::NoLegalBasis, Reason::UnknownCaller)),
+        ),
+        (
+            q("0411330181", "div.none", "DIV/CONV/2023/0042", "INSURANCE_CLAIM", None, prd),
+            Some((DenyCode::NoLegalBasis, Reason::UnknownService)),
+        ),
+        (
+            q("0411330181", "div.vehicle", "NOPE", "INSURANCE_CLAIM", None, prd),
+            Some((DenyCode::NoLegalBasis, Reason::UnknownInstrument)),
+        ),
+        (
+            q("0876543270", "div.vehicle", "DIV/CONV/2023/0042", "INSURANCE_CLAIM", None, prd),
+            Some((DenyCode::LegalBasisNotApplicable, Reason::NotCovered)),
+        ),
+        (
+            q("0411330181", "div.vehicle", "DIV/CONV/2023/0042", "OTHER", None, prd),
+            Some((DenyCode::PurposeNotAllowed, Reason::PurposeNotGranted)),
+        ),
+        (
+            q("0876543270", "div.vehicle", "DIV/CONV/2024/0007", "FLEET_MANAGEMENT", None, prd),
+            Some((DenyCode::InstrumentNotActive, Reason::TestPhaseOnly)),
+        ),
+        (
+            q("0207000176", "rn.person", "BOSA/LRA/2024", "LRA_REGISTRATION", None, prd),
+            Some((DenyCode::EndUserRoleMissing, Reason::EndUserMissing)),
+        ),
+        (
+            q("0207000176", "rn.person", "BOSA/LRA/2024", "LRA_REGISTRATION", Some("x"), prd),
+            Some((DenyCode::EndUserRoleMissing, Reason::RoleMissing)),
+        ),
+        (
+            q("0207000176", "rn.person", "BOSA/LRA/2024", "LRA_REGISTRATION", Some("lra-officer-2"), prd),
+            Some((DenyCode::EndUserRoleMissing, Reason::RoleExpired)),
+        ),
+        (
+            q(
+                "0308350231",
+                "patrimony.property",
+                "SPF-FIN/MATRIX/2017",
+                "FRAUD_INVESTIGATION",
+                Some("inspector-12"),
+                prd,
+            ),
+            Some((DenyCode::EndUserRoleMissing, Reason::NotTheNamedEndUser)),
+        ),
+        (q("0207123407", "associations.association", "VL/PROT/2022/017", "SUBSIDY_HANDLING", None, Env::Test), None),
+    ];
+    for (query, expect) in &cases {
+        let (d, allocs) = testkit::allocations(|| s.decide(query));
+        assert_eq!(allocs, 0, "{query:?} allocated {allocs} times");
+        match (d, expect) {
+            (Decision::Permit(_), None) => {}
+            (Decision::Deny(d), Some((code, reason))) => assert_eq!((d.code, d.reason), (*code, *reason), "{query:?}"),
+            (d, e) => panic!("{query:?}: expected {e:?}, got {d:?}"),
+        }
+    }
+
+    // The paths that need another policy: suspended, adhesion missing, grant window.
+    let s = snapshot(|n, t| match n {
+        "sigedis.toml" => {
+            let cut = t.rfind("  [[instruments.adhesions]]").unwrap();
+            t[..cut].to_owned()
+        }
+        "div.toml" => t.replacen("state = \"active\"", "state = \"suspended\"", 1).replacen(
+            "valid_from = 2023-09-01",
+            "valid_from = 2023-09-01\nsuspended_reason = \"audit\"",
+            1,
+        ),
+        _ => t,
+    });
+    let more = [
+        (
+            q("0456789034", "sigedis.pensions", "CSI/SSH/19/004/FI", "SUPPLEMENTARY_PENSION_INFO", None, prd),
+            (DenyCode::AdhesionMissing, Reason::NotAdhered),
+        ),
+        (
+            q("0411330181", "div.vehicle", "DIV/CONV/2023/0042", "INSURANCE_CLAIM", None, prd),
+            (DenyCode::FlowSuspended, Reason::Suspended),
+        ),
+        (
+            q("0308350231", "patrimony.property", "SPF-FIN/MATRIX/2017", "FRAUD_INVESTIGATION", Some("analyst-7"), prd),
+            (DenyCode::InstrumentNotActive, Reason::GrantNotYetValid),
+        ),
+    ];
+    for (mut query, (code, reason)) in more {
+        if reason == Reason::GrantNotYetValid {
+            query.now = NOW - 20 * 86_400;
+        }
+        let (d, allocs) = testkit::allocations(|| s.decide(&query));
+        assert_eq!(allocs, 0, "{query:?} allocated {allocs} times");
+        let Decision::Deny(d) = d else { panic!("{query:?} permitted") };
+        assert_eq!((d.code, d.reason), (code, reason));
+    }
+}
+
+#[test]
+fn the_counter_does_count() {
+    // Guards against a test that passes because nothing is counted.
+    let (v, n) = testkit::allocations(|| vec![1u8; 10]);
+    assert_eq!(v.len(), 10);
+    assert!(n >= 1);
+}
