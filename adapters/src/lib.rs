@@ -5,10 +5,12 @@
 //! deterministic synthetic data, used by `passerelle demo`, by the tests and by the test phase
 //! of a convention.
 //!
-//! Today the crate holds the Sigedis DB2P source (JSON, by NISS). The imposed layouts, the
-//! request/response checks, field minimisation and the other five sources are the adapters
-//! issue's work; until then the gateway forwards requests to a source unchanged.
+//! Today the crate holds the Sigedis DB2P source (JSON, by NISS) and the Flemish association
+//! register (JSON, by vCode or enterprise number). The imposed layouts, the request/response
+//! checks, field minimisation and the other four sources are the adapters issue's work; until
+//! then the gateway forwards requests to a source unchanged.
 
+pub mod associations;
 pub mod sandbox;
 pub mod sigedis;
 pub mod synthetic;
@@ -33,6 +35,8 @@ pub enum SubjectKind {
     Niss,
     /// An enterprise number.
     Kbo,
+    /// An association: its vCode or its enterprise number.
+    Association,
 }
 
 /// A web service of a source, as exposed by the gateway.
@@ -53,5 +57,5 @@ pub struct ServiceDef {
 
 /// Every service the gateway knows how to expose.
 pub fn catalogue() -> Vec<ServiceDef> {
-    vec![sigedis::pensions_service()]
+    vec![sigedis::pensions_service(), associations::association_service()]
 }

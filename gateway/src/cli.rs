@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `certs init`, `sandbox`.
+//! The command line: `serve`, `demo`, `certs init`, `policy check`, `sandbox`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,13 +42,28 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Policy bundles.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Run one sandbox source on its own.
     Sandbox {
-        /// The source: sigedis.
+        /// The source: sigedis, associations.
         source: String,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:18001")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load and validate bundle files (or directories of them) together; print every problem
+    /// with its file and key. Exits 0 only if there is none.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -119,12 +134,37 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("dev PKI written to {}", paths.dir.display());
                 Ok(0)
             }
+            Command::Policy { command: PolicyCommand::Check { files } } => {
+                let files = crate::policy::bundle_files(&files)?;
+                match policies::bundle::load_files(&files) {
+                    Ok(policy) => {
+                        let snap = policies::Snapshot::compile(&policy, 1);
+                        println!(
+                            "{} file(s) OK: {} organisations, {} services, {} instruments, {} grants",
+                            files.len(),
+                            policy.organisations.len(),
+                            policy.services.len(),
+                            policy.instruments.len(),
+                            snap.grant_count()
+                        );
+                        Ok(0)
+                    }
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            eprintln!("{e}");
+                        }
+                        eprintln!("{} problem(s) found", errors.0.len());
+                        Ok(1)
+                    }
+                }
+            }
             Command::Sandbox { source, listen } => {
                 init_tracing(LogFormat::Text, "info");
                 let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
                 let server = match source.as_str() {
                     "sigedis" => adapters::sigedis::sandbox::serve(listener)?,
-                    other => anyhow::bail!("unknown source '{other}'; known: sigedis"),
+                    "associations" => adapters::associations::sandbox::serve(listener)?,
+                    other => anyhow::bail!("unknown source '{other}'; known: sigedis, associations"),
                 };
                 println!("sandbox {source} on {}", server.url());
                 wait_for_signal().await;

@@ -47,6 +47,9 @@ pub struct Config {
     /// Persistence.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The legal instruments the data plane enforces.
+    #[serde(default)]
+    pub policy: PolicyConfig,
     /// Upstream sources by name (`sigedis`, `div`, …): where the gateway forwards to.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
@@ -131,6 +134,16 @@ impl Limits {
     }
 }
 
+/// Where the policy bundles are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Bundle files, or directories whose `*.toml` files are all read (sorted by name).
+    /// Relative to the config file's directory. With no bundle, every call is refused
+    /// (`NO_LEGAL_BASIS`): the gateway denies by default.
+    pub bundles: Vec<PathBuf>,
+}
+
 /// Which store backs the gateway.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -157,8 +170,13 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// Base URL of the source, e.g. `http://127.0.0.1:18001`.
+    /// Base URL of the source's production side, e.g. `http://127.0.0.1:18001`.
     pub upstream: String,
+    /// Base URL of the source's test side (its sandbox), which answers calls from the test
+    /// environment (certificates with `OU=INT` or `OU=ACC`) — and so conventions in their
+    /// test phase. Without it, test-environment calls to this source are refused.
+    #[serde(default)]
+    pub test_upstream: Option<String>,
     /// Time allowed for the source to answer completely, in milliseconds.
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
@@ -241,6 +259,7 @@ impl Config {
         fix(&mut self.tls.client_ca);
         self.tls.crls.iter_mut().for_each(fix);
         fix(&mut self.store.path);
+        self.policy.bundles.iter_mut().for_each(fix);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -248,14 +267,15 @@ impl Config {
             return Err(ConfigError::Invalid("limits.max_in_flight must be at least 1".into()));
         }
         for (name, s) in &self.sources {
-            let uri: http::Uri = s
-                .upstream
-                .parse()
-                .map_err(|e| ConfigError::Invalid(format!("sources.{name}.upstream is not a URL: {e}")))?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                return Err(ConfigError::Invalid(format!(
-                    "sources.{name}.upstream must be an absolute http:// URL (https upstreams arrive with the adapters)"
-                )));
+            for (key, url) in [("upstream", Some(&s.upstream)), ("test_upstream", s.test_upstream.as_ref())] {
+                let Some(url) = url else { continue };
+                let uri: http::Uri =
+                    url.parse().map_err(|e| ConfigError::Invalid(format!("sources.{name}.{key} is not a URL: {e}")))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "sources.{name}.{key} must be an absolute http:// URL (https upstreams arrive with the adapters)"
+                    )));
+                }
             }
         }
         Ok(())

@@ -11,26 +11,23 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use certs::{ClientSpec, DevClient, DevPki, DevPkiPaths};
 use http::Method;
-use policies::ids::{Kbo, Niss};
+use policies::Snapshot;
+use policies::ids::{Kbo, Niss, VCode};
 
 use crate::client::{self, Answer, HttpVersion, MtlsClient};
 use crate::config::Config;
 use crate::server::{self, RunningGateway};
 
-/// Legal basis and purpose the demo's Sigedis calls carry.
-pub const SIGEDIS_LEGAL_BASIS: &str = "CSI/SSH/19/004";
+/// The association register call that the demo shows succeeding (protocol VL/PROT/2022/017).
+pub const ASSOC_LEGAL_BASIS: &str = "VL/PROT/2022/017";
+pub const ASSOC_PURPOSE: &str = "SUBSIDY_HANDLING";
+pub const ASSOC_CALLER: &str = "agency-a";
+/// The Sigedis datatransfer (special authorization under 19/004; consent-based).
+pub const SIGEDIS_LEGAL_BASIS: &str = "CSI/SSH/19/004/FI";
 pub const SIGEDIS_PURPOSE: &str = "SUPPLEMENTARY_PENSION_INFO";
+pub const SIGEDIS_CALLER: &str = "bank-a";
 
-/// The demo's organisations: (file name, display name, first 8 digits of the enterprise
-/// number). Enterprise numbers are synthetic but valid.
-pub const ORGANISATIONS: &[(&str, &str, u32)] = &[
-    ("bank", "Demo Bank", 4_030_192),
-    ("insurer", "Demo Insurer", 4_287_594),
-    ("leasing", "Demo Leasing", 8_765_432),
-    ("admin", "Passerelle operator", 1_234_567),
-];
-
-/// A client certificate the demo's CRL revokes.
+/// A client certificate the demo's CRL revokes (a copy of agency A's identity).
 pub const REVOKED: &str = "revoked";
 
 /// Where and how to run the demo.
@@ -64,31 +61,37 @@ pub struct Demo {
     pub sandboxes: Vec<(&'static str, adapters::sandbox::SandboxServer)>,
 }
 
-/// The demo's organisation `name`'s enterprise number.
-pub fn org_kbo(name: &str) -> Option<Kbo> {
-    ORGANISATIONS.iter().find(|(n, _, _)| *n == name).and_then(|(_, _, f)| Kbo::from_first8(*f))
+/// The seed policy the demo enforces.
+pub fn seed_snapshot() -> anyhow::Result<Snapshot> {
+    let policy = policies::bundle::load_texts(policies::seed::BUNDLES.iter().copied())?;
+    Ok(Snapshot::compile(&policy, 1))
 }
 
-fn dev_clients() -> Vec<DevClient> {
-    let mut v: Vec<DevClient> = ORGANISATIONS
+/// The enterprise number of the seed organisation with this handle.
+pub fn org_kbo(handle: &str) -> Option<Kbo> {
+    let snap = seed_snapshot().ok()?;
+    snap.organisations().iter().find(|o| o.handle.as_deref() == Some(handle)).map(|o| o.kbo)
+}
+
+/// One client certificate per seed organisation that has a handle, and a revoked one.
+fn dev_clients() -> anyhow::Result<Vec<DevClient>> {
+    let snap = seed_snapshot()?;
+    let mut v: Vec<DevClient> = snap
+        .organisations()
         .iter()
-        .filter_map(|(name, display, first8)| {
-            Some(DevClient {
-                name: (*name).to_owned(),
-                spec: ClientSpec::org(display, Kbo::from_first8(*first8)?),
-                revoked: false,
-            })
+        .filter_map(|o| {
+            let handle = o.handle.as_deref()?;
+            Some(DevClient { name: handle.to_owned(), spec: ClientSpec::org(&o.name, o.kbo), revoked: false })
         })
         .collect();
-    if let Some(k) = org_kbo("bank") {
-        v.push(DevClient { name: REVOKED.to_owned(), spec: ClientSpec::org("Demo Bank (revoked)", k), revoked: true });
-    }
-    v
+    let kbo = org_kbo(ASSOC_CALLER).context("the seed policy has agency A")?;
+    v.push(DevClient { name: REVOKED.to_owned(), spec: ClientSpec::org("Agency A (revoked)", kbo), revoked: true });
+    Ok(v)
 }
 
 /// Generates the dev PKI the demo uses into `dir` (what `passerelle certs init` writes).
 pub fn init_pki(dir: &Path, extra: &[DevClient]) -> anyhow::Result<(DevPki, DevPkiPaths)> {
-    let mut clients = dev_clients();
+    let mut clients = dev_clients()?;
     clients.extend_from_slice(extra);
     let pki = DevPki::generate(&clients)?;
     let paths = pki.write(dir)?;
@@ -100,6 +103,11 @@ pub fn sigedis_person() -> Option<Niss> {
     adapters::sigedis::sandbox::Register::persons().first().copied()
 }
 
+/// A known association in the association register sandbox.
+pub fn association() -> Option<VCode> {
+    adapters::associations::sandbox::Register::vcodes(1).first().copied()
+}
+
 impl Demo {
     /// Generates everything under `opts.dir` and starts sandboxes and gateway.
     pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
@@ -107,8 +115,22 @@ impl Demo {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let (pki, paths) = init_pki(&dir.join("pki"), &opts.extra_clients)?;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let sigedis = adapters::sigedis::sandbox::serve(listener)?;
+        let bundles = dir.join("bundles");
+        std::fs::create_dir_all(&bundles)?;
+        for (name, text) in policies::seed::BUNDLES {
+            std::fs::write(bundles.join(name), text)?;
+        }
+        let mut sandboxes = Vec::new();
+        let mut sources = String::new();
+        for (name, serve) in SANDBOXES {
+            let server = serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?)?;
+            // The sandbox answers both sides: the demo has no production source.
+            sources.push_str(&format!(
+                "\n[sources.{name}]\nupstream = \"{url}\"\ntest_upstream = \"{url}\"\n",
+                url = server.url()
+            ));
+            sandboxes.push((*name, server));
+        }
 
         let config_path = dir.join("passerelle.toml");
         let text = format!(
@@ -125,18 +147,17 @@ crls = ["pki/crl.pem"]
 [store]
 path = "store"
 
-[sources.sigedis]
-upstream = "{sigedis}"
-"#,
+[policy]
+bundles = ["bundles"]
+{sources}"#,
             port = opts.port,
-            sigedis = sigedis.url(),
         );
         std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
         let config = Config::load(&config_path, opts.overrides)?;
         let gateway = server::start(&config).await.with_context(|| {
             format!("cannot start the gateway (is port {} free? choose another with --port)", opts.port)
         })?;
-        Ok(Demo { dir, pki, paths, config_path, config, gateway, sandboxes: vec![("sigedis", sigedis)] })
+        Ok(Demo { dir, pki, paths, config_path, config, gateway, sandboxes })
     }
 
     /// A client presenting the demo certificate `name`.
@@ -154,22 +175,35 @@ upstream = "{sigedis}"
     pub fn curl_commands(&self) -> Vec<String> {
         let pki = &self.paths;
         let port = self.gateway.data_addr.port();
+        let tls = |who: &str| {
+            format!(
+                "--cacert {} --cert {} --key {}",
+                pki.ca_cert().display(),
+                pki.client_cert(who).display(),
+                pki.client_key(who).display()
+            )
+        };
+        let vcode = association().map(|v| v.to_string()).unwrap_or_default();
         let mut digits = [0u8; 11];
         let person = sigedis_person().map(|p| p.digits(&mut digits).to_owned()).unwrap_or_default();
-        let tls = format!(
-            "--cacert {} --cert {} --key {}",
-            pki.ca_cert().display(),
-            pki.client_cert("bank").display(),
-            pki.client_key("bank").display()
-        );
         vec![
             format!(
-                "curl -sS {tls} -H 'X-Legal-Basis: {SIGEDIS_LEGAL_BASIS}' -H 'X-Purpose: {SIGEDIS_PURPOSE}' \
-                 -H 'X-Subject: {person}' https://localhost:{port}/sigedis/pensions"
+                "# Flemish agency A reads an association under protocol {ASSOC_LEGAL_BASIS}:\n\
+                 curl -sS {} -H 'X-Legal-Basis: {ASSOC_LEGAL_BASIS}' -H 'X-Purpose: {ASSOC_PURPOSE}' \\\n  \
+                 -H 'X-Subject: {vcode}' https://localhost:{port}/associations/association",
+                tls(ASSOC_CALLER)
             ),
             format!(
-                "curl -sS {tls} -H 'X-Legal-Basis: {SIGEDIS_LEGAL_BASIS}' -H 'X-Purpose: {SIGEDIS_PURPOSE}' \
-                 -H 'X-Subject: 85073003329' https://localhost:{port}/sigedis/pensions   # refused: SUBJECT_INVALID"
+                "# Agency B is not a party to that protocol: LEGAL_BASIS_NOT_APPLICABLE\n\
+                 curl -sS {} -H 'X-Legal-Basis: {ASSOC_LEGAL_BASIS}' -H 'X-Purpose: {ASSOC_PURPOSE}' \\\n  \
+                 -H 'X-Subject: {vcode}' https://localhost:{port}/associations/association",
+                tls("agency-b")
+            ),
+            format!(
+                "# Bank A reads supplementary pensions: consent-based, and no consent is on file: CONSENT_MISSING\n\
+                 curl -sS {} -H 'X-Legal-Basis: {SIGEDIS_LEGAL_BASIS}' -H 'X-Purpose: {SIGEDIS_PURPOSE}' \\\n  \
+                 -H 'X-Subject: {person}' https://localhost:{port}/sigedis/pensions",
+                tls(SIGEDIS_CALLER)
             ),
         ]
     }
@@ -177,10 +211,17 @@ upstream = "{sigedis}"
     /// Runs the demo's calls over real TLS and checks each outcome.
     pub async fn smoke(&self) -> anyhow::Result<Vec<Check>> {
         let mut checks = Vec::new();
+        let vcode = association().context("sandbox has no association")?.to_string();
         let mut digits = [0u8; 11];
-        let person = sigedis_person().context("sandbox has no person")?;
-        let person = person.digits(&mut digits).to_owned();
-        let envelope = |subject: &str| -> Vec<(&'static str, String)> {
+        let person = sigedis_person().context("sandbox has no person")?.digits(&mut digits).to_owned();
+        let assoc = |purpose: &str| -> Vec<(&'static str, String)> {
+            vec![
+                ("x-legal-basis", ASSOC_LEGAL_BASIS.to_owned()),
+                ("x-purpose", purpose.to_owned()),
+                ("x-subject", vcode.clone()),
+            ]
+        };
+        let pension = |subject: &str| -> Vec<(&'static str, String)> {
             vec![
                 ("x-legal-basis", SIGEDIS_LEGAL_BASIS.to_owned()),
                 ("x-purpose", SIGEDIS_PURPOSE.to_owned()),
@@ -188,32 +229,59 @@ upstream = "{sigedis}"
             ]
         };
         for version in [HttpVersion::Http1, HttpVersion::Http2] {
-            let bank = self.client("bank", version)?;
-            let got = sigedis_call(&bank, &envelope(&person)).await;
+            let agency = self.client(ASSOC_CALLER, version)?;
+            let got = call(&agency, ASSOCIATIONS, &assoc(ASSOC_PURPOSE)).await;
             checks.push(Check::new(
-                format!("bank reads supplementary pensions ({version:?})"),
-                "200 with plans",
+                format!("agency A reads an association ({version:?})"),
+                "200 with the association",
                 got.map(|a| {
-                    let plans = a.json().ok().and_then(|v| v["plans"].as_array().map(Vec::len)).unwrap_or(0);
-                    (a.status == 200 && plans > 0, format!("{} with {plans} plans", a.status))
+                    let ok = a.status == 200 && a.json().ok().is_some_and(|v| v["vCode"] == vcode.as_str());
+                    (ok, a.status.to_string())
                 }),
             ));
         }
-        let bank = self.client("bank", HttpVersion::Http1)?;
-        let got = sigedis_call(&bank, &envelope("85073003329")).await;
-        checks.push(Check::refusal("invalid NISS is refused", "400 SUBJECT_INVALID", got, 400, "SUBJECT_INVALID"));
-        let got = sigedis_call(&bank, &[("x-purpose", SIGEDIS_PURPOSE.to_owned())]).await;
+        let agency = self.client(ASSOC_CALLER, HttpVersion::Http1)?;
+        let got = call(&agency, ASSOCIATIONS, &assoc("MARKETING")).await;
         checks.push(Check::refusal(
-            "missing legal basis is refused",
-            "400 ENVELOPE_INVALID",
+            "a purpose outside the protocol",
+            "403 PURPOSE_NOT_ALLOWED",
             got,
-            400,
-            "ENVELOPE_INVALID",
+            403,
+            "PURPOSE_NOT_ALLOWED",
         ));
+        let got = call(&self.client("agency-b", HttpVersion::Http1)?, ASSOCIATIONS, &assoc(ASSOC_PURPOSE)).await;
+        checks.push(Check::refusal(
+            "agency B is not a party",
+            "403 LEGAL_BASIS_NOT_APPLICABLE",
+            got,
+            403,
+            "LEGAL_BASIS_NOT_APPLICABLE",
+        ));
+        let bank = self.client(SIGEDIS_CALLER, HttpVersion::Http1)?;
+        let got = call(&bank, PENSIONS, &pension(&person)).await;
+        checks.push(Check::refusal(
+            "pensions without consent on file",
+            "403 CONSENT_MISSING",
+            got,
+            403,
+            "CONSENT_MISSING",
+        ));
+        let got = call(&self.client("company", HttpVersion::Http1)?, PENSIONS, &pension(&person)).await;
+        checks.push(Check::refusal(
+            "a company outside the sector",
+            "403 LEGAL_BASIS_NOT_APPLICABLE",
+            got,
+            403,
+            "LEGAL_BASIS_NOT_APPLICABLE",
+        ));
+        let got = call(&bank, PENSIONS, &pension("85073003329")).await;
+        checks.push(Check::refusal("an invalid NISS", "400 SUBJECT_INVALID", got, 400, "SUBJECT_INVALID"));
+        let got = call(&agency, ASSOCIATIONS, &[("x-purpose", ASSOC_PURPOSE.to_owned())]).await;
+        checks.push(Check::refusal("no legal basis named", "400 ENVELOPE_INVALID", got, 400, "ENVELOPE_INVALID"));
 
-        // A certificate of another CA, carrying the bank's own enterprise number.
+        // A certificate of another CA, carrying agency A's own enterprise number.
         let mut rogue = certs::Ca::generate("Rogue CA")?;
-        let kbo = org_kbo("bank").context("bank")?;
+        let kbo = org_kbo(ASSOC_CALLER).context("agency A")?;
         let issued = rogue.issue_client(&ClientSpec::org("Rogue", kbo))?;
         let rogue_client = MtlsClient::new(
             self.gateway.data_addr,
@@ -221,18 +289,27 @@ upstream = "{sigedis}"
             Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
             HttpVersion::Http1,
         )?;
-        let got = sigedis_call(&rogue_client, &envelope(&person)).await;
-        checks.push(Check::handshake_refused("certificate from another CA is refused", got));
+        let got = call(&rogue_client, ASSOCIATIONS, &assoc(ASSOC_PURPOSE)).await;
+        checks.push(Check::handshake_refused("a certificate from another CA", got));
         let revoked = self.client(REVOKED, HttpVersion::Http1)?;
-        let got = sigedis_call(&revoked, &envelope(&person)).await;
-        checks.push(Check::handshake_refused("revoked certificate is refused", got));
+        let got = call(&revoked, ASSOCIATIONS, &assoc(ASSOC_PURPOSE)).await;
+        checks.push(Check::handshake_refused("a revoked certificate", got));
         Ok(checks)
     }
 }
 
-async fn sigedis_call(client: &MtlsClient, headers: &[(&'static str, String)]) -> anyhow::Result<Answer> {
+const ASSOCIATIONS: &str = "/associations/association";
+const PENSIONS: &str = "/sigedis/pensions";
+
+type ServeFn = fn(tokio::net::TcpListener) -> std::io::Result<adapters::sandbox::SandboxServer>;
+
+/// The sandboxes the demo starts, by source name.
+const SANDBOXES: &[(&str, ServeFn)] =
+    &[("sigedis", adapters::sigedis::sandbox::serve), ("associations", adapters::associations::sandbox::serve)];
+
+async fn call(client: &MtlsClient, path: &str, headers: &[(&'static str, String)]) -> anyhow::Result<Answer> {
     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let req = client::request(Method::GET, "/sigedis/pensions", &h, Bytes::new())?;
+    let req = client::request(Method::GET, path, &h, Bytes::new())?;
     tokio::time::timeout(Duration::from_secs(10), client.send(req)).await.context("call timed out")?
 }
 
@@ -275,8 +352,15 @@ impl Check {
 /// Prints the smoke report; returns whether every check passed.
 pub fn print_report(checks: &[Check]) -> bool {
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let ew = checks.iter().map(|c| c.expected.len()).max().unwrap_or(0);
     for c in checks {
-        println!("{} {:width$}  expected {:<22} got {}", if c.ok { "PASS" } else { "FAIL" }, c.name, c.expected, c.got);
+        println!(
+            "{} {:width$}  expected {:ew$}  got {}",
+            if c.ok { "PASS" } else { "FAIL" },
+            c.name,
+            c.expected,
+            c.got
+        );
     }
     let passed = checks.iter().filter(|c| c.ok).count();
     println!("smoke: {passed} passed, {} failed", checks.len() - passed);

@@ -25,6 +25,8 @@ pub type Body = Full<Bytes>;
 pub enum Code {
     NoLegalBasis,
     LegalBasisNotApplicable,
+    /// The caller is eligible for a general instrument but has not adhered to it.
+    AdhesionMissing,
     PurposeNotAllowed,
     InstrumentNotActive,
     FlowSuspended,
@@ -62,6 +64,7 @@ impl Code {
         match self {
             Code::NoLegalBasis => "NO_LEGAL_BASIS",
             Code::LegalBasisNotApplicable => "LEGAL_BASIS_NOT_APPLICABLE",
+            Code::AdhesionMissing => "ADHESION_MISSING",
             Code::PurposeNotAllowed => "PURPOSE_NOT_ALLOWED",
             Code::InstrumentNotActive => "INSTRUMENT_NOT_ACTIVE",
             Code::FlowSuspended => "FLOW_SUSPENDED",
@@ -91,6 +94,7 @@ impl Code {
         match self {
             Code::NoLegalBasis
             | Code::LegalBasisNotApplicable
+            | Code::AdhesionMissing
             | Code::PurposeNotAllowed
             | Code::InstrumentNotActive
             | Code::ConsentMissing
@@ -117,6 +121,7 @@ impl Code {
         match self {
             Code::NoLegalBasis => "No legal instrument covers this call",
             Code::LegalBasisNotApplicable => "The named instrument does not apply to this caller or service",
+            Code::AdhesionMissing => "The organisation has not adhered to the general instrument",
             Code::PurposeNotAllowed => "The purpose is not allowed by the instrument",
             Code::InstrumentNotActive => "The instrument is not active",
             Code::FlowSuspended => "The flow is suspended by its data owner",

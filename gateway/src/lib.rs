@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod pipeline;
+pub mod policy;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -24,6 +24,7 @@ use crate::pipeline::forward::{Source, Upstreams};
 use crate::pipeline::identity::Caller;
 use crate::pipeline::limits::Limits;
 use crate::pipeline::route::{Route, Table};
+use crate::policy::PolicyHandle;
 use crate::store::{SledStore, Store};
 use crate::tls;
 
@@ -32,7 +33,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Builds the route table and upstream settings from the adapters' catalogue and the
 /// configured sources. A service whose source is not configured is not exposed.
-pub fn build_pipeline(cfg: &Config) -> anyhow::Result<Pipeline> {
+pub fn build_pipeline(cfg: &Config, policy: Arc<PolicyHandle>) -> anyhow::Result<Pipeline> {
     let mut sources = Vec::new();
     let mut routes = Vec::new();
     for service in adapters::catalogue() {
@@ -51,13 +52,23 @@ pub fn build_pipeline(cfg: &Config) -> anyhow::Result<Pipeline> {
                 sources.len() - 1
             }
         };
-        let base = sc.upstream.trim_end_matches('/');
-        let upstream_uri: Uri = format!("{base}{}", service.upstream_path)
-            .parse()
-            .with_context(|| format!("sources.{}.upstream", service.source))?;
-        routes.push(Route { service, upstream_uri, source });
+        let uri = |base: &str, key: &str| -> anyhow::Result<Uri> {
+            format!("{}{}", base.trim_end_matches('/'), service.upstream_path)
+                .parse()
+                .with_context(|| format!("sources.{}.{key}", service.source))
+        };
+        let upstream_uri = uri(&sc.upstream, "upstream")?;
+        let test_upstream_uri = sc.test_upstream.as_deref().map(|b| uri(b, "test_upstream")).transpose()?;
+        routes.push(Route { service, upstream_uri, test_upstream_uri, source });
+    }
+    let snapshot = policy.current();
+    for r in &routes {
+        if snapshot.service(r.service.id).is_none() {
+            tracing::warn!(service = r.service.id, "no bundle declares this service: every call to it is refused");
+        }
     }
     Ok(Pipeline {
+        policy,
         limits: Limits::new(&cfg.limits),
         routes: Table::new(routes),
         upstreams: Upstreams::new(sources),
@@ -70,6 +81,8 @@ pub fn build_pipeline(cfg: &Config) -> anyhow::Result<Pipeline> {
 pub struct RunningGateway {
     pub data_addr: SocketAddr,
     pub store: Arc<dyn Store>,
+    /// The policy the data plane enforces; `replace` swaps it atomically.
+    pub policy: Arc<PolicyHandle>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -95,10 +108,11 @@ impl RunningGateway {
 /// Binds the data plane and starts serving.
 pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let tls = tls::server_config(&cfg.tls).context("data-plane TLS")?;
+    let policy = Arc::new(PolicyHandle::load(&cfg.policy)?);
     let store: Arc<dyn Store> = match cfg.store.kind {
         StoreKind::Sled => Arc::new(SledStore::open(&cfg.store.path)?),
     };
-    let pipeline = Arc::new(build_pipeline(cfg)?);
+    let pipeline = Arc::new(build_pipeline(cfg, policy.clone())?);
     let listener =
         TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
     let data_addr = listener.local_addr()?;
@@ -167,5 +181,5 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
             tracing::warn!("in-flight calls did not finish within the shutdown grace period");
         }
     });
-    Ok(RunningGateway { data_addr, store, shutdown, task })
+    Ok(RunningGateway { data_addr, store, policy, shutdown, task })
 }

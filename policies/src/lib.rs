@@ -18,6 +18,7 @@ pub mod compiled;
 pub mod decide;
 pub mod ids;
 pub mod model;
+pub mod seed;
 pub mod synthetic;
 
 pub use compiled::Snapshot;

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use certs::{ClientSpec, DevClient};
-use gateway::client::{self, Answer, HttpVersion, MtlsClient};
+pub use gateway::client::Answer;
+use gateway::client::{self, HttpVersion, MtlsClient};
 use gateway::demo::{self, Demo, DemoOptions};
 use http::Method;
 use policies::ids::Kbo;
 
-pub use gateway::demo::{SIGEDIS_LEGAL_BASIS, SIGEDIS_PURPOSE};
+pub use gateway::demo::{
+    ASSOC_CALLER, ASSOC_LEGAL_BASIS, ASSOC_PURPOSE, SIGEDIS_CALLER, SIGEDIS_LEGAL_BASIS, SIGEDIS_PURPOSE,
+};
 
 /// Client certificates issued by the harness on top of the demo's.
 pub const EXPIRED: &str = "expired";
@@ -19,9 +22,11 @@ pub const NOT_YET_VALID: &str = "not-yet-valid";
 pub const NO_KBO: &str = "no-kbo";
 pub const BAD_KBO: &str = "bad-kbo";
 pub const SERVER_EKU: &str = "server-eku";
+/// Agency A's identity in the integration (test) environment, `OU=INT`.
+pub const AGENCY_A_INT: &str = "agency-a-int";
 
 fn extra_clients() -> Vec<DevClient> {
-    let kbo = demo::org_kbo("bank").unwrap_or_else(|| unreachable!("the demo has a bank"));
+    let kbo = demo::org_kbo(ASSOC_CALLER).unwrap_or_else(|| unreachable!("the seed policy has agency A"));
     let now = time::OffsetDateTime::now_utc();
     let mut expired = ClientSpec::org("Expired", kbo);
     expired.not_before = now - time::Duration::days(400);
@@ -35,10 +40,19 @@ fn extra_clients() -> Vec<DevClient> {
     bad_kbo.enterprise_number = Some("0431150351".to_owned()); // fails mod 97 (DOMAIN.md §5)
     let mut server_eku = ClientSpec::org("Wrong key usage", kbo);
     server_eku.eku = certs::Eku::ServerAuth;
-    [(EXPIRED, expired), (NOT_YET_VALID, future), (NO_KBO, no_kbo), (BAD_KBO, bad_kbo), (SERVER_EKU, server_eku)]
-        .into_iter()
-        .map(|(n, spec)| DevClient { name: n.to_owned(), spec, revoked: false })
-        .collect()
+    let mut int = ClientSpec::org("Agency A (integration)", kbo);
+    int.environment = Some(certs::Environment::Integration);
+    [
+        (EXPIRED, expired),
+        (NOT_YET_VALID, future),
+        (NO_KBO, no_kbo),
+        (BAD_KBO, bad_kbo),
+        (SERVER_EKU, server_eku),
+        (AGENCY_A_INT, int),
+    ]
+    .into_iter()
+    .map(|(n, spec)| DevClient { name: n.to_owned(), spec, revoked: false })
+    .collect()
 }
 
 /// A running gateway for one test.
@@ -77,8 +91,8 @@ impl Harness {
             .unwrap_or_else(|e| panic!("anonymous client: {e:#}"))
     }
 
-    pub fn bank_kbo(&self) -> Kbo {
-        demo::org_kbo("bank").unwrap_or_else(|| unreachable!())
+    pub fn agency_kbo(&self) -> Kbo {
+        demo::org_kbo(ASSOC_CALLER).unwrap_or_else(|| unreachable!())
     }
 }
 
@@ -88,11 +102,40 @@ pub fn person() -> String {
     demo::sigedis_person().unwrap_or_else(|| unreachable!("sandbox population is not empty")).digits(&mut b).to_owned()
 }
 
+/// A known association of the association register sandbox.
+pub fn vcode() -> String {
+    demo::association().unwrap_or_else(|| unreachable!("sandbox population is not empty")).to_string()
+}
+
+/// The demo's association register call (protocol VL/PROT/2022/017) with the given subject and
+/// extra headers.
+pub async fn association(client: &MtlsClient, subject: &str, extra: &[(&str, &str)]) -> anyhow::Result<Answer> {
+    let mut h = vec![("x-legal-basis", ASSOC_LEGAL_BASIS), ("x-purpose", ASSOC_PURPOSE), ("x-subject", subject)];
+    h.extend_from_slice(extra);
+    send(client, Method::GET, "/associations/association", &h, Bytes::new()).await
+}
+
 /// The demo's Sigedis call with the given subject and extra headers.
 pub async fn sigedis(client: &MtlsClient, subject: &str, extra: &[(&str, &str)]) -> anyhow::Result<Answer> {
     let mut h = vec![("x-legal-basis", SIGEDIS_LEGAL_BASIS), ("x-purpose", SIGEDIS_PURPOSE), ("x-subject", subject)];
     h.extend_from_slice(extra);
     send(client, Method::GET, "/sigedis/pensions", &h, Bytes::new()).await
+}
+
+/// A real upstream that counts the requests it gets and answers `answer` to each.
+pub async fn counting_upstream(
+    answer: serde_json::Value,
+) -> anyhow::Result<(adapters::sandbox::SandboxServer, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = adapters::sandbox::serve(listener, move |_req| {
+        h.fetch_add(1, Ordering::SeqCst);
+        let answer = answer.clone();
+        async move { adapters::sandbox::json(http::StatusCode::OK, &answer) }
+    })?;
+    Ok((server, hits))
 }
 
 /// Sends one request on a fresh connection, failing the test after 15 s instead of hanging.

@@ -6,21 +6,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use tests::{BAD_KBO, EXPIRED, Harness, NO_KBO, NOT_YET_VALID, SERVER_EKU, person, send, sigedis};
+use tests::{ASSOC_CALLER, BAD_KBO, EXPIRED, Harness, NO_KBO, NOT_YET_VALID, SERVER_EKU, association, send, vcode};
 
 #[tokio::test]
 async fn valid_organisation_certificate_passes_over_http1_and_http2() {
     let h = Harness::start().await.unwrap();
-    for client in [h.client("bank"), h.client_h2("bank")] {
-        let a = sigedis(&client, &person(), &[("x-request-id", "case-17")]).await.unwrap();
+    for client in [h.client(ASSOC_CALLER), h.client_h2(ASSOC_CALLER)] {
+        let a = association(&client, &vcode(), &[("x-request-id", "case-17")]).await.unwrap();
         assert_eq!(a.status, StatusCode::OK, "{}", a.text());
         assert_eq!(a.headers["x-request-id"], "case-17", "the caller's request id is echoed");
-        let v = a.json().unwrap();
-        assert_eq!(v["niss"], person());
-        assert!(!v["plans"].as_array().unwrap().is_empty());
+        assert_eq!(a.json().unwrap()["vCode"], vcode());
     }
     // Without X-Request-Id one is generated and echoed.
-    let a = sigedis(&h.client("bank"), &person(), &[]).await.unwrap();
+    let a = association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap();
     assert_eq!(a.headers["x-request-id"].len(), 33);
 }
 
@@ -30,8 +28,7 @@ async fn assert_handshake_refused(h: &Harness, name: Option<&str>) {
         Some(n) => h.client(n),
         None => h.anonymous(),
     };
-    let got = sigedis(&client, &person(), &[]).await;
-    match got {
+    match association(&client, &vcode(), &[]).await {
         Ok(a) => panic!("{name:?}: expected a refused handshake, got HTTP {} {}", a.status, a.text()),
         Err(e) => {
             let msg = format!("{e:#}");
@@ -50,7 +47,7 @@ async fn faulty_certificates_are_refused_at_the_handshake() {
     assert_handshake_refused(&h, Some(SERVER_EKU)).await;
     // Another CA, carrying a valid enterprise number.
     let mut rogue = certs::Ca::generate("Rogue").unwrap();
-    let issued = rogue.issue_client(&certs::ClientSpec::org("Rogue", h.bank_kbo())).unwrap();
+    let issued = rogue.issue_client(&certs::ClientSpec::org("Rogue", h.agency_kbo())).unwrap();
     let client = gateway::client::MtlsClient::new(
         h.demo.gateway.data_addr,
         h.demo.pki.ca.cert_pem().as_bytes(),
@@ -58,17 +55,16 @@ async fn faulty_certificates_are_refused_at_the_handshake() {
         gateway::client::HttpVersion::Http1,
     )
     .unwrap();
-    let got = sigedis(&client, &person(), &[]).await;
-    assert!(got.is_err(), "a certificate of another CA must not get an answer");
+    assert!(association(&client, &vcode(), &[]).await.is_err(), "a certificate of another CA must not get an answer");
     // The gateway still serves good callers afterwards.
-    assert_eq!(sigedis(&h.client("bank"), &person(), &[]).await.unwrap().status, 200);
+    assert_eq!(association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap().status, 200);
 }
 
 #[tokio::test]
 async fn certificate_without_a_valid_enterprise_number_gets_client_cert_invalid() {
     let h = Harness::start().await.unwrap();
     for (name, needle) in [(NO_KBO, "carries no enterprise number"), (BAD_KBO, "check digits")] {
-        let a = sigedis(&h.client(name), &person(), &[]).await.unwrap();
+        let a = association(&h.client(name), &vcode(), &[]).await.unwrap();
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{name}");
         assert_eq!(a.code(), Some("CLIENT_CERT_INVALID"), "{name}");
         assert_eq!(a.headers["content-type"], "application/problem+json");
@@ -80,24 +76,21 @@ async fn certificate_without_a_valid_enterprise_number_gets_client_cert_invalid(
 #[tokio::test]
 async fn body_over_the_limit_gets_413() {
     let h = Harness::with_overrides(&[("PASSERELLE__LIMITS__MAX_BODY_BYTES", "1024")]).await.unwrap();
-    let bank = h.client("bank");
-    let p = person();
-    let headers = [
-        ("x-legal-basis", tests::SIGEDIS_LEGAL_BASIS),
-        ("x-purpose", tests::SIGEDIS_PURPOSE),
-        ("x-subject", p.as_str()),
-    ];
+    let agency = h.client(ASSOC_CALLER);
+    let v = vcode();
+    let headers =
+        [("x-legal-basis", tests::ASSOC_LEGAL_BASIS), ("x-purpose", tests::ASSOC_PURPOSE), ("x-subject", v.as_str())];
+    let path = "/associations/association";
     // Announced by Content-Length (HTTP/1.1): refused before the body is read.
-    let a = send(&bank, Method::GET, "/sigedis/pensions", &headers, Bytes::from(vec![b'x'; 4096])).await.unwrap();
+    let a = send(&agency, Method::GET, path, &headers, Bytes::from(vec![b'x'; 4096])).await.unwrap();
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(a.code(), Some("BODY_TOO_LARGE"));
     // At the limit it passes.
-    let a = send(&bank, Method::GET, "/sigedis/pensions", &headers, Bytes::from(vec![b'x'; 1024])).await.unwrap();
+    let a = send(&agency, Method::GET, path, &headers, Bytes::from(vec![b'x'; 1024])).await.unwrap();
     assert_eq!(a.status, StatusCode::OK);
     // HTTP/2 without Content-Length: refused while reading.
-    let h2 = h.client_h2("bank");
-    let mut req =
-        gateway::client::request(Method::GET, "/sigedis/pensions", &headers, Bytes::from(vec![b'y'; 4096])).unwrap();
+    let h2 = h.client_h2(ASSOC_CALLER);
+    let mut req = gateway::client::request(Method::GET, path, &headers, Bytes::from(vec![b'y'; 4096])).unwrap();
     req.headers_mut().remove(http::header::CONTENT_LENGTH);
     let a = h2.send(req).await.unwrap();
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -109,18 +102,18 @@ async fn slow_upstream_gets_a_timeout_not_a_hang() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let slow = adapters::sandbox::serve(listener, |_req| async {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        adapters::sandbox::json(StatusCode::OK, &serde_json::json!({"plans": []}))
+        adapters::sandbox::json(StatusCode::OK, &serde_json::json!({}))
     })
     .unwrap();
     let url = slow.url();
     let h = Harness::with_overrides(&[
-        ("PASSERELLE__SOURCES__SIGEDIS__UPSTREAM", url.as_str()),
-        ("PASSERELLE__SOURCES__SIGEDIS__TIMEOUT_MS", "300"),
+        ("PASSERELLE__SOURCES__ASSOCIATIONS__UPSTREAM", url.as_str()),
+        ("PASSERELLE__SOURCES__ASSOCIATIONS__TIMEOUT_MS", "300"),
     ])
     .await
     .unwrap();
     let started = Instant::now();
-    let a = sigedis(&h.client("bank"), &person(), &[]).await.unwrap();
+    let a = association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap();
     let took = started.elapsed();
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(a.code(), Some("UPSTREAM_TIMEOUT"));
@@ -134,8 +127,8 @@ async fn unreachable_upstream_gets_upstream_unavailable() {
     // A port that was free a moment ago: connection refused.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
-    let h = Harness::with_overrides(&[("PASSERELLE__SOURCES__SIGEDIS__UPSTREAM", url.as_str())]).await.unwrap();
-    let a = sigedis(&h.client("bank"), &person(), &[]).await.unwrap();
+    let h = Harness::with_overrides(&[("PASSERELLE__SOURCES__ASSOCIATIONS__UPSTREAM", url.as_str())]).await.unwrap();
+    let a = association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap();
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     assert_eq!(a.code(), Some("UPSTREAM_UNAVAILABLE"));
 }
@@ -143,24 +136,28 @@ async fn unreachable_upstream_gets_upstream_unavailable() {
 #[tokio::test]
 async fn routing_and_envelope_refusals_are_precise() {
     let h = Harness::start().await.unwrap();
-    let bank = h.client("bank");
-    let p = person();
-    let env = [
-        ("x-legal-basis", tests::SIGEDIS_LEGAL_BASIS),
-        ("x-purpose", tests::SIGEDIS_PURPOSE),
-        ("x-subject", p.as_str()),
-    ];
-    for path in ["/sigedis/pensions/", "/sigedis/../sigedis/pensions", "/sigedis/%70ensions", "/nope"] {
-        let a = send(&bank, Method::GET, path, &env, Bytes::new()).await.unwrap();
+    let agency = h.client(ASSOC_CALLER);
+    let v = vcode();
+    let env =
+        [("x-legal-basis", tests::ASSOC_LEGAL_BASIS), ("x-purpose", tests::ASSOC_PURPOSE), ("x-subject", v.as_str())];
+    for path in [
+        "/associations/association/",
+        "/associations/../associations/association",
+        "/associations/%61ssociation",
+        "/nope",
+    ] {
+        let a = send(&agency, Method::GET, path, &env, Bytes::new()).await.unwrap();
         assert_eq!(a.code(), Some("SERVICE_UNKNOWN"), "{path}");
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}");
     }
-    let a = send(&bank, Method::POST, "/sigedis/pensions", &env, Bytes::new()).await.unwrap();
+    let a = send(&agency, Method::POST, "/associations/association", &env, Bytes::new()).await.unwrap();
     assert_eq!(a.code(), Some("METHOD_NOT_ALLOWED"));
-    let a = sigedis(&bank, "12345", &[]).await.unwrap();
+    let a = association(&agency, "V12", &[]).await.unwrap();
     assert_eq!(a.code(), Some("SUBJECT_INVALID"));
-    assert!(a.json().unwrap()["detail"].as_str().unwrap().contains("expected 11"));
-    let a = sigedis(&bank, &p, &[("x-request-id", "bad id with spaces")]).await.unwrap();
+    assert!(a.json().unwrap()["detail"].as_str().unwrap().contains("expected 8"));
+    let a = tests::sigedis(&h.client(tests::SIGEDIS_CALLER), "12345", &[]).await.unwrap();
+    assert_eq!(a.code(), Some("SUBJECT_INVALID"));
+    let a = association(&agency, &v, &[("x-request-id", "bad id with spaces")]).await.unwrap();
     assert_eq!(a.code(), Some("ENVELOPE_INVALID"));
     assert!(a.headers.contains_key("x-request-id"), "a generated id is still echoed");
 }

@@ -1,6 +1,72 @@
-//! Step 5 — authorize: is there a legal instrument that covers exactly this call?
+//! Step 5 — authorize: does the instrument named in `X-Legal-Basis` cover exactly this call?
+//! Stands after the envelope (it reads it) and before consent, rate and the body: a request
+//! without a covering instrument is refused before anything else is spent on it, and never
+//! reaches a source.
 //!
-//! NOT BUILT YET (issue "Legal model and the allocation-free decision engine"). Until the
-//! decision engine lands, this step only insists that the envelope names an instrument and a
-//! purpose (the envelope step has checked both are present) and lets the call through. That is
-//! *not* deny-by-default: no deployment may carry personal data before this step is filled.
+//! The decision is the policies crate's allocation-free `decide()` over the snapshot in force;
+//! the environment comes from the certificate (`OU=INT|ACC` → test), never from a header.
+
+use std::borrow::Cow;
+
+use certs::{Environment, OrgIdentity};
+use policies::model::Env;
+use policies::{Decision, DenyCode, Permit, Query, Snapshot};
+
+use super::envelope::Envelope;
+use super::route::Route;
+use crate::error::{Code, Refusal};
+
+/// The environment a caller's certificate puts it in; production when it names none.
+pub fn environment(org: &OrgIdentity) -> Env {
+    match org.environment {
+        Some(e) if Environment::is_test(e) => Env::Test,
+        _ => Env::Production,
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn authorize(
+    snapshot: &Snapshot,
+    org: &OrgIdentity,
+    route: &Route,
+    env: &Envelope<'_>,
+    now: i64,
+) -> Result<Permit, Refusal> {
+    let query = Query {
+        caller: org.kbo,
+        service: route.service.id,
+        legal_basis: env.legal_basis,
+        purpose: env.purpose,
+        end_user: env.end_user,
+        environment: environment(org),
+        now,
+    };
+    match snapshot.decide(&query) {
+        Decision::Permit(p) => Ok(p),
+        Decision::Deny(d) => {
+            let code = match d.code {
+                DenyCode::NoLegalBasis => Code::NoLegalBasis,
+                DenyCode::LegalBasisNotApplicable => Code::LegalBasisNotApplicable,
+                DenyCode::AdhesionMissing => Code::AdhesionMissing,
+                DenyCode::PurposeNotAllowed => Code::PurposeNotAllowed,
+                DenyCode::InstrumentNotActive => Code::InstrumentNotActive,
+                DenyCode::FlowSuspended => Code::FlowSuspended,
+                DenyCode::EndUserRoleMissing => Code::EndUserRoleMissing,
+            };
+            let suspension = d
+                .instrument
+                .and_then(|i| snapshot.instrument(i))
+                .filter(|_| d.code == DenyCode::FlowSuspended)
+                .and_then(|i| i.suspended_reason.as_deref());
+            let detail = match suspension {
+                Some(why) => Cow::Owned(format!("{}: {why}", d.reason.message())),
+                None => Cow::Borrowed(d.reason.message()),
+            };
+            Err(Refusal::new(code, detail))
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use adapters::SubjectKind;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use policies::ids::{Kbo, Niss};
+use policies::ids::{Kbo, Niss, VCode};
 
 use crate::error::{Code, Refusal};
 
@@ -31,6 +31,7 @@ const MAX_REQUEST_ID: usize = 128;
 pub enum Subject {
     Person(Niss),
     Organisation(Kbo),
+    Association(VCode),
 }
 
 /// A W3C Trace Context `traceparent` (version 00).
@@ -152,6 +153,12 @@ impl<'a> Envelope<'a> {
             (SubjectKind::Kbo, Some(s)) => Some(Subject::Organisation(
                 Kbo::parse(s).map_err(|e| Refusal::new(Code::SubjectInvalid, e.to_string()))?,
             )),
+            (SubjectKind::Association, Some(s)) if s.starts_with('V') => Some(Subject::Association(
+                VCode::parse(s).map_err(|e| Refusal::new(Code::SubjectInvalid, e.to_string()))?,
+            )),
+            (SubjectKind::Association, Some(s)) => Some(Subject::Organisation(Kbo::parse(s).map_err(|e| {
+                Refusal::new(Code::SubjectInvalid, format!("expected a vCode or an enterprise number; {e}"))
+            })?)),
         };
         let end_user = header(h, END_USER, MAX_END_USER)?;
         let traceparent = h.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);

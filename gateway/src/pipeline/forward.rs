@@ -14,6 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use policies::model::Env;
+
 use super::envelope::{self, Envelope, Subject};
 use super::route::Route;
 use crate::error::{Code, Refusal};
@@ -53,11 +55,14 @@ impl Upstreams {
         Upstreams { client, sources }
     }
 
-    /// Calls the route's source. `caller_kbo` tells the source which organisation receives
-    /// the data; `request_id` and the trace context follow the call.
+    /// Calls the route's source — its test side for a test-environment call, its production
+    /// side otherwise. `caller_kbo` tells the source which organisation receives the data;
+    /// `request_id` and the trace context follow the call.
+    #[allow(clippy::too_many_arguments)]
     pub async fn call(
         &self,
         route: &Route,
+        environment: Env,
         env: &Envelope<'_>,
         caller_kbo: &str,
         request_id: &HeaderValue,
@@ -65,9 +70,15 @@ impl Upstreams {
         body: Bytes,
     ) -> Result<UpstreamAnswer, Refusal> {
         let source = &self.sources[route.source];
+        let uri = match environment {
+            Env::Production => &route.upstream_uri,
+            Env::Test => route.test_upstream_uri.as_ref().ok_or_else(|| {
+                Refusal::new(Code::UpstreamUnavailable, format!("source {} has no test environment here", source.name))
+            })?,
+        };
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = route.method().clone();
-        *req.uri_mut() = route.upstream_uri.clone();
+        *req.uri_mut() = uri.clone();
         let h = req.headers_mut();
         h.insert(envelope::REQUEST_ID, request_id.clone());
         h.insert("x-passerelle-recipient", hv(caller_kbo));
@@ -80,6 +91,9 @@ impl Upstreams {
             Some(Subject::Organisation(k)) => {
                 let mut b = [0u8; 10];
                 h.insert(envelope::SUBJECT, hv(k.digits(&mut b)));
+            }
+            Some(Subject::Association(v)) => {
+                h.insert(envelope::SUBJECT, hv(&v.to_string()));
             }
             None => {}
         }

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod authorize;
+pub mod consent;
 pub mod envelope;
 pub mod forward;
 pub mod identity;
@@ -27,10 +28,12 @@ use self::identity::Caller;
 use self::limits::Limits;
 use self::route::Table;
 use crate::error::{self, Body, Dialect, Refusal};
+use crate::policy::PolicyHandle;
 
 /// Everything the data plane needs to answer a request; shared by all connections.
 #[derive(Debug)]
 pub struct Pipeline {
+    pub policy: Arc<PolicyHandle>,
     pub limits: Limits,
     pub routes: Table,
     pub upstreams: Upstreams,
@@ -82,16 +85,25 @@ impl Pipeline {
         // 4. Envelope.
         let (parts, body) = req.into_parts();
         let env = Envelope::parse(&parts.headers, route.subject())?;
-        // 5. Authorize — slot, see authorize.rs.
-        // 6. Consent — slot for the consent issue.
-        // 7. Rate — slot for the policies issue (grant periodicity).
+        // 5. Authorize: the snapshot in force when the request got here decides.
+        let snapshot = self.policy.guard();
+        let permit = authorize::authorize(&snapshot, org, route, &env, authorize::now())?;
+        drop(snapshot);
+        // 6. Consent.
+        consent::check(&permit)?;
+        // 7. Rate — not built yet: the permit carries the grant's periodicity (`permit.rate`);
+        //    no bucket enforces it.
         // 8. Layout in — the body is read only now, for an authorized call. Layout check:
         //    slot for the adapters issue.
         let body = self.limits.read_body(body).await?;
         // 9. Forward.
         let traceparent = env.traceparent.map(|tp| tp.child(self.ids.span_id()));
         let mut kbo = [0u8; 10];
-        let answer = self.upstreams.call(route, &env, org.kbo.digits(&mut kbo), request_id, traceparent, body).await?;
+        let environment = authorize::environment(org);
+        let answer = self
+            .upstreams
+            .call(route, environment, &env, org.kbo.digits(&mut kbo), request_id, traceparent, body)
+            .await?;
         // 10. Layout out + minimisation — slot for the adapters issue.
         // 11. Audit — slot, see audit.rs.
         // 12. Respond.

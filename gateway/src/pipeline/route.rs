@@ -16,8 +16,10 @@ use crate::error::{Code, Dialect, Refusal};
 #[derive(Debug)]
 pub struct Route {
     pub service: ServiceDef,
-    /// Full upstream URI, built once.
+    /// Full upstream URI of the production side, built once.
     pub upstream_uri: Uri,
+    /// Full upstream URI of the test side (sandbox), if the source has one.
+    pub test_upstream_uri: Option<Uri>,
     /// Index of the upstream source in the forwarder's table.
     pub source: usize,
 }
