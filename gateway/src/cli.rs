@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `certs init`, `policy check`, `sandbox`.
+//! The command line: `serve`, `demo`, `certs init`, `policy check`, `audit verify|export`, `sandbox`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +47,11 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Run one sandbox source on its own.
     Sandbox {
         /// The source: sigedis, associations.
@@ -55,6 +60,53 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:18001")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check a trail directory: segment headers and continuity, every record's checksum,
+    /// sequence and hash chain, every checkpoint's signature and hash. Reports the first bad
+    /// record and exits 1; exits 0 when the trail verifies.
+    Verify {
+        /// The trail's directory.
+        dir: PathBuf,
+        /// The checkpoint signing key's public half: 64 hex digits or a file holding them
+        /// (e.g. `audit-signing.pub`). Without it each checkpoint's own key is trusted.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Write the records between two times, with their hashes, and the checkpoints covering
+    /// them, for archiving and for verification outside the gateway.
+    Export {
+        dir: PathBuf,
+        /// From this time (RFC 3339, or a date `YYYY-MM-DD` meaning its start, UTC).
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this time (RFC 3339, or a date meaning its end, UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// Output format; `jsonl` is the only one.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+    },
+}
+
+fn parse_time_ms(s: &str, end_of_day: bool) -> anyhow::Result<u64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as u64);
+    }
+    let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .with_context(|| format!("'{s}' is neither an RFC 3339 time nor a YYYY-MM-DD date"))?;
+    let start = d.midnight().assume_utc().unix_timestamp() as u64 * 1000;
+    Ok(if end_of_day { start + 86_400_000 - 1 } else { start })
+}
+
+fn parse_public_key(s: &str) -> anyhow::Result<[u8; 32]> {
+    let text = if std::path::Path::new(s).exists() { std::fs::read_to_string(s)? } else { s.to_owned() };
+    crate::audit::format::unhex(text.trim())
+        .and_then(|v| v.try_into().ok())
+        .context("the public key must be 64 hex digits (32 bytes)")
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +209,38 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                         Ok(1)
                     }
                 }
+            }
+            Command::Audit { command: AuditCommand::Verify { dir, public_key } } => {
+                let key = public_key.as_deref().map(parse_public_key).transpose()?;
+                let r = crate::audit::verify::verify_dir(&dir, key.as_ref()).map_err(anyhow::Error::msg)?;
+                let summary = format!(
+                    "{} segment(s), records {}..{} ({} records), {} checkpoint(s)",
+                    r.segments, r.first_seq, r.last_seq, r.records, r.checkpoints
+                );
+                match r.problem {
+                    None => {
+                        println!("audit trail verifies: {summary}");
+                        Ok(0)
+                    }
+                    Some(p) => {
+                        println!("audit trail does NOT verify: {p}");
+                        println!("read before the problem: {summary}");
+                        Ok(1)
+                    }
+                }
+            }
+            Command::Audit { command: AuditCommand::Export { dir, from, to, format } } => {
+                if format != "jsonl" {
+                    anyhow::bail!("unknown format '{format}': only jsonl");
+                }
+                let from = from.as_deref().map(|s| parse_time_ms(s, false)).transpose()?.unwrap_or(0);
+                let to = to.as_deref().map(|s| parse_time_ms(s, true)).transpose()?.unwrap_or(u64::MAX);
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                let n = crate::audit::verify::export(&dir, from, to, &mut out).map_err(anyhow::Error::msg)?;
+                std::io::Write::flush(&mut out)?;
+                eprintln!("{n} record(s) exported");
+                Ok(0)
             }
             Command::Sandbox { source, listen } => {
                 init_tracing(LogFormat::Text, "info");

@@ -50,6 +50,9 @@ pub struct Config {
     /// The legal instruments the data plane enforces.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Upstream sources by name (`sigedis`, `div`, …): where the gateway forwards to.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
@@ -142,6 +145,42 @@ pub struct PolicyConfig {
     /// Relative to the config file's directory. With no bundle, every call is refused
     /// (`NO_LEGAL_BASIS`): the gateway denies by default.
     pub bundles: Vec<PathBuf>,
+}
+
+/// The audit trail (docs/audit-format.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Directory of the segment files and checkpoints.
+    pub dir: PathBuf,
+    /// PKCS#8 Ed25519 key signing the checkpoints (generated with its `.pub` beside it if
+    /// missing). Keep it away from the trail's directory: whoever holds it can sign a forgery.
+    pub signing_key: PathBuf,
+    /// Size at which a new segment file starts, in bytes.
+    pub segment_bytes: u64,
+    /// A signed checkpoint every this many records…
+    pub checkpoint_every: u64,
+    /// …or this often (milliseconds) when records were written since the last one.
+    pub checkpoint_interval_ms: u64,
+    /// Most records made durable by one fdatasync.
+    pub max_batch: usize,
+    /// How long records are kept, in days (10 years by default); whole segments older than
+    /// this are pruned by `passerelle audit prune`.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            dir: PathBuf::from("var/audit"),
+            signing_key: PathBuf::from("var/keys/audit-signing.key"),
+            segment_bytes: 64 * 1024 * 1024,
+            checkpoint_every: 10_000,
+            checkpoint_interval_ms: 5_000,
+            max_batch: 4_096,
+            retention_days: 3_653,
+        }
+    }
 }
 
 /// Which store backs the gateway.
@@ -260,9 +299,14 @@ impl Config {
         self.tls.crls.iter_mut().for_each(fix);
         fix(&mut self.store.path);
         self.policy.bundles.iter_mut().for_each(fix);
+        fix(&mut self.audit.dir);
+        fix(&mut self.audit.signing_key);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.audit.max_batch == 0 || self.audit.checkpoint_every == 0 {
+            return Err(ConfigError::Invalid("audit.max_batch and audit.checkpoint_every must be at least 1".into()));
+        }
         if self.limits.max_in_flight == 0 {
             return Err(ConfigError::Invalid("limits.max_in_flight must be at least 1".into()));
         }

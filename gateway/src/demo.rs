@@ -95,6 +95,11 @@ pub fn init_pki(dir: &Path, extra: &[DevClient]) -> anyhow::Result<(DevPki, DevP
     clients.extend_from_slice(extra);
     let pki = DevPki::generate(&clients)?;
     let paths = pki.write(dir)?;
+    // The audit trail's checkpoint signing key, with its public key beside it.
+    let key = dir.join("audit-signing.key");
+    if !key.exists() {
+        crate::audit::trail::load_or_create_key(&key).map_err(anyhow::Error::msg)?;
+    }
     Ok((pki, paths))
 }
 
@@ -146,6 +151,11 @@ crls = ["pki/crl.pem"]
 
 [store]
 path = "store"
+
+[audit]
+dir = "audit"
+signing_key = "pki/audit-signing.key"
+checkpoint_interval_ms = 1000
 
 [policy]
 bundles = ["bundles"]

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::audit::index::AuditIndex;
+use crate::audit::{self, AuditTrail, Recovery};
 use crate::config::{Config, StoreKind};
 use crate::pipeline::Pipeline;
 use crate::pipeline::envelope::RequestIds;
@@ -33,7 +35,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Builds the route table and upstream settings from the adapters' catalogue and the
 /// configured sources. A service whose source is not configured is not exposed.
-pub fn build_pipeline(cfg: &Config, policy: Arc<PolicyHandle>) -> anyhow::Result<Pipeline> {
+pub fn build_pipeline(cfg: &Config, policy: Arc<PolicyHandle>, audit: Arc<AuditTrail>) -> anyhow::Result<Pipeline> {
     let mut sources = Vec::new();
     let mut routes = Vec::new();
     for service in adapters::catalogue() {
@@ -68,6 +70,7 @@ pub fn build_pipeline(cfg: &Config, policy: Arc<PolicyHandle>) -> anyhow::Result
         }
     }
     Ok(Pipeline {
+        audit,
         policy,
         limits: Limits::new(&cfg.limits),
         routes: Table::new(routes),
@@ -83,6 +86,9 @@ pub struct RunningGateway {
     pub store: Arc<dyn Store>,
     /// The policy the data plane enforces; `replace` swaps it atomically.
     pub policy: Arc<PolicyHandle>,
+    /// The audit trail and what opening it repaired.
+    pub audit: Arc<AuditTrail>,
+    pub recovery: Recovery,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -109,10 +115,22 @@ impl RunningGateway {
 pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let tls = tls::server_config(&cfg.tls).context("data-plane TLS")?;
     let policy = Arc::new(PolicyHandle::load(&cfg.policy)?);
-    let store: Arc<dyn Store> = match cfg.store.kind {
-        StoreKind::Sled => Arc::new(SledStore::open(&cfg.store.path)?),
+    let (store, index): (Arc<dyn Store>, Arc<dyn AuditIndex>) = match cfg.store.kind {
+        StoreKind::Sled => {
+            let s = Arc::new(SledStore::open(&cfg.store.path)?);
+            (s.clone(), s)
+        }
     };
-    let pipeline = Arc::new(build_pipeline(cfg, policy.clone())?);
+    let (trail, recovery) = audit::open(&cfg.audit, index).context("audit trail")?;
+    tracing::info!(
+        last_seq = recovery.last_seq,
+        torn_bytes = recovery.torn_bytes,
+        reindexed = recovery.reindexed,
+        checkpoints_checked = recovery.checkpoints_checked,
+        "audit trail open"
+    );
+    let audit = Arc::new(trail);
+    let pipeline = Arc::new(build_pipeline(cfg, policy.clone(), audit.clone())?);
     let listener =
         TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
     let data_addr = listener.local_addr()?;
@@ -180,6 +198,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
             tracing::warn!("in-flight calls did not finish within the shutdown grace period");
         }
+        // Everything answered has its record durable already; write the final checkpoint.
+        let trail = pipeline.audit.clone();
+        drop(pipeline);
+        let _ = tokio::task::spawn_blocking(move || trail.close()).await;
     });
-    Ok(RunningGateway { data_addr, store, policy, shutdown, task })
+    Ok(RunningGateway { data_addr, store, policy, audit, recovery, shutdown, task })
 }

@@ -2,9 +2,10 @@
 //! order of DESIGN.md by [`Pipeline::handle`].
 //!
 //! The steps are plain functions over a per-request context rather than one tower layer each:
-//! the context (caller, route, envelope, request id) is borrowed from step to step instead of
-//! being boxed into request extensions, every step is statically dispatched, and the order is
-//! visible in one function. Steps that later issues fill are marked in their files.
+//! the context (caller, route, envelope, request id, what the audit record needs) is borrowed
+//! from step to step instead of being boxed into request extensions, every step is statically
+//! dispatched, and the order is visible in one function. Steps that later issues fill are
+//! marked in their files.
 
 pub mod audit;
 pub mod authorize;
@@ -16,18 +17,21 @@ pub mod limits;
 pub mod route;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use self::audit::Trace;
 use self::envelope::{Envelope, RequestIds};
 use self::forward::Upstreams;
 use self::identity::Caller;
 use self::limits::Limits;
 use self::route::Table;
-use crate::error::{self, Body, Dialect, Refusal};
+use crate::audit::AuditTrail;
+use crate::error::{self, Body, Code, Dialect, Refusal};
 use crate::policy::PolicyHandle;
 
 /// Everything the data plane needs to answer a request; shared by all connections.
@@ -38,12 +42,16 @@ pub struct Pipeline {
     pub routes: Table,
     pub upstreams: Upstreams,
     pub ids: RequestIds,
+    pub audit: Arc<AuditTrail>,
 }
 
 impl Pipeline {
     /// Answers one request. Never fails: every refusal becomes a response in the service's
-    /// dialect, echoing the request id.
+    /// dialect, echoing the request id; every call, answered or refused, leaves exactly one
+    /// durable audit record before its response does.
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
+        let started = Instant::now();
+        let mut trace = Trace::start(&req, caller);
         let (request_id, early) = match self.ids.take(req.headers()) {
             Ok(id) => (id, None),
             Err((id, refusal)) => (id, Some(refusal)),
@@ -51,19 +59,26 @@ impl Pipeline {
         let mut dialect = Dialect::Json;
         let result = match early {
             Some(r) => Err(r),
-            None => self.run(req, caller, &request_id, &mut dialect).await,
+            None => self.run(req, caller, &request_id, &mut dialect, &mut trace).await,
         };
         let rid = request_id.to_str().unwrap_or("");
-        match result {
-            Ok(mut resp) => {
-                resp.headers_mut().insert("x-request-id", request_id.clone());
-                resp
-            }
-            Err(refusal) => {
-                tracing::info!(request_id = rid, code = refusal.code.as_str(), "refused");
-                error::respond(&refusal, dialect, rid)
-            }
+        let (mut resp, code) = match result {
+            Ok(resp) => (resp, None),
+            Err(refusal) => (error::respond(&refusal, dialect, rid), Some(refusal.code)),
+        };
+        // 11. Audit: the record is durable before the response leaves; if it cannot be
+        //     written the call fails closed and no data leaves.
+        let record = trace.finish(rid, resp.status().as_u16(), code, started.elapsed());
+        if self.audit.append(&record).await.is_err() {
+            let refusal =
+                Refusal::new(Code::AuditUnavailable, "the call could not be recorded, so nothing is released");
+            resp = error::respond(&refusal, dialect, rid);
+            tracing::warn!(request_id = rid, "audit trail unavailable: answer withheld");
+        } else if let Some(code) = code {
+            tracing::info!(request_id = rid, code = code.as_str(), "refused");
         }
+        resp.headers_mut().insert("x-request-id", request_id);
+        resp
     }
 
     async fn run(
@@ -72,22 +87,30 @@ impl Pipeline {
         caller: &Caller,
         request_id: &HeaderValue,
         dialect: &mut Dialect,
+        trace: &mut Trace,
     ) -> Result<Response<Body>, Refusal> {
         // 1. Identity: read once per connection; a certificate without a valid enterprise
         //    number is refused on every request.
         let org = caller.org()?;
+        let environment = authorize::environment(org);
+        trace.environment(environment);
         // 2. Limits: shed before doing any work; refuse an announced oversized body unread.
         let _permit = self.limits.admit()?;
         self.limits.check_announced(req.headers())?;
         // 3. Route.
         let route = self.routes.lookup(req.method(), req.uri().path())?;
         *dialect = route.dialect();
+        trace.service(route.service.id);
         // 4. Envelope.
         let (parts, body) = req.into_parts();
+        trace.envelope_raw(&parts.headers);
         let env = Envelope::parse(&parts.headers, route.subject())?;
+        trace.envelope(&env);
         // 5. Authorize: the snapshot in force when the request got here decides.
         let snapshot = self.policy.guard();
-        let permit = authorize::authorize(&snapshot, org, route, &env, authorize::now())?;
+        let decided = authorize::authorize(&snapshot, org, route, &env, authorize::now());
+        trace.decision(&snapshot, &decided);
+        let permit = decided?;
         drop(snapshot);
         // 6. Consent.
         consent::check(&permit)?;
@@ -99,14 +122,13 @@ impl Pipeline {
         // 9. Forward.
         let traceparent = env.traceparent.map(|tp| tp.child(self.ids.span_id()));
         let mut kbo = [0u8; 10];
-        let environment = authorize::environment(org);
         let answer = self
             .upstreams
             .call(route, environment, &env, org.kbo.digits(&mut kbo), request_id, traceparent, body)
             .await?;
+        trace.upstream(answer.status.as_u16());
         // 10. Layout out + minimisation — slot for the adapters issue.
-        // 11. Audit — slot, see audit.rs.
-        // 12. Respond.
+        // 12. Respond (after the audit step in `handle`).
         Ok(respond(answer))
     }
 }

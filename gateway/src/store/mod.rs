@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use crate::audit::index::{AuditIndex, IndexEntry, Location, Selector};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store at {path}: {source}")]
@@ -19,7 +21,7 @@ pub enum StoreError {
 }
 
 /// The operations the gateway needs from its persistence.
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: AuditIndex + Send + Sync + std::fmt::Debug {
     /// `sled` or `postgres`.
     fn kind(&self) -> &'static str;
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -32,6 +34,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 pub struct SledStore {
     db: sled::Db,
     meta: sled::Tree,
+    /// seq → segment ‖ offset.
+    audit_loc: sled::Tree,
+    /// subject key ‖ 0 ‖ time ‖ seq → ().
+    audit_subject: sled::Tree,
+    /// caller ‖ 0 ‖ time ‖ seq → ().
+    audit_caller: sled::Tree,
+    /// time ‖ seq → ().
+    audit_time: sled::Tree,
 }
 
 impl SledStore {
@@ -42,7 +52,14 @@ impl SledStore {
             .open()
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         let meta = db.open_tree("meta")?;
-        let store = SledStore { db, meta };
+        let store = SledStore {
+            meta,
+            audit_loc: db.open_tree("audit_loc")?,
+            audit_subject: db.open_tree("audit_subject")?,
+            audit_caller: db.open_tree("audit_caller")?,
+            audit_time: db.open_tree("audit_time")?,
+            db,
+        };
         if store.meta_get("format")?.is_none() {
             store.meta_put("format", b"passerelle-store-1")?;
         }
@@ -63,6 +80,100 @@ impl Store for SledStore {
         self.meta.insert(key, value)?;
         self.db.flush()?;
         Ok(())
+    }
+}
+
+fn be(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+fn keyed(prefix: &str, time_ms: u64, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 17);
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&be(time_ms));
+    k.extend_from_slice(&be(seq));
+    k
+}
+
+impl AuditIndex for SledStore {
+    fn audit_index(&self, entries: &[IndexEntry]) -> Result<(), StoreError> {
+        let (mut loc, mut subj, mut caller, mut time) =
+            (sled::Batch::default(), sled::Batch::default(), sled::Batch::default(), sled::Batch::default());
+        let mut last = None;
+        for e in entries {
+            let mut v = [0u8; 16];
+            v[..8].copy_from_slice(&be(e.segment));
+            v[8..].copy_from_slice(&be(e.offset));
+            loc.insert(&be(e.seq), &v);
+            for s in &e.subjects {
+                subj.insert(keyed(s, e.time_ms, e.seq), &[]);
+            }
+            if let Some(c) = &e.caller {
+                caller.insert(keyed(c, e.time_ms, e.seq), &[]);
+            }
+            let mut t = [0u8; 16];
+            t[..8].copy_from_slice(&be(e.time_ms));
+            t[8..].copy_from_slice(&be(e.seq));
+            time.insert(&t, &[]);
+            last = Some(e.seq);
+        }
+        self.audit_loc.apply_batch(loc)?;
+        self.audit_subject.apply_batch(subj)?;
+        self.audit_caller.apply_batch(caller)?;
+        self.audit_time.apply_batch(time)?;
+        if let Some(seq) = last {
+            self.meta.insert("audit_indexed_seq", &be(seq))?;
+        }
+        Ok(())
+    }
+
+    fn audit_indexed_seq(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get("audit_indexed_seq")?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn audit_query(
+        &self,
+        selector: &Selector,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Location>, StoreError> {
+        let (tree, lo, hi, skip) = match selector {
+            Selector::Subject(k) => (&self.audit_subject, keyed(k, from_ms, 0), keyed(k, to_ms, u64::MAX), k.len() + 1),
+            Selector::Caller(k) => (&self.audit_caller, keyed(k, from_ms, 0), keyed(k, to_ms, u64::MAX), k.len() + 1),
+            Selector::Time => {
+                let mut lo = be(from_ms).to_vec();
+                lo.extend_from_slice(&be(0));
+                let mut hi = be(to_ms).to_vec();
+                hi.extend_from_slice(&be(u64::MAX));
+                (&self.audit_time, lo, hi, 0)
+            }
+        };
+        let mut out = Vec::new();
+        for kv in tree.range(lo..=hi) {
+            let (k, _) = kv?;
+            let Some(seq) =
+                k.get(skip + 8..skip + 16).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            if let Some(v) = self.audit_loc.get(be(seq))?
+                && v.len() == 16
+            {
+                let segment = u64::from_be_bytes(v[..8].try_into().unwrap_or_default());
+                let offset = u64::from_be_bytes(v[8..].try_into().unwrap_or_default());
+                out.push(Location { seq, segment, offset });
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 

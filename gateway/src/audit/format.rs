@@ -1,0 +1,229 @@
+//! The audit trail's bytes on disk, exactly as `docs/audit-format.md` describes them.
+//!
+//! ```text
+//! segment  = header frame*
+//! header   = "PSLAUDT1" first_seq:u64le prev_hash:[32] crc32(first 48 bytes):u32le      (52 bytes)
+//! frame    = len:u32le crc:u32le kind:u8 hash:[32] payload:[len]
+//!            crc = CRC-32 (IEEE) of kind ‖ hash ‖ payload
+//! record   : kind 1, payload = canonical JSON of the record, hash = SHA-256(prev_hash ‖ payload)
+//! checkpoints.log = frame*  with kind 2, hash = the chain hash at `seq`, payload = checkpoint JSON
+//! ```
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub const MAGIC: &[u8; 8] = b"PSLAUDT1";
+pub const HEADER_LEN: usize = 52;
+pub const FRAME_OVERHEAD: usize = 4 + 4 + 1 + 32;
+pub const KIND_RECORD: u8 = 1;
+pub const KIND_CHECKPOINT: u8 = 2;
+/// No frame payload is larger than this; a larger length is corruption.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+/// The chain hash before the very first record.
+pub const GENESIS: [u8; 32] = [0; 32];
+/// Domain separation of the checkpoint signature.
+pub const CHECKPOINT_TAG: &[u8] = b"passerelle-audit-checkpoint-v1\0";
+pub const CHECKPOINTS_FILE: &str = "checkpoints.log";
+
+pub fn chain(prev: &[u8; 32], payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(payload);
+    h.finalize().into()
+}
+
+fn crc(kind: u8, hash: &[u8; 32], payload: &[u8]) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&[kind]);
+    c.update(hash);
+    c.update(payload);
+    c.finalize()
+}
+
+/// Appends one frame to `out`.
+pub fn encode_frame(out: &mut Vec<u8>, kind: u8, hash: &[u8; 32], payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc(kind, hash, payload).to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(hash);
+    out.extend_from_slice(payload);
+}
+
+pub fn encode_header(first_seq: u64, prev_hash: &[u8; 32]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&first_seq.to_le_bytes());
+    h[16..48].copy_from_slice(prev_hash);
+    let c = crc32fast::hash(&h[..48]);
+    h[48..].copy_from_slice(&c.to_le_bytes());
+    h
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub first_seq: u64,
+    pub prev_hash: [u8; 32],
+}
+
+pub fn decode_header(b: &[u8]) -> Option<Header> {
+    if b.len() < HEADER_LEN || &b[..8] != MAGIC {
+        return None;
+    }
+    let c = u32::from_le_bytes(b[48..52].try_into().ok()?);
+    if crc32fast::hash(&b[..48]) != c {
+        return None;
+    }
+    Some(Header { first_seq: u64::from_le_bytes(b[8..16].try_into().ok()?), prev_hash: b[16..48].try_into().ok()? })
+}
+
+/// One frame read back.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Byte offset of the frame in its file.
+    pub offset: u64,
+    pub kind: u8,
+    pub hash: [u8; 32],
+    pub payload: Vec<u8>,
+}
+
+/// Why reading frames stopped before the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The file ends inside a frame (a write was cut short).
+    Truncated { offset: u64 },
+    /// The frame's checksum or length is wrong.
+    Corrupt { offset: u64 },
+}
+
+impl FrameError {
+    pub fn offset(&self) -> u64 {
+        match self {
+            FrameError::Truncated { offset } | FrameError::Corrupt { offset } => *offset,
+        }
+    }
+}
+
+/// Decodes the frames of `data` starting at `start`. Returns the frames read and, if it stopped
+/// early, why.
+pub fn decode_frames(data: &[u8], start: usize) -> (Vec<Frame>, Option<FrameError>) {
+    let mut frames = Vec::new();
+    let mut at = start;
+    while at < data.len() {
+        let offset = at as u64;
+        if data.len() - at < FRAME_OVERHEAD {
+            return (frames, Some(FrameError::Truncated { offset }));
+        }
+        let len = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        let want = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
+        if len > MAX_PAYLOAD {
+            return (frames, Some(FrameError::Corrupt { offset }));
+        }
+        if data.len() - at - FRAME_OVERHEAD < len {
+            return (frames, Some(FrameError::Truncated { offset }));
+        }
+        let kind = data[at + 8];
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&data[at + 9..at + 41]);
+        let payload = &data[at + 41..at + 41 + len];
+        if crc(kind, &hash, payload) != want {
+            return (frames, Some(FrameError::Corrupt { offset }));
+        }
+        frames.push(Frame { offset, kind, hash, payload: payload.to_vec() });
+        at += FRAME_OVERHEAD + len;
+    }
+    (frames, None)
+}
+
+pub fn read_all(path: &Path) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    File::open(path)?.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// Segment file name for a segment whose first record is `first_seq`.
+pub fn segment_name(first_seq: u64) -> String {
+    format!("segment-{first_seq:020}.log")
+}
+
+/// The segment files of `dir`, in order.
+pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else { continue };
+        if let Some(n) = name.strip_prefix("segment-").and_then(|r| r.strip_suffix(".log"))
+            && let Ok(first) = n.parse::<u64>()
+        {
+            v.push((first, p));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// A signed checkpoint: Ed25519 over `CHECKPOINT_TAG ‖ seq:u64be ‖ hash ‖ time_ms:u64be`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub seq: u64,
+    /// Hex of the chain hash after record `seq`.
+    pub hash: String,
+    pub time_ms: u64,
+    /// Hex of the signer's Ed25519 public key.
+    pub public_key: String,
+    /// Hex of the signature.
+    pub signature: String,
+}
+
+pub fn checkpoint_message(seq: u64, hash: &[u8; 32], time_ms: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CHECKPOINT_TAG.len() + 48);
+    m.extend_from_slice(CHECKPOINT_TAG);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(hash);
+    m.extend_from_slice(&time_ms.to_be_bytes());
+    m
+}
+
+pub fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    crate::pipeline::envelope::hex_encode(b, &mut s);
+    s
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_detect_damage() {
+        let mut buf = Vec::new();
+        let h1 = chain(&GENESIS, b"{\"seq\":1}");
+        encode_frame(&mut buf, KIND_RECORD, &h1, b"{\"seq\":1}");
+        encode_frame(&mut buf, KIND_RECORD, &chain(&h1, b"{\"seq\":2}"), b"{\"seq\":2}");
+        let (f, e) = decode_frames(&buf, 0);
+        assert_eq!((f.len(), e), (2, None));
+        assert_eq!(f[1].payload, b"{\"seq\":2}");
+        // Cut inside the second frame.
+        let (f, e) = decode_frames(&buf[..buf.len() - 3], 0);
+        assert_eq!(f.len(), 1);
+        assert!(matches!(e, Some(FrameError::Truncated { .. })));
+        // Flip a payload byte of the first frame.
+        let mut bad = buf.clone();
+        bad[FRAME_OVERHEAD + 2] ^= 1;
+        let (f, e) = decode_frames(&bad, 0);
+        assert_eq!((f.len(), e), (0, Some(FrameError::Corrupt { offset: 0 })));
+        let hd = encode_header(7, &h1);
+        assert_eq!(decode_header(&hd), Some(Header { first_seq: 7, prev_hash: h1 }));
+        assert_eq!(unhex(&hex(&h1)).unwrap(), h1);
+    }
+}

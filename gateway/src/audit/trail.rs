@@ -1,0 +1,551 @@
+//! The append side of the audit trail: one writer thread, group commit, fail-closed.
+//!
+//! Requests hand their record to [`AuditTrail::append`] and wait. The writer thread takes every
+//! record waiting, assigns sequence numbers, chains the hashes, writes the batch in one
+//! `write` and makes it durable with one `fdatasync`, then answers every waiter. A response
+//! leaves the gateway only after that answer. Blocking file I/O stays off the async runtime.
+//!
+//! If writing or syncing fails (disk full, I/O error, read-only file system), every record of
+//! the batch is answered with an error — the calls fail closed with `AUDIT_UNAVAILABLE` — and
+//! the file is cut back to its last durable length before the next batch is tried, so the trail
+//! never holds a half-written or unacknowledged-then-lost record. When writing works again the
+//! gateway recovers by itself.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+use super::format::{self, Checkpoint, FrameError, GENESIS, HEADER_LEN, KIND_CHECKPOINT, KIND_RECORD};
+use super::index::{AuditIndex, IndexEntry};
+use super::record::{Record, SubjectRef, with_seq};
+
+/// Settings of the trail.
+#[derive(Debug, Clone)]
+pub struct TrailConfig {
+    pub dir: PathBuf,
+    /// PKCS#8 Ed25519 key that signs checkpoints; generated if missing.
+    pub signing_key: PathBuf,
+    /// A new segment starts when the current one reaches this size.
+    pub segment_bytes: u64,
+    /// A checkpoint every this many records…
+    pub checkpoint_every: u64,
+    /// …or this often when records were written since the last one.
+    pub checkpoint_interval: Duration,
+    /// The largest batch made durable by one fdatasync.
+    pub max_batch: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit trail cannot be written")]
+    Unavailable,
+    #[error("audit trail in {dir}: {message}")]
+    Open { dir: String, message: String },
+}
+
+/// What opening the trail found and repaired.
+#[derive(Debug, Default, Clone)]
+pub struct Recovery {
+    pub last_seq: u64,
+    /// Bytes cut from the end of the last segment (a write interrupted by a crash); they are
+    /// kept beside it as `<segment>.torn-<offset>` for inspection.
+    pub torn_bytes: u64,
+    /// Records indexed during recovery (written but not yet indexed when the gateway stopped).
+    pub reindexed: u64,
+    pub checkpoints_checked: usize,
+}
+
+enum Msg {
+    Append { canonical: Vec<u8>, index: PendingIndex, reply: tokio::sync::oneshot::Sender<Result<u64, AuditError>> },
+    Sync(tokio::sync::oneshot::Sender<()>),
+}
+
+/// What the index needs from a record, extracted before it goes to the writer.
+struct PendingIndex {
+    time_ms: u64,
+    caller: Option<String>,
+    subjects: Vec<String>,
+}
+
+/// Shared view of the writer's state.
+#[derive(Debug, Default)]
+pub struct TrailStatus {
+    /// False while the last write failed.
+    pub writable: AtomicBool,
+    pub last_seq: AtomicU64,
+    pub records: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+/// Handle to the trail; cheap to share.
+#[derive(Debug)]
+pub struct AuditTrail {
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    pub status: Arc<TrailStatus>,
+    pub public_key: [u8; 32],
+    pub dir: PathBuf,
+}
+
+struct Writer {
+    cfg: TrailConfig,
+    file: File,
+    seg_path: PathBuf,
+    /// Durable length of the current segment.
+    seg_len: u64,
+    seg_first: u64,
+    next_seq: u64,
+    hash: [u8; 32],
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    key: Ed25519KeyPair,
+    broken: bool,
+    index: Arc<dyn AuditIndex>,
+    status: Arc<TrailStatus>,
+}
+
+fn open_err(dir: &Path, message: impl Into<String>) -> AuditError {
+    AuditError::Open { dir: dir.display().to_string(), message: message.into() }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Loads the signing key, generating it (mode 0600) if the file does not exist.
+pub fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair, String> {
+    if !path.exists() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "cannot generate an Ed25519 key".to_owned())?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        f.write_all(pkcs8.as_ref()).and_then(|()| f.sync_all()).map_err(|e| e.to_string())?;
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| e.to_string())?;
+        let _ = std::fs::write(path.with_extension("pub"), format::hex(key.public_key().as_ref()) + "\n");
+        return Ok(key);
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| format!("{} is not a PKCS#8 Ed25519 key: {e}", path.display()))
+}
+
+/// Reads `{"seq":N,` at the start of a record payload.
+pub fn payload_seq(payload: &[u8]) -> Option<u64> {
+    let rest = payload.strip_prefix(b"{\"seq\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+impl AuditTrail {
+    /// Opens (or creates) the trail in `cfg.dir`, repairs a torn tail, re-verifies the chain
+    /// of the last segment against the checkpoints, catches the index up, and starts the writer.
+    pub fn open(cfg: TrailConfig, index: Arc<dyn AuditIndex>) -> Result<(Self, Recovery), AuditError> {
+        let dir = cfg.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| open_err(&dir, e.to_string()))?;
+        let key = load_or_create_key(&cfg.signing_key).map_err(|m| open_err(&dir, m))?;
+        let public_key: [u8; 32] =
+            key.public_key().as_ref().try_into().map_err(|_| open_err(&dir, "bad public key"))?;
+        let mut recovery = Recovery::default();
+
+        let mut segs = format::segments(&dir).map_err(|e| open_err(&dir, e.to_string()))?;
+        if segs.is_empty() {
+            let path = dir.join(format::segment_name(1));
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| open_err(&dir, e.to_string()))?;
+            f.write_all(&format::encode_header(1, &GENESIS))
+                .and_then(|()| f.sync_all())
+                .and_then(|()| sync_dir(&dir))
+                .map_err(|e| open_err(&dir, e.to_string()))?;
+            segs.push((1, path));
+        }
+        let (seg_first, seg_path) = segs.last().cloned().ok_or_else(|| open_err(&dir, "no segment"))?;
+        let data = format::read_all(&seg_path).map_err(|e| open_err(&dir, e.to_string()))?;
+        let header = format::decode_header(&data)
+            .ok_or_else(|| open_err(&dir, format!("{} has no valid header", seg_path.display())))?;
+        if header.first_seq != seg_first {
+            return Err(open_err(
+                &dir,
+                format!("{}: header names first record {}", seg_path.display(), header.first_seq),
+            ));
+        }
+        let (frames, stop) = format::decode_frames(&data, HEADER_LEN);
+        let mut seg_len = data.len() as u64;
+        if let Some(stop) = stop {
+            // A crash can leave the last write incomplete. Keep the cut bytes for inspection.
+            let at = stop.offset();
+            let torn =
+                dir.join(format!("{}.torn-{at}", seg_path.file_name().and_then(|n| n.to_str()).unwrap_or("segment")));
+            std::fs::write(&torn, &data[at as usize..]).map_err(|e| open_err(&dir, e.to_string()))?;
+            let f = OpenOptions::new().write(true).open(&seg_path).map_err(|e| open_err(&dir, e.to_string()))?;
+            f.set_len(at).and_then(|()| f.sync_all()).map_err(|e| open_err(&dir, e.to_string()))?;
+            recovery.torn_bytes = seg_len - at;
+            seg_len = at;
+            tracing::warn!(segment = %seg_path.display(), offset = at, bytes = recovery.torn_bytes, kind = ?matches!(stop, FrameError::Corrupt { .. }), "cut an incomplete audit write from the end of the trail");
+        }
+        // Re-verify the chain of the last segment.
+        let mut hash = header.prev_hash;
+        let mut next_seq = seg_first;
+        let mut hashes = Vec::with_capacity(frames.len());
+        for f in &frames {
+            let seq = payload_seq(&f.payload);
+            if f.kind != KIND_RECORD || seq != Some(next_seq) || format::chain(&hash, &f.payload) != f.hash {
+                return Err(open_err(
+                    &dir,
+                    format!("the trail is damaged at record {next_seq}; run `passerelle audit verify` before starting"),
+                ));
+            }
+            hash = f.hash;
+            hashes.push((next_seq, hash));
+            next_seq += 1;
+        }
+        let last_seq = next_seq - 1;
+        // Checkpoints must agree with the chain, and none may lie beyond its end.
+        let cps = read_checkpoints(&dir).map_err(|m| open_err(&dir, m))?;
+        for cp in &cps {
+            if cp.seq > last_seq {
+                return Err(open_err(
+                    &dir,
+                    format!("checkpoint at record {} but the trail ends at {last_seq}: records were removed", cp.seq),
+                ));
+            }
+            if cp.seq >= seg_first {
+                let at = (cp.seq - seg_first) as usize;
+                if hashes.get(at).map(|(_, h)| format::hex(h)) != Some(cp.hash.clone()) {
+                    return Err(open_err(&dir, format!("checkpoint at record {} does not match the chain", cp.seq)));
+                }
+                recovery.checkpoints_checked += 1;
+            }
+        }
+        recovery.last_seq = last_seq;
+
+        // Catch the index up with records written but not indexed.
+        let indexed = index.audit_indexed_seq().map_err(|e| open_err(&dir, e.to_string()))?;
+        if indexed < last_seq {
+            recovery.reindexed = reindex(&dir, &segs, indexed, index.as_ref()).map_err(|m| open_err(&dir, m))?;
+        }
+
+        let file = OpenOptions::new().write(true).open(&seg_path).map_err(|e| open_err(&dir, e.to_string()))?;
+        let status = Arc::new(TrailStatus::default());
+        status.writable.store(true, Ordering::Release);
+        status.last_seq.store(last_seq, Ordering::Release);
+        let writer = Writer {
+            cfg: cfg.clone(),
+            file,
+            seg_path,
+            seg_len,
+            seg_first,
+            next_seq,
+            hash,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            key,
+            broken: false,
+            index,
+            status: status.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| open_err(&dir, e.to_string()))?;
+        Ok((
+            AuditTrail { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), status, public_key, dir },
+            recovery,
+        ))
+    }
+
+    /// Appends a record and waits until it is durable. Returns its sequence number.
+    pub async fn append(&self, record: &Record) -> Result<u64, AuditError> {
+        let canonical = record.canonical_without_seq();
+        let index = PendingIndex {
+            time_ms: record.time_ms,
+            caller: record.caller.clone(),
+            subjects: record.subjects.iter().map(SubjectRef::index_key).collect(),
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        {
+            let tx = self.tx.lock().map_err(|_| AuditError::Unavailable)?;
+            let tx = tx.as_ref().ok_or(AuditError::Unavailable)?;
+            tx.send(Msg::Append { canonical, index, reply }).map_err(|_| AuditError::Unavailable)?;
+        }
+        rx.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// Waits until everything handed over so far has been processed.
+    pub async fn sync(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.tx.lock().ok().and_then(|g| g.as_ref().map(|s| s.send(Msg::Sync(tx)).is_ok()));
+        if sent == Some(true) {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops the writer after it has written what it holds and a final checkpoint.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for AuditTrail {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+pub fn read_checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
+    let path = dir.join(format::CHECKPOINTS_FILE);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let data = format::read_all(&path).map_err(|e| e.to_string())?;
+    let (frames, _stop) = format::decode_frames(&data, 0);
+    // A torn last checkpoint (crash while writing it) is ignored; it is rewritten later.
+    frames
+        .iter()
+        .filter(|f| f.kind == KIND_CHECKPOINT)
+        .map(|f| serde_json::from_slice(&f.payload).map_err(|e| format!("checkpoint at offset {}: {e}", f.offset)))
+        .collect()
+}
+
+fn reindex(dir: &Path, segs: &[(u64, PathBuf)], indexed: u64, index: &dyn AuditIndex) -> Result<u64, String> {
+    let mut n = 0;
+    for (i, (first, path)) in segs.iter().enumerate() {
+        let next_first = segs.get(i + 1).map_or(u64::MAX, |(f, _)| *f);
+        if next_first <= indexed + 1 {
+            continue;
+        }
+        let data = format::read_all(path).map_err(|e| e.to_string())?;
+        let (frames, _) = format::decode_frames(&data, HEADER_LEN);
+        let mut batch = Vec::new();
+        for f in frames {
+            let Some(seq) = payload_seq(&f.payload) else { continue };
+            if seq <= indexed {
+                continue;
+            }
+            let r: super::record::StoredRecord =
+                serde_json::from_slice(&f.payload).map_err(|e| format!("record {seq}: {e}"))?;
+            batch.push(IndexEntry {
+                seq,
+                segment: *first,
+                offset: f.offset,
+                time_ms: r.record.time_ms,
+                caller: r.record.caller,
+                subjects: r.record.subjects.iter().map(SubjectRef::index_key).collect(),
+            });
+        }
+        n += batch.len() as u64;
+        index.audit_index(&batch).map_err(|e| e.to_string())?;
+    }
+    let _ = dir;
+    Ok(n)
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut batch: Vec<Msg> = Vec::with_capacity(self.cfg.max_batch);
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut payload = Vec::with_capacity(1024);
+        loop {
+            let wait = self.cfg.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
+            match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(m) => batch.push(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.since_checkpoint > 0 {
+                        self.checkpoint();
+                    } else {
+                        self.last_checkpoint = Instant::now();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < self.cfg.max_batch {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch, &mut buf, &mut payload);
+            if self.since_checkpoint >= self.cfg.checkpoint_every
+                || (self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval)
+            {
+                self.checkpoint();
+            }
+            if self.seg_len >= self.cfg.segment_bytes {
+                self.rotate();
+            }
+        }
+        if self.since_checkpoint > 0 {
+            self.checkpoint();
+        }
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Msg>, buf: &mut Vec<u8>, payload: &mut Vec<u8>) {
+        buf.clear();
+        let mut seq = self.next_seq;
+        let mut hash = self.hash;
+        let mut entries = Vec::with_capacity(batch.len());
+        for m in batch.iter() {
+            if let Msg::Append { canonical, index, .. } = m {
+                with_seq(seq, canonical, payload);
+                hash = format::chain(&hash, payload);
+                let offset = self.seg_len + buf.len() as u64;
+                format::encode_frame(buf, KIND_RECORD, &hash, payload);
+                entries.push(IndexEntry {
+                    seq,
+                    segment: self.seg_first,
+                    offset,
+                    time_ms: index.time_ms,
+                    caller: index.caller.clone(),
+                    subjects: index.subjects.clone(),
+                });
+                seq += 1;
+            }
+        }
+        let written = if entries.is_empty() { Ok(()) } else { self.write_durable(buf) };
+        match written {
+            Ok(()) => {
+                let first = self.next_seq;
+                self.next_seq = seq;
+                self.hash = hash;
+                self.seg_len += buf.len() as u64;
+                self.since_checkpoint += entries.len() as u64;
+                self.status.writable.store(true, Ordering::Release);
+                self.status.last_seq.store(seq - 1, Ordering::Release);
+                self.status.records.fetch_add(entries.len() as u64, Ordering::Relaxed);
+                self.status.batches.fetch_add(1, Ordering::Relaxed);
+                // The index can be rebuilt from the trail, so a failure here is not a lost record.
+                if let Err(e) = self.index.audit_index(&entries) {
+                    tracing::warn!(error = %e, "audit index update failed; it is rebuilt at the next start");
+                }
+                let mut s = first;
+                for m in batch.drain(..) {
+                    match m {
+                        Msg::Append { reply, .. } => {
+                            let _ = reply.send(Ok(s));
+                            s += 1;
+                        }
+                        Msg::Sync(reply) => {
+                            let _ = reply.send(());
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if !self.broken {
+                    tracing::error!(error = %e, "audit trail write failed; calls fail closed until it recovers");
+                }
+                self.broken = true;
+                self.status.writable.store(false, Ordering::Release);
+                for m in batch.drain(..) {
+                    match m {
+                        Msg::Append { reply, .. } => {
+                            let _ = reply.send(Err(AuditError::Unavailable));
+                        }
+                        Msg::Sync(reply) => {
+                            let _ = reply.send(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `buf` at the durable end of the segment and syncs it. After any failure the
+    /// file is cut back to its durable length before the next attempt.
+    fn write_durable(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.broken {
+            let f = OpenOptions::new().write(true).open(&self.seg_path)?;
+            f.set_len(self.seg_len)?;
+            f.sync_all()?;
+            self.file = f;
+            self.broken = false;
+            tracing::info!("audit trail writable again");
+        }
+        let r = self.file.write_all_at(buf, self.seg_len).and_then(|()| self.file.sync_data());
+        if r.is_err() {
+            let _ = self.file.set_len(self.seg_len);
+        }
+        r
+    }
+
+    fn checkpoint(&mut self) {
+        let time_ms = now_ms();
+        let seq = self.next_seq - 1;
+        if seq == 0 {
+            return;
+        }
+        let sig = self.key.sign(&format::checkpoint_message(seq, &self.hash, time_ms));
+        let cp = Checkpoint {
+            seq,
+            hash: format::hex(&self.hash),
+            time_ms,
+            public_key: format::hex(self.key.public_key().as_ref()),
+            signature: format::hex(sig.as_ref()),
+        };
+        let payload = serde_json::to_vec(&cp).unwrap_or_default();
+        let mut buf = Vec::with_capacity(payload.len() + 64);
+        format::encode_frame(&mut buf, KIND_CHECKPOINT, &self.hash, &payload);
+        let path = self.cfg.dir.join(format::CHECKPOINTS_FILE);
+        let r = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&buf).and_then(|()| f.sync_data()));
+        match r {
+            Ok(()) => {
+                self.since_checkpoint = 0;
+                self.last_checkpoint = Instant::now();
+            }
+            // Records are durable already; the checkpoint is retried at the next occasion.
+            Err(e) => tracing::warn!(error = %e, "audit checkpoint could not be written"),
+        }
+    }
+
+    fn rotate(&mut self) {
+        let path = self.cfg.dir.join(format::segment_name(self.next_seq));
+        let r = OpenOptions::new().write(true).create_new(true).open(&path).and_then(|mut f| {
+            f.write_all(&format::encode_header(self.next_seq, &self.hash))?;
+            f.sync_all()?;
+            sync_dir(&self.cfg.dir)?;
+            Ok(f)
+        });
+        match r {
+            Ok(f) => {
+                self.checkpoint();
+                self.file = f;
+                self.seg_path = path;
+                self.seg_first = self.next_seq;
+                self.seg_len = HEADER_LEN as u64;
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                tracing::warn!(error = %e, "cannot start a new audit segment; the current one keeps growing");
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `passerelle audit verify` and `passerelle audit export`: check a trail directory end to end,
+//! and write records with their hashes and the checkpoints as JSON lines for archiving and for
+//! verification outside the project (docs/audit-format.md).
+
+use std::io::Write;
+use std::path::Path;
+
+use ring::signature::{ED25519, UnparsedPublicKey};
+
+use super::format::{self, Checkpoint, HEADER_LEN, KIND_RECORD};
+use super::trail::{payload_seq, read_checkpoints};
+
+/// The outcome of a verification.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub segments: usize,
+    pub records: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub checkpoints: usize,
+    /// The first problem found, naming the record; `None` when the trail verifies.
+    pub problem: Option<String>,
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    format::unhex(s)?.try_into().ok()
+}
+
+/// Checks a checkpoint's signature with `key` (its own key when `None`).
+pub fn checkpoint_signature_ok(cp: &Checkpoint, key: Option<&[u8; 32]>) -> bool {
+    let (Some(hash), Some(sig), Some(own)) = (hex32(&cp.hash), format::unhex(&cp.signature), hex32(&cp.public_key))
+    else {
+        return false;
+    };
+    let key = key.unwrap_or(&own);
+    UnparsedPublicKey::new(&ED25519, key).verify(&format::checkpoint_message(cp.seq, &hash, cp.time_ms), &sig).is_ok()
+}
+
+/// Verifies every segment of `dir`: headers and their continuity, frame checksums, sequence
+/// numbers, the hash chain, and every checkpoint (signature with `public_key`, hash at its
+/// record, and that no checkpoint lies beyond the end of the trail).
+pub fn verify_dir(dir: &Path, public_key: Option<&[u8; 32]>) -> Result<Report, String> {
+    let segs = format::segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut report = Report { segments: segs.len(), ..Report::default() };
+    let cps = read_checkpoints(dir)?;
+    report.checkpoints = cps.len();
+    let mut hashes: std::collections::HashMap<u64, [u8; 32]> = cps.iter().map(|c| (c.seq, [0; 32])).collect();
+    let fail = |mut r: Report, msg: String| {
+        r.problem = Some(msg);
+        Ok(r)
+    };
+    let mut expected_seq: Option<u64> = None;
+    let mut prev_hash: Option<[u8; 32]> = None;
+    for (first, path) in &segs {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_owned();
+        let data = format::read_all(path).map_err(|e| format!("{name}: {e}"))?;
+        let Some(header) = format::decode_header(&data) else {
+            return fail(report, format!("{name}: the segment header is damaged"));
+        };
+        if header.first_seq != *first {
+            return fail(report, format!("{name}: the header says it starts at record {}", header.first_seq));
+        }
+        match (expected_seq, prev_hash) {
+            (None, _) => report.first_seq = *first,
+            (Some(e), Some(h)) => {
+                if *first != e {
+                    return fail(report, format!("{name}: records {e} to {} are missing", first.saturating_sub(1)));
+                }
+                if header.prev_hash != h {
+                    return fail(report, format!("{name}: its header does not continue the chain of record {}", e - 1));
+                }
+            }
+            (Some(_), None) => {}
+        }
+        let mut hash = header.prev_hash;
+        let mut seq = *first;
+        let (frames, stop) = format::decode_frames(&data, HEADER_LEN);
+        for f in &frames {
+            let got = payload_seq(&f.payload);
+            if f.kind != KIND_RECORD {
+                return fail(report, format!("record {seq} ({name}, offset {}): not a record frame", f.offset));
+            }
+            match got {
+                Some(g) if g == seq => {}
+                Some(g) if g > seq => {
+                    return fail(
+                        report,
+                        format!("record {seq} ({name}, offset {}): missing; found record {g}", f.offset),
+                    );
+                }
+                Some(g) => {
+                    return fail(
+                        report,
+                        format!("record {seq} ({name}, offset {}): out of order; found record {g}", f.offset),
+                    );
+                }
+                None => return fail(report, format!("record {seq} ({name}, offset {}): unreadable", f.offset)),
+            }
+            let h = format::chain(&hash, &f.payload);
+            if h != f.hash {
+                return fail(report, format!("record {seq} ({name}, offset {}): altered (hash mismatch)", f.offset));
+            }
+            if let Some(slot) = hashes.get_mut(&seq) {
+                *slot = h;
+            }
+            hash = h;
+            report.records += 1;
+            report.last_seq = seq;
+            seq += 1;
+        }
+        if let Some(stop) = stop {
+            return fail(
+                report,
+                format!(
+                    "record {seq} ({name}, offset {}): {}",
+                    stop.offset(),
+                    match stop {
+                        format::FrameError::Truncated { .. } => "cut short",
+                        format::FrameError::Corrupt { .. } => "damaged (checksum mismatch)",
+                    }
+                ),
+            );
+        }
+        expected_seq = Some(seq);
+        prev_hash = Some(hash);
+    }
+    let first_retained = report.first_seq;
+    for cp in &cps {
+        if !checkpoint_signature_ok(cp, public_key) {
+            return fail(report, format!("checkpoint at record {}: bad signature", cp.seq));
+        }
+        if cp.seq > report.last_seq {
+            let msg =
+                format!("checkpoint at record {} but the trail ends at record {}: truncated", cp.seq, report.last_seq);
+            return fail(report, msg);
+        }
+        if cp.seq < first_retained {
+            continue; // pruned past this checkpoint
+        }
+        if hashes.get(&cp.seq).map(|h| format::hex(h)) != Some(cp.hash.clone()) {
+            return fail(report, format!("checkpoint at record {}: the chain does not match it", cp.seq));
+        }
+    }
+    Ok(report)
+}
+
+/// Writes the records whose time is within `[from_ms, to_ms]` as JSON lines, each with its
+/// sequence number, the chain hash before and after it and its canonical bytes; then the
+/// checkpoints covering them.
+pub fn export(dir: &Path, from_ms: u64, to_ms: u64, out: &mut dyn Write) -> Result<u64, String> {
+    let segs = format::segments(dir).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    let (mut lo, mut hi) = (u64::MAX, 0);
+    for (_, path) in &segs {
+        let data = format::read_all(path).map_err(|e| e.to_string())?;
+        let header = format::decode_header(&data).ok_or_else(|| format!("{}: damaged header", path.display()))?;
+        let mut prev = header.prev_hash;
+        let (frames, _) = format::decode_frames(&data, HEADER_LEN);
+        for f in frames {
+            let text = std::str::from_utf8(&f.payload).map_err(|e| e.to_string())?;
+            let time =
+                serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v["time_ms"].as_u64()).unwrap_or(0);
+            if (from_ms..=to_ms).contains(&time) {
+                let seq = payload_seq(&f.payload).unwrap_or(0);
+                let line = serde_json::json!({
+                    "type": "record",
+                    "seq": seq,
+                    "prev_hash": format::hex(&prev),
+                    "hash": format::hex(&f.hash),
+                    "canonical": text,
+                });
+                writeln!(out, "{line}").map_err(|e| e.to_string())?;
+                lo = lo.min(seq);
+                hi = hi.max(seq);
+                n += 1;
+            }
+            prev = f.hash;
+        }
+    }
+    for cp in read_checkpoints(dir)? {
+        if n > 0 && cp.seq >= lo {
+            let mut v = serde_json::to_value(&cp).map_err(|e| e.to_string())?;
+            v["type"] = "checkpoint".into();
+            writeln!(out, "{v}").map_err(|e| e.to_string())?;
+            if cp.seq >= hi {
+                break; // the first checkpoint at or past the range seals it
+            }
+        }
+    }
+    Ok(n)
+}
