@@ -89,6 +89,14 @@ pub enum AuditCommand {
         #[arg(long, default_value = "jsonl")]
         format: String,
     },
+    /// Remove whole segments whose records are all older than the retention period, oldest
+    /// first; the chain stays verifiable from the oldest segment kept.
+    Prune {
+        dir: PathBuf,
+        /// Retention in days (10 years by default).
+        #[arg(long, default_value_t = 3653)]
+        retention_days: u32,
+    },
 }
 
 fn parse_time_ms(s: &str, end_of_day: bool) -> anyhow::Result<u64> {
@@ -240,6 +248,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 let n = crate::audit::verify::export(&dir, from, to, &mut out).map_err(anyhow::Error::msg)?;
                 std::io::Write::flush(&mut out)?;
                 eprintln!("{n} record(s) exported");
+                Ok(0)
+            }
+            Command::Audit { command: AuditCommand::Prune { dir, retention_days } } => {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000;
+                let cutoff = now.saturating_sub(u64::from(retention_days) * 86_400_000);
+                let removed = crate::audit::verify::prune(&dir, cutoff).map_err(anyhow::Error::msg)?;
+                for p in &removed {
+                    println!("removed {}", p.display());
+                }
+                println!("{} segment(s) removed", removed.len());
                 Ok(0)
             }
             Command::Sandbox { source, listen } => {

@@ -77,6 +77,14 @@ impl Harness {
         Ok(Harness { demo, _dir: dir })
     }
 
+    /// Shuts the gateway down (final checkpoint written) and hands back its working
+    /// directory, which lives as long as the returned guard.
+    pub async fn stop(self) -> (gateway::config::Config, tempfile::TempDir) {
+        let config = self.demo.config.clone();
+        self.demo.gateway.shutdown().await;
+        (config, self._dir)
+    }
+
     pub fn client(&self, name: &str) -> MtlsClient {
         self.demo.client(name, HttpVersion::Http1).unwrap_or_else(|e| panic!("client {name}: {e:#}"))
     }

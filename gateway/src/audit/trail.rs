@@ -89,6 +89,9 @@ pub struct TrailStatus {
 pub struct AuditTrail {
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    indexer: Mutex<Option<JoinHandle<()>>>,
+    /// Tells the indexer to stop after its current batch (the rest is caught up at start).
+    indexer_stop: Arc<AtomicBool>,
     pub status: Arc<TrailStatus>,
     pub public_key: [u8; 32],
     pub dir: PathBuf,
@@ -107,7 +110,8 @@ struct Writer {
     last_checkpoint: Instant,
     key: Ed25519KeyPair,
     broken: bool,
-    index: Arc<dyn AuditIndex>,
+    /// Durable batches go to the indexer thread: index upkeep never delays durability.
+    index_tx: Option<mpsc::Sender<Vec<IndexEntry>>>,
     status: Arc<TrailStatus>,
 }
 
@@ -243,6 +247,13 @@ impl AuditTrail {
         }
 
         let file = OpenOptions::new().write(true).open(&seg_path).map_err(|e| open_err(&dir, e.to_string()))?;
+        let (index_tx, index_rx) = mpsc::channel::<Vec<IndexEntry>>();
+        let indexer_stop = Arc::new(AtomicBool::new(false));
+        let stop = indexer_stop.clone();
+        let indexer = std::thread::Builder::new()
+            .name("audit-indexer".into())
+            .spawn(move || run_indexer(index.as_ref(), index_rx, &stop))
+            .map_err(|e| open_err(&dir, e.to_string()))?;
         let status = Arc::new(TrailStatus::default());
         status.writable.store(true, Ordering::Release);
         status.last_seq.store(last_seq, Ordering::Release);
@@ -258,7 +269,7 @@ impl AuditTrail {
             last_checkpoint: Instant::now(),
             key,
             broken: false,
-            index,
+            index_tx: Some(index_tx),
             status: status.clone(),
         };
         let (tx, rx) = mpsc::channel();
@@ -267,7 +278,15 @@ impl AuditTrail {
             .spawn(move || writer.run(rx))
             .map_err(|e| open_err(&dir, e.to_string()))?;
         Ok((
-            AuditTrail { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), status, public_key, dir },
+            AuditTrail {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                indexer: Mutex::new(Some(indexer)),
+                indexer_stop,
+                status,
+                public_key,
+                dir,
+            },
             recovery,
         ))
     }
@@ -298,15 +317,35 @@ impl AuditTrail {
         }
     }
 
-    /// Stops the writer after it has written what it holds and a final checkpoint.
+    /// Stops the writer after it has written what it holds and a final checkpoint, then the
+    /// indexer after its current batch: a backlog is not worth holding a shutdown for, since the
+    /// next start indexes whatever was not (the index records how far it got).
     pub fn close(&self) {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
-        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(h) = handle {
-            let _ = h.join();
+        let join = |slot: &Mutex<Option<JoinHandle<()>>>| {
+            let handle = slot.lock().ok().and_then(|mut t| t.take());
+            if let Some(h) = handle {
+                let _ = h.join();
+            }
+        };
+        join(&self.thread);
+        self.indexer_stop.store(true, Ordering::Release);
+        join(&self.indexer);
+    }
+
+    /// Waits until everything written so far is indexed (for queries that must see it).
+    pub fn wait_indexed(&self, index: &dyn AuditIndex, timeout: Duration) -> bool {
+        let target = self.status.last_seq.load(Ordering::Acquire);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if index.audit_indexed_seq().is_ok_and(|s| s >= target) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
+        false
     }
 }
 
@@ -329,6 +368,25 @@ pub fn read_checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
         .filter(|f| f.kind == KIND_CHECKPOINT)
         .map(|f| serde_json::from_slice(&f.payload).map_err(|e| format!("checkpoint at offset {}: {e}", f.offset)))
         .collect()
+}
+
+fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop: &AtomicBool) {
+    while let Ok(mut entries) = rx.recv() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        // Coalesce what queued up meanwhile: fewer, larger index batches.
+        while let Ok(more) = rx.try_recv() {
+            entries.extend(more);
+            if entries.len() >= 16_384 {
+                break;
+            }
+        }
+        // The index can be rebuilt from the trail, so a failure here loses no record.
+        if let Err(e) = index.audit_index(&entries) {
+            tracing::warn!(error = %e, "audit index update failed; it is rebuilt at the next start");
+        }
+    }
 }
 
 fn reindex(dir: &Path, segs: &[(u64, PathBuf)], indexed: u64, index: &dyn AuditIndex) -> Result<u64, String> {
@@ -402,6 +460,7 @@ impl Writer {
         if self.since_checkpoint > 0 {
             self.checkpoint();
         }
+        self.index_tx.take();
     }
 
     fn commit(&mut self, batch: &mut Vec<Msg>, buf: &mut Vec<u8>, payload: &mut Vec<u8>) {
@@ -409,7 +468,7 @@ impl Writer {
         let mut seq = self.next_seq;
         let mut hash = self.hash;
         let mut entries = Vec::with_capacity(batch.len());
-        for m in batch.iter() {
+        for m in batch.iter_mut() {
             if let Msg::Append { canonical, index, .. } = m {
                 with_seq(seq, canonical, payload);
                 hash = format::chain(&hash, payload);
@@ -420,8 +479,8 @@ impl Writer {
                     segment: self.seg_first,
                     offset,
                     time_ms: index.time_ms,
-                    caller: index.caller.clone(),
-                    subjects: index.subjects.clone(),
+                    caller: index.caller.take(),
+                    subjects: std::mem::take(&mut index.subjects),
                 });
                 seq += 1;
             }
@@ -438,9 +497,8 @@ impl Writer {
                 self.status.last_seq.store(seq - 1, Ordering::Release);
                 self.status.records.fetch_add(entries.len() as u64, Ordering::Relaxed);
                 self.status.batches.fetch_add(1, Ordering::Relaxed);
-                // The index can be rebuilt from the trail, so a failure here is not a lost record.
-                if let Err(e) = self.index.audit_index(&entries) {
-                    tracing::warn!(error = %e, "audit index update failed; it is rebuilt at the next start");
+                if let Some(tx) = &self.index_tx {
+                    let _ = tx.send(entries);
                 }
                 let mut s = first;
                 for m in batch.drain(..) {

@@ -189,3 +189,124 @@ pub fn export(dir: &Path, from_ms: u64, to_ms: u64, out: &mut dyn Write) -> Resu
     }
     Ok(n)
 }
+
+/// Every record of the trail in `dir`, in order (for tests and tools; queries use the index).
+pub fn read_records(dir: &Path) -> Result<Vec<super::record::StoredRecord>, String> {
+    let mut out = Vec::new();
+    for (_, path) in format::segments(dir).map_err(|e| e.to_string())? {
+        let data = format::read_all(&path).map_err(|e| e.to_string())?;
+        let (frames, _) = format::decode_frames(&data, HEADER_LEN);
+        for f in frames {
+            out.push(serde_json::from_slice(&f.payload).map_err(|e| format!("offset {}: {e}", f.offset))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Removes whole segments, oldest first, whose records are all older than `cutoff_ms`. The
+/// newest segment is never removed, nor anything after the first segment that must stay, so
+/// the retained segments stay contiguous and the oldest one's header anchors the chain.
+/// Returns the files removed.
+pub fn prune(dir: &Path, cutoff_ms: u64) -> Result<Vec<std::path::PathBuf>, String> {
+    let segs = format::segments(dir).map_err(|e| e.to_string())?;
+    let mut removed = Vec::new();
+    for (_, path) in segs.iter().take(segs.len().saturating_sub(1)) {
+        let data = format::read_all(path).map_err(|e| e.to_string())?;
+        let (frames, _) = format::decode_frames(&data, HEADER_LEN);
+        let newest = frames
+            .iter()
+            .filter_map(|f| serde_json::from_slice::<serde_json::Value>(&f.payload).ok()?["time_ms"].as_u64())
+            .max()
+            .unwrap_or(0);
+        if newest >= cutoff_ms {
+            break;
+        }
+        std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        removed.push(path.clone());
+    }
+    if !removed.is_empty() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| e.to_string())?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::audit::record::{Outcome, Record, RecordKind};
+    use crate::audit::trail::{AuditTrail, TrailConfig};
+
+    fn record(time_ms: u64) -> Record {
+        Record {
+            kind: RecordKind::DataCall,
+            time_ms,
+            request_id: format!("r{time_ms}"),
+            trace_id: None,
+            caller: Some("0207123407".into()),
+            cert_fingerprint: None,
+            end_user: None,
+            environment: None,
+            service: None,
+            operation: "GET /x".into(),
+            legal_basis: None,
+            grant: None,
+            purpose: None,
+            subjects: vec![],
+            fields: vec![],
+            consent_id: None,
+            outcome: Outcome::Refused,
+            status: 404,
+            code: Some("SERVICE_UNKNOWN".into()),
+            upstream_status: None,
+            latency_us: 1,
+            justification: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_the_chain_verifiable_from_the_retained_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::SledStore::open(&dir.path().join("store")).unwrap());
+        let cfg = TrailConfig {
+            dir: dir.path().join("audit"),
+            signing_key: dir.path().join("key"),
+            segment_bytes: 2_000, // a few records per segment
+            checkpoint_every: 7,
+            checkpoint_interval: std::time::Duration::from_secs(60),
+            max_batch: 1,
+        };
+        let (trail, _) = AuditTrail::open(cfg.clone(), store).unwrap();
+        // 40 records, one "day" apart.
+        for day in 0..40u64 {
+            trail.append(&record(day * 86_400_000)).await.unwrap();
+        }
+        trail.close();
+        let before = format::segments(&cfg.dir).unwrap().len();
+        assert!(before > 5, "{before} segments");
+        let report = verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap();
+        assert_eq!((report.problem, report.records), (None, 40));
+
+        // Keep the last 15 days.
+        let removed = prune(&cfg.dir, 25 * 86_400_000).unwrap();
+        assert!(!removed.is_empty());
+        let report = verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap();
+        assert_eq!(report.problem, None);
+        assert!(report.first_seq > 1 && report.first_seq <= 26, "first retained {}", report.first_seq);
+        assert_eq!(report.last_seq, 40);
+        let kept = read_records(&cfg.dir).unwrap();
+        assert!(kept.iter().all(|r| r.seq >= report.first_seq));
+        // Nothing within the retention period is removed.
+        assert_eq!(kept.iter().filter(|r| r.record.time_ms >= 25 * 86_400_000).count(), 15);
+
+        // The gateway reopens the pruned trail and goes on appending.
+        let store = Arc::new(crate::store::SledStore::open(&dir.path().join("store")).unwrap());
+        let (trail, rec) = AuditTrail::open(cfg.clone(), store).unwrap();
+        assert_eq!(rec.last_seq, 40);
+        assert_eq!(trail.append(&record(41 * 86_400_000)).await.unwrap(), 41);
+        trail.close();
+        assert_eq!(verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap().problem, None);
+    }
+}

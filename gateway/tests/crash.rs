@@ -1,0 +1,212 @@
+//! Crash test: the `passerelle` process is killed with SIGKILL at random moments under
+//! concurrent load, 20 times, and restarted on the same directory each time. A client records
+//! every answer it got. Afterwards every answer — above all every answer that carried data — has
+//! its durable audit record, and the whole trail verifies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gateway::client::{HttpVersion, MtlsClient};
+use http::Method;
+
+const ROUNDS: usize = 20;
+const CLIENTS: usize = 8;
+
+struct Answer {
+    request_id: String,
+    status: u16,
+    data: bool,
+}
+
+fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_passerelle"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_listening(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the gateway exited during start: {status}");
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the gateway did not start listening");
+}
+
+/// A small deterministic generator for the kill moments.
+fn next(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed >> 33
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_record() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let (pki, paths) = gateway::demo::init_pki(&dir.join("pki"), &[]).unwrap();
+    std::fs::create_dir_all(dir.join("bundles")).unwrap();
+    for (name, text) in policies::seed::BUNDLES {
+        std::fs::write(dir.join("bundles").join(name), text).unwrap();
+    }
+    let sandbox =
+        adapters::associations::sandbox::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.join("passerelle.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[data]
+listen = "127.0.0.1:{port}"
+[tls]
+cert = "pki/server.pem"
+key = "pki/server.key"
+client_ca = "pki/ca.pem"
+crls = ["pki/crl.pem"]
+[store]
+path = "store"
+[audit]
+dir = "audit"
+signing_key = "pki/audit-signing.key"
+checkpoint_interval_ms = 100
+checkpoint_every = 500
+[policy]
+bundles = ["bundles"]
+[sources.associations]
+upstream = "{}"
+"#,
+            sandbox.url()
+        ),
+    )
+    .unwrap();
+    let agency = pki.client("agency-a").unwrap();
+    let client = MtlsClient::new(
+        ([127, 0, 0, 1], port).into(),
+        pki.ca.cert_pem().as_bytes(),
+        Some((agency.cert_pem.as_bytes(), agency.key_pem.as_bytes())),
+        HttpVersion::Http1,
+    )
+    .unwrap();
+    let vcode = gateway::demo::association().unwrap().to_string();
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+    let mut seed = 0x5EED_u64
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut torn_repairs = 0;
+    let mut torn_bytes = 0u64;
+
+    for round in 0..=ROUNDS {
+        let log = dir.join(format!("round-{round}.log"));
+        let mut child = spawn(&config, &log);
+        wait_listening(port, &mut child).await;
+        if round == ROUNDS {
+            // The last start only recovers; then a clean stop.
+            let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            assert!(status.success());
+            let code = child.wait().unwrap();
+            assert!(code.success(), "graceful stop exited with {code}");
+        } else {
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut tasks = Vec::new();
+            for c in 0..CLIENTS {
+                let (client, answers, stop, vcode) = (client.clone(), answers.clone(), stop.clone(), vcode.clone());
+                tasks.push(tokio::spawn(async move {
+                    let Ok(mut conn) = client.connect().await else { return };
+                    for n in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let id = format!("r{round}-c{c}-{n}");
+                        let headers = [
+                            ("x-legal-basis", gateway::demo::ASSOC_LEGAL_BASIS),
+                            ("x-purpose", gateway::demo::ASSOC_PURPOSE),
+                            ("x-subject", vcode.as_str()),
+                            ("x-request-id", id.as_str()),
+                        ];
+                        let req =
+                            gateway::client::request(Method::GET, "/associations/association", &headers, Bytes::new())
+                                .unwrap();
+                        match tokio::time::timeout(Duration::from_secs(5), conn.send(req)).await {
+                            Ok(Ok(a)) => {
+                                let data = a.status == 200 && a.text().contains(&vcode);
+                                answers.lock().unwrap().push(Answer {
+                                    request_id: id,
+                                    status: a.status.as_u16(),
+                                    data,
+                                });
+                            }
+                            // The gateway died under us: whatever was not answered does not count.
+                            _ => return,
+                        }
+                    }
+                }));
+            }
+            let after = Duration::from_millis(150 + next(&mut seed) % 550);
+            tokio::time::sleep(after).await;
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+            }
+        }
+        if round > 0 {
+            // What the restart found and repaired after the previous kill.
+            let text = std::fs::read_to_string(&log).unwrap();
+            if let Some(n) = text
+                .split("torn_bytes=")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|d| d.parse::<u64>().ok())
+                && n > 0
+            {
+                torn_repairs += 1;
+                torn_bytes += n;
+            }
+        }
+    }
+
+    let audit = dir.join("audit");
+    let report = gateway::audit::verify::verify_dir(&audit, None).unwrap();
+    assert_eq!(report.problem, None, "the trail must verify after {ROUNDS} kills");
+    let records = gateway::audit::verify::read_records(&audit).unwrap();
+    let recorded: HashSet<&str> = records.iter().map(|r| r.record.request_id.as_str()).collect();
+    let answers = answers.lock().unwrap();
+    let data_answers = answers.iter().filter(|a| a.data).count();
+    let missing: Vec<&Answer> = answers.iter().filter(|a| !recorded.contains(a.request_id.as_str())).collect();
+    println!(
+        "crash test: {ROUNDS} kill -9 rounds, {} answers seen ({data_answers} with data), {} records, \
+         {torn_repairs} torn tails repaired ({torn_bytes} bytes), {} checkpoints, missing records: {}",
+        answers.len(),
+        records.len(),
+        report.checkpoints,
+        missing.len()
+    );
+    assert!(data_answers >= ROUNDS * 10, "the load was too light to mean anything: {data_answers} data answers");
+    assert!(
+        missing.is_empty(),
+        "answers without a durable record: {:?}",
+        missing.iter().take(5).map(|a| (&a.request_id, a.status)).collect::<Vec<_>>()
+    );
+    for a in answers.iter().filter(|a| a.data) {
+        let r = records.iter().find(|r| r.record.request_id == a.request_id).unwrap();
+        assert_eq!(r.record.outcome, gateway::audit::Outcome::Granted);
+    }
+    let _ = paths;
+    sandbox.abort();
+}

@@ -1,0 +1,253 @@
+//! The audit trail of the running gateway: one record per call with the right fields, a
+//! verification that catches tampering, and failing closed when the trail cannot be written.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use bytes::Bytes;
+use gateway::audit::format::{self, HEADER_LEN};
+use gateway::audit::record::StoredRecord;
+use gateway::audit::verify::{read_records, verify_dir};
+use gateway::audit::{Outcome, SubjectRef};
+use http::{Method, StatusCode};
+use tests::{ASSOC_CALLER, Harness, NO_KBO, association, person, send, sigedis, vcode};
+
+fn by_request_id<'a>(records: &'a [StoredRecord], id: &str) -> Vec<&'a StoredRecord> {
+    records.iter().filter(|r| r.record.request_id == id).collect()
+}
+
+#[tokio::test]
+async fn every_call_leaves_exactly_one_record_with_its_facts() {
+    let h = Harness::start().await.unwrap();
+    let agency = h.client(ASSOC_CALLER);
+    let v = vcode();
+    fn rid(n: &str) -> [(&'static str, &str); 1] {
+        [("x-request-id", n)]
+    }
+    let mut calls = Vec::new();
+    calls.push(("granted", association(&agency, &v, &rid("granted")).await.unwrap()));
+    calls.push(("agency-b", association(&h.client("agency-b"), &v, &rid("agency-b")).await.unwrap()));
+    calls.push(("consent", sigedis(&h.client("bank-a"), &person(), &rid("consent")).await.unwrap()));
+    calls.push(("bad-subject", sigedis(&h.client("bank-a"), "85073003329", &rid("bad-subject")).await.unwrap()));
+    calls.push(("no-kbo", association(&h.client(NO_KBO), &v, &rid("no-kbo")).await.unwrap()));
+    let unknown = send(&agency, Method::GET, "/nothing/here", &rid("unknown"), Bytes::new()).await.unwrap();
+    calls.push(("unknown", unknown));
+    // A caller-chosen request id may repeat; generated ones never do.
+    let generated = association(&agency, &v, &[]).await.unwrap();
+    let generated_id = generated.headers["x-request-id"].to_str().unwrap().to_owned();
+
+    let records = read_records(&h.demo.config.audit.dir).unwrap();
+    assert_eq!(records.len(), calls.len() + 1, "one record per call, no more");
+    for (name, answer) in &calls {
+        let found = by_request_id(&records, name);
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        assert_eq!(found[0].record.status, answer.status.as_u16(), "{name}");
+        assert_eq!(found[0].record.code.as_deref(), answer.code(), "{name}");
+    }
+    assert_eq!(by_request_id(&records, &generated_id).len(), 1);
+
+    let g = &by_request_id(&records, "granted")[0].record;
+    assert_eq!(g.outcome, Outcome::Granted);
+    assert_eq!(g.caller.as_deref(), Some("0207123407"));
+    assert_eq!(g.service.as_deref(), Some("associations.association"));
+    assert_eq!(g.legal_basis.as_deref(), Some(tests::ASSOC_LEGAL_BASIS));
+    assert_eq!(g.purpose.as_deref(), Some(tests::ASSOC_PURPOSE));
+    assert_eq!(g.grant.as_deref(), Some("assoc-agency-a-subsidy"));
+    assert_eq!(g.subjects, vec![SubjectRef::Association(v.clone())]);
+    assert!(g.fields.contains(&"representatives".to_owned()) && !g.fields.contains(&"recognition".to_owned()));
+    assert_eq!(g.upstream_status, Some(200));
+    assert_eq!(g.environment.as_deref(), Some("production"));
+    assert_eq!(g.cert_fingerprint.as_ref().map(String::len), Some(64));
+
+    let b = &by_request_id(&records, "agency-b")[0].record;
+    assert_eq!((b.outcome, b.code.as_deref()), (Outcome::Refused, Some("LEGAL_BASIS_NOT_APPLICABLE")));
+    assert!(b.fields.is_empty() && b.upstream_status.is_none());
+    let c = &by_request_id(&records, "consent")[0].record;
+    assert_eq!(c.code.as_deref(), Some("CONSENT_MISSING"));
+    assert_eq!(c.subjects, vec![SubjectRef::Person(person())]);
+    let n = &by_request_id(&records, "no-kbo")[0].record;
+    assert_eq!((n.caller.as_deref(), n.code.as_deref()), (None, Some("CLIENT_CERT_INVALID")));
+    let u = &by_request_id(&records, "unknown")[0].record;
+    assert_eq!((u.service.as_deref(), u.operation.as_str()), (None, "GET /nothing/here"));
+
+    // The sequence numbers are contiguous and the trail verifies.
+    assert!(records.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    let report = verify_dir(&h.demo.config.audit.dir, Some(&h.demo.gateway.audit.public_key)).unwrap();
+    assert_eq!(report.problem, None);
+    assert_eq!(report.records, records.len() as u64);
+}
+
+/// A copy of a trail directory to damage.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn verify_names_the_record_after_tampering() {
+    let h = Harness::start().await.unwrap();
+    let agency = h.client(ASSOC_CALLER);
+    for i in 0..12 {
+        let id = format!("call-{i}");
+        association(&agency, &vcode(), &[("x-request-id", id.as_str())]).await.unwrap();
+    }
+    let key = h.demo.gateway.audit.public_key;
+    let (cfg, _guard) = h.stop().await; // writes the final checkpoint
+    let dir = cfg.audit.dir;
+    assert_eq!(verify_dir(&dir, Some(&key)).unwrap().problem, None);
+
+    let seg = format::segments(&dir).unwrap()[0].1.clone();
+    let data = std::fs::read(&seg).unwrap();
+    let (frames, _) = format::decode_frames(&data, HEADER_LEN);
+    assert_eq!(frames.len(), 12);
+    let span = |i: usize| {
+        let start = frames[i].offset as usize;
+        let end = frames.get(i + 1).map_or(data.len(), |f| f.offset as usize);
+        start..end
+    };
+    let work = tempfile::tempdir().unwrap();
+    let check = |name: &str, bytes: Vec<u8>, expect: &str| {
+        let d = work.path().join(name);
+        copy_dir(&dir, &d);
+        std::fs::write(d.join(seg.file_name().unwrap()), bytes).unwrap();
+        let problem = verify_dir(&d, Some(&key)).unwrap().problem.unwrap_or_else(|| panic!("{name}: verified"));
+        assert!(problem.contains(expect), "{name}: {problem}");
+        // The gateway refuses to start on a damaged trail rather than appending to it.
+    };
+
+    // A byte of record 5 flipped.
+    let mut b = data.clone();
+    b[span(4).start + 60] ^= 0x01;
+    check("flip", b, "record 5 ");
+    // Record 7 deleted.
+    let mut b = data.clone();
+    b.drain(span(6));
+    check("delete", b, "record 7 ");
+    // Records 3 and 4 swapped.
+    let mut b = data[..span(2).start].to_vec();
+    b.extend_from_slice(&data[span(3)]);
+    b.extend_from_slice(&data[span(2)]);
+    b.extend_from_slice(&data[span(3).end..]);
+    check("swap", b, "record 3 ");
+    // The tail cut past the final checkpoint (at record 12).
+    check("truncate", data[..span(10).start].to_vec(), "checkpoint at record 12 but the trail ends at record 10");
+    // A forged checkpoint key is caught too.
+    let d = work.path().join("other-key");
+    copy_dir(&dir, &d);
+    let other = [7u8; 32];
+    assert!(verify_dir(&d, Some(&other)).unwrap().problem.unwrap().contains("bad signature"));
+}
+
+#[tokio::test]
+async fn a_damaged_trail_refuses_to_start_and_a_torn_tail_is_repaired() {
+    let h = Harness::start().await.unwrap();
+    for _ in 0..3 {
+        association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap();
+    }
+    let (cfg, _guard) = h.stop().await;
+    let seg = format::segments(&cfg.audit.dir).unwrap()[0].1.clone();
+    let good = std::fs::read(&seg).unwrap();
+
+    // A write cut short by a crash: half a frame at the end.
+    let mut torn = good.clone();
+    torn.extend_from_slice(&good[HEADER_LEN..HEADER_LEN + 30]);
+    std::fs::write(&seg, &torn).unwrap();
+    let gw = gateway::server::start(&cfg).await.unwrap();
+    assert_eq!((gw.recovery.torn_bytes, gw.recovery.last_seq), (30, 3));
+    gw.shutdown().await;
+    assert_eq!(std::fs::read(&seg).unwrap(), good, "only the torn bytes were cut");
+
+    // A record altered in the middle: the gateway will not append to that trail.
+    let mut bad = good.clone();
+    bad[HEADER_LEN + 50] ^= 0x20;
+    let (frames, _) = format::decode_frames(&good, HEADER_LEN);
+    assert!(frames.len() == 3);
+    // Fix the frame checksum so only the hash chain can tell.
+    let f = &frames[0];
+    let mut fixed = Vec::new();
+    format::encode_frame(&mut fixed, f.kind, &f.hash, &bad[f.offset as usize + 41..frames[1].offset as usize]);
+    bad.splice(f.offset as usize..frames[1].offset as usize, fixed);
+    std::fs::write(&seg, &bad).unwrap();
+    let err = gateway::server::start(&cfg).await.unwrap_err();
+    assert!(format!("{err:#}").contains("damaged at record 1"), "{err:#}");
+}
+
+/// A tmpfs of `size` mounted at `dir`, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill it, which needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_closed_and_recovers() {
+    let work = tempfile::tempdir().unwrap();
+    let mnt = work.path().join("audit");
+    let _fs = Tmpfs::mount(&mnt, "256k");
+    let dir = mnt.to_str().unwrap().to_owned();
+    let h = Harness::with_overrides(&[("PASSERELLE__AUDIT__DIR", dir.as_str())]).await.unwrap();
+    let agency = h.client(ASSOC_CALLER);
+    assert_eq!(association(&agency, &vcode(), &[]).await.unwrap().status, StatusCode::OK);
+
+    // Fill the file system completely.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(&[0u8; 1]);
+        let _ = f.sync_all();
+    }
+    // The segment's last page may still have room for a few records: those calls are answered
+    // and recorded. Once it is full every call fails closed.
+    let mut answered = 1;
+    let mut refused = 0;
+    for i in 0..40 {
+        let a = association(&agency, &vcode(), &[]).await.unwrap();
+        if a.status == StatusCode::OK {
+            assert_eq!(refused, 0, "call {i}: answered after the trail was full");
+            answered += 1;
+            continue;
+        }
+        assert_eq!(a.code(), Some("AUDIT_UNAVAILABLE"), "call {i}: {}", a.text());
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!a.text().contains(&vcode()), "no data may leave without its record");
+        refused += 1;
+    }
+    assert!(refused >= 30, "the full file system was not noticed: {answered} answered, {refused} refused");
+    assert!(!h.demo.gateway.audit.status.writable.load(std::sync::atomic::Ordering::Acquire));
+
+    // Space again: the gateway recovers by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let a = association(&agency, &vcode(), &[]).await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json().unwrap()["vCode"], vcode());
+    // Every answered call has its record, and the failed batches left nothing half-written.
+    let records = read_records(&mnt).unwrap();
+    assert_eq!(records.len(), answered + 1);
+    assert_eq!(verify_dir(&mnt, None).unwrap().problem, None);
+}
