@@ -41,9 +41,11 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
-    let mut cfg = gateway::config::AuditConfig::default();
-    cfg.dir = dir.path().join("audit");
-    cfg.signing_key = dir.path().join("audit.key");
+    let cfg = gateway::config::AuditConfig {
+        dir: dir.path().join("audit"),
+        signing_key: dir.path().join("audit.key"),
+        ..Default::default()
+    };
     let (trail, _) = audit::open(&cfg, store).unwrap();
     let trail = Arc::new(trail);
     let mut g = c.benchmark_group("audit");
