@@ -53,6 +53,9 @@ pub struct Config {
     /// The audit trail.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The control plane (data owners, auditors, the citizen access point).
+    #[serde(default)]
+    pub control: ControlConfig,
     /// Upstream sources by name (`sigedis`, `div`, …): where the gateway forwards to.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
@@ -145,6 +148,23 @@ pub struct PolicyConfig {
     /// Relative to the config file's directory. With no bundle, every call is refused
     /// (`NO_LEGAL_BASIS`): the gateway denies by default.
     pub bundles: Vec<PathBuf>,
+}
+
+/// The control-plane listener: mTLS with the same TLS material as the data plane.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Address to listen on; absent disables the control plane. Port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
+    /// Enterprise numbers of the organisations whose certificates may query the audit trail
+    /// (the designated persons of DOMAIN.md §7 act through them; each query is audited).
+    pub auditors: Vec<String>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9443))), auditors: Vec::new() }
+    }
 }
 
 /// The audit trail (docs/audit-format.md).
@@ -306,6 +326,10 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.audit.max_batch == 0 || self.audit.checkpoint_every == 0 {
             return Err(ConfigError::Invalid("audit.max_batch and audit.checkpoint_every must be at least 1".into()));
+        }
+        for (i, a) in self.control.auditors.iter().enumerate() {
+            policies::ids::Kbo::parse(a)
+                .map_err(|e| ConfigError::Invalid(format!("control.auditors[{i}] is not an enterprise number: {e}")))?;
         }
         if self.limits.max_in_flight == 0 {
             return Err(ConfigError::Invalid("limits.max_in_flight must be at least 1".into()));

@@ -157,10 +157,21 @@ dir = "audit"
 signing_key = "pki/audit-signing.key"
 checkpoint_interval_ms = 1000
 
+[control]
+listen = "127.0.0.1:{control_port}"
+auditors = ["{auditor}"]
+
 [policy]
 bundles = ["bundles"]
 {sources}"#,
             port = opts.port,
+            control_port = if opts.port == 0 { 0 } else { 9443 },
+            auditor = org_kbo("admin")
+                .map(|k| {
+                    let mut d = [0u8; 10];
+                    k.digits(&mut d).to_owned()
+                })
+                .unwrap_or_default(),
         );
         std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
         let config = Config::load(&config_path, opts.overrides)?;

@@ -57,6 +57,12 @@ pub enum Code {
     Overloaded,
     /// A bug or an unexpected state; details go to the operator log, not to the caller.
     Internal,
+    /// Control plane: the certificate's organisation lacks the role this call needs.
+    AdminRoleMissing,
+    /// Control plane: an audit query without its case reference and legal ground.
+    JustificationMissing,
+    /// Control plane: the request body or parameters are malformed.
+    RequestInvalid,
 }
 
 impl Code {
@@ -87,6 +93,9 @@ impl Code {
             Code::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             Code::Overloaded => "OVERLOADED",
             Code::Internal => "INTERNAL",
+            Code::AdminRoleMissing => "ADMIN_ROLE_MISSING",
+            Code::JustificationMissing => "JUSTIFICATION_MISSING",
+            Code::RequestInvalid => "REQUEST_INVALID",
         }
     }
 
@@ -101,10 +110,13 @@ impl Code {
             | Code::ConsentRevoked
             | Code::ConsentExpired
             | Code::EndUserRoleMissing
-            | Code::ClientCertInvalid => StatusCode::FORBIDDEN,
+            | Code::ClientCertInvalid
+            | Code::AdminRoleMissing => StatusCode::FORBIDDEN,
             Code::FlowSuspended | Code::Overloaded | Code::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
-            Code::SubjectInvalid | Code::EnvelopeInvalid => StatusCode::BAD_REQUEST,
+            Code::SubjectInvalid | Code::EnvelopeInvalid | Code::JustificationMissing | Code::RequestInvalid => {
+                StatusCode::BAD_REQUEST
+            }
             Code::LayoutViolation => StatusCode::UNPROCESSABLE_ENTITY,
             Code::UpstreamUnavailable | Code::UpstreamLayoutViolation => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -144,6 +156,9 @@ impl Code {
             Code::UpstreamTimeout => "The source did not answer in time",
             Code::Overloaded => "The gateway is overloaded; retry later",
             Code::Internal => "Internal error",
+            Code::AdminRoleMissing => "The organisation does not hold the role this call needs",
+            Code::JustificationMissing => "An audit query needs a case reference and a legal ground",
+            Code::RequestInvalid => "The request is malformed",
         }
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for how a request flows.
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod client;

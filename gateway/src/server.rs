@@ -2,12 +2,13 @@
 //! caller's identity, read once per connection → HTTP/1.1 or HTTP/2 (ALPN) → [`Pipeline`].
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http::{Request, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,9 +18,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::ControlPlane;
 use crate::audit::index::AuditIndex;
 use crate::audit::{self, AuditTrail, Recovery};
 use crate::config::{Config, StoreKind};
+use crate::error::Body;
 use crate::pipeline::Pipeline;
 use crate::pipeline::envelope::RequestIds;
 use crate::pipeline::forward::{Source, Upstreams};
@@ -83,6 +86,8 @@ pub fn build_pipeline(cfg: &Config, policy: Arc<PolicyHandle>, audit: Arc<AuditT
 #[derive(Debug)]
 pub struct RunningGateway {
     pub data_addr: SocketAddr,
+    /// The control plane's address, when it is enabled.
+    pub control_addr: Option<SocketAddr>,
     pub store: Arc<dyn Store>,
     /// The policy the data plane enforces; `replace` swaps it atomically.
     pub policy: Arc<PolicyHandle>,
@@ -121,7 +126,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
             (s.clone(), s)
         }
     };
-    let (trail, recovery) = audit::open(&cfg.audit, index).context("audit trail")?;
+    let (trail, recovery) = audit::open(&cfg.audit, index.clone()).context("audit trail")?;
     tracing::info!(
         last_seq = recovery.last_seq,
         torn_bytes = recovery.torn_bytes,
@@ -147,61 +152,111 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         .max_concurrent_streams(cfg.limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(cfg.limits.max_header_bytes).unwrap_or(u32::MAX));
     let handshake_timeout = Duration::from_millis(cfg.tls.handshake_timeout_ms);
-    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let (shutdown, shutdown_rx) = watch::channel(false);
     tracing::info!(addr = %data_addr, services = pipeline.routes.len(), "data plane listening");
 
-    let task = tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = shutdown_rx.changed() => break,
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let pipeline = pipeline.clone();
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, reason = %e, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let caller = Arc::new(Caller::from_peer_chain(tls.get_ref().1.peer_certificates(), peer));
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let pipeline = pipeline.clone();
-                    let caller = caller.clone();
-                    async move { Ok::<_, Infallible>(pipeline.handle(req, &caller).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
+    // The control plane: same TLS material, its own listener and handler.
+    let control = match cfg.control.listen {
+        Some(addr) => {
+            let l =
+                TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (control plane)"))?;
+            let plane = Arc::new(ControlPlane::new(&cfg.control, policy.clone(), audit.clone(), index.clone()));
+            tracing::info!(addr = %l.local_addr()?, "control plane listening");
+            Some((l, plane))
         }
-        drop(listener);
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-            tracing::warn!("in-flight calls did not finish within the shutdown grace period");
+        None => None,
+    };
+    let control_addr = control.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+    let control_task = control.map(|(l, plane)| {
+        let handler = move |req: Request<Incoming>, caller: Arc<Caller>| {
+            let plane = plane.clone();
+            async move { plane.handle(req, &caller).await }
+        };
+        tokio::spawn(serve_mtls(l, acceptor.clone(), builder.clone(), handshake_timeout, shutdown_rx.clone(), handler))
+    });
+    let data_pipeline = pipeline.clone();
+    let data_task = tokio::spawn(serve_mtls(
+        listener,
+        acceptor,
+        builder,
+        handshake_timeout,
+        shutdown_rx,
+        move |req: Request<Incoming>, caller: Arc<Caller>| {
+            let pipeline = data_pipeline.clone();
+            async move { pipeline.handle(req, &caller).await }
+        },
+    ));
+    let task = tokio::spawn(async move {
+        let _ = data_task.await;
+        if let Some(t) = control_task {
+            let _ = t.await;
         }
         // Everything answered has its record durable already; write the final checkpoint.
         let trail = pipeline.audit.clone();
         drop(pipeline);
         let _ = tokio::task::spawn_blocking(move || trail.close()).await;
     });
-    Ok(RunningGateway { data_addr, store, policy, audit, recovery, shutdown, task })
+    Ok(RunningGateway { data_addr, control_addr, store, policy, audit, recovery, shutdown, task })
+}
+
+/// Serves mutual-TLS connections on `listener` with `handle` until `shutdown` turns true, then
+/// stops accepting and lets in-flight calls finish (up to [`SHUTDOWN_GRACE`]). The caller's
+/// identity is read once per connection and handed to every request on it.
+async fn serve_mtls<F, Fut>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
+    handshake_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(Request<Incoming>, Arc<Caller>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let handle = handle.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, reason = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let caller = Arc::new(Caller::from_peer_chain(tls.get_ref().1.peer_certificates(), peer));
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let fut = handle(req, caller.clone());
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight calls did not finish within the shutdown grace period");
+    }
 }

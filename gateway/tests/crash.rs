@@ -88,6 +88,8 @@ checkpoint_interval_ms = 100
 checkpoint_every = 500
 [policy]
 bundles = ["bundles"]
+[control]
+listen = "127.0.0.1:0"
 [sources.associations]
 upstream = "{}"
 "#,

@@ -93,6 +93,19 @@ impl Harness {
         self.demo.client(name, HttpVersion::Http2).unwrap_or_else(|e| panic!("client {name}: {e:#}"))
     }
 
+    /// A control-plane client presenting the seed organisation's certificate `name`.
+    pub fn control_client(&self, name: &str) -> MtlsClient {
+        let issued = self.demo.pki.client(name).unwrap_or_else(|| panic!("no client certificate {name}"));
+        let addr = self.demo.gateway.control_addr.unwrap_or_else(|| panic!("the control plane is off"));
+        MtlsClient::new(
+            addr,
+            self.demo.pki.ca.cert_pem().as_bytes(),
+            Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
+            HttpVersion::Http1,
+        )
+        .unwrap_or_else(|e| panic!("control client {name}: {e:#}"))
+    }
+
     /// A client that presents no certificate at all.
     pub fn anonymous(&self) -> MtlsClient {
         MtlsClient::new(self.demo.gateway.data_addr, self.demo.pki.ca.cert_pem().as_bytes(), None, HttpVersion::Http1)
@@ -108,6 +121,12 @@ impl Harness {
 pub fn person() -> String {
     let mut b = [0u8; 11];
     demo::sigedis_person().unwrap_or_else(|| unreachable!("sandbox population is not empty")).digits(&mut b).to_owned()
+}
+
+/// Another known person of the Sigedis sandbox.
+pub fn other_person() -> String {
+    let mut b = [0u8; 11];
+    adapters::sigedis::sandbox::Register::persons()[1].digits(&mut b).to_owned()
 }
 
 /// A known association of the association register sandbox.

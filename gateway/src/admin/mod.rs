@@ -1,0 +1,317 @@
+//! The control plane (mTLS, its own listener): today the audit trail's two readers.
+//!
+//! * `POST /audit/queries` — the a-posteriori control by a designated person, through an
+//!   organisation listed in `control.auditors`. Every query carries a justification (case
+//!   reference and legal ground) and becomes an audit record itself, durable before any result
+//!   is returned (DOMAIN.md §7, seed 004 §6).
+//! * `GET /audit/report` with `X-Subject: <NISS>` — the data subject's "who consulted my data",
+//!   served to a citizen access point (an organisation of that kind in the policy) acting for the
+//!   authenticated citizen. It lists data-plane calls about the person, granted and refused; it
+//!   does not show audit queries (a judicial inquiry is not disclosed this way) nor the officials'
+//!   identities. The report request is itself audited.
+//!
+//! Data owners' flow management (instruments, adhesions, lifecycles) is the control-plane issue's.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use policies::ids::{Kbo, Niss, VCode};
+use policies::model::OrgKind;
+use serde::Deserialize;
+
+use crate::audit::index::{AuditIndex, Selector, read_record};
+use crate::audit::{AuditTrail, Outcome, Record, RecordKind, SubjectRef};
+use crate::config::ControlConfig;
+use crate::error::{self, Body, Code, Dialect, Refusal};
+use crate::pipeline::identity::Caller;
+use crate::policy::PolicyHandle;
+
+const MAX_BODY: usize = 16 * 1024;
+const MAX_RESULTS: usize = 10_000;
+
+/// What a control-plane call needs.
+#[derive(Debug)]
+pub struct ControlPlane {
+    policy: Arc<PolicyHandle>,
+    audit: Arc<AuditTrail>,
+    index: Arc<dyn AuditIndex>,
+    auditors: HashSet<Kbo>,
+}
+
+/// The body of an audit query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Query {
+    /// A NISS/BIS, an enterprise number or a vCode: the records about this subject.
+    subject: Option<String>,
+    /// An enterprise number: the records of calls made by this organisation.
+    caller: Option<String>,
+    /// RFC 3339 times bounding the records' time (inclusive).
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+    justification: Option<Justification>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Justification {
+    /// The documented request: a case or file reference.
+    case_reference: String,
+    /// The legal ground of the query.
+    legal_ground: String,
+    /// Who asks (the prosecutor, the DPO, …), as documented in the request.
+    requested_by: String,
+}
+
+fn refuse(code: Code, detail: impl Into<std::borrow::Cow<'static, str>>) -> Refusal {
+    Refusal::new(code, detail)
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn time_ms(s: &str, what: &str) -> Result<u64, Refusal> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| refuse(Code::RequestInvalid, format!("{what} must be an RFC 3339 time")))?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| refuse(Code::RequestInvalid, format!("{what} is before 1970")))
+}
+
+fn subject_ref(s: &str) -> Result<SubjectRef, Refusal> {
+    if let Ok(n) = Niss::parse(s) {
+        let mut b = [0u8; 11];
+        return Ok(SubjectRef::Person(n.digits(&mut b).to_owned()));
+    }
+    if let Ok(k) = Kbo::parse(s) {
+        let mut b = [0u8; 10];
+        return Ok(SubjectRef::Organisation(k.digits(&mut b).to_owned()));
+    }
+    if let Ok(v) = VCode::parse(s) {
+        return Ok(SubjectRef::Association(v.to_string()));
+    }
+    Err(refuse(Code::SubjectInvalid, "subject must be a NISS/BIS number, an enterprise number or a vCode"))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ControlPlane {
+    pub fn new(
+        cfg: &ControlConfig,
+        policy: Arc<PolicyHandle>,
+        audit: Arc<AuditTrail>,
+        index: Arc<dyn AuditIndex>,
+    ) -> Self {
+        // Config validation has checked every entry parses.
+        let auditors = cfg.auditors.iter().filter_map(|a| Kbo::parse(a).ok()).collect();
+        ControlPlane { policy, audit, index, auditors }
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
+        let rid = format!("ctl-{}", now_ms());
+        let result = match (req.method(), req.uri().path()) {
+            (&Method::POST, "/audit/queries") => self.audit_query(req, caller).await,
+            (&Method::GET, "/audit/report") => self.subject_report(req, caller).await,
+            _ => Err(refuse(Code::ServiceUnknown, "no control-plane resource at this path")),
+        };
+        match result {
+            Ok(r) => r,
+            Err(refusal) => error::respond(&refusal, Dialect::Json, &rid),
+        }
+    }
+
+    /// Records an audit query durably before its result may be returned.
+    async fn record_query(
+        &self,
+        caller: &Kbo,
+        fingerprint: String,
+        operation: &str,
+        subjects: Vec<SubjectRef>,
+        justification: String,
+    ) -> Result<u64, Refusal> {
+        let mut d = [0u8; 10];
+        let record = Record {
+            kind: RecordKind::AuditQuery,
+            time_ms: now_ms(),
+            request_id: format!("audit-query-{}", now_ms()),
+            trace_id: None,
+            caller: Some(caller.digits(&mut d).to_owned()),
+            cert_fingerprint: Some(fingerprint),
+            end_user: None,
+            environment: None,
+            service: None,
+            operation: operation.to_owned(),
+            legal_basis: None,
+            grant: None,
+            purpose: None,
+            subjects,
+            fields: Vec::new(),
+            consent_id: None,
+            outcome: Outcome::Granted,
+            status: 200,
+            code: None,
+            upstream_status: None,
+            latency_us: 0,
+            justification: Some(justification),
+        };
+        self.audit
+            .append(&record)
+            .await
+            .map_err(|_| refuse(Code::AuditUnavailable, "the query could not be recorded, so nothing is returned"))
+    }
+
+    /// Waits until the index has caught up with the trail, then runs `selector`.
+    async fn locate(
+        &self,
+        selector: Selector,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::index::Location>, Refusal> {
+        let (audit, index) = (self.audit.clone(), self.index.clone());
+        tokio::task::spawn_blocking(move || {
+            if !audit.wait_indexed(index.as_ref(), Duration::from_secs(5)) {
+                tracing::warn!("audit index lags behind the trail; the query may miss the newest records");
+            }
+            index.audit_query(&selector, from, to, limit)
+        })
+        .await
+        .map_err(|_| refuse(Code::Internal, "query failed"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit index query failed");
+            refuse(Code::Internal, "query failed")
+        })
+    }
+
+    async fn audit_query(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+        let org = caller.org()?;
+        if !self.auditors.contains(&org.kbo) {
+            return Err(refuse(Code::AdminRoleMissing, "this organisation is not designated to query the audit trail"));
+        }
+        let body = Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| refuse(Code::RequestInvalid, "the body is unreadable or larger than 16 KiB"))?
+            .to_bytes();
+        let q: Query = serde_json::from_slice(&body).map_err(|e| {
+            refuse(Code::RequestInvalid, format!("the query is not valid JSON of the documented shape: {e}"))
+        })?;
+        let Some(j) = q.justification.filter(|j| {
+            !j.case_reference.trim().is_empty()
+                && !j.legal_ground.trim().is_empty()
+                && !j.requested_by.trim().is_empty()
+        }) else {
+            return Err(refuse(
+                Code::JustificationMissing,
+                "justification.case_reference, justification.legal_ground and justification.requested_by are required",
+            ));
+        };
+        let from = q.from.as_deref().map(|s| time_ms(s, "from")).transpose()?.unwrap_or(0);
+        let to = q.to.as_deref().map(|s| time_ms(s, "to")).transpose()?.unwrap_or(u64::MAX);
+        let limit = q.limit.unwrap_or(1_000).min(MAX_RESULTS);
+        let (selector, subjects) = match (q.subject.as_deref(), q.caller.as_deref()) {
+            (Some(s), None) => {
+                let r = subject_ref(s)?;
+                (Selector::Subject(r.index_key()), vec![r])
+            }
+            (None, Some(c)) => {
+                let k = Kbo::parse(c).map_err(|e| refuse(Code::RequestInvalid, format!("caller: {e}")))?;
+                let mut d = [0u8; 10];
+                (Selector::Caller(k.digits(&mut d).to_owned()), vec![])
+            }
+            (None, None) => (Selector::Time, vec![]),
+            (Some(_), Some(_)) => return Err(refuse(Code::RequestInvalid, "give either subject or caller, not both")),
+        };
+        let justification =
+            format!("case {}; legal ground: {}; requested by: {}", j.case_reference, j.legal_ground, j.requested_by);
+        let query_seq =
+            self.record_query(&org.kbo, org.fingerprint_hex(), "POST /audit/queries", subjects, justification).await?;
+        // The trail as it stood when the query was made: not the query's own record.
+        let mut locations = self.locate(selector, from, to, limit + 1).await?;
+        locations.retain(|l| l.seq < query_seq);
+        locations.truncate(limit);
+        let dir = self.audit.dir.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            locations.into_iter().map(|l| read_record(&dir, l)).collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|_| refuse(Code::Internal, "query failed"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit record unreadable");
+            refuse(Code::Internal, "a record could not be read; run passerelle audit verify")
+        })?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "query_record": query_seq, "count": records.len(), "records": records }),
+        ))
+    }
+
+    async fn subject_report(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+        let org = caller.org()?;
+        let snapshot = self.policy.current();
+        if snapshot.organisation(org.kbo).map(|o| o.kind) != Some(OrgKind::CitizenAccessPoint) {
+            return Err(refuse(
+                Code::AdminRoleMissing,
+                "only a citizen access point may ask for a data subject's report",
+            ));
+        }
+        let raw = req
+            .headers()
+            .get("x-subject")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| refuse(Code::SubjectInvalid, "header x-subject (the citizen's NISS) is required"))?;
+        let niss = Niss::parse(raw).map_err(|e| refuse(Code::SubjectInvalid, e.to_string()))?;
+        let mut b = [0u8; 11];
+        let person = SubjectRef::Person(niss.digits(&mut b).to_owned());
+        self.record_query(
+            &org.kbo,
+            org.fingerprint_hex(),
+            "GET /audit/report",
+            vec![person.clone()],
+            "the data subject's own request, through a citizen access point".to_owned(),
+        )
+        .await?;
+        let locations = self.locate(Selector::Subject(person.index_key()), 0, u64::MAX, MAX_RESULTS).await?;
+        let dir = self.audit.dir.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            locations.into_iter().filter_map(|l| read_record(&dir, l).ok()).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| refuse(Code::Internal, "report failed"))?;
+        let accesses: Vec<serde_json::Value> = records
+            .iter()
+            .filter(|r| r.record.kind == RecordKind::DataCall)
+            .map(|r| {
+                let org = r.record.caller.as_deref().and_then(|c| Kbo::parse(c).ok());
+                let name = org.and_then(|k| snapshot.organisation(k)).map(|o| o.name.to_string());
+                let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.record.time_ms) * 1_000_000)
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+                serde_json::json!({
+                    "time": when,
+                    "organisation": { "enterprise_number": r.record.caller, "name": name },
+                    "service": r.record.service,
+                    "purpose": r.record.purpose,
+                    "legal_basis": r.record.legal_basis,
+                    "outcome": r.record.outcome,
+                    "refusal_code": r.record.code,
+                })
+            })
+            .collect();
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "subject": person, "count": accesses.len(), "accesses": accesses }),
+        ))
+    }
+}
