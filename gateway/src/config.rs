@@ -211,11 +211,14 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     /// Directory of the embedded store, relative to the config file's directory.
     pub path: PathBuf,
+    /// Page cache of the embedded store, in MiB. The data plane never reads the store (consents
+    /// and policies are served from memory), so a small cache costs only control-plane reads.
+    pub cache_mb: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { kind: StoreKind::Sled, path: PathBuf::from("var/store") }
+        StoreConfig { kind: StoreKind::Sled, path: PathBuf::from("var/store"), cache_mb: 128 }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod consent;
 pub mod demo;
 pub mod error;
 pub mod pipeline;

@@ -22,6 +22,7 @@ use crate::admin::ControlPlane;
 use crate::audit::index::AuditIndex;
 use crate::audit::{self, AuditTrail, Recovery};
 use crate::config::{Config, StoreKind};
+use crate::consent::{ConsentStore, Registry};
 use crate::error::Body;
 use crate::pipeline::Pipeline;
 use crate::pipeline::envelope::RequestIds;
@@ -38,7 +39,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Builds the route table and upstream settings from the adapters' catalogue and the
 /// configured sources. A service whose source is not configured is not exposed.
-pub fn build_pipeline(cfg: &Config, policy: Arc<PolicyHandle>, audit: Arc<AuditTrail>) -> anyhow::Result<Pipeline> {
+pub fn build_pipeline(
+    cfg: &Config,
+    policy: Arc<PolicyHandle>,
+    audit: Arc<AuditTrail>,
+    consent: Arc<Registry>,
+) -> anyhow::Result<Pipeline> {
     let mut sources = Vec::new();
     let mut routes = Vec::new();
     for service in adapters::catalogue() {
@@ -74,6 +80,7 @@ pub fn build_pipeline(cfg: &Config, policy: Arc<PolicyHandle>, audit: Arc<AuditT
     }
     Ok(Pipeline {
         audit,
+        consent,
         policy,
         limits: Limits::new(&cfg.limits),
         routes: Table::new(routes),
@@ -91,6 +98,8 @@ pub struct RunningGateway {
     pub store: Arc<dyn Store>,
     /// The policy the data plane enforces; `replace` swaps it atomically.
     pub policy: Arc<PolicyHandle>,
+    /// The consent registry.
+    pub consent: Arc<Registry>,
     /// The audit trail and what opening it repaired.
     pub audit: Arc<AuditTrail>,
     pub recovery: Recovery,
@@ -120,10 +129,11 @@ impl RunningGateway {
 pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let tls = tls::server_config(&cfg.tls).context("data-plane TLS")?;
     let policy = Arc::new(PolicyHandle::load(&cfg.policy)?);
-    let (store, index): (Arc<dyn Store>, Arc<dyn AuditIndex>) = match cfg.store.kind {
+    let (store, index, consent): (Arc<dyn Store>, Arc<dyn AuditIndex>, Arc<Registry>) = match cfg.store.kind {
         StoreKind::Sled => {
-            let s = Arc::new(SledStore::open(&cfg.store.path)?);
-            (s.clone(), s)
+            let s = Arc::new(SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)?);
+            let consent = Arc::new(Registry::open(ConsentStore::open(s.db())?));
+            (s.clone(), s, consent)
         }
     };
     let (trail, recovery) = audit::open(&cfg.audit, index.clone()).context("audit trail")?;
@@ -135,7 +145,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         "audit trail open"
     );
     let audit = Arc::new(trail);
-    let pipeline = Arc::new(build_pipeline(cfg, policy.clone(), audit.clone())?);
+    let pipeline = Arc::new(build_pipeline(cfg, policy.clone(), audit.clone(), consent.clone())?);
     let listener =
         TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
     let data_addr = listener.local_addr()?;
@@ -160,7 +170,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         Some(addr) => {
             let l =
                 TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (control plane)"))?;
-            let plane = Arc::new(ControlPlane::new(&cfg.control, policy.clone(), audit.clone(), index.clone()));
+            let plane = Arc::new(ControlPlane::new(
+                &cfg.control,
+                policy.clone(),
+                audit.clone(),
+                index.clone(),
+                consent.clone(),
+            ));
             tracing::info!(addr = %l.local_addr()?, "control plane listening");
             Some((l, plane))
         }
@@ -196,7 +212,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         drop(pipeline);
         let _ = tokio::task::spawn_blocking(move || trail.close()).await;
     });
-    Ok(RunningGateway { data_addr, control_addr, store, policy, audit, recovery, shutdown, task })
+    Ok(RunningGateway { data_addr, control_addr, store, policy, consent, audit, recovery, shutdown, task })
 }
 
 /// Serves mutual-TLS connections on `listener` with `handle` until `shutdown` turns true, then

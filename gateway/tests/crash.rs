@@ -5,15 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use gateway::client::{HttpVersion, MtlsClient};
 use http::Method;
+use support::Site;
 
 const ROUNDS: usize = 20;
 const CLIENTS: usize = 8;
@@ -24,31 +25,6 @@ struct Answer {
     data: bool,
 }
 
-fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_passerelle"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_listening(port: u16, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the gateway exited during start: {status}");
-        }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the gateway did not start listening");
-}
-
 /// A small deterministic generator for the kill moments.
 fn next(seed: &mut u64) -> u64 {
     *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -57,54 +33,9 @@ fn next(seed: &mut u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_record() {
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path();
-    let (pki, paths) = gateway::demo::init_pki(&dir.join("pki"), &[]).unwrap();
-    std::fs::create_dir_all(dir.join("bundles")).unwrap();
-    for (name, text) in policies::seed::BUNDLES {
-        std::fs::write(dir.join("bundles").join(name), text).unwrap();
-    }
-    let sandbox =
-        adapters::associations::sandbox::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = dir.join("passerelle.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[data]
-listen = "127.0.0.1:{port}"
-[tls]
-cert = "pki/server.pem"
-key = "pki/server.key"
-client_ca = "pki/ca.pem"
-crls = ["pki/crl.pem"]
-[store]
-path = "store"
-[audit]
-dir = "audit"
-signing_key = "pki/audit-signing.key"
-checkpoint_interval_ms = 100
-checkpoint_every = 500
-[policy]
-bundles = ["bundles"]
-[control]
-listen = "127.0.0.1:0"
-[sources.associations]
-upstream = "{}"
-"#,
-            sandbox.url()
-        ),
-    )
-    .unwrap();
-    let agency = pki.client("agency-a").unwrap();
-    let client = MtlsClient::new(
-        ([127, 0, 0, 1], port).into(),
-        pki.ca.cert_pem().as_bytes(),
-        Some((agency.cert_pem.as_bytes(), agency.key_pem.as_bytes())),
-        HttpVersion::Http1,
-    )
-    .unwrap();
+    let site = Site::new().await;
+    let dir = site.path();
+    let client = site.client("agency-a", false);
     let vcode = gateway::demo::association().unwrap().to_string();
     let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
     let mut seed = 0x5EED_u64
@@ -113,14 +44,11 @@ upstream = "{}"
     let mut torn_bytes = 0u64;
 
     for round in 0..=ROUNDS {
-        let log = dir.join(format!("round-{round}.log"));
-        let mut child = spawn(&config, &log);
-        wait_listening(port, &mut child).await;
+        let log = format!("round-{round}.log");
+        let mut child = site.start(&log).await;
         if round == ROUNDS {
             // The last start only recovers; then a clean stop.
-            let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-            assert!(status.success());
-            let code = child.wait().unwrap();
+            let code = support::terminate(&mut child);
             assert!(code.success(), "graceful stop exited with {code}");
         } else {
             let stop = Arc::new(AtomicBool::new(false));
@@ -160,8 +88,7 @@ upstream = "{}"
             }
             let after = Duration::from_millis(150 + next(&mut seed) % 550);
             tokio::time::sleep(after).await;
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            support::kill_9(&mut child);
             stop.store(true, Ordering::Relaxed);
             for t in tasks {
                 let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -169,7 +96,7 @@ upstream = "{}"
         }
         if round > 0 {
             // What the restart found and repaired after the previous kill.
-            let text = std::fs::read_to_string(&log).unwrap();
+            let text = std::fs::read_to_string(dir.join(&log)).unwrap();
             if let Some(n) = text
                 .split("torn_bytes=")
                 .nth(1)
@@ -209,6 +136,4 @@ upstream = "{}"
         let r = records.iter().find(|r| r.record.request_id == a.request_id).unwrap();
         assert_eq!(r.record.outcome, gateway::audit::Outcome::Granted);
     }
-    let _ = paths;
-    sandbox.abort();
 }

@@ -88,6 +88,7 @@ pub struct InstrumentInfo {
 pub(crate) struct CGrant {
     pub(crate) id: Box<str>,
     pub(crate) instrument: u32,
+    pub(crate) service: u32,
     /// Range in `purpose_pool`.
     pub(crate) purposes: (u32, u32),
     pub(crate) fields: FieldMask,
@@ -208,6 +209,7 @@ impl Snapshot {
                     CGrant {
                         id: g.id.as_str().into(),
                         instrument: ii as u32,
+                        service,
                         purposes: (0, 0),
                         fields,
                         consent: g.consent,
@@ -268,6 +270,7 @@ impl Snapshot {
                 CGrant {
                     id: x.id.as_str().into(),
                     instrument: ins,
+                    service,
                     purposes: (0, 0),
                     fields,
                     consent: false,
@@ -363,6 +366,17 @@ impl Snapshot {
 
     pub fn grant_count(&self) -> usize {
         self.grants.len()
+    }
+
+    /// Whether some grant of `service` for `purpose` rests on the data subject's consent (not
+    /// for the request path: it scans the grants).
+    pub fn consent_based(&self, service: &str, purpose: &str) -> bool {
+        let (Some(&svc), Some(&p)) = (self.services.get(service), self.purposes.get(purpose)) else { return false };
+        self.grants.iter().any(|g| {
+            g.consent
+                && g.service == svc
+                && self.purpose_pool[g.purposes.0 as usize..(g.purposes.0 + g.purposes.1) as usize].contains(&p)
+        })
     }
 }
 

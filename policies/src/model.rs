@@ -4,7 +4,7 @@
 //! These are the owned, human-facing types a bundle is read into (`bundle.rs`); the data plane
 //! never reads them directly but a [`crate::compiled::Snapshot`] built from them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ids::Kbo;
 
@@ -12,7 +12,7 @@ use crate::ids::Kbo;
 pub type Date = toml::value::Datetime;
 
 /// What kind of organisation; grants and general instruments can name a kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OrgKind {
     /// A Flemish public instance (the only callers of the statutory account and contact sources).

@@ -10,6 +10,12 @@
 //!   does not show audit queries (a judicial inquiry is not disclosed this way) nor the officials'
 //!   identities. The report request is itself audited.
 //!
+//! * Consents, for a citizen access point (acting for the citizen) and for the integrator's
+//!   administrators (recording a consent given through an instance):
+//!   `POST /consents`, `POST /consents/{id}/revoke`, `POST /consents/{id}/revalidate`,
+//!   `GET /consents` with `X-Subject` (the subject's consents with their history). A change is
+//!   durable and in force for the data plane when it is answered.
+//!
 //! Data owners' flow management (instruments, adhesions, lifecycles) is the control-plane issue's.
 
 use std::collections::HashSet;
@@ -27,6 +33,7 @@ use serde::Deserialize;
 use crate::audit::index::{AuditIndex, Selector, read_record};
 use crate::audit::{AuditTrail, Outcome, Record, RecordKind, SubjectRef};
 use crate::config::ControlConfig;
+use crate::consent::{ChangeError, Channel, Consent, Recipient, Registry};
 use crate::error::{self, Body, Code, Dialect, Refusal};
 use crate::pipeline::identity::Caller;
 use crate::policy::PolicyHandle;
@@ -41,6 +48,26 @@ pub struct ControlPlane {
     audit: Arc<AuditTrail>,
     index: Arc<dyn AuditIndex>,
     auditors: HashSet<Kbo>,
+    consent: Arc<Registry>,
+}
+
+/// The body of `POST /consents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GiveConsent {
+    subject: String,
+    recipient: Recipient,
+    service: String,
+    purpose: String,
+    #[serde(default)]
+    scope: Vec<String>,
+    /// RFC 3339 time, or a date (valid through that day, UTC).
+    valid_until: String,
+    evidence: String,
+    /// The instance through which the citizen gave it; required when an administrator records
+    /// it, absent when a citizen access point does.
+    #[serde(default)]
+    instance: Option<String>,
 }
 
 /// The body of an audit query.
@@ -112,10 +139,11 @@ impl ControlPlane {
         policy: Arc<PolicyHandle>,
         audit: Arc<AuditTrail>,
         index: Arc<dyn AuditIndex>,
+        consent: Arc<Registry>,
     ) -> Self {
         // Config validation has checked every entry parses.
         let auditors = cfg.auditors.iter().filter_map(|a| Kbo::parse(a).ok()).collect();
-        ControlPlane { policy, audit, index, auditors }
+        ControlPlane { policy, audit, index, auditors, consent }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
@@ -123,6 +151,16 @@ impl ControlPlane {
         let result = match (req.method(), req.uri().path()) {
             (&Method::POST, "/audit/queries") => self.audit_query(req, caller).await,
             (&Method::GET, "/audit/report") => self.subject_report(req, caller).await,
+            (&Method::POST, "/consents") => self.give_consent(req, caller).await,
+            (&Method::GET, "/consents") => self.list_consents(&req, caller).await,
+            (&Method::POST, path) if path.starts_with("/consents/") => {
+                let rest = &path["/consents/".len()..];
+                match rest.split_once('/') {
+                    Some((id, "revoke")) => self.change_consent(id, true, caller).await,
+                    Some((id, "revalidate")) => self.change_consent(id, false, caller).await,
+                    _ => Err(refuse(Code::ServiceUnknown, "no control-plane resource at this path")),
+                }
+            }
             _ => Err(refuse(Code::ServiceUnknown, "no control-plane resource at this path")),
         };
         match result {
@@ -313,5 +351,180 @@ impl ControlPlane {
             StatusCode::OK,
             &serde_json::json!({ "subject": person, "count": accesses.len(), "accesses": accesses }),
         ))
+    }
+}
+
+/// Reads a JSON body of at most 16 KiB.
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Refusal> {
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| refuse(Code::RequestInvalid, "the body is unreadable or larger than 16 KiB"))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| refuse(Code::RequestInvalid, format!("the body is not valid JSON of the documented shape: {e}")))
+}
+
+fn until_ms(s: &str) -> Result<u64, Refusal> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+            .map_err(|_| refuse(Code::RequestInvalid, "valid_until is before 1970"));
+    }
+    let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|_| refuse(Code::RequestInvalid, "valid_until must be an RFC 3339 time or a YYYY-MM-DD date"))?;
+    Ok((d.midnight().assume_utc().unix_timestamp() as u64 + 86_400) * 1000)
+}
+
+fn change_refusal(e: ChangeError) -> Refusal {
+    match e {
+        ChangeError::NotFound => refuse(Code::ServiceUnknown, "no consent with this id"),
+        ChangeError::AlreadyRevoked => refuse(Code::RequestInvalid, "the consent is already revoked"),
+        ChangeError::Invalid(m) => refuse(Code::RequestInvalid, m),
+        ChangeError::Store(e) => {
+            tracing::error!(error = %e, "consent store write failed");
+            refuse(Code::Internal, "the consent could not be stored; nothing was changed")
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Who may manage consents, and through which channel: a citizen access point for the
+    /// citizen, or the integrator's administrators on behalf of an instance.
+    fn consent_actor(&self, caller: &Caller) -> Result<(Kbo, bool), Refusal> {
+        let org = caller.org()?;
+        match self.policy.current().organisation(org.kbo).map(|o| o.kind) {
+            Some(OrgKind::CitizenAccessPoint) => Ok((org.kbo, true)),
+            Some(OrgKind::Integrator) => Ok((org.kbo, false)),
+            _ => {
+                Err(refuse(Code::AdminRoleMissing, "only a citizen access point or an administrator manages consents"))
+            }
+        }
+    }
+
+    async fn give_consent(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+        let (actor, is_portal) = self.consent_actor(caller)?;
+        let g: GiveConsent = read_json(req).await?;
+        let niss = Niss::parse(&g.subject).map_err(|e| refuse(Code::SubjectInvalid, e.to_string()))?;
+        let snapshot = self.policy.current();
+        let recipient = match &g.recipient {
+            Recipient::Org(k) => {
+                let kbo = Kbo::parse(k).map_err(|e| refuse(Code::RequestInvalid, format!("recipient: {e}")))?;
+                if snapshot.organisation(kbo).is_none() {
+                    return Err(refuse(
+                        Code::RequestInvalid,
+                        "recipient: no organisation with this enterprise number is registered",
+                    ));
+                }
+                let mut d = [0u8; 10];
+                Recipient::Org(kbo.digits(&mut d).to_owned())
+            }
+            Recipient::Kind(k) => Recipient::Kind(*k),
+        };
+        if !snapshot.consent_based(&g.service, &g.purpose) {
+            return Err(refuse(
+                Code::RequestInvalid,
+                "no consent-based flow exists for this service and purpose: a consent would authorize nothing",
+            ));
+        }
+        let now = now_ms();
+        let valid_until_ms = until_ms(&g.valid_until)?;
+        if valid_until_ms <= now {
+            return Err(refuse(Code::RequestInvalid, "valid_until is in the past"));
+        }
+        if g.evidence.trim().is_empty() {
+            return Err(refuse(
+                Code::RequestInvalid,
+                "evidence is required (the reference of the signed form or session)",
+            ));
+        }
+        let mut d = [0u8; 10];
+        let given_via = match (is_portal, g.instance.as_deref()) {
+            (true, None) => Channel::CitizenAccessPoint(actor.digits(&mut d).to_owned()),
+            (true, Some(_)) => {
+                return Err(refuse(Code::RequestInvalid, "a citizen access point gives consent itself: omit instance"));
+            }
+            (false, Some(i)) => {
+                let k = Kbo::parse(i).map_err(|e| refuse(Code::RequestInvalid, format!("instance: {e}")))?;
+                Channel::Instance(k.digits(&mut d).to_owned())
+            }
+            (false, None) => {
+                return Err(refuse(
+                    Code::RequestInvalid,
+                    "an administrator records a consent given through an instance: name it",
+                ));
+            }
+        };
+        let mut sd = [0u8; 11];
+        let consent = Consent {
+            id: crate::consent::new_id().to_text(),
+            subject: niss.digits(&mut sd).to_owned(),
+            recipient,
+            service: g.service,
+            purpose: g.purpose,
+            scope: g.scope,
+            given_at_ms: now,
+            valid_until_ms,
+            revoked_at_ms: None,
+            given_via,
+            evidence: g.evidence,
+            last_validated_ms: now,
+        };
+        let registry = self.consent.clone();
+        let c = consent.clone();
+        let mut ad = [0u8; 10];
+        let actor_s = actor.digits(&mut ad).to_owned();
+        tokio::task::spawn_blocking(move || registry.give(&c, &actor_s))
+            .await
+            .map_err(|_| refuse(Code::Internal, "consent not stored"))?
+            .map_err(change_refusal)?;
+        Ok(json(StatusCode::CREATED, &serde_json::json!(consent)))
+    }
+
+    async fn change_consent(&self, id: &str, revoke: bool, caller: &Caller) -> Result<Response<Body>, Refusal> {
+        let (actor, _) = self.consent_actor(caller)?;
+        if crate::consent::ConsentId::parse(id).is_none() {
+            return Err(refuse(Code::RequestInvalid, "a consent id is c- followed by 32 hex digits"));
+        }
+        let (registry, id) = (self.consent.clone(), id.to_owned());
+        let mut ad = [0u8; 10];
+        let actor = actor.digits(&mut ad).to_owned();
+        let now = now_ms();
+        let c = tokio::task::spawn_blocking(move || {
+            if revoke { registry.revoke(&id, now, &actor) } else { registry.revalidate(&id, now, &actor) }
+        })
+        .await
+        .map_err(|_| refuse(Code::Internal, "consent not changed"))?
+        .map_err(change_refusal)?;
+        Ok(json(StatusCode::OK, &serde_json::json!(c)))
+    }
+
+    async fn list_consents(&self, req: &Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+        self.consent_actor(caller)?;
+        let raw = req
+            .headers()
+            .get("x-subject")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| refuse(Code::SubjectInvalid, "header x-subject (the citizen's NISS) is required"))?;
+        let niss = Niss::parse(raw).map_err(|e| refuse(Code::SubjectInvalid, e.to_string()))?;
+        let mut b = [0u8; 11];
+        let subject = niss.digits(&mut b).to_owned();
+        let store = self.consent.store().clone();
+        let list = tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
+            store
+                .of_subject(&subject)?
+                .into_iter()
+                .map(|c| {
+                    let history = store.history(&c.id)?;
+                    Ok(serde_json::json!({ "consent": c, "history": history }))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|_| refuse(Code::Internal, "listing failed"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "consent store read failed");
+            refuse(Code::Internal, "listing failed")
+        })?;
+        Ok(json(StatusCode::OK, &serde_json::json!({ "count": list.len(), "consents": list })))
     }
 }

@@ -49,6 +49,7 @@ pub struct Trace {
     grant: Option<String>,
     fields: Vec<String>,
     upstream_status: Option<u16>,
+    consent_id: Option<String>,
 }
 
 impl Trace {
@@ -77,7 +78,18 @@ impl Trace {
             grant: None,
             fields: Vec::new(),
             upstream_status: None,
+            consent_id: None,
         }
+    }
+
+    /// When the call was received (Unix milliseconds): the time consent and validity are
+    /// judged at.
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+
+    pub fn consent(&mut self, id: Option<crate::consent::ConsentId>) {
+        self.consent_id = id.map(crate::consent::ConsentId::to_text);
     }
 
     pub fn environment(&mut self, env: Env) {
@@ -147,7 +159,7 @@ impl Trace {
             subjects: self.subjects,
             // Only a granted call returns fields.
             fields: if code.is_none() { self.fields } else { Vec::new() },
-            consent_id: None,
+            consent_id: self.consent_id,
             outcome: if code.is_none() { Outcome::Granted } else { Outcome::Refused },
             status,
             code: code.map(|c| c.as_str().to_owned()),

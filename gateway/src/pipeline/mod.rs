@@ -31,6 +31,7 @@ use self::identity::Caller;
 use self::limits::Limits;
 use self::route::Table;
 use crate::audit::AuditTrail;
+use crate::consent::Registry;
 use crate::error::{self, Body, Code, Dialect, Refusal};
 use crate::policy::PolicyHandle;
 
@@ -43,6 +44,7 @@ pub struct Pipeline {
     pub upstreams: Upstreams,
     pub ids: RequestIds,
     pub audit: Arc<AuditTrail>,
+    pub consent: Arc<Registry>,
 }
 
 impl Pipeline {
@@ -111,9 +113,11 @@ impl Pipeline {
         let decided = authorize::authorize(&snapshot, org, route, &env, authorize::now());
         trace.decision(&snapshot, &decided);
         let permit = decided?;
-        drop(snapshot);
         // 6. Consent.
-        consent::check(&permit)?;
+        let consent_id =
+            consent::check(&self.consent, &snapshot, &permit, org, route.service.id, &env, trace.time_ms())?;
+        trace.consent(consent_id);
+        drop(snapshot);
         // 7. Rate — not built yet: the permit carries the grant's periodicity (`permit.rate`);
         //    no bucket enforces it.
         // 8. Layout in — the body is read only now, for an authorized call. Layout check:

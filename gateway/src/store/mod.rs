@@ -45,9 +45,16 @@ pub struct SledStore {
 }
 
 impl SledStore {
+    /// Opens the store with sled's default cache size (see [`SledStore::open_with_cache`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, crate::config::StoreConfig::default().cache_mb)
+    }
+
+    /// Opens the store; `cache_mb` bounds sled's page cache.
+    pub fn open_with_cache(path: &Path, cache_mb: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(cache_mb * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
@@ -64,6 +71,13 @@ impl SledStore {
             store.meta_put("format", b"passerelle-store-1")?;
         }
         Ok(store)
+    }
+}
+
+impl SledStore {
+    /// The underlying database, for the registries that keep their own trees (consents).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 }
 

@@ -1,0 +1,118 @@
+//! The consent check with 1,000,000 consents loaded, and the resident memory they take.
+
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gateway::consent::{Channel, Consent, ConsentId, ConsentStore, Recipient, Registry};
+use gateway::store::SledStore;
+use policies::ids::Kbo;
+
+const N: usize = 1_000_000;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn bench(c: &mut Criterion) {
+    // The store is kept between runs (in the temp dir) so that a second run opens it in a
+    // fresh process and the RSS it reports is the registry's alone.
+    let dir = std::env::temp_dir().join("passerelle-consent-bench-1m");
+    let populated = dir.join("populated");
+    let people = adapters::synthetic::people(42, N + 10_000);
+    let banks = ["0456123494", "0456789034"];
+    if !populated.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SledStore::open(&dir).unwrap();
+        let registry = Registry::open(ConsentStore::open(store.db()).unwrap());
+        let started = Instant::now();
+        for chunk in people[..N].chunks(50_000).enumerate() {
+            let (i, chunk) = chunk;
+            let batch: Vec<Consent> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    let mut d = [0u8; 11];
+                    Consent {
+                        id: ConsentId((i * 50_000 + j) as u128 + 1).to_text(),
+                        subject: p.digits(&mut d).to_owned(),
+                        recipient: Recipient::Org(banks[j % 2].into()),
+                        service: "sigedis.pensions".into(),
+                        purpose: "SUPPLEMENTARY_PENSION_INFO".into(),
+                        scope: vec![],
+                        given_at_ms: 1_700_000_000_000,
+                        valid_until_ms: 1_900_000_000_000,
+                        revoked_at_ms: None,
+                        given_via: Channel::CitizenAccessPoint("0316222275".into()),
+                        evidence: "bench".into(),
+                        last_validated_ms: 1_700_000_000_000,
+                    }
+                })
+                .collect();
+            registry.import(&batch, "bench").unwrap();
+        }
+        println!("consent bench: {N} consents imported in {:.1} s", started.elapsed().as_secs_f64());
+        std::fs::write(&populated, b"").unwrap();
+        println!("consent bench: run again for an RSS figure measured in a fresh process");
+    }
+    // A fresh open, as at gateway start: the index is rebuilt from the store.
+    let before = rss_kib();
+    let started = Instant::now();
+    // Opened as the gateway opens it (store.cache_mb at its default).
+    let store = SledStore::open(&dir).unwrap();
+    let registry = Registry::open(ConsentStore::open(store.db()).unwrap());
+    let after = rss_kib();
+    println!(
+        "consent bench: index of {} subjects rebuilt in {:.1} s; RSS {} MiB before, {} MiB after ({} MiB for the index and the store's 128 MiB cache)",
+        registry.len(),
+        started.elapsed().as_secs_f64(),
+        before / 1024,
+        after / 1024,
+        (after - before) / 1024
+    );
+    let bank_a = Kbo::parse(banks[0]).unwrap();
+    let hits: Vec<_> = people[..N].iter().step_by(2).take(10_000).copied().collect();
+    let misses: Vec<_> = people[N..].to_vec();
+    assert!(hits.iter().all(|p| {
+        registry.check(*p, bank_a, None, "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", 1_800_000_000_000).is_ok()
+    }));
+    let mut g = c.benchmark_group("consent_check_1m");
+    let mut i = 0;
+    g.bench_function("hit", |b| {
+        b.iter(|| {
+            i = (i + 1) % hits.len();
+            black_box(registry.check(
+                black_box(hits[i]),
+                bank_a,
+                None,
+                "sigedis.pensions",
+                "SUPPLEMENTARY_PENSION_INFO",
+                1_800_000_000_000,
+            ))
+        })
+    });
+    g.bench_function("miss", |b| {
+        b.iter(|| {
+            i = (i + 1) % misses.len();
+            black_box(registry.check(
+                black_box(misses[i]),
+                bank_a,
+                None,
+                "sigedis.pensions",
+                "SUPPLEMENTARY_PENSION_INFO",
+                1_800_000_000_000,
+            ))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

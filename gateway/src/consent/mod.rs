@@ -1,0 +1,439 @@
+//! The consent registry (DOMAIN.md §3): who consented that which recipient obtains which data
+//! for which purpose, until when — checked at request time, revocable at once, never lost.
+//!
+//! Records follow the shape of ISO/IEC TS 27560 / Kantara consent receipts: who (subject), to
+//! whom (recipient), what (service), why (purpose), since and until when, how given, evidence.
+//!
+//! Two copies, kept in step:
+//! * the store (sled tree `consents`, plus an event history), the source of truth; a change is
+//!   durable (flushed) before it is acknowledged, and a revoked consent is marked, not deleted;
+//! * an in-memory index for the data plane, sharded by data subject. A change takes its shard's
+//!   write lock, makes the store durable, updates the index, and only then releases the lock
+//!   and acknowledges: a reader never sees the index disagree with the store, and after the
+//!   acknowledgement the very next request sees the change. At start the index is rebuilt
+//!   from the store, so a crash loses nothing acknowledged.
+//!
+//! [`Registry::check`] allocates nothing and never touches the disk.
+
+use std::sync::RwLock;
+
+use policies::ids::{Kbo, Niss};
+use policies::model::OrgKind;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreError;
+
+const SHARDS: usize = 256;
+
+/// To whom a consent is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipient {
+    /// One organisation, by enterprise number (10 digits).
+    Org(String),
+    /// Every organisation of a kind (where the instrument grants to a sector).
+    Kind(OrgKind),
+}
+
+/// How the consent was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Channel {
+    /// By the citizen, through a citizen access point (its enterprise number).
+    CitizenAccessPoint(String),
+    /// Through an instance (its enterprise number), e.g. at a counter.
+    Instance(String),
+}
+
+/// A consent record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    /// `c-` and 32 hex digits.
+    pub id: String,
+    /// The data subject's NISS or BIS number (11 digits).
+    pub subject: String,
+    pub recipient: Recipient,
+    /// The service (data category) consented to, e.g. `sigedis.pensions`.
+    pub service: String,
+    pub purpose: String,
+    /// The public services a value may be used for (art. 5/4, 7/3); empty: the recipient only.
+    pub scope: Vec<String>,
+    pub given_at_ms: u64,
+    pub valid_until_ms: u64,
+    pub revoked_at_ms: Option<u64>,
+    pub given_via: Channel,
+    /// Reference of the evidence (the signed form, the portal session, …).
+    pub evidence: String,
+    /// When the citizen last re-validated it (invited at least once a year).
+    pub last_validated_ms: u64,
+}
+
+/// What the check found when no consent permits the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    Missing,
+    Revoked,
+    Expired,
+}
+
+/// A consent id as stored in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConsentId(pub u128);
+
+impl ConsentId {
+    pub fn to_text(self) -> String {
+        format!("c-{:032x}", self.0)
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix("c-")?;
+        (hex.len() == 32).then(|| u128::from_str_radix(hex, 16).ok()).flatten().map(ConsentId)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    service: u32,
+    purpose: u32,
+    valid_until_ms: u64,
+    /// The consent id as two halves: a `u128` field would align the entry to 16 bytes.
+    id: [u64; 2],
+    revoked: bool,
+}
+
+impl Entry {
+    fn id(&self) -> ConsentId {
+        ConsentId(u128::from(self.id[0]) << 64 | u128::from(self.id[1]))
+    }
+}
+
+fn halves(id: ConsentId) -> [u64; 2] {
+    [(id.0 >> 64) as u64, id.0 as u64]
+}
+
+/// Recipient key in the index: an enterprise number, or a kind (high bit set).
+fn recipient_key(r: &Recipient) -> Option<u64> {
+    match r {
+        Recipient::Org(k) => Kbo::parse(k).ok().map(Kbo::as_u64),
+        Recipient::Kind(kind) => Some((1 << 63) | *kind as u64),
+    }
+}
+
+fn kind_key(kind: OrgKind) -> u64 {
+    (1 << 63) | kind as u64
+}
+
+/// The consents of one (subject, recipient): nearly always one, kept inline so a lookup
+/// follows no further pointer.
+#[derive(Debug, Clone)]
+struct Slot {
+    first: Entry,
+    more: Vec<Entry>,
+}
+
+impl Slot {
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        std::iter::once(&self.first).chain(self.more.iter())
+    }
+
+    fn upsert(&mut self, e: Entry) {
+        if self.first.id == e.id {
+            self.first = e;
+        } else if let Some(x) = self.more.iter_mut().find(|x| x.id == e.id) {
+            *x = e;
+        } else {
+            self.more.push(e);
+        }
+    }
+}
+
+type Shard = FxHashMap<(u64, u64), Slot>;
+
+/// Interned service and purpose names (a small, slowly growing set).
+#[derive(Debug, Default)]
+struct Names {
+    ids: FxHashMap<Box<str>, u32>,
+}
+
+impl Names {
+    fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+}
+
+/// The consent registry: the durable store and the in-memory index.
+#[derive(Debug)]
+pub struct Registry {
+    shards: Box<[RwLock<Shard>]>,
+    names: RwLock<Names>,
+    store: ConsentStore,
+}
+
+/// The consents' persistence (sled trees in the gateway's store).
+#[derive(Debug, Clone)]
+pub struct ConsentStore {
+    db: sled::Db,
+    /// subject ‖ id → consent JSON.
+    consents: sled::Tree,
+    /// id → subject (to find a consent by id).
+    by_id: sled::Tree,
+    /// time ‖ id → event JSON (the history).
+    events: sled::Tree,
+}
+
+impl ConsentStore {
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(ConsentStore {
+            db: db.clone(),
+            consents: db.open_tree("consents")?,
+            by_id: db.open_tree("consent_ids")?,
+            events: db.open_tree("consent_events")?,
+        })
+    }
+
+    fn key(subject: &str, id: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(subject.len() + 1 + id.len());
+        k.extend_from_slice(subject.as_bytes());
+        k.push(0);
+        k.extend_from_slice(id.as_bytes());
+        k
+    }
+
+    /// Writes `c` and an event, and makes both durable.
+    fn put(&self, c: &Consent, event: &str, at_ms: u64, actor: &str) -> Result<(), StoreError> {
+        self.put_unflushed(c, event, at_ms, actor)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn put_unflushed(&self, c: &Consent, event: &str, at_ms: u64, actor: &str) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(c).unwrap_or_default();
+        self.consents.insert(Self::key(&c.subject, &c.id), value)?;
+        self.by_id.insert(c.id.as_bytes(), c.subject.as_bytes())?;
+        let mut ek = at_ms.to_be_bytes().to_vec();
+        ek.extend_from_slice(c.id.as_bytes());
+        let ev = serde_json::json!({ "event": event, "consent": c.id, "at_ms": at_ms, "actor": actor });
+        self.events.insert(ek, ev.to_string().as_bytes())?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Consent>, StoreError> {
+        let Some(subject) = self.by_id.get(id.as_bytes())? else { return Ok(None) };
+        let subject = String::from_utf8_lossy(&subject).into_owned();
+        Ok(self.consents.get(Self::key(&subject, id))?.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// Every consent of a subject, with revoked ones.
+    pub fn of_subject(&self, subject: &str) -> Result<Vec<Consent>, StoreError> {
+        let mut prefix = subject.as_bytes().to_vec();
+        prefix.push(0);
+        let mut v = Vec::new();
+        for kv in self.consents.scan_prefix(prefix) {
+            let (_, value) = kv?;
+            if let Ok(c) = serde_json::from_slice(&value) {
+                v.push(c);
+            }
+        }
+        v.sort_by_key(|c: &Consent| c.given_at_ms);
+        Ok(v)
+    }
+
+    /// The history of one consent: given, revalidated, revoked, with times and actors.
+    pub fn history(&self, id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.events.iter() {
+            let (k, v) = kv?;
+            if k.len() > 8 && &k[8..] == id.as_bytes() {
+                out.extend(serde_json::from_slice(&v).ok());
+            }
+        }
+        Ok(out)
+    }
+
+    fn all(&self) -> impl Iterator<Item = Consent> + '_ {
+        self.consents.iter().filter_map(|kv| kv.ok().and_then(|(_, v)| serde_json::from_slice(&v).ok()))
+    }
+}
+
+fn shard_of(niss: u64) -> usize {
+    // Fibonacci hashing spreads sequential numbers over the shards.
+    (niss.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % SHARDS
+}
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("no consent with this id")]
+    NotFound,
+    #[error("the consent is already revoked")]
+    AlreadyRevoked,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the consent store cannot be written: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl Registry {
+    /// Opens the registry on `store` and builds the index from it.
+    pub fn open(store: ConsentStore) -> Self {
+        let r = Registry {
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            names: RwLock::new(Names::default()),
+            store,
+        };
+        let mut n = 0usize;
+        for c in r.store.all() {
+            if let Ok(mut shard) = r.shard_for(&c.subject).write() {
+                r.index_into(&mut shard, &c);
+                n += 1;
+            }
+        }
+        tracing::info!(consents = n, "consent index built");
+        r
+    }
+
+    pub fn store(&self) -> &ConsentStore {
+        &self.store
+    }
+
+    fn shard_for(&self, subject: &str) -> &RwLock<Shard> {
+        let n = Niss::parse(subject).map_or(0, Niss::as_u64);
+        &self.shards[shard_of(n)]
+    }
+
+    fn intern(&self, s: &str) -> u32 {
+        if let Some(i) = self.names.read().ok().and_then(|n| n.get(s)) {
+            return i;
+        }
+        let Ok(mut names) = self.names.write() else { return u32::MAX };
+        let next = names.ids.len() as u32;
+        *names.ids.entry(s.into()).or_insert(next)
+    }
+
+    fn index_into(&self, shard: &mut Shard, c: &Consent) {
+        let (Ok(niss), Some(rk), Some(id)) =
+            (Niss::parse(&c.subject), recipient_key(&c.recipient), ConsentId::parse(&c.id))
+        else {
+            return;
+        };
+        let entry = Entry {
+            service: self.intern(&c.service),
+            purpose: self.intern(&c.purpose),
+            valid_until_ms: c.valid_until_ms,
+            revoked: c.revoked_at_ms.is_some(),
+            id: halves(id),
+        };
+        match shard.get_mut(&(niss.as_u64(), rk)) {
+            Some(slot) => slot.upsert(entry),
+            None => {
+                shard.insert((niss.as_u64(), rk), Slot { first: entry, more: Vec::new() });
+            }
+        }
+    }
+
+    /// Records a new consent (durable when it returns) and indexes it.
+    pub fn give(&self, c: &Consent, actor: &str) -> Result<(), ChangeError> {
+        let mut shard =
+            self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
+        self.store.put(c, "given", c.given_at_ms, actor)?;
+        self.index_into(&mut shard, c);
+        Ok(())
+    }
+
+    /// Records many consents (a migration, a load test) with one flush at the end; durable and
+    /// indexed when it returns.
+    pub fn import(&self, consents: &[Consent], actor: &str) -> Result<(), ChangeError> {
+        for c in consents {
+            self.store.put_unflushed(c, "imported", c.given_at_ms, actor)?;
+        }
+        self.store.db.flush().map_err(StoreError::from)?;
+        for c in consents {
+            let mut shard =
+                self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
+            self.index_into(&mut shard, c);
+        }
+        Ok(())
+    }
+
+    /// Marks a consent revoked (durable when it returns); the next check refuses.
+    pub fn revoke(&self, id: &str, at_ms: u64, actor: &str) -> Result<Consent, ChangeError> {
+        let mut c = self.store.get(id)?.ok_or(ChangeError::NotFound)?;
+        if c.revoked_at_ms.is_some() {
+            return Err(ChangeError::AlreadyRevoked);
+        }
+        c.revoked_at_ms = Some(at_ms);
+        let mut shard =
+            self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
+        self.store.put(&c, "revoked", at_ms, actor)?;
+        self.index_into(&mut shard, &c);
+        Ok(c)
+    }
+
+    /// Records the citizen's yearly re-validation.
+    pub fn revalidate(&self, id: &str, at_ms: u64, actor: &str) -> Result<Consent, ChangeError> {
+        let mut c = self.store.get(id)?.ok_or(ChangeError::NotFound)?;
+        if c.revoked_at_ms.is_some() {
+            return Err(ChangeError::AlreadyRevoked);
+        }
+        c.last_validated_ms = at_ms;
+        let _shard = self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
+        self.store.put(&c, "revalidated", at_ms, actor)?;
+        Ok(c)
+    }
+
+    /// Is there a consent of `subject` for this recipient (the organisation, or its kind),
+    /// service and purpose, valid at `now_ms`? Allocation-free; never touches the disk.
+    pub fn check(
+        &self,
+        subject: Niss,
+        recipient: Kbo,
+        kind: Option<OrgKind>,
+        service: &str,
+        purpose: &str,
+        now_ms: u64,
+    ) -> Result<ConsentId, Denial> {
+        let (Some(service), Some(purpose)) =
+            self.names.read().ok().map_or((None, None), |n| (n.get(service), n.get(purpose)))
+        else {
+            return Err(Denial::Missing);
+        };
+        let Ok(shard) = self.shards[shard_of(subject.as_u64())].read() else { return Err(Denial::Missing) };
+        let mut denial = Denial::Missing;
+        let keys = [Some(recipient.as_u64()), kind.map(kind_key)];
+        for key in keys.into_iter().flatten() {
+            let Some(slot) = shard.get(&(subject.as_u64(), key)) else { continue };
+            for e in slot.iter().filter(|e| e.service == service && e.purpose == purpose) {
+                if e.revoked {
+                    denial = Denial::Revoked;
+                } else if now_ms >= e.valid_until_ms {
+                    if denial == Denial::Missing {
+                        denial = Denial::Expired;
+                    }
+                } else {
+                    return Ok(e.id());
+                }
+            }
+        }
+        Err(denial)
+    }
+
+    /// How many (subject, recipient) keys the index holds.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().map_or(0, |s| s.len())).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A fresh consent id.
+pub fn new_id() -> ConsentId {
+    let mut b = [0u8; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        b = t.to_be_bytes();
+    }
+    ConsentId(u128::from_be_bytes(b))
+}

@@ -1,0 +1,141 @@
+//! Shared by the tests that run the real `passerelle` process: a working directory with the dev
+//! PKI, the seed bundles and a config on free loopback ports, sandboxes in the test process,
+//! and helpers to start, wait for and stop the gateway.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use certs::DevPki;
+use gateway::client::{HttpVersion, MtlsClient};
+
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub pki: DevPki,
+    pub data_port: u16,
+    pub control_port: u16,
+    pub sandboxes: Vec<adapters::sandbox::SandboxServer>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Site {
+    /// Sets up a site whose gateway forwards to in-process sandboxes of Sigedis and the
+    /// association register.
+    pub async fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (pki, _) = gateway::demo::init_pki(&d.join("pki"), &[]).unwrap();
+        std::fs::create_dir_all(d.join("bundles")).unwrap();
+        for (name, text) in policies::seed::BUNDLES {
+            std::fs::write(d.join("bundles").join(name), text).unwrap();
+        }
+        let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+        let sigedis = adapters::sigedis::sandbox::serve(bind().await).unwrap();
+        let assoc = adapters::associations::sandbox::serve(bind().await).unwrap();
+        let (data_port, control_port) = (free_port(), free_port());
+        let auditor = gateway::demo::org_kbo("admin").unwrap();
+        let mut kd = [0u8; 10];
+        let config = d.join("passerelle.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[data]
+listen = "127.0.0.1:{data_port}"
+[tls]
+cert = "pki/server.pem"
+key = "pki/server.key"
+client_ca = "pki/ca.pem"
+crls = ["pki/crl.pem"]
+[store]
+path = "store"
+[audit]
+dir = "audit"
+signing_key = "pki/audit-signing.key"
+checkpoint_interval_ms = 100
+checkpoint_every = 500
+[control]
+listen = "127.0.0.1:{control_port}"
+auditors = ["{auditor}"]
+[policy]
+bundles = ["bundles"]
+[sources.sigedis]
+upstream = "{sigedis}"
+[sources.associations]
+upstream = "{assoc}"
+"#,
+                auditor = auditor.digits(&mut kd),
+                sigedis = sigedis.url(),
+                assoc = assoc.url(),
+            ),
+        )
+        .unwrap();
+        Site { dir, config, pki, data_port, control_port, sandboxes: vec![sigedis, assoc] }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `passerelle serve` with its log in `log` and waits until both listeners accept.
+    pub async fn start(&self, log: &str) -> Child {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path().join(log)).unwrap())
+            .spawn()
+            .unwrap();
+        for port in [self.data_port, self.control_port] {
+            wait_listening(port, &mut child).await;
+        }
+        child
+    }
+
+    /// A client of the data plane (or the control plane) with the certificate `name`.
+    pub fn client(&self, name: &str, control: bool) -> MtlsClient {
+        let issued = self.pki.client(name).unwrap();
+        let port = if control { self.control_port } else { self.data_port };
+        MtlsClient::new(
+            ([127, 0, 0, 1], port).into(),
+            self.pki.ca.cert_pem().as_bytes(),
+            Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
+            HttpVersion::Http1,
+        )
+        .unwrap()
+    }
+}
+
+async fn wait_listening(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the gateway exited during start: {status}");
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the gateway did not start listening on {port}");
+}
+
+/// SIGKILL, and wait for the process to be gone.
+pub fn kill_9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// SIGTERM, and the exit status.
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    child.wait().unwrap()
+}
