@@ -1,4 +1,5 @@
-//! The command line: `serve`, `demo`, `certs init`, `policy check`, `audit verify|export`, `sandbox`.
+//! The command line: `serve`, `demo`, `certs init`, `policy check`, `consent give|revoke|list`,
+//! `audit verify|export|prune`, `sandbox`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,14 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Consents: give, revoke, list — directly on a stopped gateway's store (`--config`), or
+    /// through a running gateway's control plane (`--control` with a client certificate).
+    Consent {
+        #[command(subcommand)]
+        command: Box<ConsentCommand>,
+        #[command(flatten)]
+        target: Box<ConsentTarget>,
+    },
     /// The audit trail.
     Audit {
         #[command(subcommand)]
@@ -60,6 +69,163 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:18001")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConsentTarget {
+    /// Work directly on the store and policy of this (stopped) gateway's config.
+    #[arg(long, global = true, conflicts_with = "control")]
+    config: Option<PathBuf>,
+    /// With --config: the enterprise number the change is recorded for — a citizen access point,
+    /// or an administrator (integrator) recording a consent given through an instance.
+    #[arg(long, global = true)]
+    actor: Option<String>,
+    /// Work through a running gateway's control plane at this address.
+    #[arg(long, global = true)]
+    control: Option<SocketAddr>,
+    /// With --control: the CA bundle, and the client certificate and key to present.
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// Record a consent.
+    Give {
+        /// The data subject's NISS or BIS number.
+        #[arg(long)]
+        subject: String,
+        /// The recipient organisation's enterprise number…
+        #[arg(long, conflicts_with = "recipient_kind")]
+        recipient_org: Option<String>,
+        /// …or a kind of organisation (e.g. flemish-instance).
+        #[arg(long)]
+        recipient_kind: Option<String>,
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        purpose: String,
+        /// RFC 3339 time or a YYYY-MM-DD date (valid through that day).
+        #[arg(long)]
+        valid_until: String,
+        #[arg(long)]
+        evidence: String,
+        /// The instance through which the citizen gave it (administrators only).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Public services the value may be used for (repeatable).
+        #[arg(long)]
+        scope: Vec<String>,
+    },
+    /// Revoke a consent by its id.
+    Revoke { id: String },
+    /// List a subject's consents with their history.
+    List {
+        #[arg(long)]
+        subject: String,
+    },
+}
+
+/// Runs a consent command; returns the exit code.
+async fn consent_command(command: ConsentCommand, target: ConsentTarget) -> anyhow::Result<i32> {
+    use crate::consent::{ConsentStore, NewConsent, Registry};
+    let new = |command: &ConsentCommand| -> anyhow::Result<serde_json::Value> {
+        let ConsentCommand::Give {
+            subject,
+            recipient_org,
+            recipient_kind,
+            service,
+            purpose,
+            valid_until,
+            evidence,
+            instance,
+            scope,
+        } = command
+        else {
+            anyhow::bail!("not a give command");
+        };
+        let recipient = match (recipient_org, recipient_kind) {
+            (Some(o), None) => serde_json::json!({ "org": o }),
+            (None, Some(k)) => serde_json::json!({ "kind": k }),
+            _ => anyhow::bail!("give exactly one of --recipient-org and --recipient-kind"),
+        };
+        Ok(serde_json::json!({
+            "subject": subject, "recipient": recipient, "service": service, "purpose": purpose,
+            "scope": scope, "valid_until": valid_until, "evidence": evidence, "instance": instance,
+        }))
+    };
+    if let Some(addr) = target.control {
+        let (Some(ca), Some(cert), Some(key)) = (&target.ca, &target.cert, &target.key) else {
+            anyhow::bail!("--control needs --ca, --cert and --key");
+        };
+        let client = crate::client::MtlsClient::new(
+            addr,
+            &std::fs::read(ca)?,
+            Some((&std::fs::read(cert)?, &std::fs::read(key)?)),
+            crate::client::HttpVersion::Http1,
+        )?;
+        let (method, path, headers, body) = match &command {
+            ConsentCommand::Give { .. } => {
+                (http::Method::POST, "/consents".to_owned(), vec![], new(&command)?.to_string())
+            }
+            ConsentCommand::Revoke { id } => {
+                (http::Method::POST, format!("/consents/{id}/revoke"), vec![], String::new())
+            }
+            ConsentCommand::List { subject } => {
+                (http::Method::GET, "/consents".to_owned(), vec![("x-subject", subject.as_str())], String::new())
+            }
+        };
+        let answer = client.send(crate::client::request(method, &path, &headers, bytes::Bytes::from(body))?).await?;
+        println!("{}", answer.text());
+        return Ok(if answer.status.is_success() { 0 } else { 1 });
+    }
+    let config = target.config.context("give --config (a stopped gateway) or --control (a running one)")?;
+    let cfg = Config::load(&config, std::env::vars())?;
+    let policy = crate::policy::PolicyHandle::load(&cfg.policy)?;
+    let store = crate::store::SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)
+        .context("cannot open the store (is the gateway running? then use --control)")?;
+    let registry = Registry::open(ConsentStore::open(store.db())?);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000;
+    let actor = || -> anyhow::Result<(policies::ids::Kbo, bool)> {
+        let a = target.actor.as_deref().context("--actor is required with --config")?;
+        let kbo = policies::ids::Kbo::parse(a).map_err(|e| anyhow::anyhow!("--actor: {e}"))?;
+        match policy.current().organisation(kbo).map(|o| o.kind) {
+            Some(policies::model::OrgKind::CitizenAccessPoint) => Ok((kbo, true)),
+            Some(policies::model::OrgKind::Integrator) => Ok((kbo, false)),
+            _ => anyhow::bail!("--actor must be a citizen access point or an administrator (integrator)"),
+        }
+    };
+    let mut d = [0u8; 10];
+    match &command {
+        ConsentCommand::Give { .. } => {
+            let (kbo, portal) = actor()?;
+            let asked: NewConsent = serde_json::from_value(new(&command)?)?;
+            let consent =
+                asked.validate(&policy.current(), kbo, portal, now).map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+            registry.give(&consent, kbo.digits(&mut d))?;
+            println!("{}", serde_json::to_string_pretty(&consent)?);
+        }
+        ConsentCommand::Revoke { id } => {
+            let (kbo, _) = actor()?;
+            let c = registry.revoke(id, now, kbo.digits(&mut d))?;
+            println!("{}", serde_json::to_string_pretty(&c)?);
+        }
+        ConsentCommand::List { subject } => {
+            let niss = policies::ids::Niss::parse(subject).map_err(|e| anyhow::anyhow!("--subject: {e}"))?;
+            let mut b = [0u8; 11];
+            let list = registry.store().of_subject(niss.digits(&mut b))?;
+            for c in &list {
+                let history = registry.store().history(&c.id)?;
+                println!("{}", serde_json::json!({ "consent": c, "history": history }));
+            }
+            eprintln!("{} consent(s)", list.len());
+        }
+    }
+    Ok(0)
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,6 +384,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     }
                 }
             }
+            Command::Consent { command, target } => consent_command(*command, *target).await,
             Command::Audit { command: AuditCommand::Verify { dir, public_key } } => {
                 let key = public_key.as_deref().map(parse_public_key).transpose()?;
                 let r = crate::audit::verify::verify_dir(&dir, key.as_ref()).map_err(anyhow::Error::msg)?;

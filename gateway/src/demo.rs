@@ -192,6 +192,18 @@ bundles = ["bundles"]
         )
     }
 
+    /// A control-plane client presenting the demo certificate `name`.
+    pub fn control_client(&self, name: &str) -> anyhow::Result<MtlsClient> {
+        let issued = self.pki.client(name).with_context(|| format!("no demo client certificate {name}"))?;
+        let addr = self.gateway.control_addr.context("the control plane is off")?;
+        MtlsClient::new(
+            addr,
+            self.pki.ca.cert_pem().as_bytes(),
+            Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
+            HttpVersion::Http1,
+        )
+    }
+
     /// Copy-paste `curl` commands that go through the gateway.
     pub fn curl_commands(&self) -> Vec<String> {
         let pki = &self.paths;
@@ -221,10 +233,18 @@ bundles = ["bundles"]
                 tls("agency-b")
             ),
             format!(
-                "# Bank A reads supplementary pensions: consent-based, and no consent is on file: CONSENT_MISSING\n\
+                "# Bank A reads supplementary pensions: consent-based; until the citizen consents: CONSENT_MISSING\n\
                  curl -sS {} -H 'X-Legal-Basis: {SIGEDIS_LEGAL_BASIS}' -H 'X-Purpose: {SIGEDIS_PURPOSE}' \\\n  \
                  -H 'X-Subject: {person}' https://localhost:{port}/sigedis/pensions",
                 tls(SIGEDIS_CALLER)
+            ),
+            format!(
+                "# The citizen consents through the citizen portal (control plane); then the call above passes\n\
+                 curl -sS {} -X POST https://localhost:{control}/consents -d '{{\"subject\":\"{person}\",\
+                 \"recipient\":{{\"org\":\"0456123494\"}},\"service\":\"sigedis.pensions\",\
+                 \"purpose\":\"{SIGEDIS_PURPOSE}\",\"valid_until\":\"2030-12-31\",\"evidence\":\"demo\"}}'",
+                tls("citizen-portal"),
+                control = self.gateway.control_addr.map_or(0, |a| a.port()),
             ),
         ]
     }
@@ -286,6 +306,53 @@ bundles = ["bundles"]
             got,
             403,
             "CONSENT_MISSING",
+        ));
+        // The citizen gives consent through the citizen access point (control plane)…
+        let portal = self.control_client("citizen-portal")?;
+        let body = serde_json::json!({
+            "subject": person, "recipient": {"org": org_kbo(SIGEDIS_CALLER).map(|k| {
+                let mut d = [0u8; 10];
+                k.digits(&mut d).to_owned()
+            })}, "service": "sigedis.pensions", "purpose": SIGEDIS_PURPOSE,
+            "valid_until": "2030-12-31", "evidence": "demo-portal-session",
+        });
+        let given = portal
+            .send(client::request(Method::POST, "/consents", &[], Bytes::from(body.to_string()))?)
+            .await
+            .and_then(|a| a.json().map(|v| (a.status, v)));
+        let id = given.as_ref().ok().and_then(|(_, v)| v["id"].as_str().map(str::to_owned));
+        checks.push(Check::new(
+            "the citizen gives consent (control plane)".into(),
+            "201 with a consent id",
+            given.map(|(st, _)| (st == 201 && id.is_some(), st.to_string())),
+        ));
+        // …and the same call passes, until the consent is revoked.
+        let got = call(&bank, PENSIONS, &pension(&person)).await;
+        checks.push(Check::new(
+            "pensions with consent on file".into(),
+            "200 with plans",
+            got.map(|a| (a.status == 200 && a.text().contains("plans"), a.status.to_string())),
+        ));
+        let revoked = portal
+            .send(client::request(
+                Method::POST,
+                &format!("/consents/{}/revoke", id.unwrap_or_default()),
+                &[],
+                Bytes::new(),
+            )?)
+            .await;
+        checks.push(Check::new(
+            "the citizen revokes it".into(),
+            "200",
+            revoked.map(|a| (a.status == 200, a.status.to_string())),
+        ));
+        let got = call(&bank, PENSIONS, &pension(&person)).await;
+        checks.push(Check::refusal(
+            "pensions right after revocation",
+            "403 CONSENT_REVOKED",
+            got,
+            403,
+            "CONSENT_REVOKED",
         ));
         let got = call(&self.client("company", HttpVersion::Http1)?, PENSIONS, &pension(&person)).await;
         checks.push(Check::refusal(

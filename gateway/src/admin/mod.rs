@@ -33,7 +33,7 @@ use serde::Deserialize;
 use crate::audit::index::{AuditIndex, Selector, read_record};
 use crate::audit::{AuditTrail, Outcome, Record, RecordKind, SubjectRef};
 use crate::config::ControlConfig;
-use crate::consent::{ChangeError, Channel, Consent, Recipient, Registry};
+use crate::consent::{ChangeError, Invalid, NewConsent, Registry};
 use crate::error::{self, Body, Code, Dialect, Refusal};
 use crate::pipeline::identity::Caller;
 use crate::policy::PolicyHandle;
@@ -49,25 +49,6 @@ pub struct ControlPlane {
     index: Arc<dyn AuditIndex>,
     auditors: HashSet<Kbo>,
     consent: Arc<Registry>,
-}
-
-/// The body of `POST /consents`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GiveConsent {
-    subject: String,
-    recipient: Recipient,
-    service: String,
-    purpose: String,
-    #[serde(default)]
-    scope: Vec<String>,
-    /// RFC 3339 time, or a date (valid through that day, UTC).
-    valid_until: String,
-    evidence: String,
-    /// The instance through which the citizen gave it; required when an administrator records
-    /// it, absent when a citizen access point does.
-    #[serde(default)]
-    instance: Option<String>,
 }
 
 /// The body of an audit query.
@@ -365,16 +346,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
         .map_err(|e| refuse(Code::RequestInvalid, format!("the body is not valid JSON of the documented shape: {e}")))
 }
 
-fn until_ms(s: &str) -> Result<u64, Refusal> {
-    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-        return u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-            .map_err(|_| refuse(Code::RequestInvalid, "valid_until is before 1970"));
-    }
-    let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
-        .map_err(|_| refuse(Code::RequestInvalid, "valid_until must be an RFC 3339 time or a YYYY-MM-DD date"))?;
-    Ok((d.midnight().assume_utc().unix_timestamp() as u64 + 86_400) * 1000)
-}
-
 fn change_refusal(e: ChangeError) -> Refusal {
     match e {
         ChangeError::NotFound => refuse(Code::ServiceUnknown, "no consent with this id"),
@@ -403,72 +374,11 @@ impl ControlPlane {
 
     async fn give_consent(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let (actor, is_portal) = self.consent_actor(caller)?;
-        let g: GiveConsent = read_json(req).await?;
-        let niss = Niss::parse(&g.subject).map_err(|e| refuse(Code::SubjectInvalid, e.to_string()))?;
-        let snapshot = self.policy.current();
-        let recipient = match &g.recipient {
-            Recipient::Org(k) => {
-                let kbo = Kbo::parse(k).map_err(|e| refuse(Code::RequestInvalid, format!("recipient: {e}")))?;
-                if snapshot.organisation(kbo).is_none() {
-                    return Err(refuse(
-                        Code::RequestInvalid,
-                        "recipient: no organisation with this enterprise number is registered",
-                    ));
-                }
-                let mut d = [0u8; 10];
-                Recipient::Org(kbo.digits(&mut d).to_owned())
-            }
-            Recipient::Kind(k) => Recipient::Kind(*k),
-        };
-        if !snapshot.consent_based(&g.service, &g.purpose) {
-            return Err(refuse(
-                Code::RequestInvalid,
-                "no consent-based flow exists for this service and purpose: a consent would authorize nothing",
-            ));
-        }
-        let now = now_ms();
-        let valid_until_ms = until_ms(&g.valid_until)?;
-        if valid_until_ms <= now {
-            return Err(refuse(Code::RequestInvalid, "valid_until is in the past"));
-        }
-        if g.evidence.trim().is_empty() {
-            return Err(refuse(
-                Code::RequestInvalid,
-                "evidence is required (the reference of the signed form or session)",
-            ));
-        }
-        let mut d = [0u8; 10];
-        let given_via = match (is_portal, g.instance.as_deref()) {
-            (true, None) => Channel::CitizenAccessPoint(actor.digits(&mut d).to_owned()),
-            (true, Some(_)) => {
-                return Err(refuse(Code::RequestInvalid, "a citizen access point gives consent itself: omit instance"));
-            }
-            (false, Some(i)) => {
-                let k = Kbo::parse(i).map_err(|e| refuse(Code::RequestInvalid, format!("instance: {e}")))?;
-                Channel::Instance(k.digits(&mut d).to_owned())
-            }
-            (false, None) => {
-                return Err(refuse(
-                    Code::RequestInvalid,
-                    "an administrator records a consent given through an instance: name it",
-                ));
-            }
-        };
-        let mut sd = [0u8; 11];
-        let consent = Consent {
-            id: crate::consent::new_id().to_text(),
-            subject: niss.digits(&mut sd).to_owned(),
-            recipient,
-            service: g.service,
-            purpose: g.purpose,
-            scope: g.scope,
-            given_at_ms: now,
-            valid_until_ms,
-            revoked_at_ms: None,
-            given_via,
-            evidence: g.evidence,
-            last_validated_ms: now,
-        };
+        let asked: NewConsent = read_json(req).await?;
+        let consent = asked.validate(&self.policy.current(), actor, is_portal, now_ms()).map_err(|e| match e {
+            Invalid::Subject(m) => refuse(Code::SubjectInvalid, m),
+            Invalid::Request(m) => refuse(Code::RequestInvalid, m),
+        })?;
         let registry = self.consent.clone();
         let c = consent.clone();
         let mut ad = [0u8; 10];

@@ -437,3 +437,111 @@ pub fn new_id() -> ConsentId {
     }
     ConsentId(u128::from_be_bytes(b))
 }
+
+/// A consent as asked for (API body, CLI arguments), before validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewConsent {
+    pub subject: String,
+    pub recipient: Recipient,
+    pub service: String,
+    pub purpose: String,
+    #[serde(default)]
+    pub scope: Vec<String>,
+    /// RFC 3339 time, or a date (valid through that day, UTC).
+    pub valid_until: String,
+    pub evidence: String,
+    /// The instance through which the citizen gave it; required when an administrator records
+    /// it, absent when a citizen access point does.
+    #[serde(default)]
+    pub instance: Option<String>,
+}
+
+/// Why a new consent is refused; `Subject` is told apart for its own refusal code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}")]
+    Subject(String),
+    #[error("{0}")]
+    Request(String),
+}
+
+fn until_ms(s: &str) -> Result<u64, Invalid> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+            .map_err(|_| Invalid::Request("valid_until is before 1970".into()));
+    }
+    let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|_| Invalid::Request("valid_until must be an RFC 3339 time or a YYYY-MM-DD date".into()))?;
+    Ok((d.midnight().assume_utc().unix_timestamp() as u64 + 86_400) * 1000)
+}
+
+impl NewConsent {
+    /// Checks the request against the policy in force and makes the record. `actor` is the
+    /// enterprise number of the citizen access point (`portal`) or the administrator recording it.
+    pub fn validate(
+        self,
+        snapshot: &policies::Snapshot,
+        actor: Kbo,
+        portal: bool,
+        now_ms: u64,
+    ) -> Result<Consent, Invalid> {
+        let niss = Niss::parse(&self.subject).map_err(|e| Invalid::Subject(e.to_string()))?;
+        let recipient = match &self.recipient {
+            Recipient::Org(k) => {
+                let kbo = Kbo::parse(k).map_err(|e| Invalid::Request(format!("recipient: {e}")))?;
+                if snapshot.organisation(kbo).is_none() {
+                    return Err(Invalid::Request(
+                        "recipient: no organisation with this enterprise number is registered".into(),
+                    ));
+                }
+                let mut d = [0u8; 10];
+                Recipient::Org(kbo.digits(&mut d).to_owned())
+            }
+            Recipient::Kind(k) => Recipient::Kind(*k),
+        };
+        if !snapshot.consent_based(&self.service, &self.purpose) {
+            return Err(Invalid::Request(
+                "no consent-based flow exists for this service and purpose: a consent would authorize nothing".into(),
+            ));
+        }
+        let valid_until_ms = until_ms(&self.valid_until)?;
+        if valid_until_ms <= now_ms {
+            return Err(Invalid::Request("valid_until is in the past".into()));
+        }
+        if self.evidence.trim().is_empty() {
+            return Err(Invalid::Request("evidence is required (the reference of the signed form or session)".into()));
+        }
+        let mut d = [0u8; 10];
+        let given_via = match (portal, self.instance.as_deref()) {
+            (true, None) => Channel::CitizenAccessPoint(actor.digits(&mut d).to_owned()),
+            (true, Some(_)) => {
+                return Err(Invalid::Request("a citizen access point gives consent itself: omit instance".into()));
+            }
+            (false, Some(i)) => {
+                let k = Kbo::parse(i).map_err(|e| Invalid::Request(format!("instance: {e}")))?;
+                Channel::Instance(k.digits(&mut d).to_owned())
+            }
+            (false, None) => {
+                return Err(Invalid::Request(
+                    "an administrator records a consent given through an instance: name it".into(),
+                ));
+            }
+        };
+        let mut sd = [0u8; 11];
+        Ok(Consent {
+            id: new_id().to_text(),
+            subject: niss.digits(&mut sd).to_owned(),
+            recipient,
+            service: self.service,
+            purpose: self.purpose,
+            scope: self.scope,
+            given_at_ms: now_ms,
+            valid_until_ms,
+            revoked_at_ms: None,
+            given_via,
+            evidence: self.evidence,
+            last_validated_ms: now_ms,
+        })
+    }
+}
