@@ -103,6 +103,48 @@ pub fn init_pki(dir: &Path, extra: &[DevClient]) -> anyhow::Result<(DevPki, DevP
     Ok((pki, paths))
 }
 
+/// The config of a gateway on loopback over a dev PKI in `pki/`, the seed bundles in `bundles/`,
+/// the store and trail beside them, and the given sources, each answering both the production
+/// and the test side (a sandbox). The demo and the tests that run the binary use it.
+pub fn site_config(data_port: u16, control_port: u16, sources: &[(&str, String)], checkpoint_ms: u64) -> String {
+    let auditor = org_kbo("admin").map(|k| {
+        let mut d = [0u8; 10];
+        k.digits(&mut d).to_owned()
+    });
+    let mut text = format!(
+        r#"# Paths are relative to this file.
+[data]
+listen = "127.0.0.1:{data_port}"
+
+[tls]
+cert = "pki/server.pem"
+key = "pki/server.key"
+client_ca = "pki/ca.pem"
+crls = ["pki/crl.pem"]
+
+[store]
+path = "store"
+
+[audit]
+dir = "audit"
+signing_key = "pki/audit-signing.key"
+checkpoint_interval_ms = {checkpoint_ms}
+
+[control]
+listen = "127.0.0.1:{control_port}"
+auditors = ["{auditor}"]
+
+[policy]
+bundles = ["bundles"]
+"#,
+        auditor = auditor.unwrap_or_default(),
+    );
+    for (name, url) in sources {
+        text.push_str(&format!("\n[sources.{name}]\nupstream = \"{url}\"\ntest_upstream = \"{url}\"\n"));
+    }
+    text
+}
+
 /// A known person in the Sigedis sandbox.
 pub fn sigedis_person() -> Option<Niss> {
     adapters::sigedis::sandbox::Register::persons().first().copied()
@@ -126,53 +168,13 @@ impl Demo {
             std::fs::write(bundles.join(name), text)?;
         }
         let mut sandboxes = Vec::new();
-        let mut sources = String::new();
         for (name, serve) in SANDBOXES {
-            let server = serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?)?;
-            // The sandbox answers both sides: the demo has no production source.
-            sources.push_str(&format!(
-                "\n[sources.{name}]\nupstream = \"{url}\"\ntest_upstream = \"{url}\"\n",
-                url = server.url()
-            ));
-            sandboxes.push((*name, server));
+            sandboxes.push((*name, serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?)?));
         }
 
         let config_path = dir.join("passerelle.toml");
-        let text = format!(
-            r#"# Written by `passerelle demo`; paths are relative to this file.
-[data]
-listen = "127.0.0.1:{port}"
-
-[tls]
-cert = "pki/server.pem"
-key = "pki/server.key"
-client_ca = "pki/ca.pem"
-crls = ["pki/crl.pem"]
-
-[store]
-path = "store"
-
-[audit]
-dir = "audit"
-signing_key = "pki/audit-signing.key"
-checkpoint_interval_ms = 1000
-
-[control]
-listen = "127.0.0.1:{control_port}"
-auditors = ["{auditor}"]
-
-[policy]
-bundles = ["bundles"]
-{sources}"#,
-            port = opts.port,
-            control_port = if opts.port == 0 { 0 } else { 9443 },
-            auditor = org_kbo("admin")
-                .map(|k| {
-                    let mut d = [0u8; 10];
-                    k.digits(&mut d).to_owned()
-                })
-                .unwrap_or_default(),
-        );
+        let sources: Vec<(&str, String)> = sandboxes.iter().map(|(n, s)| (*n, s.url())).collect();
+        let text = site_config(opts.port, if opts.port == 0 { 0 } else { 9443 }, &sources, 1000);
         std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
         let config = Config::load(&config_path, opts.overrides)?;
         let gateway = server::start(&config).await.with_context(|| {

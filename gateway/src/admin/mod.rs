@@ -110,6 +110,18 @@ fn subject_ref(s: &str) -> Result<SubjectRef, Refusal> {
     Err(refuse(Code::SubjectInvalid, "subject must be a NISS/BIS number, an enterprise number or a vCode"))
 }
 
+/// The citizen named in `X-Subject`, as 11 digits.
+fn citizen(req: &Request<Incoming>) -> Result<String, Refusal> {
+    let raw = req
+        .headers()
+        .get("x-subject")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| refuse(Code::SubjectInvalid, "header x-subject (the citizen's NISS) is required"))?;
+    let niss = Niss::parse(raw).map_err(|e| refuse(Code::SubjectInvalid, e.to_string()))?;
+    let mut b = [0u8; 11];
+    Ok(niss.digits(&mut b).to_owned())
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -285,14 +297,7 @@ impl ControlPlane {
                 "only a citizen access point may ask for a data subject's report",
             ));
         }
-        let raw = req
-            .headers()
-            .get("x-subject")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| refuse(Code::SubjectInvalid, "header x-subject (the citizen's NISS) is required"))?;
-        let niss = Niss::parse(raw).map_err(|e| refuse(Code::SubjectInvalid, e.to_string()))?;
-        let mut b = [0u8; 11];
-        let person = SubjectRef::Person(niss.digits(&mut b).to_owned());
+        let person = SubjectRef::Person(citizen(&req)?);
         self.record_query(
             &org.kbo,
             org.fingerprint_hex(),
@@ -410,14 +415,7 @@ impl ControlPlane {
 
     async fn list_consents(&self, req: &Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         self.consent_actor(caller)?;
-        let raw = req
-            .headers()
-            .get("x-subject")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| refuse(Code::SubjectInvalid, "header x-subject (the citizen's NISS) is required"))?;
-        let niss = Niss::parse(raw).map_err(|e| refuse(Code::SubjectInvalid, e.to_string()))?;
-        let mut b = [0u8; 11];
-        let subject = niss.digits(&mut b).to_owned();
+        let subject = citizen(req)?;
         let store = self.consent.store().clone();
         let list = tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
             store

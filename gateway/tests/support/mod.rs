@@ -39,43 +39,9 @@ impl Site {
         let sigedis = adapters::sigedis::sandbox::serve(bind().await).unwrap();
         let assoc = adapters::associations::sandbox::serve(bind().await).unwrap();
         let (data_port, control_port) = (free_port(), free_port());
-        let auditor = gateway::demo::org_kbo("admin").unwrap();
-        let mut kd = [0u8; 10];
         let config = d.join("passerelle.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[data]
-listen = "127.0.0.1:{data_port}"
-[tls]
-cert = "pki/server.pem"
-key = "pki/server.key"
-client_ca = "pki/ca.pem"
-crls = ["pki/crl.pem"]
-[store]
-path = "store"
-[audit]
-dir = "audit"
-signing_key = "pki/audit-signing.key"
-checkpoint_interval_ms = 100
-checkpoint_every = 500
-[control]
-listen = "127.0.0.1:{control_port}"
-auditors = ["{auditor}"]
-[policy]
-bundles = ["bundles"]
-[sources.sigedis]
-upstream = "{sigedis}"
-[sources.associations]
-upstream = "{assoc}"
-"#,
-                auditor = auditor.digits(&mut kd),
-                sigedis = sigedis.url(),
-                assoc = assoc.url(),
-            ),
-        )
-        .unwrap();
+        let sources = [("sigedis", sigedis.url()), ("associations", assoc.url())];
+        std::fs::write(&config, gateway::demo::site_config(data_port, control_port, &sources, 100)).unwrap();
         Site { dir, config, pki, data_port, control_port, sandboxes: vec![sigedis, assoc] }
     }
 
