@@ -11,6 +11,7 @@
 //! then the gateway forwards requests to a source unchanged.
 
 pub mod associations;
+pub mod layout;
 pub mod sandbox;
 pub mod sigedis;
 pub mod synthetic;
@@ -53,9 +54,34 @@ pub struct ServiceDef {
     pub upstream_path: &'static str,
     pub subject: SubjectKind,
     pub protocol: Protocol,
+    /// The imposed layout of the answer (JSON services).
+    pub layout: Option<layout::LayoutDef>,
 }
 
 /// Every service the gateway knows how to expose.
 pub fn catalogue() -> Vec<ServiceDef> {
     vec![sigedis::pensions_service(), associations::association_service()]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// Every field the policy bundles declare for a service has a place in the adapter's layout,
+    /// and every place names a declared field: minimisation can neither miss nor invent one.
+    #[test]
+    fn layouts_cover_exactly_the_fields_of_the_bundles() {
+        let policy = policies::bundle::load_texts(policies::seed::BUNDLES.iter().copied()).unwrap();
+        for service in super::catalogue() {
+            let declared = &policy.services.iter().find(|s| s.id == service.id).unwrap().fields;
+            let layout = service.layout.unwrap();
+            let mapped: Vec<&str> = layout.fields.iter().map(|(f, _)| *f).collect();
+            let mut a: Vec<&str> = declared.iter().map(String::as_str).collect();
+            let mut b = mapped.clone();
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b, "{}", service.id);
+            super::layout::Layout::new(layout).unwrap();
+        }
+    }
 }

@@ -41,11 +41,13 @@ pub struct DemoOptions {
     pub extra_clients: Vec<DevClient>,
     /// Config overrides, as `PASSERELLE__…` environment pairs.
     pub overrides: Vec<(String, String)>,
+    /// Rewrites a seed bundle (file name, text) before it is written (tests vary the policy).
+    pub bundle_edit: Option<fn(&str, String) -> String>,
 }
 
 impl DemoOptions {
     pub fn new(dir: impl Into<PathBuf>, port: u16) -> Self {
-        DemoOptions { dir: dir.into(), port, extra_clients: Vec::new(), overrides: Vec::new() }
+        DemoOptions { dir: dir.into(), port, extra_clients: Vec::new(), overrides: Vec::new(), bundle_edit: None }
     }
 }
 
@@ -165,6 +167,10 @@ impl Demo {
         let bundles = dir.join("bundles");
         std::fs::create_dir_all(&bundles)?;
         for (name, text) in policies::seed::BUNDLES {
+            let text = match opts.bundle_edit {
+                Some(edit) => edit(name, (*text).to_owned()),
+                None => (*text).to_owned(),
+            };
             std::fs::write(bundles.join(name), text)?;
         }
         let mut sandboxes = Vec::new();

@@ -63,6 +63,8 @@ pub enum Code {
     JustificationMissing,
     /// Control plane: the request body or parameters are malformed.
     RequestInvalid,
+    /// The source knows no such subject (the call was permitted; there is no data).
+    SubjectNotFound,
 }
 
 impl Code {
@@ -96,6 +98,7 @@ impl Code {
             Code::AdminRoleMissing => "ADMIN_ROLE_MISSING",
             Code::JustificationMissing => "JUSTIFICATION_MISSING",
             Code::RequestInvalid => "REQUEST_INVALID",
+            Code::SubjectNotFound => "SUBJECT_NOT_FOUND",
         }
     }
 
@@ -120,7 +123,7 @@ impl Code {
             Code::LayoutViolation => StatusCode::UNPROCESSABLE_ENTITY,
             Code::UpstreamUnavailable | Code::UpstreamLayoutViolation => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Code::ServiceUnknown => StatusCode::NOT_FOUND,
+            Code::ServiceUnknown | Code::SubjectNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -159,6 +162,7 @@ impl Code {
             Code::AdminRoleMissing => "The organisation does not hold the role this call needs",
             Code::JustificationMissing => "An audit query needs a case reference and a legal ground",
             Code::RequestInvalid => "The request is malformed",
+            Code::SubjectNotFound => "The source holds no data about this subject",
         }
     }
 }

@@ -70,7 +70,12 @@ pub fn build_pipeline(
         };
         let upstream_uri = uri(&sc.upstream, "upstream")?;
         let test_upstream_uri = sc.test_upstream.as_deref().map(|b| uri(b, "test_upstream")).transpose()?;
-        routes.push(Route { service, upstream_uri, test_upstream_uri, source });
+        let layout = service
+            .layout
+            .map(adapters::layout::Layout::new)
+            .transpose()
+            .with_context(|| format!("the layout of {}", service.id))?;
+        routes.push(Route { service, upstream_uri, test_upstream_uri, source, layout });
     }
     let snapshot = policy.current();
     for r in &routes {

@@ -69,9 +69,18 @@ impl Harness {
 
     /// Starts with config overrides (`PASSERELLE__…` pairs).
     pub async fn with_overrides(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::with(overrides, None).await
+    }
+
+    /// Starts with config overrides and an edit of the seed bundles.
+    pub async fn with(
+        overrides: &[(&str, &str)],
+        bundle_edit: Option<fn(&str, String) -> String>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut opts = DemoOptions::new(dir.path(), 0);
         opts.extra_clients = extra_clients();
+        opts.bundle_edit = bundle_edit;
         opts.overrides = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let demo = Demo::start(opts).await?;
         Ok(Harness { demo, _dir: dir })
@@ -147,6 +156,11 @@ pub async fn sigedis(client: &MtlsClient, subject: &str, extra: &[(&str, &str)])
     let mut h = vec![("x-legal-basis", SIGEDIS_LEGAL_BASIS), ("x-purpose", SIGEDIS_PURPOSE), ("x-subject", subject)];
     h.extend_from_slice(extra);
     send(client, Method::GET, "/sigedis/pensions", &h, Bytes::new()).await
+}
+
+/// A minimal association document that follows the register's layout.
+pub fn association_doc(name: &str) -> serde_json::Value {
+    serde_json::json!({ "vCode": "V0001001", "name": name, "status": "active" })
 }
 
 /// A real upstream that counts the requests it gets and answers `answer` to each.

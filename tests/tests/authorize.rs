@@ -10,7 +10,7 @@ use tests::{AGENCY_A_INT, ASSOC_CALLER, Harness, association, counting_upstream,
 
 #[tokio::test]
 async fn refused_calls_never_reach_the_source() {
-    let (upstream, hits) = counting_upstream(serde_json::json!({"vCode": "V0001001"})).await.unwrap();
+    let (upstream, hits) = counting_upstream(tests::association_doc("counted")).await.unwrap();
     let url = upstream.url();
     let h = Harness::with_overrides(&[("PASSERELLE__SOURCES__ASSOCIATIONS__UPSTREAM", url.as_str())]).await.unwrap();
     let agency = h.client(ASSOC_CALLER);
@@ -60,8 +60,8 @@ async fn consent_based_flow_is_refused_without_consent_on_file() {
 
 #[tokio::test]
 async fn test_environment_certificates_reach_only_the_test_side() {
-    let (prod, prod_hits) = counting_upstream(serde_json::json!({"side": "production"})).await.unwrap();
-    let (test, test_hits) = counting_upstream(serde_json::json!({"side": "test"})).await.unwrap();
+    let (prod, prod_hits) = counting_upstream(tests::association_doc("production side")).await.unwrap();
+    let (test, test_hits) = counting_upstream(tests::association_doc("test side")).await.unwrap();
     let (p, t) = (prod.url(), test.url());
     let h = Harness::with_overrides(&[
         ("PASSERELLE__SOURCES__ASSOCIATIONS__UPSTREAM", p.as_str()),
@@ -70,8 +70,8 @@ async fn test_environment_certificates_reach_only_the_test_side() {
     .await
     .unwrap();
     let a = association(&h.client(AGENCY_A_INT), &vcode(), &[]).await.unwrap();
-    assert_eq!(a.json().unwrap()["side"], "test");
+    assert_eq!(a.json().unwrap()["name"], "test side");
     let a = association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap();
-    assert_eq!(a.json().unwrap()["side"], "production");
+    assert_eq!(a.json().unwrap()["name"], "production side");
     assert_eq!((prod_hits.load(Ordering::SeqCst), test_hits.load(Ordering::SeqCst)), (1, 1));
 }

@@ -8,6 +8,7 @@ pub mod sandbox;
 
 use http::Method;
 
+use crate::layout::{LayoutDef, SubjectType};
 use crate::{Protocol, ServiceDef, SubjectKind};
 
 /// `GET /associations/association` with `X-Subject: <vCode or enterprise number>`.
@@ -20,5 +21,26 @@ pub fn association_service() -> ServiceDef {
         upstream_path: "/v1/verenigingen",
         subject: SubjectKind::Association,
         protocol: Protocol::Json,
+        layout: Some(LayoutDef {
+            response_schema: include_str!("../../layouts/associations.association.response.schema.json"),
+            always: &[],
+            fields: &[
+                ("vCode", "/vCode"),
+                ("name", "/name"),
+                ("status", "/status"),
+                ("contact", "/contact"),
+                ("purpose", "/purpose"),
+                ("classifications", "/classifications"),
+                ("structure", "/structure"),
+                ("representatives", "/representatives"),
+                ("recognition", "/recognition"),
+                ("bankAccount", "/bankAccount"),
+                ("enterpriseNumber", "/enterpriseNumber"),
+            ],
+            subjects: &[
+                ("/representatives/*/niss", SubjectType::Person),
+                ("/enterpriseNumber", SubjectType::Organisation),
+            ],
+        }),
     }
 }

@@ -7,6 +7,7 @@ pub mod sandbox;
 
 use http::Method;
 
+use crate::layout::LayoutDef;
 use crate::{Protocol, ServiceDef, SubjectKind};
 
 /// `GET /sigedis/pensions` with `X-Subject: <NISS>`.
@@ -19,5 +20,18 @@ pub fn pensions_service() -> ServiceDef {
         upstream_path: "/db2p/pensions",
         subject: SubjectKind::Niss,
         protocol: Protocol::Json,
+        layout: Some(LayoutDef {
+            response_schema: include_str!("../../layouts/sigedis.pensions.response.schema.json"),
+            always: &["/niss"],
+            fields: &[
+                ("organiser", "/plans/*/organiser"),
+                ("institution", "/plans/*/institution"),
+                ("planType", "/plans/*/planType"),
+                ("acquiredReserves", "/plans/*/acquiredReserves"),
+                ("acquiredBenefits", "/plans/*/acquiredBenefits"),
+                ("situationDate", "/plans/*/situationDate"),
+            ],
+            subjects: &[],
+        }),
     }
 }

@@ -140,6 +140,20 @@ impl Trace {
         self.upstream_status = Some(status);
     }
 
+    /// The fields the grant lets the answer carry.
+    pub fn granted_fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    /// Subjects found in the answer that leaves (beyond the one the caller named).
+    pub fn answer_subjects(&mut self, found: Vec<SubjectRef>) {
+        for s in found {
+            if !self.subjects.contains(&s) {
+                self.subjects.push(s);
+            }
+        }
+    }
+
     /// The finished record for a call answered with `status` (and `code` when refused).
     pub fn finish(self, request_id: &str, status: u16, code: Option<Code>, elapsed: Duration) -> Record {
         Record {

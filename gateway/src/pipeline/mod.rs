@@ -13,6 +13,7 @@ pub mod consent;
 pub mod envelope;
 pub mod forward;
 pub mod identity;
+pub mod layout;
 pub mod limits;
 pub mod route;
 
@@ -120,9 +121,9 @@ impl Pipeline {
         drop(snapshot);
         // 7. Rate — not built yet: the permit carries the grant's periodicity (`permit.rate`);
         //    no bucket enforces it.
-        // 8. Layout in — the body is read only now, for an authorized call. Layout check:
-        //    slot for the adapters issue.
+        // 8. Layout in — the body is read only now, for an authorized call.
         let body = self.limits.read_body(body).await?;
+        layout::check_request(route, &body)?;
         // 9. Forward.
         let traceparent = env.traceparent.map(|tp| tp.child(self.ids.span_id()));
         let mut kbo = [0u8; 10];
@@ -131,7 +132,9 @@ impl Pipeline {
             .call(route, environment, &env, org.kbo.digits(&mut kbo), request_id, traceparent, body)
             .await?;
         trace.upstream(answer.status.as_u16());
-        // 10. Layout out + minimisation — slot for the adapters issue.
+        // 10. Layout out + minimisation: a non-conforming answer never leaves; a conforming one
+        //     leaves with the granted fields only.
+        let answer = layout::check_and_minimise(route, answer, trace)?;
         // 12. Respond (after the audit step in `handle`).
         Ok(respond(answer))
     }

@@ -22,6 +22,8 @@ pub struct Route {
     pub test_upstream_uri: Option<Uri>,
     /// Index of the upstream source in the forwarder's table.
     pub source: usize,
+    /// The service's imposed layout, compiled once.
+    pub layout: Option<adapters::layout::Layout>,
 }
 
 impl Route {

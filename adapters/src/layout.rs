@@ -1,0 +1,188 @@
+//! Imposed layouts of JSON services: the published JSON Schema an answer must follow, the place
+//! of every grantable field in the answer, and where data subjects appear in it.
+//!
+//! The gateway checks a source's answer against its schema (a non-conforming answer never
+//! leaves: `UPSTREAM_LAYOUT_VIOLATION`), then keeps only the granted fields (proportionality),
+//! then reports which subjects left with the answer, for the audit record.
+//!
+//! Paths are JSON-pointer-like patterns where `*` stands for every element of an array:
+//! `/plans/*/organiser`. Error messages name the path and the schema keyword that failed,
+//! never a value: values are personal data.
+
+use serde_json::{Map, Value};
+
+/// How a data subject found in an answer is identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectType {
+    Person,
+    Organisation,
+}
+
+/// A JSON service's imposed layout, as the adapter declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutDef {
+    /// The response JSON Schema (draft 2020-12), as published in `adapters/layouts/`.
+    pub response_schema: &'static str,
+    /// Paths always kept: the identifiers the caller itself named.
+    pub always: &'static [&'static str],
+    /// Each grantable field (as the policy bundles name it) and its path in the answer.
+    pub fields: &'static [(&'static str, &'static str)],
+    /// Where data subjects appear in an answer.
+    pub subjects: &'static [(&'static str, SubjectType)],
+}
+
+/// A layout ready for use: the schema compiled once.
+#[derive(Debug)]
+pub struct Layout {
+    def: LayoutDef,
+    validator: jsonschema::Validator,
+}
+
+/// Why a layout could not be built (a broken schema ships only through a bug).
+#[derive(Debug, thiserror::Error)]
+#[error("layout schema: {0}")]
+pub struct LayoutError(String);
+
+fn segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+impl Layout {
+    pub fn new(def: LayoutDef) -> Result<Self, LayoutError> {
+        let schema: Value = serde_json::from_str(def.response_schema).map_err(|e| LayoutError(e.to_string()))?;
+        let validator = jsonschema::validator_for(&schema).map_err(|e| LayoutError(e.to_string()))?;
+        Ok(Layout { def, validator })
+    }
+
+    pub fn def(&self) -> &LayoutDef {
+        &self.def
+    }
+
+    /// Checks an answer against the schema; the error names the first offending path and the
+    /// rule it breaks.
+    pub fn check(&self, answer: &Value) -> Result<(), String> {
+        match self.validator.iter_errors(answer).next() {
+            None => Ok(()),
+            Some(e) => {
+                let path = e.instance_path().as_str();
+                Err(format!(
+                    "at {} the answer breaks the layout's '{}' rule",
+                    if path.is_empty() { "the top" } else { path },
+                    e.kind().keyword()
+                ))
+            }
+        }
+    }
+
+    /// Keeps only the always-kept paths and those of the granted fields.
+    pub fn minimise(&self, answer: Value, granted: impl Fn(&str) -> bool) -> Value {
+        let mut keep: Vec<Vec<&str>> = self.def.always.iter().map(|p| segments(p)).collect();
+        keep.extend(self.def.fields.iter().filter(|(f, _)| granted(f)).map(|(_, p)| segments(p)));
+        let refs: Vec<&[&str]> = keep.iter().map(Vec::as_slice).collect();
+        filter(answer, &refs).unwrap_or(Value::Object(Map::new()))
+    }
+
+    /// The data subjects found in an answer (after minimisation: those that leave).
+    pub fn subjects(&self, answer: &Value) -> Vec<(SubjectType, String)> {
+        let mut out = Vec::new();
+        for (path, kind) in self.def.subjects {
+            collect(answer, &segments(path), &mut |v| {
+                if let Some(s) = v.as_str() {
+                    out.push((*kind, s.to_owned()));
+                }
+            });
+        }
+        out
+    }
+}
+
+/// Keeps the parts of `v` the patterns reach; a pattern that ends keeps the whole subtree.
+fn filter(v: Value, pats: &[&[&str]]) -> Option<Value> {
+    if pats.iter().any(|p| p.is_empty()) {
+        return Some(v);
+    }
+    match v {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, child) in map {
+                let sub: Vec<&[&str]> = pats.iter().filter(|p| p[0] == k).map(|p| &p[1..]).collect();
+                if !sub.is_empty()
+                    && let Some(c) = filter(child, &sub)
+                {
+                    out.insert(k, c);
+                }
+            }
+            Some(Value::Object(out))
+        }
+        Value::Array(items) => {
+            let sub: Vec<&[&str]> = pats.iter().filter(|p| p[0] == "*").map(|p| &p[1..]).collect();
+            if sub.is_empty() {
+                return None;
+            }
+            Some(Value::Array(items.into_iter().filter_map(|i| filter(i, &sub)).collect()))
+        }
+        _ => None,
+    }
+}
+
+fn collect<'v>(v: &'v Value, path: &[&str], f: &mut impl FnMut(&'v Value)) {
+    let Some((first, rest)) = path.split_first() else {
+        f(v);
+        return;
+    };
+    match (v, *first) {
+        (Value::Array(items), "*") => items.iter().for_each(|i| collect(i, rest, f)),
+        (Value::Object(map), key) => {
+            if let Some(c) = map.get(key) {
+                collect(c, rest, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    const SCHEMA: &str = r#"{"type":"object","required":["id","items"],"additionalProperties":false,
+        "properties":{"id":{"type":"string"},"secret":{"type":"string"},
+        "items":{"type":"array","items":{"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"string"},"who":{"type":"string"}}}}}}"#;
+
+    fn layout() -> Layout {
+        Layout::new(LayoutDef {
+            response_schema: SCHEMA,
+            always: &["/id"],
+            fields: &[("a", "/items/*/a"), ("b", "/items/*/b"), ("who", "/items/*/who"), ("secret", "/secret")],
+            subjects: &[("/items/*/who", SubjectType::Person)],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn minimises_to_the_granted_fields() {
+        let l = layout();
+        let v =
+            json!({"id": "x", "secret": "s", "items": [{"a": 1, "b": "q", "who": "85073003328"}, {"a": 2, "b": "r"}]});
+        assert!(l.check(&v).is_ok());
+        let m = l.minimise(v.clone(), |f| f == "a");
+        assert_eq!(m, json!({"id": "x", "items": [{"a": 1}, {"a": 2}]}));
+        assert!(l.subjects(&m).is_empty(), "the person's id did not leave");
+        let m = l.minimise(v, |f| f == "who" || f == "secret");
+        assert_eq!(m, json!({"id": "x", "secret": "s", "items": [{"who": "85073003328"}, {}]}));
+        assert_eq!(l.subjects(&m), vec![(SubjectType::Person, "85073003328".to_owned())]);
+    }
+
+    #[test]
+    fn layout_errors_name_the_path_not_the_value() {
+        let l = layout();
+        let e = l.check(&json!({"id": "x", "items": [{"a": "85073003328"}]})).unwrap_err();
+        assert_eq!(e, "at /items/0/a the answer breaks the layout's 'type' rule");
+        let e = l.check(&json!({"id": "x", "items": [], "extra": 1})).unwrap_err();
+        assert!(e.contains("additionalProperties"), "{e}");
+        let e = l.check(&json!({"items": []})).unwrap_err();
+        assert!(e.contains("the top") && e.contains("required"), "{e}");
+    }
+}
