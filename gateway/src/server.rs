@@ -86,6 +86,7 @@ pub fn build_pipeline(
     Ok(Pipeline {
         audit,
         consent,
+        rate: crate::pipeline::rate::RateLimiter::default(),
         policy,
         limits: Limits::new(&cfg.limits),
         routes: Table::new(routes),

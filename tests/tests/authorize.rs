@@ -75,3 +75,26 @@ async fn test_environment_certificates_reach_only_the_test_side() {
     assert_eq!(a.json().unwrap()["name"], "production side");
     assert_eq!((prod_hits.load(Ordering::SeqCst), test_hits.load(Ordering::SeqCst)), (1, 1));
 }
+
+fn three_a_minute(name: &str, text: String) -> String {
+    if name == "associations.toml" {
+        text.replace("rate = { max = 2000, per = \"day\" }", "rate = { max = 3, per = \"minute\" }")
+    } else {
+        text
+    }
+}
+
+#[tokio::test]
+async fn the_grant_periodicity_is_enforced_per_organisation() {
+    let h = Harness::with(&[], Some(three_a_minute)).await.unwrap();
+    let agency = h.client(ASSOC_CALLER);
+    for i in 0..3 {
+        assert_eq!(association(&agency, &vcode(), &[]).await.unwrap().status, StatusCode::OK, "call {i}");
+    }
+    let a = association(&agency, &vcode(), &[]).await.unwrap();
+    assert_eq!((a.status, a.code()), (StatusCode::TOO_MANY_REQUESTS, Some("RATE_EXCEEDED")), "{}", a.text());
+    assert!(a.json().unwrap()["detail"].as_str().unwrap().contains("3 calls per 60 s"));
+    // A refused call spends no token of anyone: agency B is not covered at all.
+    let a = association(&h.client("agency-b"), &vcode(), &[]).await.unwrap();
+    assert_eq!(a.code(), Some("LEGAL_BASIS_NOT_APPLICABLE"));
+}

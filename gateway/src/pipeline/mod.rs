@@ -15,6 +15,7 @@ pub mod forward;
 pub mod identity;
 pub mod layout;
 pub mod limits;
+pub mod rate;
 pub mod route;
 
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub struct Pipeline {
     pub ids: RequestIds,
     pub audit: Arc<AuditTrail>,
     pub consent: Arc<Registry>,
+    pub rate: rate::RateLimiter,
 }
 
 impl Pipeline {
@@ -119,8 +121,10 @@ impl Pipeline {
             consent::check(&self.consent, &snapshot, &permit, org, route.service.id, &env, trace.time_ms())?;
         trace.consent(consent_id);
         drop(snapshot);
-        // 7. Rate — not built yet: the permit carries the grant's periodicity (`permit.rate`);
-        //    no bucket enforces it.
+        // 7. Rate: the grant's periodicity, per calling organisation.
+        if let Some(key) = &permit.rate {
+            self.rate.take(key, Instant::now())?;
+        }
         // 8. Layout in — the body is read only now, for an authorized call.
         let body = self.limits.read_body(body).await?;
         layout::check_request(route, &body)?;
