@@ -22,10 +22,13 @@ struct Bucket {
     last: Instant,
 }
 
+/// The buckets of one shard, by (grant, organisation).
+type Shard = Mutex<FxHashMap<(u32, u32), Bucket>>;
+
 /// All buckets.
 #[derive(Debug)]
 pub struct RateLimiter {
-    shards: Box<[Mutex<FxHashMap<(u32, u32), Bucket>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Default for RateLimiter {
