@@ -68,6 +68,21 @@ async fn acknowledged_consent_changes_survive_kill_9() {
         survived.1 += 1;
         support::kill_9(&mut gw);
     }
+    // Personal identifiers go to the audit trail only: none of the NISS this test used appears
+    // in anything the gateway logged (at info, every request and refusal).
+    let mut logged = String::new();
+    for e in std::fs::read_dir(site.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            logged.push_str(&std::fs::read_to_string(&p).unwrap());
+        }
+    }
+    assert!(logged.contains("refused"), "the logs hold the refusals (the check below is not vacuous)");
+    for p in &persons[10..10 + ROUNDS] {
+        let mut d = [0u8; 11];
+        let digits = p.digits(&mut d);
+        assert!(!logged.contains(digits) && !logged.contains(&p.to_string()), "a NISS reached the logs");
+    }
     println!(
         "consent crash test: {ROUNDS} rounds, {} given consents and {} revocations survived kill -9, 0 lost",
         survived.0, survived.1

@@ -161,3 +161,37 @@ async fn routing_and_envelope_refusals_are_precise() {
     assert_eq!(a.code(), Some("ENVELOPE_INVALID"));
     assert!(a.headers.contains_key("x-request-id"), "a generated id is still echoed");
 }
+
+#[tokio::test]
+async fn over_the_in_flight_limit_the_gateway_sheds_load() {
+    // A source that holds each call for a second, and room for one call at a time.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow = adapters::sandbox::serve(listener, |_req| async {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        adapters::sandbox::json(StatusCode::OK, &tests::association_doc("slow"))
+    })
+    .unwrap();
+    let url = slow.url();
+    let h = Harness::with_overrides(&[
+        ("PASSERELLE__SOURCES__ASSOCIATIONS__UPSTREAM", url.as_str()),
+        ("PASSERELLE__LIMITS__MAX_IN_FLIGHT", "1"),
+    ])
+    .await
+    .unwrap();
+    let first = {
+        let c = h.client(ASSOC_CALLER);
+        tokio::spawn(async move { association(&c, &vcode(), &[]).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap();
+    assert_eq!(
+        (second.status, second.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("OVERLOADED")),
+        "{}",
+        second.text()
+    );
+    assert_eq!(first.await.unwrap().status, StatusCode::OK, "the call in flight completes");
+    // The slot is free again.
+    assert_eq!(association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap().status, StatusCode::OK);
+    slow.abort();
+}
