@@ -5,13 +5,14 @@
 //! deterministic synthetic data, used by `passerelle demo`, by the tests and by the test phase
 //! of a convention.
 //!
-//! Today the crate holds the Sigedis DB2P source (JSON, by NISS) and the Flemish association
-//! register (JSON, by vCode or enterprise number). The imposed layouts, the request/response
-//! checks, field minimisation and the other four sources are the adapters issue's work; until
-//! then the gateway forwards requests to a source unchanged.
+//! Today the crate holds the Sigedis DB2P source (JSON, by NISS), the Flemish association
+//! register (JSON, by vCode or enterprise number) and the National Register person search for
+//! local registration officers (JSON, by NISS or BIS). The imposed layouts, the request/response
+//! DIV (SOAP/XML) and the Flemish account-number and contact-data sources are still to come.
 
 pub mod associations;
 pub mod layout;
+pub mod rn;
 pub mod sandbox;
 pub mod sigedis;
 pub mod synthetic;
@@ -60,7 +61,7 @@ pub struct ServiceDef {
 
 /// Every service the gateway knows how to expose.
 pub fn catalogue() -> Vec<ServiceDef> {
-    vec![sigedis::pensions_service(), associations::association_service()]
+    vec![sigedis::pensions_service(), associations::association_service(), rn::person_service()]
 }
 
 #[cfg(test)]

@@ -55,6 +55,15 @@ async fn sandbox_answers_follow_the_published_schemas_by_an_independent_validato
     let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
     let assoc = adapters::associations::sandbox::serve(bind().await).unwrap();
     let sigedis = adapters::sigedis::sandbox::serve(bind().await).unwrap();
+    let rn = adapters::rn::sandbox::serve(bind().await).unwrap();
+    let rn_persons: Vec<String> = adapters::rn::sandbox::Register::persons()
+        .iter()
+        .step_by(15)
+        .map(|p| {
+            let mut d = [0u8; 11];
+            p.digits(&mut d).to_owned()
+        })
+        .collect();
     let vcodes: Vec<String> =
         adapters::associations::sandbox::Register::vcodes(200).iter().map(|v| v.to_string()).collect();
     let persons: Vec<String> = adapters::sigedis::sandbox::Register::persons()
@@ -68,6 +77,7 @@ async fn sandbox_answers_follow_the_published_schemas_by_an_independent_validato
     let cases = [
         (adapters::associations::association_service(), record(&assoc, "/v1/verenigingen", &vcodes).await),
         (adapters::sigedis::pensions_service(), record(&sigedis, "/db2p/pensions", &persons).await),
+        (adapters::rn::person_service(), record(&rn, "/v1/persons", &rn_persons).await),
     ];
     for (service, answers) in &cases {
         let layout = service.layout.unwrap();

@@ -63,7 +63,7 @@ pub enum Command {
     },
     /// Run one sandbox source on its own.
     Sandbox {
-        /// The source: sigedis, associations.
+        /// The source: sigedis, associations, rn.
         source: String,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:18001")]
@@ -433,7 +433,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 let server = match source.as_str() {
                     "sigedis" => adapters::sigedis::sandbox::serve(listener)?,
                     "associations" => adapters::associations::sandbox::serve(listener)?,
-                    other => anyhow::bail!("unknown source '{other}'; known: sigedis, associations"),
+                    "rn" => adapters::rn::sandbox::serve(listener)?,
+                    other => anyhow::bail!("unknown source '{other}'; known: sigedis, associations, rn"),
                 };
                 println!("sandbox {source} on {}", server.url());
                 wait_for_signal().await;

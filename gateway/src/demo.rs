@@ -370,6 +370,35 @@ impl Demo {
             403,
             "LEGAL_BASIS_NOT_APPLICABLE",
         ));
+        // A local registration officer searches the National Register; an expired role does not.
+        let mut d = [0u8; 11];
+        let citizen = adapters::rn::sandbox::Register::persons()
+            .get(adapters::rn::sandbox::BIS)
+            .map(|p| p.digits(&mut d).to_owned())
+            .unwrap_or_default();
+        let lra = |user: &str| -> Vec<(&'static str, String)> {
+            vec![
+                ("x-legal-basis", "BOSA/LRA/2024".to_owned()),
+                ("x-purpose", "LRA_REGISTRATION".to_owned()),
+                ("x-subject", citizen.clone()),
+                ("x-end-user", user.to_owned()),
+            ]
+        };
+        let municipality = self.client("municipality", HttpVersion::Http1)?;
+        let got = call(&municipality, "/rn/person", &lra("lra-officer-1")).await;
+        checks.push(Check::new(
+            "an LRA officer with a valid role".into(),
+            "200 with the person",
+            got.map(|a| (a.status == 200 && a.text().contains("birthDate"), a.status.to_string())),
+        ));
+        let got = call(&municipality, "/rn/person", &lra("lra-officer-2")).await;
+        checks.push(Check::refusal(
+            "an LRA officer whose role expired",
+            "403 END_USER_ROLE_MISSING",
+            got,
+            403,
+            "END_USER_ROLE_MISSING",
+        ));
         let got = call(&bank, PENSIONS, &pension("85073003329")).await;
         checks.push(Check::refusal("an invalid NISS", "400 SUBJECT_INVALID", got, 400, "SUBJECT_INVALID"));
         let got = call(&agency, ASSOCIATIONS, &[("x-purpose", ASSOC_PURPOSE.to_owned())]).await;
@@ -400,8 +429,11 @@ const PENSIONS: &str = "/sigedis/pensions";
 type ServeFn = fn(tokio::net::TcpListener) -> std::io::Result<adapters::sandbox::SandboxServer>;
 
 /// The sandboxes the demo starts, by source name.
-const SANDBOXES: &[(&str, ServeFn)] =
-    &[("sigedis", adapters::sigedis::sandbox::serve), ("associations", adapters::associations::sandbox::serve)];
+const SANDBOXES: &[(&str, ServeFn)] = &[
+    ("sigedis", adapters::sigedis::sandbox::serve),
+    ("associations", adapters::associations::sandbox::serve),
+    ("rn", adapters::rn::sandbox::serve),
+];
 
 async fn call(client: &MtlsClient, path: &str, headers: &[(&'static str, String)]) -> anyhow::Result<Answer> {
     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();

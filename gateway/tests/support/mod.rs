@@ -38,11 +38,12 @@ impl Site {
         let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let sigedis = adapters::sigedis::sandbox::serve(bind().await).unwrap();
         let assoc = adapters::associations::sandbox::serve(bind().await).unwrap();
+        let rn = adapters::rn::sandbox::serve(bind().await).unwrap();
         let (data_port, control_port) = (free_port(), free_port());
         let config = d.join("passerelle.toml");
-        let sources = [("sigedis", sigedis.url()), ("associations", assoc.url())];
+        let sources = [("sigedis", sigedis.url()), ("associations", assoc.url()), ("rn", rn.url())];
         std::fs::write(&config, gateway::demo::site_config(data_port, control_port, &sources, 100)).unwrap();
-        Site { dir, config, pki, data_port, control_port, sandboxes: vec![sigedis, assoc] }
+        Site { dir, config, pki, data_port, control_port, sandboxes: vec![sigedis, assoc, rn] }
     }
 
     pub fn path(&self) -> &Path {

@@ -1,0 +1,109 @@
+//! The National Register sandbox: synthetic persons (national and BIS numbers) whose birth
+//! date and sex agree with their number.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::StatusCode;
+use policies::ids::{Niss, Sex};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::sandbox::{self, SandboxRequest, SandboxResponse, SandboxServer};
+use crate::synthetic::Rng;
+
+pub const SEED: u64 = 0x0A71_0A11;
+pub const POPULATION: usize = 3_000;
+/// How many of them have a BIS number (no national register number).
+pub const BIS: usize = 100;
+
+const FIRST_M: &[&str] = &["Jan", "Pieter", "Luc", "Mohamed", "Thomas", "Arnaud", "Wouter"];
+const FIRST_F: &[&str] = &["Marie", "Sofie", "Fatima", "Els", "Julie", "Nathalie", "Lotte"];
+const LAST: &[&str] = &["Peeters", "Janssens", "Dubois", "Lambert", "El Amrani", "Claes", "Wouters", "Dupont"];
+const PLACES: &[(&str, &str)] =
+    &[("1000", "Brussel"), ("9000", "Gent"), ("4000", "Liège"), ("2000", "Antwerpen"), ("5000", "Namur")];
+const STREETS: &[&str] = &["Kerkstraat", "Rue de la Station", "Molenweg", "Grote Markt", "Avenue Louise"];
+
+#[derive(Debug)]
+pub struct Register {
+    persons: HashMap<Niss, Value>,
+    order: Vec<Niss>,
+}
+
+fn pick<'a>(rng: &mut Rng, v: &[&'a str]) -> &'a str {
+    v[rng.range(0, v.len() as u64) as usize]
+}
+
+impl Register {
+    pub fn generate() -> Self {
+        let mut rng = Rng::new(SEED);
+        let mut persons = HashMap::with_capacity(POPULATION);
+        let mut order = Vec::with_capacity(POPULATION);
+        while order.len() < POPULATION {
+            let year = rng.range(1935, 2024) as u16;
+            let month = rng.range(1, 13) as u8;
+            let day = rng.range(1, 29) as u8;
+            let bis = order.len() < BIS;
+            let Some(niss) =
+                Niss::from_parts(year, if bis { month + 40 } else { month }, day, rng.range(1, 999) as u16)
+            else {
+                continue;
+            };
+            if persons.contains_key(&niss) {
+                continue;
+            }
+            let sex = niss.sex();
+            let first = match sex {
+                Some(Sex::Male) => pick(&mut rng, FIRST_M),
+                _ => pick(&mut rng, FIRST_F),
+            };
+            let (postal, town) = PLACES[rng.range(0, PLACES.len() as u64) as usize];
+            let (_, birth_town) = PLACES[rng.range(0, PLACES.len() as u64) as usize];
+            let mut d = [0u8; 11];
+            let doc = json!({
+                "niss": niss.digits(&mut d),
+                "names": { "last": pick(&mut rng, LAST), "first": [first] },
+                "birthDate": format!("{year:04}-{month:02}-{day:02}"),
+                "birthPlace": birth_town,
+                "address": {
+                    "street": pick(&mut rng, STREETS),
+                    "number": rng.range(1, 200).to_string(),
+                    "postalCode": postal,
+                    "municipality": town,
+                },
+                "sex": match sex { Some(Sex::Male) => "M", Some(Sex::Female) => "F", None => "unknown" },
+            });
+            persons.insert(niss, doc);
+            order.push(niss);
+        }
+        Register { persons, order }
+    }
+
+    /// The persons, in a stable order (the first [`BIS`] have BIS numbers).
+    pub fn persons() -> Vec<Niss> {
+        Register::generate().order
+    }
+
+    fn answer(&self, req: &SandboxRequest) -> SandboxResponse {
+        if req.uri().path() != "/v1/persons" {
+            return sandbox::text(StatusCode::NOT_FOUND, "unknown path");
+        }
+        let Some(niss) = req.headers().get("x-subject").and_then(|v| v.to_str().ok()).and_then(|s| Niss::parse(s).ok())
+        else {
+            return sandbox::text(StatusCode::BAD_REQUEST, "X-Subject is not a NISS or BIS number");
+        };
+        match self.persons.get(&niss) {
+            Some(doc) => sandbox::json(StatusCode::OK, doc),
+            None => sandbox::json(StatusCode::NOT_FOUND, &json!({"error": "unknown person"})),
+        }
+    }
+}
+
+/// Starts the National Register sandbox on `listener`.
+pub fn serve(listener: TcpListener) -> std::io::Result<SandboxServer> {
+    let register = Arc::new(Register::generate());
+    sandbox::serve(listener, move |req| {
+        let register = register.clone();
+        async move { register.answer(&req) }
+    })
+}
