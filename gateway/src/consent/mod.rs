@@ -15,7 +15,9 @@
 //!
 //! [`Registry::check`] allocates nothing and never touches the disk.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
 
 use policies::ids::{Kbo, Niss};
 use policies::model::OrgKind;
@@ -150,8 +152,9 @@ impl Slot {
 
 type Shard = FxHashMap<(u64, u64), Slot>;
 
-/// Interned service and purpose names (a small, slowly growing set).
-#[derive(Debug, Default)]
+/// Interned service and purpose names (a small, slowly growing set): read through `arc-swap`
+/// on the request path, replaced whole (copy, add, swap) on the rare write.
+#[derive(Debug, Default, Clone)]
 struct Names {
     ids: FxHashMap<Box<str>, u32>,
 }
@@ -166,7 +169,9 @@ impl Names {
 #[derive(Debug)]
 pub struct Registry {
     shards: Box<[RwLock<Shard>]>,
-    names: RwLock<Names>,
+    names: ArcSwap<Names>,
+    /// Serialises the rare additions to `names`.
+    names_write: std::sync::Mutex<()>,
     store: ConsentStore,
 }
 
@@ -279,7 +284,8 @@ impl Registry {
     pub fn open(store: ConsentStore) -> Self {
         let r = Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
-            names: RwLock::new(Names::default()),
+            names: ArcSwap::from_pointee(Names::default()),
+            names_write: std::sync::Mutex::new(()),
             store,
         };
         let mut n = 0usize;
@@ -303,12 +309,15 @@ impl Registry {
     }
 
     fn intern(&self, s: &str) -> u32 {
-        if let Some(i) = self.names.read().ok().and_then(|n| n.get(s)) {
+        if let Some(i) = self.names.load().get(s) {
             return i;
         }
-        let Ok(mut names) = self.names.write() else { return u32::MAX };
+        let Ok(_writer) = self.names_write.lock() else { return u32::MAX };
+        let mut names = Names::clone(&self.names.load());
         let next = names.ids.len() as u32;
-        *names.ids.entry(s.into()).or_insert(next)
+        let id = *names.ids.entry(s.into()).or_insert(next);
+        self.names.store(Arc::new(names));
+        id
     }
 
     fn index_into(&self, shard: &mut Shard, c: &Consent) {
@@ -393,11 +402,11 @@ impl Registry {
         purpose: &str,
         now_ms: u64,
     ) -> Result<ConsentId, Denial> {
-        let (Some(service), Some(purpose)) =
-            self.names.read().ok().map_or((None, None), |n| (n.get(service), n.get(purpose)))
-        else {
+        let names = self.names.load();
+        let (Some(service), Some(purpose)) = (names.get(service), names.get(purpose)) else {
             return Err(Denial::Missing);
         };
+        drop(names);
         let Ok(shard) = self.shards[shard_of(subject.as_u64())].read() else { return Err(Denial::Missing) };
         let mut denial = Denial::Missing;
         let keys = [Some(recipient.as_u64()), kind.map(kind_key)];
