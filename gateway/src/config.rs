@@ -56,6 +56,9 @@ pub struct Config {
     /// The control plane (data owners, auditors, the citizen access point).
     #[serde(default)]
     pub control: ControlConfig,
+    /// The operations listener: `/healthz`, `/readyz`, `/metrics`.
+    #[serde(default)]
+    pub ops: OpsConfig,
     /// Upstream sources by name (`sigedis`, `div`, …): where the gateway forwards to.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
@@ -148,6 +151,20 @@ pub struct PolicyConfig {
     /// Relative to the config file's directory. With no bundle, every call is refused
     /// (`NO_LEGAL_BASIS`): the gateway denies by default.
     pub bundles: Vec<PathBuf>,
+}
+
+/// The operations listener: plain HTTP, meant for loopback or an operations network only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// Address to listen on; absent disables it. Port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        OpsConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))) }
+    }
 }
 
 /// The control-plane listener: mTLS with the same TLS material as the data plane.

@@ -108,7 +108,13 @@ pub fn init_pki(dir: &Path, extra: &[DevClient]) -> anyhow::Result<(DevPki, DevP
 /// The config of a gateway on loopback over a dev PKI in `pki/`, the seed bundles in `bundles/`,
 /// the store and trail beside them, and the given sources, each answering both the production
 /// and the test side (a sandbox). The demo and the tests that run the binary use it.
-pub fn site_config(data_port: u16, control_port: u16, sources: &[(&str, String)], checkpoint_ms: u64) -> String {
+pub fn site_config(
+    data_port: u16,
+    control_port: u16,
+    ops_port: u16,
+    sources: &[(&str, String)],
+    checkpoint_ms: u64,
+) -> String {
     let auditor = org_kbo("admin").map(|k| {
         let mut d = [0u8; 10];
         k.digits(&mut d).to_owned()
@@ -135,6 +141,9 @@ checkpoint_interval_ms = {checkpoint_ms}
 [control]
 listen = "127.0.0.1:{control_port}"
 auditors = ["{auditor}"]
+
+[ops]
+listen = "127.0.0.1:{ops_port}"
 
 [policy]
 bundles = ["bundles"]
@@ -180,7 +189,8 @@ impl Demo {
 
         let config_path = dir.join("passerelle.toml");
         let sources: Vec<(&str, String)> = sandboxes.iter().map(|(n, s)| (*n, s.url())).collect();
-        let text = site_config(opts.port, if opts.port == 0 { 0 } else { 9443 }, &sources, 1000);
+        let (control, ops) = if opts.port == 0 { (0, 0) } else { (9443, 9090) };
+        let text = site_config(opts.port, control, ops, &sources, 1000);
         std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
         let config = Config::load(&config_path, opts.overrides)?;
         let gateway = server::start(&config).await.with_context(|| {

@@ -12,6 +12,8 @@ pub mod config;
 pub mod consent;
 pub mod demo;
 pub mod error;
+pub mod metrics;
+pub mod ops;
 pub mod pipeline;
 pub mod policy;
 pub mod server;

@@ -87,6 +87,7 @@ pub fn build_pipeline(
         audit,
         consent,
         rate: crate::pipeline::rate::RateLimiter::default(),
+        metrics: crate::metrics::Metrics::new().context("metrics")?,
         policy,
         limits: Limits::new(&cfg.limits),
         routes: Table::new(routes),
@@ -101,6 +102,8 @@ pub struct RunningGateway {
     pub data_addr: SocketAddr,
     /// The control plane's address, when it is enabled.
     pub control_addr: Option<SocketAddr>,
+    /// The operations listener's address, when it is enabled.
+    pub ops_addr: Option<SocketAddr>,
     pub store: Arc<dyn Store>,
     /// The policy the data plane enforces; `replace` swaps it atomically.
     pub policy: Arc<PolicyHandle>,
@@ -189,6 +192,35 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         None => None,
     };
     let control_addr = control.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+    // The operations listener: health, readiness, metrics.
+    let ops_addr = match cfg.ops.listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (operations)"))?;
+            let a = l.local_addr()?;
+            let upstreams = cfg
+                .sources
+                .iter()
+                .flat_map(|(name, s)| {
+                    [Some(&s.upstream), s.test_upstream.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|u| crate::ops::authority(u).map(|a| (name.clone(), a)))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let ops = Arc::new(crate::ops::Ops {
+                metrics: pipeline.metrics.clone(),
+                store: store.clone(),
+                audit: audit.clone(),
+                policy: policy.clone(),
+                upstreams,
+            });
+            tokio::spawn(crate::ops::serve(l, ops, shutdown_rx.clone()));
+            tracing::info!(addr = %a, "operations listening");
+            Some(a)
+        }
+        None => None,
+    };
     let control_task = control.map(|(l, plane)| {
         let handler = move |req: Request<Incoming>, caller: Arc<Caller>| {
             let plane = plane.clone();
@@ -218,7 +250,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         drop(pipeline);
         let _ = tokio::task::spawn_blocking(move || trail.close()).await;
     });
-    Ok(RunningGateway { data_addr, control_addr, store, policy, consent, audit, recovery, shutdown, task })
+    Ok(RunningGateway { data_addr, control_addr, ops_addr, store, policy, consent, audit, recovery, shutdown, task })
 }
 
 /// Serves mutual-TLS connections on `listener` with `handle` until `shutdown` turns true, then

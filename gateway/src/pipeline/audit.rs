@@ -140,6 +140,11 @@ impl Trace {
         self.upstream_status = Some(status);
     }
 
+    /// The metric labels known so far: the service id and the caller's enterprise number.
+    pub fn labels(&self) -> (&'static str, Option<&str>) {
+        (self.service.unwrap_or("none"), self.caller.as_deref())
+    }
+
     /// The fields the grant lets the answer carry.
     pub fn granted_fields(&self) -> &[String] {
         &self.fields

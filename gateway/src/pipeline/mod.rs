@@ -48,6 +48,7 @@ pub struct Pipeline {
     pub audit: Arc<AuditTrail>,
     pub consent: Arc<Registry>,
     pub rate: rate::RateLimiter,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Pipeline {
@@ -71,17 +72,31 @@ impl Pipeline {
             Ok(resp) => (resp, None),
             Err(refusal) => (error::respond(&refusal, dialect, rid), Some(refusal.code)),
         };
+        // Metric labels: an enterprise number only for registered organisations (bounded).
+        let (service, caller) = trace.labels();
+        let registered = caller
+            .and_then(|c| policies::ids::Kbo::parse(c).ok())
+            .is_some_and(|k| self.policy.guard().organisation(k).is_some());
+        let caller = if registered { caller.unwrap_or("unregistered").to_owned() } else { "unregistered".to_owned() };
         // 11. Audit: the record is durable before the response leaves; if it cannot be
         //     written the call fails closed and no data leaves.
         let record = trace.finish(rid, resp.status().as_u16(), code, started.elapsed());
+        let mut code = code;
         if self.audit.append(&record).await.is_err() {
             let refusal =
                 Refusal::new(Code::AuditUnavailable, "the call could not be recorded, so nothing is released");
             resp = error::respond(&refusal, dialect, rid);
+            code = Some(Code::AuditUnavailable);
             tracing::warn!(request_id = rid, "audit trail unavailable: answer withheld");
         } else if let Some(code) = code {
             tracing::info!(request_id = rid, code = code.as_str(), "refused");
         }
+        let outcome = if code.is_none() { "granted" } else { "refused" };
+        self.metrics
+            .requests
+            .with_label_values(&[service, caller.as_str(), outcome, code.map_or("", Code::as_str)])
+            .inc();
+        self.metrics.latency.with_label_values(&[service]).observe(started.elapsed().as_secs_f64());
         resp.headers_mut().insert("x-request-id", request_id);
         resp
     }

@@ -1,0 +1,116 @@
+//! The operations listener (plain HTTP, loopback by default): `/healthz` (the process answers),
+//! `/readyz` (each dependency by name: store, audit trail, policy, every source), `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::audit::AuditTrail;
+use crate::error::Body;
+use crate::metrics::Metrics;
+use crate::policy::PolicyHandle;
+use crate::store::Store;
+
+/// What `/readyz` and `/metrics` look at.
+#[derive(Debug)]
+pub struct Ops {
+    pub metrics: Metrics,
+    pub store: Arc<dyn Store>,
+    pub audit: Arc<AuditTrail>,
+    pub policy: Arc<PolicyHandle>,
+    /// (source name, host:port) of every configured upstream side.
+    pub upstreams: Vec<(String, String)>,
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r
+}
+
+impl Ops {
+    fn refresh(&self) {
+        let s = &self.audit.status;
+        self.metrics.audit_records.set(s.records.load(Ordering::Relaxed) as i64);
+        self.metrics.audit_batches.set(s.batches.load(Ordering::Relaxed) as i64);
+        self.metrics.audit_writable.set(i64::from(s.writable.load(Ordering::Acquire)));
+        self.metrics.policy_version.set(self.policy.current().version() as i64);
+    }
+
+    async fn ready(&self) -> Response<Body> {
+        let store = self.store.meta_get("format").map(|v| v.is_some()).unwrap_or(false);
+        let audit = self.audit.status.writable.load(Ordering::Acquire);
+        let snapshot = self.policy.current();
+        let policy = snapshot.grant_count() > 0;
+        let mut sources = serde_json::Map::new();
+        let mut all = store && audit && policy;
+        for (name, addr) in &self.upstreams {
+            let up = matches!(
+                tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr.as_str())).await,
+                Ok(Ok(_))
+            );
+            all &= up;
+            sources.insert(name.clone(), serde_json::Value::Bool(up));
+        }
+        let doc = serde_json::json!({
+            "ready": all,
+            "store": store,
+            "audit_writable": audit,
+            "policy": { "loaded": policy, "version": snapshot.version(), "grants": snapshot.grant_count() },
+            "sources": sources,
+        });
+        let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        reply(status, "application/json", doc.to_string())
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        match req.uri().path() {
+            "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+            "/readyz" => self.ready().await,
+            "/metrics" => {
+                self.refresh();
+                reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render())
+            }
+            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        }
+    }
+}
+
+/// Serves the operations endpoints on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, ops: Arc<Ops>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue } },
+            _ = shutdown.changed() => return,
+        };
+        let ops = ops.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let ops = ops.clone();
+                async move { Ok::<_, std::convert::Infallible>(ops.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+/// The host:port of an upstream URL, for the reachability probe.
+pub fn authority(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let a = uri.authority()?;
+    Some(format!("{}:{}", a.host(), a.port_u16().unwrap_or(80)))
+}
+
+/// Where the operations listener is, when it is on.
+pub type OpsAddr = Option<SocketAddr>;
