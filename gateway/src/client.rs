@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -161,9 +161,5 @@ pub fn request(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let req = b.body(Full::new(body))?;
-    if req.uri().path().is_empty() {
-        bail!("empty path");
-    }
-    Ok(req)
+    Ok(b.body(Full::new(body))?)
 }

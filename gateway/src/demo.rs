@@ -63,10 +63,16 @@ pub struct Demo {
     pub sandboxes: Vec<(&'static str, adapters::sandbox::SandboxServer)>,
 }
 
-/// The seed policy the demo enforces.
-pub fn seed_snapshot() -> anyhow::Result<Snapshot> {
-    let policy = policies::bundle::load_texts(policies::seed::BUNDLES.iter().copied())?;
-    Ok(Snapshot::compile(&policy, 1))
+/// The seed policy the demo enforces, loaded and compiled once per process.
+pub fn seed_snapshot() -> anyhow::Result<&'static Snapshot> {
+    static SEED: std::sync::OnceLock<Result<Snapshot, String>> = std::sync::OnceLock::new();
+    SEED.get_or_init(|| {
+        policies::bundle::load_texts(policies::seed::BUNDLES.iter().copied())
+            .map(|p| Snapshot::compile(&p, 1))
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| anyhow::anyhow!("the seed bundles do not load: {e}"))
 }
 
 /// The enterprise number of the seed organisation with this handle.

@@ -111,13 +111,9 @@ impl Niss {
         let month = d[2] * 10 + d[3];
         let day = d[4] * 10 + d[5];
         // Month 00 means unknown; +20 and +40 mark BIS numbers (sex unknown / known).
-        let base_month = match month {
-            0..=12 => month,
-            20..=32 => month - 20,
-            40..=52 => month - 40,
-            _ => return Err(IdError::Month { kind: K, month }),
-        };
-        let _ = base_month;
+        if !matches!(month, 0..=12 | 20..=32 | 40..=52) {
+            return Err(IdError::Month { kind: K, month });
+        }
         if day > 31 {
             return Err(IdError::Day { kind: K, day });
         }

@@ -230,14 +230,7 @@ impl ControlPlane {
         if !self.auditors.contains(&org.kbo) {
             return Err(refuse(Code::AdminRoleMissing, "this organisation is not designated to query the audit trail"));
         }
-        let body = Limited::new(req.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|_| refuse(Code::RequestInvalid, "the body is unreadable or larger than 16 KiB"))?
-            .to_bytes();
-        let q: Query = serde_json::from_slice(&body).map_err(|e| {
-            refuse(Code::RequestInvalid, format!("the query is not valid JSON of the documented shape: {e}"))
-        })?;
+        let q: Query = read_json(req).await?;
         let Some(j) = q.justification.filter(|j| {
             !j.case_reference.trim().is_empty()
                 && !j.legal_ground.trim().is_empty()

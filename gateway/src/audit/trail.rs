@@ -243,7 +243,7 @@ impl AuditTrail {
         // Catch the index up with records written but not indexed.
         let indexed = index.audit_indexed_seq().map_err(|e| open_err(&dir, e.to_string()))?;
         if indexed < last_seq {
-            recovery.reindexed = reindex(&dir, &segs, indexed, index.as_ref()).map_err(|m| open_err(&dir, m))?;
+            recovery.reindexed = reindex(&segs, indexed, index.as_ref()).map_err(|m| open_err(&dir, m))?;
         }
 
         let file = OpenOptions::new().write(true).open(&seg_path).map_err(|e| open_err(&dir, e.to_string()))?;
@@ -389,7 +389,7 @@ fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop
     }
 }
 
-fn reindex(dir: &Path, segs: &[(u64, PathBuf)], indexed: u64, index: &dyn AuditIndex) -> Result<u64, String> {
+fn reindex(segs: &[(u64, PathBuf)], indexed: u64, index: &dyn AuditIndex) -> Result<u64, String> {
     let mut n = 0;
     for (i, (first, path)) in segs.iter().enumerate() {
         let next_first = segs.get(i + 1).map_or(u64::MAX, |(f, _)| *f);
@@ -418,7 +418,6 @@ fn reindex(dir: &Path, segs: &[(u64, PathBuf)], indexed: u64, index: &dyn AuditI
         n += batch.len() as u64;
         index.audit_index(&batch).map_err(|e| e.to_string())?;
     }
-    let _ = dir;
     Ok(n)
 }
 

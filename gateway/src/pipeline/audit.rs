@@ -140,9 +140,9 @@ impl Trace {
         self.upstream_status = Some(status);
     }
 
-    /// The metric labels known so far: the service id and the caller's enterprise number.
-    pub fn labels(&self) -> (&'static str, Option<&str>) {
-        (self.service.unwrap_or("none"), self.caller.as_deref())
+    /// The service id for metric labels (`none` when the path named no service).
+    pub fn service_label(&self) -> &'static str {
+        self.service.unwrap_or("none")
     }
 
     /// The fields the grant lets the answer carry.

@@ -21,7 +21,6 @@ pub mod route;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -72,12 +71,14 @@ impl Pipeline {
             Ok(resp) => (resp, None),
             Err(refusal) => (error::respond(&refusal, dialect, rid), Some(refusal.code)),
         };
-        // Metric labels: an enterprise number only for registered organisations (bounded).
-        let (service, caller) = trace.labels();
-        let registered = caller
-            .and_then(|c| policies::ids::Kbo::parse(c).ok())
-            .is_some_and(|k| self.policy.guard().organisation(k).is_some());
-        let caller = if registered { caller.unwrap_or("unregistered").to_owned() } else { "unregistered".to_owned() };
+        // Metric labels: an enterprise number only for registered organisations (bounded),
+        // taken from the connection's identity into a stack buffer.
+        let service = trace.service_label();
+        let mut kbo_digits = [0u8; 10];
+        let caller_label = match caller.identity.as_ref() {
+            Ok(id) if self.policy.guard().organisation(id.kbo).is_some() => id.kbo.digits(&mut kbo_digits),
+            _ => "unregistered",
+        };
         // 11. Audit: the record is durable before the response leaves; if it cannot be
         //     written the call fails closed and no data leaves.
         let record = trace.finish(rid, resp.status().as_u16(), code, started.elapsed());
@@ -92,10 +93,7 @@ impl Pipeline {
             tracing::info!(request_id = rid, code = code.as_str(), "refused");
         }
         let outcome = if code.is_none() { "granted" } else { "refused" };
-        self.metrics
-            .requests
-            .with_label_values(&[service, caller.as_str(), outcome, code.map_or("", Code::as_str)])
-            .inc();
+        self.metrics.requests.with_label_values(&[service, caller_label, outcome, code.map_or("", Code::as_str)]).inc();
         self.metrics.latency.with_label_values(&[service]).observe(started.elapsed().as_secs_f64());
         resp.headers_mut().insert("x-request-id", request_id);
         resp
@@ -166,9 +164,4 @@ fn respond(answer: forward::UpstreamAnswer) -> Response<Body> {
         resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     resp
-}
-
-/// An empty body, for responses that carry none.
-pub fn empty() -> Body {
-    Full::new(Bytes::new())
 }
