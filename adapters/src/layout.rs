@@ -18,9 +18,29 @@ pub enum SubjectType {
     Organisation,
 }
 
+/// Where a source holds a *default* value and values *per public service* (the Flemish
+/// account-number and contact-data sources): a value linked to the service the caller names
+/// is what leaves; the default may stand in for it only where the citizen's consent scope
+/// covers that service (art. 5/4, 7/3; DOMAIN.md §3). The gateway applies the rule, since it
+/// is the gateway that holds the consent.
+#[derive(Debug, Clone, Copy)]
+pub struct Fallback {
+    /// Where the request names the public service (a JSON pointer into the request body).
+    pub service: &'static str,
+    /// Where the answer holds the value linked to that service, if the citizen linked one.
+    pub linked: &'static str,
+    /// Where the answer holds the default value.
+    pub default: &'static str,
+}
+
+/// Largest request body a JSON layout accepts; anything bigger is not a look-up.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+
 /// A JSON service's imposed layout, as the adapter declares it.
 #[derive(Debug, Clone, Copy)]
 pub struct LayoutDef {
+    /// The request JSON Schema, for services that take a body; `None`: no body at all.
+    pub request_schema: Option<&'static str>,
     /// The response JSON Schema (draft 2020-12), as published in `adapters/layouts/`.
     pub response_schema: &'static str,
     /// Paths always kept: the identifiers the caller itself named.
@@ -29,13 +49,16 @@ pub struct LayoutDef {
     pub fields: &'static [(&'static str, &'static str)],
     /// Where data subjects appear in an answer.
     pub subjects: &'static [(&'static str, SubjectType)],
+    /// The default/per-service rule, for the sources that have one.
+    pub fallback: Option<Fallback>,
 }
 
-/// A layout ready for use: the schema compiled once.
+/// A layout ready for use: the schemas compiled once.
 #[derive(Debug)]
 pub struct Layout {
     def: LayoutDef,
     validator: jsonschema::Validator,
+    request: Option<jsonschema::Validator>,
 }
 
 /// Why a layout could not be built (a broken schema ships only through a bug).
@@ -49,9 +72,13 @@ fn segments(path: &str) -> Vec<&str> {
 
 impl Layout {
     pub fn new(def: LayoutDef) -> Result<Self, LayoutError> {
-        let schema: Value = serde_json::from_str(def.response_schema).map_err(|e| LayoutError(e.to_string()))?;
-        let validator = jsonschema::validator_for(&schema).map_err(|e| LayoutError(e.to_string()))?;
-        Ok(Layout { def, validator })
+        let compile = |text: &str| -> Result<jsonschema::Validator, LayoutError> {
+            let schema: Value = serde_json::from_str(text).map_err(|e| LayoutError(e.to_string()))?;
+            jsonschema::validator_for(&schema).map_err(|e| LayoutError(e.to_string()))
+        };
+        let validator = compile(def.response_schema)?;
+        let request = def.request_schema.map(compile).transpose()?;
+        Ok(Layout { def, validator, request })
     }
 
     pub fn def(&self) -> &LayoutDef {
@@ -61,17 +88,29 @@ impl Layout {
     /// Checks an answer against the schema; the error names the first offending path and the
     /// rule it breaks.
     pub fn check(&self, answer: &Value) -> Result<(), String> {
-        match self.validator.iter_errors(answer).next() {
-            None => Ok(()),
-            Some(e) => {
-                let path = e.instance_path().as_str();
-                Err(format!(
-                    "at {} the answer breaks the layout's '{}' rule",
-                    if path.is_empty() { "the top" } else { path },
-                    e.kind().keyword()
-                ))
-            }
+        first_error(&self.validator, answer, "answer")
+    }
+
+    /// Checks a request body against the request layout: none at all where the layout takes
+    /// none, else JSON following the request schema. Returns the parsed body.
+    pub fn check_request(&self, body: &[u8]) -> Result<Option<Value>, String> {
+        let Some(validator) = &self.request else {
+            return if body.is_empty() {
+                Ok(None)
+            } else {
+                Err("this service takes no request body: the subject goes in X-Subject".into())
+            };
+        };
+        if body.is_empty() {
+            return Err("this service takes a JSON request body and none was sent".into());
         }
+        if body.len() > MAX_REQUEST_BYTES {
+            return Err(format!("the request body is larger than this layout allows ({MAX_REQUEST_BYTES} bytes)"));
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("the request body is not JSON (line {}, column {})", e.line(), e.column()))?;
+        first_error(validator, &value, "request")?;
+        Ok(Some(value))
     }
 
     /// Keeps only the always-kept paths and those of the granted fields.
@@ -93,6 +132,27 @@ impl Layout {
             });
         }
         out
+    }
+}
+
+fn first_error(validator: &jsonschema::Validator, v: &Value, what: &str) -> Result<(), String> {
+    match validator.iter_errors(v).next() {
+        None => Ok(()),
+        Some(e) => {
+            let path = e.instance_path().as_str();
+            let at = if path.is_empty() { "the top" } else { path };
+            // The caller is told which of its own properties the layout lacks; a source's answer
+            // is not quoted at all (a source could key a map by a personal identifier).
+            if let (jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected }, "request") =
+                (e.kind(), what)
+            {
+                return Err(format!(
+                    "at {at} the {what} breaks the layout's 'additionalProperties' rule: {} is not in the layout",
+                    unexpected.join(", ")
+                ));
+            }
+            Err(format!("at {at} the {what} breaks the layout's '{}' rule", e.kind().keyword()))
+        }
     }
 }
 
@@ -153,10 +213,12 @@ mod tests {
 
     fn layout() -> Layout {
         Layout::new(LayoutDef {
+            request_schema: None,
             response_schema: SCHEMA,
             always: &["/id"],
             fields: &[("a", "/items/*/a"), ("b", "/items/*/b"), ("who", "/items/*/who"), ("secret", "/secret")],
             subjects: &[("/items/*/who", SubjectType::Person)],
+            fallback: None,
         })
         .unwrap()
     }

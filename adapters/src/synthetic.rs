@@ -1,7 +1,7 @@
 //! Deterministic synthetic identifiers for sandboxes and tests. The same seed always gives the
 //! same population, so tests can name subjects the sandboxes know.
 
-use policies::ids::{Iban, Kbo, Niss};
+use policies::ids::{Iban, Kbo, Niss, Plate, Vin};
 
 /// SplitMix64: small, fast, good enough to spread synthetic data.
 #[derive(Debug, Clone)]
@@ -43,6 +43,44 @@ impl Rng {
             // the check digits.
             if let Some(k) = Kbo::from_first8(self.range(2_000_000, 19_999_999) as u32) {
                 return k;
+            }
+        }
+    }
+
+    /// One of `v` (not empty).
+    pub fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
+        v[self.range(0, v.len() as u64) as usize]
+    }
+
+    /// A plate of the 2010 format, `1-ABC-123`.
+    pub fn plate(&mut self) -> Plate {
+        loop {
+            let mut s = String::with_capacity(9);
+            s.push(if self.range(0, 2) == 0 { '1' } else { '2' });
+            s.push('-');
+            for _ in 0..3 {
+                s.push(char::from(b'A' + self.range(0, 26) as u8));
+            }
+            s.push('-');
+            s.push_str(&format!("{:03}", self.range(0, 1000)));
+            if let Ok(p) = Plate::parse(&s) {
+                return p;
+            }
+        }
+    }
+
+    /// A VIN of 17 characters of `[A-HJ-NPR-Z0-9]`, starting with a European maker code.
+    pub fn vin(&mut self) -> Vin {
+        const CHARS: &[u8] = b"ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
+        const WMI: &[&str] = &["WVW", "WBA", "VF1", "VF3", "ZFA", "YV1", "TMB", "WDD"];
+        loop {
+            let mut s = String::with_capacity(17);
+            s.push_str(WMI[self.range(0, WMI.len() as u64) as usize]);
+            while s.len() < 17 {
+                s.push(char::from(CHARS[self.range(0, CHARS.len() as u64) as usize]));
+            }
+            if let Ok(v) = Vin::parse(&s) {
+                return v;
             }
         }
     }

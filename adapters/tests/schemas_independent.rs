@@ -34,20 +34,42 @@ fn python_rejects(schema: &str, answers: &[serde_json::Value]) -> usize {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-async fn record(server: &adapters::sandbox::SandboxServer, path: &str, subjects: &[String]) -> Vec<serde_json::Value> {
+/// Calls a sandbox over a real socket: `(subject, body)` per call; a `POST` when there is a body.
+async fn call(server: &adapters::sandbox::SandboxServer, path: &str, subject: Option<&str>, body: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    let subject = subject.map(|s| format!("X-Subject: {s}\r\n")).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{subject}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split("\r\n\r\n").nth(1).unwrap().to_owned()
+}
+
+async fn record(
+    server: &adapters::sandbox::SandboxServer,
+    path: &str,
+    calls: &[(Option<String>, String)],
+) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    for s in subjects {
-        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Subject: {s}\r\nConnection: close\r\n\r\n");
-        tokio::io::AsyncWriteExt::write_all(&mut stream, req.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut buf).await.unwrap();
-        let text = String::from_utf8(buf).unwrap();
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        let body = text.split("\r\n\r\n").nth(1).unwrap();
-        out.push(serde_json::from_str(body).unwrap());
+    for (subject, body) in calls {
+        out.push(serde_json::from_str(&call(server, path, subject.as_deref(), body).await).unwrap());
     }
     out
+}
+
+fn by_subject(subjects: &[String]) -> Vec<(Option<String>, String)> {
+    subjects.iter().map(|s| (Some(s.clone()), String::new())).collect()
+}
+
+fn digits(p: &policies::ids::Niss) -> String {
+    let mut d = [0u8; 11];
+    p.digits(&mut d).to_owned()
 }
 
 #[tokio::test]
@@ -56,35 +78,66 @@ async fn sandbox_answers_follow_the_published_schemas_by_an_independent_validato
     let assoc = adapters::associations::sandbox::serve(bind().await).unwrap();
     let sigedis = adapters::sigedis::sandbox::serve(bind().await).unwrap();
     let rn = adapters::rn::sandbox::serve(bind().await).unwrap();
-    let rn_persons: Vec<String> = adapters::rn::sandbox::Register::persons()
+    let flemish = adapters::accounts::sandbox::serve(bind().await).unwrap();
+    let rn_register = adapters::rn::sandbox::Register::generate();
+    let rn_people = adapters::rn::sandbox::Register::persons();
+    let rn_persons: Vec<String> = rn_people.iter().step_by(15).map(digits).collect();
+    // Searches by the name and birth date of known persons, with and without the first name.
+    let searches: Vec<(Option<String>, String)> = rn_people
         .iter()
-        .step_by(15)
-        .map(|p| {
-            let mut d = [0u8; 11];
-            p.digits(&mut d).to_owned()
+        .step_by(60)
+        .enumerate()
+        .map(|(i, p)| {
+            let doc = rn_register.person(*p).unwrap();
+            let mut q = serde_json::json!({"lastName": doc["names"]["last"], "birthDate": doc["birthDate"]});
+            if i % 2 == 0 {
+                q["firstName"] = doc["names"]["first"][0].clone();
+            }
+            (None, q.to_string())
+        })
+        .collect();
+    let citizens: Vec<(Option<String>, String)> = adapters::accounts::sandbox::Register::persons()
+        .iter()
+        .take(150)
+        .enumerate()
+        .map(|(i, p)| {
+            let service = adapters::accounts::PUBLIC_SERVICES[i % adapters::accounts::PUBLIC_SERVICES.len()];
+            (Some(digits(p)), serde_json::json!({ "publicService": service }).to_string())
         })
         .collect();
     let vcodes: Vec<String> =
         adapters::associations::sandbox::Register::vcodes(200).iter().map(|v| v.to_string()).collect();
-    let persons: Vec<String> = adapters::sigedis::sandbox::Register::persons()
-        .iter()
-        .take(200)
-        .map(|p| {
-            let mut d = [0u8; 11];
-            p.digits(&mut d).to_owned()
-        })
-        .collect();
+    let persons: Vec<String> = adapters::sigedis::sandbox::Register::persons().iter().take(200).map(digits).collect();
     let cases = [
-        (adapters::associations::association_service(), record(&assoc, "/v1/verenigingen", &vcodes).await),
-        (adapters::sigedis::pensions_service(), record(&sigedis, "/db2p/pensions", &persons).await),
-        (adapters::rn::person_service(), record(&rn, "/v1/persons", &rn_persons).await),
+        (adapters::associations::association_service(), &assoc, by_subject(&vcodes)),
+        (adapters::sigedis::pensions_service(), &sigedis, by_subject(&persons)),
+        (adapters::rn::person_service(), &rn, by_subject(&rn_persons)),
+        (adapters::rn::search_service(), &rn, searches),
+        (adapters::accounts::iban_service(), &flemish, citizens.clone()),
+        (adapters::contacts::contact_service(), &flemish, citizens),
     ];
-    for (service, answers) in &cases {
+    for (service, server, calls) in &cases {
+        let answers = record(server, service.upstream_path, calls).await;
         let layout = service.layout.unwrap();
         let ours = adapters::layout::Layout::new(layout).unwrap();
+        // The requests that produced them follow the request layout, by both validators.
+        if let Some(request_schema) = layout.request_schema {
+            let requests: Vec<serde_json::Value> =
+                calls.iter().map(|(_, b)| serde_json::from_str(b).unwrap()).collect();
+            assert!(requests.iter().all(|r| ours.check_request(r.to_string().as_bytes()).is_ok()));
+            assert_eq!(python_rejects(request_schema, &requests), 0, "{}: requests", service.id);
+            let wrong =
+                [serde_json::json!({"publicService": 7, "lastName": 7, "birthDate": 7}), serde_json::json!({"x": 1})];
+            assert_eq!(python_rejects(request_schema, &wrong), 2, "{}", service.id);
+            assert!(wrong.iter().all(|r| ours.check_request(r.to_string().as_bytes()).is_err()));
+        }
+        if service.id == "rn.search" {
+            let found: usize = answers.iter().map(|a| a["persons"].as_array().unwrap().len()).sum();
+            assert!(found >= answers.len(), "every search finds its person");
+        }
         assert!(answers.iter().all(|a| ours.check(a).is_ok()), "{}", service.id);
         assert_eq!(
-            python_rejects(layout.response_schema, answers),
+            python_rejects(layout.response_schema, &answers),
             0,
             "{}: the independent validator rejects answers",
             service.id

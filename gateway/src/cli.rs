@@ -63,7 +63,7 @@ pub enum Command {
     },
     /// Run one sandbox source on its own.
     Sandbox {
-        /// The source: sigedis, associations, rn.
+        /// The source: div, sigedis, associations, accounts, contacts, rn.
         source: String,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:18001")]
@@ -342,6 +342,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     return Ok(if ok { 0 } else { 1 });
                 }
                 println!("Passerelle demo: data plane on https://localhost:{}", demo.gateway.data_addr.port());
+                if let Some(a) = demo.gateway.public_addr {
+                    println!("Public listener (no certificate) on https://localhost:{}", a.port());
+                }
                 println!("Working directory: {}", demo.dir.display());
                 for (name, s) in &demo.sandboxes {
                     println!("Sandbox {name}: {}", s.url());
@@ -430,12 +433,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Sandbox { source, listen } => {
                 init_tracing(LogFormat::Text, "info");
                 let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
-                let server = match source.as_str() {
-                    "sigedis" => adapters::sigedis::sandbox::serve(listener)?,
-                    "associations" => adapters::associations::sandbox::serve(listener)?,
-                    "rn" => adapters::rn::sandbox::serve(listener)?,
-                    other => anyhow::bail!("unknown source '{other}'; known: sigedis, associations, rn"),
+                let Some((_, serve)) = demo::SANDBOXES.iter().find(|(name, _)| *name == source) else {
+                    let known: Vec<&str> = demo::SANDBOXES.iter().map(|(n, _)| *n).collect();
+                    anyhow::bail!("unknown source '{source}'; known: {}", known.join(", "));
                 };
+                let server = serve(listener)?;
                 println!("sandbox {source} on {}", server.url());
                 wait_for_signal().await;
                 Ok(0)

@@ -59,6 +59,9 @@ pub struct Config {
     /// The operations listener: `/healthz`, `/readyz`, `/metrics`.
     #[serde(default)]
     pub ops: OpsConfig,
+    /// The public listener: the association register's public subset, without a certificate.
+    #[serde(default)]
+    pub public: PublicConfig,
     /// Upstream sources by name (`sigedis`, `div`, …): where the gateway forwards to.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
@@ -165,6 +168,15 @@ impl Default for OpsConfig {
     fn default() -> Self {
         OpsConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))) }
     }
+}
+
+/// The public listener: HTTPS with the data plane's server certificate, no client certificate
+/// asked; it serves only public data (the association register's public subset).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicConfig {
+    /// Address to listen on; absent (the default) disables it. Port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
 }
 
 /// The control-plane listener: mTLS with the same TLS material as the data plane.

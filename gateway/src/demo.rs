@@ -118,6 +118,7 @@ pub fn site_config(
     data_port: u16,
     control_port: u16,
     ops_port: u16,
+    public_port: u16,
     sources: &[(&str, String)],
     checkpoint_ms: u64,
 ) -> String {
@@ -150,6 +151,9 @@ auditors = ["{auditor}"]
 
 [ops]
 listen = "127.0.0.1:{ops_port}"
+
+[public]
+listen = "127.0.0.1:{public_port}"
 
 [policy]
 bundles = ["bundles"]
@@ -195,8 +199,8 @@ impl Demo {
 
         let config_path = dir.join("passerelle.toml");
         let sources: Vec<(&str, String)> = sandboxes.iter().map(|(n, s)| (*n, s.url())).collect();
-        let (control, ops) = if opts.port == 0 { (0, 0) } else { (9443, 9090) };
-        let text = site_config(opts.port, control, ops, &sources, 1000);
+        let (control, ops, public) = if opts.port == 0 { (0, 0, 0) } else { (9443, 9090, 8444) };
+        let text = site_config(opts.port, control, ops, public, &sources, 1000);
         std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
         let config = Config::load(&config_path, opts.overrides)?;
         let gateway = server::start(&config).await.with_context(|| {
@@ -243,7 +247,7 @@ impl Demo {
         let vcode = association().map(|v| v.to_string()).unwrap_or_default();
         let mut digits = [0u8; 11];
         let person = sigedis_person().map(|p| p.digits(&mut digits).to_owned()).unwrap_or_default();
-        vec![
+        let mut v = vec![
             format!(
                 "# Flemish agency A reads an association under protocol {ASSOC_LEGAL_BASIS}:\n\
                  curl -sS {} -H 'X-Legal-Basis: {ASSOC_LEGAL_BASIS}' -H 'X-Purpose: {ASSOC_PURPOSE}' \\\n  \
@@ -270,7 +274,53 @@ impl Demo {
                 tls("citizen-portal"),
                 control = self.gateway.control_addr.map_or(0, |a| a.port()),
             ),
-        ]
+        ];
+        let (plate, _) = div_vehicle().unwrap_or_default();
+        let citizen = flemish_citizen().unwrap_or_default();
+        let (_, search) = rn_search_example().unwrap_or_default();
+        let (public, _) = public_associations().unwrap_or_default();
+        let control = self.gateway.control_addr.map_or(0, |a| a.port());
+        v.extend([
+            format!(
+                "# The insurer reads a vehicle from DIV by plate (SOAP 1.1), under its convention {DIV_LEGAL_BASIS}:\n\
+                 curl -sS {} -H 'X-Legal-Basis: {DIV_LEGAL_BASIS}' -H 'X-Purpose: {DIV_PURPOSE}' \\\n  \
+                 -H 'Content-Type: text/xml' -d '{}' https://localhost:{port}/div/vehicle",
+                tls(DIV_CALLER),
+                adapters::div::request_by_plate(&plate)
+            ),
+            format!(
+                "# The citizen lets Flemish instances use the default account for GROEIPAKKET (art. 5/4)…\n\
+                 curl -sS {} -X POST https://localhost:{control}/consents -d '{{\"subject\":\"{citizen}\",\
+                 \"recipient\":{{\"kind\":\"flemish-instance\"}},\"service\":\"accounts.iban\",\
+                 \"purpose\":\"{ACCOUNTS_PURPOSE}\",\"scope\":[\"GROEIPAKKET\"],\"valid_until\":\"2030-12-31\",\"evidence\":\"demo\"}}'",
+                tls("citizen-portal"),
+            ),
+            format!(
+                "# …then agency A reads the account to pay GROEIPAKKET (any other service: CONSENT_SCOPE_EXCEEDED)\n\
+                 curl -sS {} -H 'X-Legal-Basis: {ACCOUNTS_LEGAL_BASIS}' -H 'X-Purpose: {ACCOUNTS_PURPOSE}' \\\n  \
+                 -H 'X-Subject: {citizen}' -d '{{\"publicService\":\"GROEIPAKKET\"}}' https://localhost:{port}/accounts/iban",
+                tls(ASSOC_CALLER)
+            ),
+            format!(
+                "# Contact data (consent for contacts.contact first, as above): agency A contacts the citizen\n\
+                 curl -sS {} -H 'X-Legal-Basis: {CONTACTS_LEGAL_BASIS}' -H 'X-Purpose: {CONTACTS_PURPOSE}' \\\n  \
+                 -H 'X-Subject: {citizen}' -d '{{\"publicService\":\"ZORGBUDGET\"}}' https://localhost:{port}/contacts/contact",
+                tls(ASSOC_CALLER)
+            ),
+            format!(
+                "# A local registration officer searches the National Register by name and birth date\n\
+                 curl -sS {} -H 'X-Legal-Basis: BOSA/LRA/2024' -H 'X-Purpose: LRA_REGISTRATION' \\\n  \
+                 -H 'X-End-User: lra-officer-1' -d '{search}' https://localhost:{port}/rn/persons/search",
+                tls("municipality")
+            ),
+            format!(
+                "# Anyone reads an association's public items, without a certificate\n\
+                 curl -sS --cacert {} https://localhost:{}/public/associations/{public}",
+                pki.ca_cert().display(),
+                self.gateway.public_addr.map_or(0, |a| a.port()),
+            ),
+        ]);
+        v
     }
 
     /// Runs the demo's calls over real TLS and checks each outcome.
@@ -415,6 +465,7 @@ impl Demo {
             403,
             "END_USER_ROLE_MISSING",
         ));
+        self.smoke_sources(&mut checks).await?;
         let got = call(&bank, PENSIONS, &pension("85073003329")).await;
         checks.push(Check::refusal("an invalid NISS", "400 SUBJECT_INVALID", got, 400, "SUBJECT_INVALID"));
         let got = call(&agency, ASSOCIATIONS, &[("x-purpose", ASSOC_PURPOSE.to_owned())]).await;
@@ -439,21 +490,252 @@ impl Demo {
     }
 }
 
+impl Demo {
+    /// The smoke checks of DIV, the Flemish account-number and contact-data sources and the
+    /// National Register search by name.
+    async fn smoke_sources(&self, checks: &mut Vec<Check>) -> anyhow::Result<()> {
+        // DIV: the insurer's convention is active; the leasing company's is in its test phase.
+        let (plate, _) = div_vehicle().context("the DIV sandbox has no vehicle")?;
+        let div = |basis: &str, purpose: &str| -> Vec<(&'static str, String)> {
+            vec![("x-legal-basis", basis.to_owned()), ("x-purpose", purpose.to_owned())]
+        };
+        let insurer = self.client(DIV_CALLER, HttpVersion::Http1)?;
+        let got = post(
+            &insurer,
+            Method::POST,
+            DIV,
+            &div(DIV_LEGAL_BASIS, DIV_PURPOSE),
+            adapters::div::request_by_plate(&plate),
+        )
+        .await;
+        checks.push(Check::new(
+            "the insurer reads a vehicle by plate (SOAP)".into(),
+            "200 with holder, no address",
+            got.map(|a| {
+                let t = a.text();
+                (a.status == 200 && t.contains("<Holder>") && !t.contains("<Address>"), a.status.to_string())
+            }),
+        ));
+        let got =
+            post(&insurer, Method::POST, DIV, &div(DIV_LEGAL_BASIS, DIV_PURPOSE), BILLION_LAUGHS.to_owned()).await;
+        // SOAP 1.1 carries faults with HTTP 500; the stable code is in the fault.
+        checks.push(Check::refusal(
+            "a billion-laughs SOAP body",
+            "500 Fault LAYOUT_VIOLATION",
+            got,
+            500,
+            "LAYOUT_VIOLATION",
+        ));
+        let leasing = self.client("leasing", HttpVersion::Http1)?;
+        let got = post(
+            &leasing,
+            Method::POST,
+            DIV,
+            &div("DIV/CONV/2024/0007", "FLEET_MANAGEMENT"),
+            adapters::div::request_by_plate(&plate),
+        )
+        .await;
+        checks.push(Check::refusal(
+            "a convention in its test phase, in production",
+            "500 Fault INSTRUMENT_NOT_ACTIVE",
+            got,
+            500,
+            "INSTRUMENT_NOT_ACTIVE",
+        ));
+
+        // Flemish sources: the citizen consents (default usable for GROEIPAKKET only).
+        let citizen = flemish_citizen().context("the Flemish sandbox has no citizen")?;
+        let portal = self.control_client("citizen-portal")?;
+        for (service, purpose, scope) in
+            [("accounts.iban", ACCOUNTS_PURPOSE, "GROEIPAKKET"), ("contacts.contact", CONTACTS_PURPOSE, "*")]
+        {
+            let body = serde_json::json!({
+                "subject": citizen, "recipient": {"kind": "flemish-instance"}, "service": service,
+                "purpose": purpose, "scope": [scope], "valid_until": "2030-12-31", "evidence": "demo-portal-session",
+            });
+            let given = post(&portal, Method::POST, "/consents", &[], body.to_string()).await;
+            checks.push(Check::new(
+                format!("the citizen consents to {service} (scope {scope})"),
+                "201",
+                given.map(|a| (a.status == 201, a.status.to_string())),
+            ));
+        }
+        let agency = self.client(ASSOC_CALLER, HttpVersion::Http1)?;
+        let flemish = |basis: &str, purpose: &str| -> Vec<(&'static str, String)> {
+            vec![("x-legal-basis", basis.to_owned()), ("x-purpose", purpose.to_owned()), ("x-subject", citizen.clone())]
+        };
+        let account = |service: &str| serde_json::json!({ "publicService": service }).to_string();
+        let got = post(
+            &agency,
+            Method::POST,
+            ACCOUNTS,
+            &flemish(ACCOUNTS_LEGAL_BASIS, ACCOUNTS_PURPOSE),
+            account("GROEIPAKKET"),
+        )
+        .await;
+        checks.push(Check::new(
+            "an account for a service the consent's scope covers".into(),
+            "200 with the default IBAN",
+            got.map(|a| (a.status == 200 && a.text().contains("defaultIban"), a.status.to_string())),
+        ));
+        let got = post(
+            &agency,
+            Method::POST,
+            ACCOUNTS,
+            &flemish(ACCOUNTS_LEGAL_BASIS, ACCOUNTS_PURPOSE),
+            account("STUDIETOELAGE"),
+        )
+        .await;
+        checks.push(Check::refusal(
+            "an account for a service outside that scope",
+            "403 CONSENT_SCOPE_EXCEEDED",
+            got,
+            403,
+            "CONSENT_SCOPE_EXCEEDED",
+        ));
+        let got = post(
+            &agency,
+            Method::POST,
+            CONTACTS,
+            &flemish(CONTACTS_LEGAL_BASIS, CONTACTS_PURPOSE),
+            account("ZORGBUDGET"),
+        )
+        .await;
+        checks.push(Check::new(
+            "contact data for interacting with the citizen".into(),
+            "200 with an e-mail address",
+            got.map(|a| (a.status == 200 && a.text().contains("email"), a.status.to_string())),
+        ));
+
+        // The association register's public subset, to anyone, without a certificate.
+        let (public, hidden) = public_associations().context("the register has no public association")?;
+        let addr = self.gateway.public_addr.context("the public listener is off")?;
+        let anyone = MtlsClient::new(addr, self.pki.ca.cert_pem().as_bytes(), None, HttpVersion::Http1)?;
+        let got = call(&anyone, &format!("/public/associations/{public}"), &[]).await;
+        checks.push(Check::new(
+            "anyone reads an active association's public items".into(),
+            "200 without representatives or bank account",
+            got.map(|a| {
+                let t = a.text();
+                (
+                    a.status == 200
+                        && t.contains("name")
+                        && !t.contains("representatives")
+                        && !t.contains("bankAccount"),
+                    a.status.to_string(),
+                )
+            }),
+        ));
+        let got = call(&anyone, &format!("/public/associations/{hidden}"), &[]).await;
+        checks.push(Check::refusal(
+            "a de facto association that opted out",
+            "404 SUBJECT_NOT_FOUND",
+            got,
+            404,
+            "SUBJECT_NOT_FOUND",
+        ));
+
+        // National Register: a search by name and birth date.
+        let (niss, query) = rn_search_example().context("the National Register sandbox has no person")?;
+        let municipality = self.client("municipality", HttpVersion::Http1)?;
+        let h = vec![
+            ("x-legal-basis", "BOSA/LRA/2024".to_owned()),
+            ("x-purpose", "LRA_REGISTRATION".to_owned()),
+            ("x-end-user", "lra-officer-1".to_owned()),
+        ];
+        let got = post(&municipality, Method::POST, RN_SEARCH, &h, query).await;
+        checks.push(Check::new(
+            "an LRA officer searches by name and birth date".into(),
+            "200 with the person",
+            got.map(|a| (a.status == 200 && a.text().contains(&niss), a.status.to_string())),
+        ));
+        Ok(())
+    }
+}
+
+/// The DIV call of the demo: an insurer under its active convention.
+pub const DIV_CALLER: &str = "insurer";
+pub const DIV_LEGAL_BASIS: &str = "DIV/CONV/2023/0042";
+pub const DIV_PURPOSE: &str = "INSURANCE_CLAIM";
+/// The Flemish sources' statutory bases (art. 5/5 and 7/4), called by agency A.
+pub const ACCOUNTS_LEGAL_BASIS: &str = "VL/DECR-2008-07-18/ART-5-5";
+pub const ACCOUNTS_PURPOSE: &str = "BENEFIT_PAYMENT";
+pub const CONTACTS_LEGAL_BASIS: &str = "VL/DECR-2008-07-18/ART-7-4";
+pub const CONTACTS_PURPOSE: &str = "CITIZEN_INTERACTION";
+
+/// A hostile SOAP body: entity expansion (the gateway refuses any DTD).
+pub const BILLION_LAUGHS: &str = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">]><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><GetVehicleRequest xmlns="urn:be:passerelle:div:vehicle:v1"><Plate>&lol2;</Plate></GetVehicleRequest></soap:Body></soap:Envelope>"#;
+
+/// An association the public listener shows, and a de facto one that opted out of publication.
+pub fn public_associations() -> Option<(String, String)> {
+    let r = adapters::associations::sandbox::Register::generate();
+    let all = adapters::associations::sandbox::Register::vcodes(adapters::associations::sandbox::POPULATION);
+    let find = |public: bool| {
+        all.iter().find(|v| {
+            r.get(**v).is_some_and(|a| {
+                if public { adapters::associations::is_public(&a.doc) } else { a.opted_out && a.active }
+            })
+        })
+    };
+    Some((find(true)?.to_string(), find(false)?.to_string()))
+}
+
+/// A vehicle of the DIV sandbox: plate and VIN.
+pub fn div_vehicle() -> Option<(String, String)> {
+    let r = adapters::div::sandbox::Register::generate();
+    r.vehicles().first().map(|v| (v.plate.to_string(), v.vin.to_string()))
+}
+
+/// The first citizen of the Flemish sandbox: a default account and contact data, nothing
+/// linked to any service.
+pub fn flemish_citizen() -> Option<String> {
+    let mut d = [0u8; 11];
+    adapters::accounts::sandbox::Register::persons().first().map(|p| p.digits(&mut d).to_owned())
+}
+
+/// A person of the National Register sandbox and a search body that finds them.
+pub fn rn_search_example() -> Option<(String, String)> {
+    let r = adapters::rn::sandbox::Register::generate();
+    let p = *adapters::rn::sandbox::Register::persons().get(adapters::rn::sandbox::BIS)?;
+    let doc = r.person(p)?;
+    let q = serde_json::json!({"lastName": doc["names"]["last"], "birthDate": doc["birthDate"]});
+    let mut d = [0u8; 11];
+    Some((p.digits(&mut d).to_owned(), q.to_string()))
+}
+
+const DIV: &str = "/div/vehicle";
+const ACCOUNTS: &str = "/accounts/iban";
+const CONTACTS: &str = "/contacts/contact";
+const RN_SEARCH: &str = "/rn/persons/search";
 const ASSOCIATIONS: &str = "/associations/association";
 const PENSIONS: &str = "/sigedis/pensions";
 
-type ServeFn = fn(tokio::net::TcpListener) -> std::io::Result<adapters::sandbox::SandboxServer>;
+/// Starts a sandbox on a listener.
+pub type ServeFn = fn(tokio::net::TcpListener) -> std::io::Result<adapters::sandbox::SandboxServer>;
 
-/// The sandboxes the demo starts, by source name.
-const SANDBOXES: &[(&str, ServeFn)] = &[
+/// The sandboxes the demo starts, by source name (also `passerelle sandbox SOURCE`).
+pub const SANDBOXES: &[(&str, ServeFn)] = &[
+    ("div", adapters::div::sandbox::serve),
     ("sigedis", adapters::sigedis::sandbox::serve),
     ("associations", adapters::associations::sandbox::serve),
+    ("accounts", adapters::accounts::sandbox::serve),
+    ("contacts", adapters::accounts::sandbox::serve),
     ("rn", adapters::rn::sandbox::serve),
 ];
 
 async fn call(client: &MtlsClient, path: &str, headers: &[(&'static str, String)]) -> anyhow::Result<Answer> {
+    post(client, Method::GET, path, headers, String::new()).await
+}
+
+async fn post(
+    client: &MtlsClient,
+    method: Method,
+    path: &str,
+    headers: &[(&'static str, String)],
+    body: String,
+) -> anyhow::Result<Answer> {
     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let req = client::request(Method::GET, path, &h, Bytes::new())?;
+    let req = client::request(method, path, &h, Bytes::from(body))?;
     tokio::time::timeout(Duration::from_secs(10), client.send(req)).await.context("call timed out")?
 }
 

@@ -33,6 +33,8 @@ pub enum Code {
     ConsentMissing,
     ConsentRevoked,
     ConsentExpired,
+    /// A default value would stand in for a service the consent's scope does not cover.
+    ConsentScopeExceeded,
     EndUserRoleMissing,
     RateExceeded,
     SubjectInvalid,
@@ -79,6 +81,7 @@ impl Code {
             Code::ConsentMissing => "CONSENT_MISSING",
             Code::ConsentRevoked => "CONSENT_REVOKED",
             Code::ConsentExpired => "CONSENT_EXPIRED",
+            Code::ConsentScopeExceeded => "CONSENT_SCOPE_EXCEEDED",
             Code::EndUserRoleMissing => "END_USER_ROLE_MISSING",
             Code::RateExceeded => "RATE_EXCEEDED",
             Code::SubjectInvalid => "SUBJECT_INVALID",
@@ -112,6 +115,7 @@ impl Code {
             | Code::ConsentMissing
             | Code::ConsentRevoked
             | Code::ConsentExpired
+            | Code::ConsentScopeExceeded
             | Code::EndUserRoleMissing
             | Code::ClientCertInvalid
             | Code::AdminRoleMissing => StatusCode::FORBIDDEN,
@@ -143,6 +147,7 @@ impl Code {
             Code::ConsentMissing => "No consent of the data subject is on file",
             Code::ConsentRevoked => "The data subject revoked the consent",
             Code::ConsentExpired => "The data subject's consent has expired",
+            Code::ConsentScopeExceeded => "The data subject did not consent to this use of the value",
             Code::EndUserRoleMissing => "The end user does not hold the required role",
             Code::RateExceeded => "The grant's periodicity is exceeded",
             Code::SubjectInvalid => "The data subject's identifier is invalid",

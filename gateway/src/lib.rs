@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ops;
 pub mod pipeline;
 pub mod policy;
+pub mod public;
 pub mod server;
 pub mod store;
 pub mod tls;

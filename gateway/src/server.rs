@@ -75,7 +75,8 @@ pub fn build_pipeline(
             .map(adapters::layout::Layout::new)
             .transpose()
             .with_context(|| format!("the layout of {}", service.id))?;
-        routes.push(Route { service, upstream_uri, test_upstream_uri, source, layout });
+        let soap = service.soap;
+        routes.push(Route { service, upstream_uri, test_upstream_uri, source, layout, soap });
     }
     let snapshot = policy.current();
     for r in &routes {
@@ -104,6 +105,8 @@ pub struct RunningGateway {
     pub control_addr: Option<SocketAddr>,
     /// The operations listener's address, when it is enabled.
     pub ops_addr: Option<SocketAddr>,
+    /// The public listener's address, when it is enabled.
+    pub public_addr: Option<SocketAddr>,
     pub store: Arc<dyn Store>,
     /// The policy the data plane enforces; `replace` swaps it atomically.
     pub policy: Arc<PolicyHandle>,
@@ -221,6 +224,26 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         }
         None => None,
     };
+    // The public listener: the association register's public subset, no client certificate.
+    let public_addr = match (cfg.public.listen, cfg.sources.get("associations")) {
+        (Some(addr), Some(sc)) => {
+            let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (public)"))?;
+            let a = l.local_addr()?;
+            let public = crate::public::Public::new(
+                &sc.upstream,
+                Duration::from_millis(sc.timeout_ms),
+                sc.max_response_bytes,
+                pipeline.metrics.clone(),
+            )
+            .context("public listener")?;
+            let tls = TlsAcceptor::from(Arc::new(tls::public_server_config(&cfg.tls).context("public TLS")?));
+            tokio::spawn(crate::public::serve(l, tls, Arc::new(public), handshake_timeout, shutdown_rx.clone()));
+            tracing::info!(addr = %a, "public listener");
+            Some(a)
+        }
+        (Some(_), None) => anyhow::bail!("public.listen is set but no [sources.associations] is configured"),
+        (None, _) => None,
+    };
     let control_task = control.map(|(l, plane)| {
         let handler = move |req: Request<Incoming>, caller: Arc<Caller>| {
             let plane = plane.clone();
@@ -250,7 +273,19 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         drop(pipeline);
         let _ = tokio::task::spawn_blocking(move || trail.close()).await;
     });
-    Ok(RunningGateway { data_addr, control_addr, ops_addr, store, policy, consent, audit, recovery, shutdown, task })
+    Ok(RunningGateway {
+        data_addr,
+        control_addr,
+        ops_addr,
+        public_addr,
+        store,
+        policy,
+        consent,
+        audit,
+        recovery,
+        shutdown,
+        task,
+    })
 }
 
 /// Serves mutual-TLS connections on `listener` with `handle` until `shutdown` turns true, then

@@ -81,6 +81,16 @@ pub fn server_config(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
+/// The public listener's server configuration: the same certificate, no client certificate.
+pub fn public_server_config(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(read_certs("server certificate", &cfg.cert)?, read_key(&cfg.key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// A client configuration trusting `ca_pem` and presenting `cert_pem` / `key_pem` (when given).
 /// `alpn` chooses the HTTP version offered (`h2`, `http/1.1`).
 pub fn client_config(ca_pem: &[u8], client: Option<(&[u8], &[u8])>, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {

@@ -22,6 +22,7 @@ pub fn association_service() -> ServiceDef {
         subject: SubjectKind::Association,
         protocol: Protocol::Json,
         layout: Some(LayoutDef {
+            request_schema: None,
             response_schema: include_str!("../../layouts/associations.association.response.schema.json"),
             always: &[],
             fields: &[
@@ -41,6 +42,28 @@ pub fn association_service() -> ServiceDef {
                 ("/representatives/*/niss", SubjectType::Person),
                 ("/enterpriseNumber", SubjectType::Organisation),
             ],
+            fallback: None,
         }),
+        soap: None,
     }
+}
+
+/// The public subset (art. 4/1 §2, items 1–6, 9, 11 and 12): names, status, contact data,
+/// purpose, classifications, umbrella/sections, recognition, vCode, enterprise number.
+pub const PUBLIC_FIELDS: &[&str] = &[
+    "name",
+    "status",
+    "contact",
+    "purpose",
+    "classifications",
+    "structure",
+    "recognition",
+    "vCode",
+    "enterpriseNumber",
+];
+
+/// Whether an association (as the register answers it) may be shown to the public: only
+/// active ones, and never a de facto association that asked not to be published.
+pub fn is_public(doc: &serde_json::Value) -> bool {
+    doc["status"] == "active" && !(doc["legalForm"] == "de-facto" && doc["publicationOptOut"] == true)
 }

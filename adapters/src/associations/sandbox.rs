@@ -36,10 +36,6 @@ pub struct Register {
     by_kbo: HashMap<Kbo, VCode>,
 }
 
-fn pick<'a>(rng: &mut Rng, v: &[&'a str]) -> &'a str {
-    v[rng.range(0, v.len() as u64) as usize]
-}
-
 impl Register {
     pub fn generate() -> Self {
         let mut rng = Rng::new(SEED);
@@ -51,14 +47,14 @@ impl Register {
             let kbo = (!de_facto).then(|| rng.kbo());
             let active = rng.range(0, 10) != 0;
             let opted_out = de_facto && rng.range(0, 3) == 0;
-            let place = pick(&mut rng, PLACES);
-            let name = format!("{} {place}", pick(&mut rng, NAMES));
+            let place = rng.pick(PLACES);
+            let name = format!("{} {place}", rng.pick(NAMES));
             let reps: Vec<Value> = (0..rng.range(1, 4))
                 .map(|_| {
                     let niss: Niss = rng.niss();
                     let mut d = [0u8; 11];
-                    let first = pick(&mut rng, FIRST);
-                    let last = pick(&mut rng, LAST);
+                    let first = rng.pick(FIRST);
+                    let last = rng.pick(LAST);
                     json!({
                         "niss": niss.digits(&mut d),
                         "name": format!("{first} {last}"),
@@ -73,9 +69,11 @@ impl Register {
                 "vCode": vcode.to_string(),
                 "name": name,
                 "status": if active { "active" } else { "inactive" },
+                "legalForm": if de_facto { "de-facto" } else { "vzw" },
+                "publicationOptOut": opted_out,
                 "contact": { "email": format!("info@{}.example.org", place.to_lowercase()), "phone": format!("+32 9 {:03} {:02} {:02}", rng.range(100, 999), rng.range(10, 99), rng.range(10, 99)) },
                 "purpose": "Promoting local community life",
-                "classifications": [pick(&mut rng, &["culture", "sport", "youth", "neighbourhood"])],
+                "classifications": [rng.pick(&["culture", "sport", "youth", "neighbourhood"])],
                 "structure": { "umbrella": null, "sections": [] },
                 "representatives": reps,
                 "recognition": if rng.range(0, 2) == 0 { json!({"by": "municipality", "since": "2019-01-01"}) } else { Value::Null },

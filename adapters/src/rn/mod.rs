@@ -1,12 +1,12 @@
 //! National Register / BIS register person search for local registration officers (LRA), by
-//! NISS: names, birth date and place, address, sex. Access is by the end user's role
+//! NISS or by name and birth date: names, birth date and place, address, sex. Access is by the end user's role
 //! (seed 003), which the policy checks through `X-End-User`.
 
 pub mod sandbox;
 
 use http::Method;
 
-use crate::layout::LayoutDef;
+use crate::layout::{LayoutDef, SubjectType};
 use crate::{Protocol, ServiceDef, SubjectKind};
 
 /// `GET /rn/person` with `X-Subject: <NISS or BIS>` and `X-End-User: <officer>`.
@@ -20,6 +20,7 @@ pub fn person_service() -> ServiceDef {
         subject: SubjectKind::Niss,
         protocol: Protocol::Json,
         layout: Some(LayoutDef {
+            request_schema: None,
             response_schema: include_str!("../../layouts/rn.person.response.schema.json"),
             always: &["/niss"],
             fields: &[
@@ -30,6 +31,40 @@ pub fn person_service() -> ServiceDef {
                 ("sex", "/sex"),
             ],
             subjects: &[],
+            fallback: None,
         }),
+        soap: None,
+    }
+}
+
+/// The fields of a person, and where they sit in a search answer.
+const SEARCH_FIELDS: &[(&str, &str)] = &[
+    ("names", "/persons/*/names"),
+    ("birthDate", "/persons/*/birthDate"),
+    ("birthPlace", "/persons/*/birthPlace"),
+    ("address", "/persons/*/address"),
+    ("sex", "/persons/*/sex"),
+];
+
+/// `POST /rn/persons/search` with `{"lastName", "firstName"?, "birthDate"}` and
+/// `X-End-User: <officer>`; the persons found are the data subjects of the call.
+pub fn search_service() -> ServiceDef {
+    ServiceDef {
+        id: "rn.search",
+        source: "rn",
+        method: Method::POST,
+        path: "/rn/persons/search",
+        upstream_path: "/v1/persons/search",
+        subject: SubjectKind::None,
+        protocol: Protocol::Json,
+        layout: Some(LayoutDef {
+            request_schema: Some(include_str!("../../layouts/rn.search.request.schema.json")),
+            response_schema: include_str!("../../layouts/rn.search.response.schema.json"),
+            always: &["/persons/*/niss"],
+            fields: SEARCH_FIELDS,
+            subjects: &[("/persons/*/niss", SubjectType::Person)],
+            fallback: None,
+        }),
+        soap: None,
     }
 }

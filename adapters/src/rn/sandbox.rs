@@ -30,10 +30,6 @@ pub struct Register {
     order: Vec<Niss>,
 }
 
-fn pick<'a>(rng: &mut Rng, v: &[&'a str]) -> &'a str {
-    v[rng.range(0, v.len() as u64) as usize]
-}
-
 impl Register {
     pub fn generate() -> Self {
         let mut rng = Rng::new(SEED);
@@ -54,19 +50,19 @@ impl Register {
             }
             let sex = niss.sex();
             let first = match sex {
-                Some(Sex::Male) => pick(&mut rng, FIRST_M),
-                _ => pick(&mut rng, FIRST_F),
+                Some(Sex::Male) => rng.pick(FIRST_M),
+                _ => rng.pick(FIRST_F),
             };
             let (postal, town) = PLACES[rng.range(0, PLACES.len() as u64) as usize];
             let (_, birth_town) = PLACES[rng.range(0, PLACES.len() as u64) as usize];
             let mut d = [0u8; 11];
             let doc = json!({
                 "niss": niss.digits(&mut d),
-                "names": { "last": pick(&mut rng, LAST), "first": [first] },
+                "names": { "last": rng.pick(LAST), "first": [first] },
                 "birthDate": format!("{year:04}-{month:02}-{day:02}"),
                 "birthPlace": birth_town,
                 "address": {
-                    "street": pick(&mut rng, STREETS),
+                    "street": rng.pick(STREETS),
                     "number": rng.range(1, 200).to_string(),
                     "postalCode": postal,
                     "municipality": town,
@@ -84,7 +80,40 @@ impl Register {
         Register::generate().order
     }
 
+    /// A person's record, as the register answers it.
+    pub fn person(&self, niss: Niss) -> Option<&Value> {
+        self.persons.get(&niss)
+    }
+
+    /// Persons whose last name (case-insensitive), birth date and, if given, first name match.
+    pub fn search(&self, last: &str, first: Option<&str>, birth: &str) -> Vec<&Value> {
+        self.order
+            .iter()
+            .filter_map(|n| self.persons.get(n))
+            .filter(|p| {
+                p["birthDate"] == birth
+                    && p["names"]["last"].as_str().is_some_and(|l| l.eq_ignore_ascii_case(last))
+                    && first.is_none_or(|f| {
+                        p["names"]["first"]
+                            .as_array()
+                            .is_some_and(|v| v.iter().any(|x| x.as_str().is_some_and(|x| x.eq_ignore_ascii_case(f))))
+                    })
+            })
+            .take(50)
+            .collect()
+    }
+
     fn answer(&self, req: &SandboxRequest) -> SandboxResponse {
+        if req.uri().path() == "/v1/persons/search" {
+            let Ok(q) = serde_json::from_slice::<Value>(req.body()) else {
+                return sandbox::text(StatusCode::BAD_REQUEST, "the body is not JSON");
+            };
+            let (Some(last), Some(birth)) = (q["lastName"].as_str(), q["birthDate"].as_str()) else {
+                return sandbox::text(StatusCode::BAD_REQUEST, "lastName and birthDate are required");
+            };
+            let found = self.search(last, q["firstName"].as_str(), birth);
+            return sandbox::json(StatusCode::OK, &json!({ "persons": found }));
+        }
         if req.uri().path() != "/v1/persons" {
             return sandbox::text(StatusCode::NOT_FOUND, "unknown path");
         }

@@ -21,6 +21,7 @@ pub fn pensions_service() -> ServiceDef {
         subject: SubjectKind::Niss,
         protocol: Protocol::Json,
         layout: Some(LayoutDef {
+            request_schema: None,
             response_schema: include_str!("../../layouts/sigedis.pensions.response.schema.json"),
             always: &["/niss"],
             fields: &[
@@ -32,6 +33,8 @@ pub fn pensions_service() -> ServiceDef {
                 ("situationDate", "/plans/*/situationDate"),
             ],
             subjects: &[],
+            fallback: None,
         }),
+        soap: None,
     }
 }

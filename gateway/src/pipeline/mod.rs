@@ -140,7 +140,7 @@ impl Pipeline {
         }
         // 8. Layout in — the body is read only now, for an authorized call.
         let body = self.limits.read_body(body).await?;
-        layout::check_request(route, &body)?;
+        let request = layout::check_request(route, &body)?;
         // 9. Forward.
         let traceparent = env.traceparent.map(|tp| tp.child(self.ids.span_id()));
         let mut kbo = [0u8; 10];
@@ -151,7 +151,8 @@ impl Pipeline {
         trace.upstream(answer.status.as_u16());
         // 10. Layout out + minimisation: a non-conforming answer never leaves; a conforming one
         //     leaves with the granted fields only.
-        let answer = layout::check_and_minimise(route, answer, trace)?;
+        let scope = layout::ConsentScope { registry: &self.consent, consent: consent_id };
+        let answer = layout::check_and_minimise(route, &request, answer, trace, scope)?;
         // 12. Respond (after the audit step in `handle`).
         Ok(respond(answer))
     }

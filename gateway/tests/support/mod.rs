@@ -42,7 +42,7 @@ impl Site {
         let (data_port, control_port) = (free_port(), free_port());
         let config = d.join("passerelle.toml");
         let sources = [("sigedis", sigedis.url()), ("associations", assoc.url()), ("rn", rn.url())];
-        std::fs::write(&config, gateway::demo::site_config(data_port, control_port, 0, &sources, 100)).unwrap();
+        std::fs::write(&config, gateway::demo::site_config(data_port, control_port, 0, 0, &sources, 100)).unwrap();
         Site { dir, config, pki, data_port, control_port, sandboxes: vec![sigedis, assoc, rn] }
     }
 

@@ -1,0 +1,146 @@
+//! The public listener: the association register's public subset (DOMAIN.md §4; art. 4/1 §2),
+//! served over HTTPS to anyone, without a client certificate.
+//!
+//! `GET /public/associations/{vCode}` asks the register's production side, checks the answer
+//! against the published layout, and hands back only the public items of an *active*
+//! association that may be published; a de facto association that opted out, an inactive one
+//! and an unknown one all get the same 404, so the answer reveals nothing about them. No
+//! personal data is released here (representatives and bank account are not public items),
+//! so these calls are counted in the metrics but leave no audit record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use policies::ids::VCode;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::{self, Body, Code, Dialect, Refusal};
+
+const PREFIX: &str = "/public/associations/";
+
+/// What the public listener needs.
+#[derive(Debug)]
+pub struct Public {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    /// The register's production URI (`…/v1/verenigingen`).
+    upstream: Uri,
+    timeout: Duration,
+    max_bytes: usize,
+    layout: adapters::layout::Layout,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Public {
+    pub fn new(
+        upstream: &str,
+        timeout: Duration,
+        max_bytes: usize,
+        metrics: crate::metrics::Metrics,
+    ) -> anyhow::Result<Self> {
+        let service = adapters::associations::association_service();
+        let upstream = format!("{}{}", upstream.trim_end_matches('/'), service.upstream_path).parse()?;
+        let layout = service.layout.map(adapters::layout::Layout::new).transpose()?;
+        let layout = layout.ok_or_else(|| anyhow::anyhow!("the association register has no layout"))?;
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        Ok(Public { client, upstream, timeout, max_bytes, layout, metrics })
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let result = self.answer(&req).await;
+        let (resp, code) = match result {
+            Ok(r) => (r, ""),
+            Err(refusal) => (error::respond(&refusal, Dialect::Json, ""), refusal.code.as_str()),
+        };
+        let outcome = if code.is_empty() { "granted" } else { "refused" };
+        self.metrics.requests.with_label_values(&["associations.public", "public", outcome, code]).inc();
+        resp
+    }
+
+    async fn answer(&self, req: &Request<Incoming>) -> Result<Response<Body>, Refusal> {
+        let Some(raw) = req.uri().path().strip_prefix(PREFIX) else {
+            return Err(Refusal::new(Code::ServiceUnknown, "the public listener serves /public/associations/{vCode}"));
+        };
+        if req.method() != Method::GET {
+            return Err(Refusal::new(Code::MethodNotAllowed, "this service is called with GET"));
+        }
+        let vcode = VCode::parse(raw).map_err(|e| Refusal::new(Code::SubjectInvalid, format!("vCode: {e}")))?;
+        let not_public = || Refusal::new(Code::SubjectNotFound, "no public association has this vCode");
+        let mut up = Request::new(Empty::new());
+        *up.uri_mut() = self.upstream.clone();
+        up.headers_mut().insert(crate::pipeline::envelope::SUBJECT, hv(&vcode.to_string()));
+        up.headers_mut().insert("x-passerelle-recipient", HeaderValue::from_static("public"));
+        let unavailable = || Refusal::new(Code::UpstreamUnavailable, "the association register cannot be reached");
+        let call = async {
+            let resp = self.client.request(up).await.map_err(|_| unavailable())?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), self.max_bytes).collect().await.map_err(|_| unavailable())?;
+            Ok::<_, Refusal>((status, body.to_bytes()))
+        };
+        let (status, body) = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| Refusal::new(Code::UpstreamTimeout, "the association register did not answer in time"))??;
+        if status == StatusCode::NOT_FOUND {
+            return Err(not_public());
+        }
+        if status != StatusCode::OK {
+            return Err(unavailable());
+        }
+        let doc: Value = serde_json::from_slice(&body).map_err(|_| {
+            Refusal::new(Code::UpstreamLayoutViolation, "the register answered something that is not JSON")
+        })?;
+        self.layout
+            .check(&doc)
+            .map_err(|why| Refusal::new(Code::UpstreamLayoutViolation, format!("the register: {why}")))?;
+        if !adapters::associations::is_public(&doc) {
+            return Err(not_public());
+        }
+        let public = self.layout.minimise(doc, |f| adapters::associations::PUBLIC_FIELDS.contains(&f));
+        let mut resp = Response::new(Full::new(Bytes::from(public.to_string())));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(resp)
+    }
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Serves the public listener over TLS (no client certificate) until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    public: Arc<Public>,
+    handshake_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let tcp = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((tcp, _)) => tcp,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (acceptor, public) = (acceptor.clone(), public.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await else { return };
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let public = public.clone();
+                async move { Ok::<_, std::convert::Infallible>(public.handle(req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
