@@ -275,6 +275,25 @@ pub struct SourceConfig {
     /// `UPSTREAM_UNAVAILABLE` and never forwarded.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// HTTPS towards the source: the CA that issued its server certificate and, when the
+    /// source asks for one, the gateway's own client certificate. Without it, `https://`
+    /// URLs are refused rather than trusted blindly.
+    #[serde(default)]
+    pub tls: Option<SourceTls>,
+}
+
+/// TLS towards one source. Paths are relative to the config file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceTls {
+    /// PEM bundle of the CA(s) the source's server certificate must chain to.
+    pub ca: PathBuf,
+    /// The gateway's client certificate (PEM) presented to the source.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
 }
 
 fn default_upstream_timeout_ms() -> u64 {
@@ -353,6 +372,10 @@ impl Config {
         self.policy.bundles.iter_mut().for_each(fix);
         fix(&mut self.audit.dir);
         fix(&mut self.audit.signing_key);
+        for t in self.sources.values_mut().filter_map(|s| s.tls.as_mut()) {
+            fix(&mut t.ca);
+            t.cert.iter_mut().chain(t.key.iter_mut()).for_each(fix);
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -371,10 +394,19 @@ impl Config {
                 let Some(url) = url else { continue };
                 let uri: http::Uri =
                     url.parse().map_err(|e| ConfigError::Invalid(format!("sources.{name}.{key} is not a URL: {e}")))?;
-                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                    return Err(ConfigError::Invalid(format!(
-                        "sources.{name}.{key} must be an absolute http:// URL (https upstreams arrive with the adapters)"
-                    )));
+                match (uri.scheme_str(), uri.authority()) {
+                    (Some("http"), Some(_)) => {}
+                    (Some("https"), Some(_)) if s.tls.is_some() => {}
+                    (Some("https"), Some(_)) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "sources.{name}.{key} is https:// but sources.{name}.tls (at least the source's CA) is not set"
+                        )));
+                    }
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "sources.{name}.{key} must be an absolute http:// or https:// URL"
+                        )));
+                    }
                 }
             }
         }

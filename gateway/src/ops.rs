@@ -109,7 +109,8 @@ pub async fn serve(listener: TcpListener, ops: Arc<Ops>, mut shutdown: watch::Re
 pub fn authority(url: &str) -> Option<String> {
     let uri: http::Uri = url.parse().ok()?;
     let a = uri.authority()?;
-    Some(format!("{}:{}", a.host(), a.port_u16().unwrap_or(80)))
+    let default = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+    Some(format!("{}:{}", a.host(), a.port_u16().unwrap_or(default)))
 }
 
 /// Where the operations listener is, when it is on.

@@ -55,10 +55,17 @@ pub fn build_pipeline(
         let source = match sources.iter().position(|s: &Source| s.name == service.source) {
             Some(i) => i,
             None => {
+                let tls = sc
+                    .tls
+                    .as_ref()
+                    .map(tls::source_client_config)
+                    .transpose()
+                    .with_context(|| format!("sources.{}.tls", service.source))?;
                 sources.push(Source {
                     name: service.source.to_owned(),
                     timeout: Duration::from_millis(sc.timeout_ms),
                     max_response_bytes: sc.max_response_bytes,
+                    tls,
                 });
                 sources.len() - 1
             }

@@ -91,6 +91,25 @@ pub fn public_server_config(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
+/// The client configuration towards a source: its CA, and the gateway's client certificate
+/// when configured. ALPN is left to the HTTPS connector, which offers HTTP/1.1.
+pub fn source_client_config(t: &crate::config::SourceTls) -> Result<ClientConfig, TlsError> {
+    let read = |what: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|e| TlsError::Pem {
+            what,
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    };
+    let ca = read("source CA bundle", &t.ca)?;
+    let identity = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => Some((read("source client certificate", c)?, read("source client key", k)?)),
+        (None, None) => None,
+        _ => return Err(TlsError::Verifier("sources.*.tls: cert and key go together".into())),
+    };
+    client_config(&ca, identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())), &[])
+}
+
 /// A client configuration trusting `ca_pem` and presenting `cert_pem` / `key_pem` (when given).
 /// `alpn` chooses the HTTP version offered (`h2`, `http/1.1`).
 pub fn client_config(ca_pem: &[u8], client: Option<(&[u8], &[u8])>, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {

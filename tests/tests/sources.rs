@@ -377,3 +377,70 @@ async fn the_public_subset_shows_only_public_items_of_publishable_associations()
     .unwrap();
     assert!(send(&data, Method::GET, &format!("/public/associations/{public}"), &[], Bytes::new()).await.is_err());
 }
+
+// --- HTTPS towards a source -----------------------------------------------------------------
+
+/// A real TLS front for a plain sandbox: it requires a client certificate of the dev CA (the
+/// data plane's own server config), counts the handshakes that presented one, and relays the
+/// bytes to the sandbox.
+async fn tls_front(
+    listener: tokio::net::TcpListener,
+    tls: &gateway::config::TlsConfig,
+    backend: std::net::SocketAddr,
+) -> Arc<AtomicUsize> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(gateway::tls::server_config(tls).unwrap()));
+    let authenticated = Arc::new(AtomicUsize::new(0));
+    let seen = authenticated.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                if tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()) {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    authenticated
+}
+
+#[tokio::test]
+async fn a_source_is_reached_over_https_with_the_gateway_client_certificate() {
+    let sandbox =
+        adapters::associations::sandbox::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    for (case, tls, expect) in [
+        (
+            "with client certificate",
+            &[("CA", "pki/ca.pem"), ("CERT", "pki/clients/admin.pem"), ("KEY", "pki/clients/admin.key")][..],
+            None,
+        ),
+        ("without client certificate", &[("CA", "pki/ca.pem")][..], Some("UPSTREAM_UNAVAILABLE")),
+    ] {
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://localhost:{}", front.local_addr().unwrap().port());
+        let mut overrides: Vec<(String, String)> = vec![("PASSERELLE__SOURCES__ASSOCIATIONS__UPSTREAM".into(), url)];
+        overrides
+            .extend(tls.iter().map(|(k, v)| (format!("PASSERELLE__SOURCES__ASSOCIATIONS__TLS__{k}"), (*v).to_owned())));
+        let pairs: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let h = Harness::with_overrides(&pairs).await.unwrap();
+        // No TLS settings for an https:// source: the gateway does not start, and says why.
+        let without = Harness::with_overrides(&pairs[..1]).await.unwrap_err();
+        assert!(format!("{without:#}").contains("sources.associations.tls"), "{without:#}");
+        let authenticated = tls_front(front, &h.demo.config.tls, sandbox.addr).await;
+        let a = tests::association(&h.client(ASSOC_CALLER), &tests::vcode(), &[]).await.unwrap();
+        match expect {
+            None => {
+                assert_eq!(a.status, StatusCode::OK, "{case}: {}", a.text());
+                assert!(authenticated.load(Ordering::SeqCst) >= 1, "{case}: the gateway presented its certificate");
+            }
+            Some(code) => {
+                assert_eq!(a.code(), Some(code), "{case}: {}", a.text());
+                assert_eq!(authenticated.load(Ordering::SeqCst), 0, "{case}");
+            }
+        }
+    }
+}

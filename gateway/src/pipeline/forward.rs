@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -26,13 +27,39 @@ pub struct Source {
     pub name: String,
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    /// TLS towards the source (its CA, the gateway's client certificate); `None`: plain HTTP
+    /// only, an `https://` URL fails rather than trusting any certificate.
+    pub tls: Option<rustls::ClientConfig>,
 }
 
-/// The upstream side: one pooled client shared by every source.
+type SourceClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The upstream side: one pooled client per source (each source may want its own client
+/// certificate).
 #[derive(Debug)]
 pub struct Upstreams {
-    client: Client<HttpConnector, Full<Bytes>>,
+    clients: Vec<SourceClient>,
     pub sources: Vec<Source>,
+}
+
+fn client_for(source: &Source) -> SourceClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(2)));
+    http.enforce_http(false);
+    // Without TLS settings, a client that trusts nothing: `https://` cannot succeed by accident.
+    let tls = source.tls.clone().unwrap_or_else(|| {
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+            .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
+    });
+    let connector =
+        HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
 /// What the source answered.
@@ -45,14 +72,7 @@ pub struct UpstreamAnswer {
 
 impl Upstreams {
     pub fn new(sources: Vec<Source>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Upstreams { client, sources }
+        Upstreams { clients: sources.iter().map(client_for).collect(), sources }
     }
 
     /// Calls the route's source — its test side for a test-environment call, its production
@@ -101,7 +121,7 @@ impl Upstreams {
             h.insert(envelope::TRACEPARENT, hv(&tp));
         }
         let fut = async {
-            let resp = self.client.request(req).await.map_err(|e| {
+            let resp = self.clients[route.source].request(req).await.map_err(|e| {
                 tracing::warn!(source = %source.name, error = %e, "upstream request failed");
                 Refusal::new(Code::UpstreamUnavailable, format!("source {} cannot be reached", source.name))
             })?;
