@@ -302,9 +302,13 @@ impl Demo {
                 tls(ASSOC_CALLER)
             ),
             format!(
-                "# Contact data (consent for contacts.contact first, as above): agency A contacts the citizen\n\
+                "# Contact data: the citizen consents to contacts.contact for every service, then agency A reads them\n\
+                 curl -sS {} -X POST https://localhost:{control}/consents -d '{{\"subject\":\"{citizen}\",\
+                 \"recipient\":{{\"kind\":\"flemish-instance\"}},\"service\":\"contacts.contact\",\
+                 \"purpose\":\"{CONTACTS_PURPOSE}\",\"scope\":[\"*\"],\"valid_until\":\"2030-12-31\",\"evidence\":\"demo\"}}'\n\
                  curl -sS {} -H 'X-Legal-Basis: {CONTACTS_LEGAL_BASIS}' -H 'X-Purpose: {CONTACTS_PURPOSE}' \\\n  \
                  -H 'X-Subject: {citizen}' -d '{{\"publicService\":\"ZORGBUDGET\"}}' https://localhost:{port}/contacts/contact",
+                tls("citizen-portal"),
                 tls(ASSOC_CALLER)
             ),
             format!(

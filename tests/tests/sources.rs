@@ -185,8 +185,19 @@ fn citizen(i: usize) -> String {
 }
 
 async fn consent(h: &Harness, subject: &str, service: &str, purpose: &str, scope: &[&str]) {
+    consent_to(h, subject, serde_json::json!({"kind": "flemish-instance"}), service, purpose, scope).await
+}
+
+async fn consent_to(
+    h: &Harness,
+    subject: &str,
+    recipient: serde_json::Value,
+    service: &str,
+    purpose: &str,
+    scope: &[&str],
+) {
     let body = serde_json::json!({
-        "subject": subject, "recipient": {"kind": "flemish-instance"}, "service": service, "purpose": purpose,
+        "subject": subject, "recipient": recipient, "service": service, "purpose": purpose,
         "scope": scope, "valid_until": "2030-12-31", "evidence": "test",
     });
     let a = send(&h.control_client("citizen-portal"), Method::POST, "/consents", &[], Bytes::from(body.to_string()))
@@ -443,4 +454,186 @@ async fn a_source_is_reached_over_https_with_the_gateway_client_certificate() {
             }
         }
     }
+}
+
+// --- Every JSON source: granted fields, fewer fields, bodies and answers outside the layout ---
+
+fn swap(text: String, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from}");
+    text.replace(from, to)
+}
+
+/// Every JSON source's grants narrowed to one or two fields.
+fn narrow_all(name: &str, text: String) -> String {
+    match name {
+        "sigedis.toml" => swap(
+            text,
+            r#"  fields = ["organiser", "institution", "planType", "acquiredReserves", "acquiredBenefits", "situationDate"]"#,
+            r#"  fields = ["planType"]"#,
+        ),
+        "lra.toml" => swap(
+            text,
+            r#"  fields = ["names", "birthDate", "birthPlace", "address", "sex"]"#,
+            r#"  fields = ["birthDate"]"#,
+        ),
+        "flemish-sources.toml" => swap(
+            swap(
+                text,
+                r#"  fields = ["defaultIban", "serviceIban", "lastValidation"]"#,
+                r#"  fields = ["defaultIban"]"#,
+            ),
+            r#"  fields = ["email", "phone", "mobile", "preferred", "lastValidation"]"#,
+            r#"  fields = ["email"]"#,
+        ),
+        _ => text,
+    }
+}
+
+fn sorted(v: &serde_json::Value) -> Vec<String> {
+    let mut k = keys(v);
+    k.sort();
+    k
+}
+
+/// One call per JSON source (consents given first): (source, answer).
+async fn call_every_json_source(h: &Harness) -> Vec<(&'static str, Answer)> {
+    let c0 = citizen(0);
+    let pensioner = tests::person();
+    let bank = serde_json::json!({"org": "0456123494"});
+    consent_to(h, &pensioner, bank, "sigedis.pensions", tests::SIGEDIS_PURPOSE, &[]).await;
+    consent(h, &c0, "accounts.iban", ACCOUNTS_PURPOSE, &["GROEIPAKKET"]).await;
+    consent(h, &c0, "contacts.contact", CONTACTS_PURPOSE, &["*"]).await;
+    let rn_person = {
+        let mut d = [0u8; 11];
+        adapters::rn::sandbox::Register::persons()[adapters::rn::sandbox::BIS].digits(&mut d).to_owned()
+    };
+    let (_, search) = gateway::demo::rn_search_example().unwrap();
+    let lra = [("x-legal-basis", "BOSA/LRA/2024"), ("x-purpose", "LRA_REGISTRATION"), ("x-end-user", "lra-officer-1")];
+    let mut out = Vec::new();
+    out.push(("sigedis", tests::sigedis(&h.client(tests::SIGEDIS_CALLER), &pensioner, &[]).await.unwrap()));
+    let mut hd = lra.to_vec();
+    hd.push(("x-subject", rn_person.as_str()));
+    out.push((
+        "rn.person",
+        send(&h.client("municipality"), Method::GET, "/rn/person", &hd, Bytes::new()).await.unwrap(),
+    ));
+    out.push((
+        "rn.search",
+        send(&h.client("municipality"), Method::POST, "/rn/persons/search", &lra, Bytes::from(search)).await.unwrap(),
+    ));
+    let body = r#"{"publicService":"GROEIPAKKET"}"#;
+    out.push(("accounts", flemish(h, "/accounts/iban", ACCOUNTS_LEGAL_BASIS, ACCOUNTS_PURPOSE, &c0, body).await));
+    out.push(("contacts", flemish(h, "/contacts/contact", CONTACTS_LEGAL_BASIS, CONTACTS_PURPOSE, &c0, body).await));
+    out
+}
+
+/// The keys an answer carries, per source, at the level the grant's fields live.
+fn granted_keys(source: &str, a: &Answer) -> Vec<String> {
+    assert_eq!(a.status, StatusCode::OK, "{source}: {}", a.text());
+    let v = a.json().unwrap();
+    match source {
+        "sigedis" => sorted(&v["plans"][0]),
+        "rn.search" => sorted(&v["persons"][0]),
+        "contacts" => sorted(&v["default"]).into_iter().chain(sorted(&v)).collect(),
+        _ => sorted(&v),
+    }
+}
+
+#[tokio::test]
+async fn every_json_source_returns_exactly_the_granted_fields_and_fewer_for_a_narrower_grant() {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let full = [
+        (
+            "sigedis",
+            s(&["acquiredBenefits", "acquiredReserves", "institution", "organiser", "planType", "situationDate"]),
+        ),
+        ("rn.person", s(&["address", "birthDate", "birthPlace", "names", "niss", "sex"])),
+        ("rn.search", s(&["address", "birthDate", "birthPlace", "names", "niss", "sex"])),
+        ("accounts", s(&["defaultIban", "lastValidation", "niss", "publicService"])),
+        ("contacts", s(&["email", "mobile", "preferred", "default", "lastValidation", "niss", "publicService"])),
+    ];
+    let narrow = [
+        ("sigedis", s(&["planType"])),
+        ("rn.person", s(&["birthDate", "niss"])),
+        ("rn.search", s(&["birthDate", "niss"])),
+        ("accounts", s(&["defaultIban", "niss", "publicService"])),
+        ("contacts", s(&["email", "default", "niss", "publicService"])),
+    ];
+    let h = Harness::start().await.unwrap();
+    for ((source, a), (_, want)) in call_every_json_source(&h).await.iter().zip(&full) {
+        let got = granted_keys(source, a);
+        // The first citizen's default contact data may lack a phone number: compare what is there.
+        if *source == "contacts" {
+            assert!(got.iter().all(|k| want.contains(k) || k == "phone"), "{source}: {got:?}");
+            assert!(want.iter().all(|k| got.contains(k)), "{source}: {got:?}");
+        } else {
+            assert_eq!(&got, want, "{source}");
+        }
+    }
+    drop(h);
+    let h = Harness::with(&[], Some(narrow_all)).await.unwrap();
+    for ((source, a), (_, want)) in call_every_json_source(&h).await.iter().zip(&narrow) {
+        assert_eq!(&granted_keys(source, a), want, "{source}: a narrower grant returns fewer fields");
+    }
+}
+
+#[tokio::test]
+async fn no_json_source_is_called_with_a_body_outside_its_layout_or_answers_outside_it() {
+    // One counting upstream in the place of Sigedis, the National Register and the account
+    // source; it answers `{"niss": 12}`, which follows none of their layouts.
+    let (upstream, hits) = tests::counting_upstream(serde_json::json!({"niss": 12, "persons": "x"})).await.unwrap();
+    let url = upstream.url();
+    let h = Harness::with_overrides(&[
+        ("PASSERELLE__SOURCES__SIGEDIS__UPSTREAM", url.as_str()),
+        ("PASSERELLE__SOURCES__RN__UPSTREAM", url.as_str()),
+        ("PASSERELLE__SOURCES__ACCOUNTS__UPSTREAM", url.as_str()),
+    ])
+    .await
+    .unwrap();
+    let c0 = citizen(0);
+    let pensioner = tests::person();
+    consent_to(
+        &h,
+        &pensioner,
+        serde_json::json!({"org": "0456123494"}),
+        "sigedis.pensions",
+        tests::SIGEDIS_PURPOSE,
+        &[],
+    )
+    .await;
+    consent(&h, &c0, "accounts.iban", ACCOUNTS_PURPOSE, &["*"]).await;
+    let lra = [("x-legal-basis", "BOSA/LRA/2024"), ("x-purpose", "LRA_REGISTRATION"), ("x-end-user", "lra-officer-1")];
+    let sigedis_h = [
+        ("x-legal-basis", tests::SIGEDIS_LEGAL_BASIS),
+        ("x-purpose", tests::SIGEDIS_PURPOSE),
+        ("x-subject", pensioner.as_str()),
+    ];
+    let bank = h.client(tests::SIGEDIS_CALLER);
+    let officer = h.client("municipality");
+    let big = format!(r#"{{"lastName":"{}","birthDate":"1980-01-01"}}"#, "x".repeat(5000));
+    for body in [r#"{"lastName":"Peeters"}"#, r#"{"lastName":1,"birthDate":"1980-01-01"}"#, "{", big.as_str()] {
+        let a = send(&officer, Method::POST, "/rn/persons/search", &lra, Bytes::from(body.to_owned())).await.unwrap();
+        assert_eq!(a.code(), Some("LAYOUT_VIOLATION"), "rn.search {body:.40}");
+    }
+    for body in [r#"{"publicService":"groeipakket"}"#, r#"{"publicService":"GROEIPAKKET","x":1}"#, "[]"] {
+        let a = flemish(&h, "/accounts/iban", ACCOUNTS_LEGAL_BASIS, ACCOUNTS_PURPOSE, &c0, body).await;
+        assert_eq!(a.code(), Some("LAYOUT_VIOLATION"), "accounts {body}");
+    }
+    let a = send(&bank, Method::GET, "/sigedis/pensions", &sigedis_h, Bytes::from_static(b"{}")).await.unwrap();
+    assert_eq!(a.code(), Some("LAYOUT_VIOLATION"), "sigedis takes no body");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "no refused body reached a source");
+
+    // Well-formed calls reach the upstream, whose answers break the layouts: nothing leaves.
+    let (_, search) = gateway::demo::rn_search_example().unwrap();
+    let answers = [
+        send(&bank, Method::GET, "/sigedis/pensions", &sigedis_h, Bytes::new()).await.unwrap(),
+        send(&officer, Method::POST, "/rn/persons/search", &lra, Bytes::from(search)).await.unwrap(),
+        flemish(&h, "/accounts/iban", ACCOUNTS_LEGAL_BASIS, ACCOUNTS_PURPOSE, &c0, r#"{"publicService":"JOBBONUS"}"#)
+            .await,
+    ];
+    for a in answers {
+        assert_eq!((a.status, a.code()), (StatusCode::BAD_GATEWAY, Some("UPSTREAM_LAYOUT_VIOLATION")), "{}", a.text());
+        assert!(!a.text().contains("\"x\""), "no data leaves: {}", a.text());
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
 }
