@@ -8,14 +8,63 @@ fn passerelle() -> Command {
     Command::new(env!("CARGO_BIN_EXE_passerelle"))
 }
 
+/// The personal data the smoke run sends and receives: national numbers, IBANs, names,
+/// e-mail addresses, from the sandboxes' own records.
+fn personal_data_of_the_smoke_run() -> Vec<String> {
+    let mut d = [0u8; 11];
+    let mut out = vec![
+        gateway::demo::sigedis_person().unwrap().digits(&mut d).to_owned(),
+        gateway::demo::flemish_citizen().unwrap(),
+        gateway::demo::rn_search_example().unwrap().0,
+    ];
+    let assoc = adapters::associations::sandbox::Register::generate();
+    let doc = &assoc.get(gateway::demo::association().unwrap()).unwrap().doc;
+    out.push(doc["bankAccount"].as_str().unwrap().to_owned());
+    for r in doc["representatives"].as_array().unwrap() {
+        out.extend([r["niss"].as_str().unwrap().to_owned(), r["name"].as_str().unwrap().to_owned()]);
+    }
+    let flemish = adapters::accounts::sandbox::Register::generate();
+    let citizen = flemish.citizen(adapters::accounts::sandbox::Register::persons()[0]).unwrap();
+    out.push(citizen.default_iban.unwrap().to_string());
+    out.push(citizen.default_contact.as_ref().unwrap()["email"].as_str().unwrap().to_owned());
+    let rn = adapters::rn::sandbox::Register::generate();
+    let p = rn.person(adapters::rn::sandbox::Register::persons()[adapters::rn::sandbox::BIS]).unwrap();
+    out.push(format!("{} {}", p["names"]["first"][0].as_str().unwrap(), p["names"]["last"].as_str().unwrap()));
+    let div = adapters::div::sandbox::Register::generate();
+    let v = &div.vehicles()[0];
+    out.push(v.vin.to_string());
+    let holder = v.doc.find("Vehicle").unwrap().find("Holder").unwrap();
+    out.push(holder.find("Name").unwrap().text.clone());
+    out.push(holder.find("Id").unwrap().children[0].text.clone());
+    out
+}
+
 #[test]
-fn demo_smoke_passes() {
+fn demo_smoke_passes_and_logs_no_personal_data() {
     let dir = tempfile::tempdir().unwrap();
-    let out = passerelle().args(["demo", "--smoke", "--dir"]).arg(dir.path()).output().unwrap();
+    // At debug level: the gateway's own events and its dependencies' (TLS, HTTP, store).
+    let out =
+        passerelle().args(["demo", "--smoke", "--dir"]).arg(dir.path()).env("RUST_LOG", "debug").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(stderr.lines().count() > 100, "the log was written: {} lines", stderr.lines().count());
+    let personal = personal_data_of_the_smoke_run();
+    assert!(personal.len() >= 12);
+    // They are the run's real data subjects: the audit trail, where they belong, has them.
+    let records = gateway::audit::verify::read_records(&dir.path().join("audit")).unwrap();
+    let recorded = |id: &str| {
+        records
+            .iter()
+            .any(|r| r.record.subjects.iter().any(|s| matches!(s, gateway::audit::SubjectRef::Person(p) if p == id)))
+    };
+    assert!(recorded(&personal[0]) && recorded(&personal[2]), "the smoke run's persons are in the audit trail");
+    for value in &personal {
+        assert!(!stderr.contains(value.as_str()), "the log holds personal data ({} characters)", value.len());
+        assert!(!stdout.contains(value.as_str()), "the report holds personal data ({} characters)", value.len());
+    }
     // The demo leaves a real config, PKI and embedded store behind.
     assert!(dir.path().join("passerelle.toml").exists());
     assert!(dir.path().join("pki/ca.pem").exists());
