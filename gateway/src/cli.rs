@@ -321,10 +321,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Serve { config } => {
                 let cfg = Config::load(&config, std::env::vars())?;
                 init_tracing(cfg.log.format, &cfg.log.filter);
+                let signal = shutdown_signal();
                 let gw = server::start(&cfg).await?;
                 let stop = gw.shutdown_handle();
                 tokio::spawn(async move {
-                    wait_for_signal().await;
+                    signal.await;
                     tracing::info!("shutting down");
                     let _ = stop.send(true);
                 });
@@ -341,6 +342,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     demo.gateway.shutdown().await;
                     return Ok(if ok { 0 } else { 1 });
                 }
+                let signal = shutdown_signal();
                 println!("Passerelle demo: data plane on https://localhost:{}", demo.gateway.data_addr.port());
                 if let Some(a) = demo.gateway.public_addr {
                     println!("Public listener (no certificate) on https://localhost:{}", a.port());
@@ -354,7 +356,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     println!("{c}\n");
                 }
                 println!("Ctrl-C stops the demo.");
-                wait_for_signal().await;
+                signal.await;
                 demo.gateway.shutdown().await;
                 Ok(0)
             }
@@ -432,6 +434,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Command::Sandbox { source, listen } => {
                 init_tracing(LogFormat::Text, "info");
+                let signal = shutdown_signal();
                 let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
                 let Some((_, serve)) = demo::SANDBOXES.iter().find(|(name, _)| *name == source) else {
                     let known: Vec<&str> = demo::SANDBOXES.iter().map(|(n, _)| *n).collect();
@@ -439,26 +442,31 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 };
                 let server = serve(listener)?;
                 println!("sandbox {source} on {}", server.url());
-                wait_for_signal().await;
+                signal.await;
                 Ok(0)
             }
         }
     })
 }
 
-async fn wait_for_signal() {
+/// Registers the SIGTERM and SIGINT handlers now — a signal that arrives from here on is
+/// caught, even before anything awaits it — and returns the future that resolves on the first.
+/// Called before the listeners are bound: once a port accepts, SIGTERM means a graceful stop.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    };
+    async move {
+        #[cfg(unix)]
+        if let (Ok(mut term), Ok(mut int)) = handlers {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
             return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
