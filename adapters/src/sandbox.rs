@@ -78,6 +78,14 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> SandboxResponse {
     r
 }
 
+/// An XML answer (SOAP sources).
+pub fn xml(status: StatusCode, body: String) -> SandboxResponse {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/xml; charset=utf-8"));
+    r
+}
+
 /// A plain-text answer (sandbox errors).
 pub fn text(status: StatusCode, msg: &'static str) -> SandboxResponse {
     let mut r = Response::new(Full::new(Bytes::from_static(msg.as_bytes())));

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::{self, Body, Code, Dialect, Refusal};
+use crate::pipeline::forward::hv;
 
 const PREFIX: &str = "/public/associations/";
 
@@ -109,10 +110,6 @@ impl Public {
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(resp)
     }
-}
-
-fn hv(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// Serves the public listener over TLS (no client certificate) until `shutdown` turns true.

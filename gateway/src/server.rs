@@ -82,8 +82,7 @@ pub fn build_pipeline(
             .map(adapters::layout::Layout::new)
             .transpose()
             .with_context(|| format!("the layout of {}", service.id))?;
-        let soap = service.soap;
-        routes.push(Route { service, upstream_uri, test_upstream_uri, source, layout, soap });
+        routes.push(Route { service, upstream_uri, test_upstream_uri, source, layout });
     }
     let snapshot = policy.current();
     for r in &routes {

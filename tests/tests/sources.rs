@@ -41,8 +41,7 @@ async fn soap_upstream(status: u16, answer: String) -> (adapters::sandbox::Sandb
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = adapters::sandbox::serve(listener, move |_| {
         h.fetch_add(1, Ordering::SeqCst);
-        let mut r = adapters::sandbox::text(StatusCode::from_u16(status).unwrap(), "");
-        *r.body_mut() = http_body_util::Full::new(Bytes::from(answer.clone()));
+        let r = adapters::sandbox::xml(StatusCode::from_u16(status).unwrap(), answer.clone());
         async move { r }
     })
     .unwrap();

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 use policies::ids::{Kbo, Niss, Plate, Vin};
 use tokio::net::TcpListener;
 
@@ -138,21 +138,14 @@ impl Register {
         }
         let request = match LAYOUT.check_request(req.body()) {
             Ok(r) => r,
-            Err(why) => return soap(StatusCode::INTERNAL_SERVER_ERROR, xml::fault("Client", &why)),
+            Err(why) => return sandbox::xml(StatusCode::INTERNAL_SERVER_ERROR, xml::fault("Client", &why)),
         };
         match self.lookup(&request) {
-            Some(v) => soap(StatusCode::OK, xml::envelope(&v.doc)),
+            Some(v) => sandbox::xml(StatusCode::OK, xml::envelope(&v.doc)),
             // A 404 with a fault: the gateway tells "no such vehicle" apart from a failure.
-            None => soap(StatusCode::NOT_FOUND, xml::fault("Client", "no vehicle with this plate or VIN")),
+            None => sandbox::xml(StatusCode::NOT_FOUND, xml::fault("Client", "no vehicle with this plate or VIN")),
         }
     }
-}
-
-fn soap(status: StatusCode, body: String) -> SandboxResponse {
-    let mut r = sandbox::text(status, "");
-    *r.body_mut() = http_body_util::Full::new(bytes::Bytes::from(body));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"));
-    r
 }
 
 /// Starts the DIV sandbox on `listener`.

@@ -160,6 +160,6 @@ impl Upstreams {
 
 /// A header value from text that is known to be visible ASCII (digits, checked envelope
 /// values); anything else becomes an empty value rather than a panic.
-fn hv(s: &str) -> HeaderValue {
+pub(crate) fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""))
 }

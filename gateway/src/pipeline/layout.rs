@@ -33,7 +33,7 @@ pub struct Request {
 }
 
 pub fn check_request(route: &Route, body: &Bytes) -> Result<Request, Refusal> {
-    if let Some(soap) = &route.soap {
+    if let Some(soap) = &route.service.soap {
         if body.len() > MAX_SOAP_REQUEST_BYTES {
             return Err(Refusal::new(
                 Code::LayoutViolation,
@@ -127,7 +127,7 @@ pub fn check_and_minimise(
     scope: ConsentScope<'_>,
 ) -> Result<UpstreamAnswer, Refusal> {
     let source = route.service.source;
-    if let Some(soap) = &route.soap {
+    if let Some(soap) = &route.service.soap {
         refuse_status(source, answer.status)?;
         let payload = soap
             .check_response(&answer.body)

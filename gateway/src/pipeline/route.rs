@@ -22,10 +22,9 @@ pub struct Route {
     pub test_upstream_uri: Option<Uri>,
     /// Index of the upstream source in the forwarder's table.
     pub source: usize,
-    /// The service's imposed JSON layout, compiled once.
+    /// The service's imposed JSON layout, compiled once (the SOAP layout needs no compiling:
+    /// it is `service.soap`).
     pub layout: Option<adapters::layout::Layout>,
-    /// The service's imposed SOAP/XML layout.
-    pub soap: Option<adapters::xml::SoapLayout>,
 }
 
 impl Route {
