@@ -105,15 +105,16 @@ pub fn load_texts<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Re
     }
 }
 
-/// Converts a bundle date to days since 1970-01-01; `None` if it is not a plain date.
+/// Converts a bundle date to days since 1970-01-01.
 pub fn days(d: &crate::model::Date) -> Option<i64> {
-    if d.time.is_some() || d.offset.is_some() {
-        return None;
-    }
-    let date = d.date?;
-    let month = time::Month::try_from(date.month).ok()?;
-    let date = time::Date::from_calendar_date(i32::from(date.year), month, date.day).ok()?;
-    Some(i64::from(date.to_julian_day()) - 2_440_588)
+    Some(d.days())
+}
+
+/// Validates a whole policy (as held by the control plane), as if it were one bundle `name`.
+pub fn validate(name: &str, policy: &Policy) -> Result<(), BundleErrors> {
+    let mut v = Validator::default();
+    v.check(&[(name.to_owned(), policy.clone())]);
+    if v.errors.is_empty() { Ok(()) } else { Err(BundleErrors(v.errors)) }
 }
 
 #[derive(Default)]
@@ -215,6 +216,20 @@ impl Validator {
             for (i, ins) in p.instruments.iter().enumerate() {
                 let key = format!("instruments[{i}] \"{}\"", ins.reference);
                 self.instrument(file, &key, ins, &orgs, &services, &instruments, &mut grant_ids);
+                if let Some(src) = &ins.source {
+                    if !sources.contains(src.as_str()) {
+                        self.err(file, format!("{key}.source"), format!("unknown source '{src}'"));
+                    }
+                    for (j, g) in ins.grants.iter().enumerate() {
+                        if !g.service.starts_with(&format!("{src}.")) {
+                            self.err(
+                                file,
+                                format!("{key}.grants[{j}].service"),
+                                format!("service '{}' is not a service of the instrument's source '{src}'", g.service),
+                            );
+                        }
+                    }
+                }
             }
             for (i, r) in p.roles.iter().enumerate() {
                 let key = format!("roles[{i}]");

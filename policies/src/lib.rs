@@ -17,6 +17,7 @@ pub mod bundle;
 pub mod compiled;
 pub mod decide;
 pub mod ids;
+pub mod lifecycle;
 pub mod model;
 pub mod seed;
 pub mod synthetic;

@@ -4,12 +4,89 @@
 //! These are the owned, human-facing types a bundle is read into (`bundle.rs`); the data plane
 //! never reads them directly but a [`crate::compiled::Snapshot`] built from them.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Kbo;
 
-/// A date as written in a bundle (`2023-06-12`, a TOML local date).
-pub type Date = toml::value::Datetime;
+/// A calendar date (`2023-06-12`). A bundle may write it as a TOML local date or as a string;
+/// JSON (the control plane, the store) carries it as a string, and so does an exported bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Date(time::Date);
+
+impl Date {
+    pub const fn new(date: time::Date) -> Self {
+        Date(date)
+    }
+
+    /// Days since 1970-01-01.
+    pub fn days(self) -> i64 {
+        i64::from(self.0.to_julian_day()) - 2_440_588
+    }
+
+    /// The date `days` days after 1970-01-01.
+    pub fn from_days(days: i64) -> Option<Self> {
+        let jd = i32::try_from(days + 2_440_588).ok()?;
+        time::Date::from_julian_day(jd).ok().map(Date)
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a plain date like 2024-01-31");
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return Err(bad());
+        }
+        let num = |r: std::ops::Range<usize>| s.get(r).filter(|t| t.bytes().all(|c| c.is_ascii_digit()));
+        let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else { return Err(bad()) };
+        let (y, m, d) = (y.parse::<i32>(), m.parse::<u8>(), d.parse::<u8>());
+        let (Ok(y), Ok(m), Ok(d)) = (y, m, d) else { return Err(bad()) };
+        let month = time::Month::try_from(m).map_err(|_| bad())?;
+        time::Date::from_calendar_date(y, month, d).map(Date).map_err(|_| bad())
+    }
+}
+
+impl std::str::FromStr for Date {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Date::parse(s)
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.0.year(), u8::from(self.0.month()), self.0.day())
+    }
+}
+
+impl Serialize for Date {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Date;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a plain date like 2024-01-31")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Date, E> {
+                Date::parse(s).map_err(E::custom)
+            }
+            // TOML hands its date values over as a one-entry map holding the text.
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Date, A::Error> {
+                let Some((_, text)) = map.next_entry::<String, String>()? else {
+                    return Err(serde::de::Error::custom("empty date"));
+                };
+                Date::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// What kind of organisation; grants and general instruments can name a kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,7 +130,7 @@ impl OrgKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Organisation {
     pub kbo: Kbo,
@@ -66,7 +143,7 @@ pub struct Organisation {
     pub sectors: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     pub id: String,
@@ -75,7 +152,7 @@ pub struct Source {
     pub owner: Kbo,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     /// `<source>.<service>`, as in the adapters' catalogue.
@@ -86,7 +163,7 @@ pub struct Service {
 }
 
 /// Where an instrument is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Draft,
@@ -99,7 +176,7 @@ pub enum Status {
 }
 
 /// The DIV convention lifecycle (seed 000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConventionState {
     Requested,
@@ -130,7 +207,7 @@ impl ConventionState {
 }
 
 /// The 13 elements a protocol must state (Flemish decree of 18 July 2008, art. 8).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProtocolElements {
     /// (1) identity of the controllers.
@@ -183,7 +260,7 @@ impl ProtocolElements {
 }
 
 /// What kind of instrument, with the particulars of each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstrumentKind {
     /// A deliberation of the CSI or the Flemish committee (authority + number + date).
@@ -201,7 +278,7 @@ pub enum InstrumentKind {
 }
 
 /// An organisation's adhesion to a general instrument.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Adhesion {
     pub org: Kbo,
@@ -215,7 +292,7 @@ pub struct Adhesion {
 }
 
 /// Who a grant is for.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub enum Recipient {
     /// One organisation.
@@ -227,7 +304,7 @@ pub enum Recipient {
 }
 
 /// Environments a grant opens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Env {
     Test,
@@ -235,14 +312,14 @@ pub enum Env {
 }
 
 /// Periodicity: at most `max` calls per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     pub max: u32,
     pub per: RatePeriod,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RatePeriod {
     Second,
@@ -263,7 +340,7 @@ impl RatePeriod {
 }
 
 /// What an instrument allows one recipient (or kind, or its adherents) to obtain.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     /// Stable id, named in audit records.
@@ -294,7 +371,7 @@ fn both_envs() -> Vec<Env> {
 }
 
 /// A legal instrument.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Instrument {
     /// The reference callers name in `X-Legal-Basis`.
@@ -326,6 +403,13 @@ pub struct Instrument {
     /// Conventions: lifecycle state (decides the status).
     #[serde(default)]
     pub state: Option<ConventionState>,
+    /// A suspended convention: the state it returns to when the suspension is lifted.
+    #[serde(default)]
+    pub suspended_from: Option<ConventionState>,
+    /// The source the instrument is about, when it has no grants to say so (a deliberation, a
+    /// framework); its data owner manages the instrument.
+    #[serde(default)]
+    pub source: Option<String>,
     /// Other kinds: the status.
     #[serde(default)]
     pub status: Option<Status>,
@@ -343,6 +427,20 @@ pub struct Instrument {
 }
 
 impl Instrument {
+    /// The sources this instrument is about: the one it names and those of its grants'
+    /// services (a service id starts with its source's id).
+    pub fn sources(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.source.iter().map(String::as_str).collect();
+        for g in &self.grants {
+            if let Some((src, _)) = g.service.split_once('.')
+                && !v.contains(&src)
+            {
+                v.push(src);
+            }
+        }
+        v
+    }
+
     /// The status the data plane applies (a convention's follows its state).
     pub fn effective_status(&self) -> Status {
         match (self.kind, self.state) {
@@ -353,7 +451,7 @@ impl Instrument {
 }
 
 /// An end user's role at an organisation, with its validity (seed 003, 004).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Role {
     pub org: Kbo,
@@ -366,7 +464,7 @@ pub struct Role {
 
 /// An exceptional access outside the matrix: approved tacitly when no remark came within 7 days
 /// of the advice (seed 004). It opens one grant of its instrument to one end user.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExceptionalAccess {
     pub id: String,
@@ -384,7 +482,7 @@ pub struct ExceptionalAccess {
 }
 
 /// Everything the bundles describe, merged.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     #[serde(default)]

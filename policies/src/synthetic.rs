@@ -50,6 +50,8 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
             eligible: vec![],
             protocol: None,
             state: None,
+            suspended_from: None,
+            source: None,
             status: Some(Status::Active),
             suspended_reason: None,
             valid_from: None,
