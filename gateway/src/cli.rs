@@ -185,9 +185,13 @@ async fn consent_command(command: ConsentCommand, target: ConsentTarget) -> anyh
     }
     let config = target.config.context("give --config (a stopped gateway) or --control (a running one)")?;
     let cfg = Config::load(&config, std::env::vars())?;
-    let policy = crate::policy::PolicyHandle::load(&cfg.policy)?;
     let store = crate::store::SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)
         .context("cannot open the store (is the gateway running? then use --control)")?;
+    // The policy in the store is the one in force; a store never started holds none yet.
+    let policy = match crate::policy::PolicyHandle::from_store(&store)? {
+        p if p.version() > 0 => p,
+        _ => crate::policy::PolicyHandle::load(&cfg.policy)?,
+    };
     let registry = Registry::open(ConsentStore::open(store.db())?);
     let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000;
     let actor = || -> anyhow::Result<(policies::ids::Kbo, bool)> {
@@ -291,6 +295,20 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Replace the policy in the store of a stopped gateway by bundle files: validated,
+    /// versioned and recorded in the audit trail like every change. (A running gateway takes
+    /// `POST /policy/import` on the control plane, or SIGHUP after its bundles were edited.)
+    Import {
+        #[arg(long, env = "PASSERELLE_CONFIG")]
+        config: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the policy in the store of a stopped gateway as one TOML bundle (re-importable).
+    Export {
+        #[arg(long, env = "PASSERELLE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,6 +329,19 @@ fn init_tracing(format: LogFormat, filter: &str) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// The policy writer of a stopped gateway: its store, its audit trail (to record the change).
+fn offline_policy(cfg: &Config) -> anyhow::Result<(crate::policy::Changes, std::sync::Arc<crate::audit::AuditTrail>)> {
+    use std::sync::Arc;
+    let store = Arc::new(
+        crate::store::SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)
+            .context("cannot open the store (is the gateway running? then POST /policy/import)")?,
+    );
+    let (trail, _) = crate::audit::open(&cfg.audit, store.clone()).context("audit trail")?;
+    let audit = Arc::new(trail);
+    let handle = Arc::new(crate::policy::PolicyHandle::from_store(store.as_ref())?);
+    Ok((crate::policy::Changes::new(handle, store, audit.clone()), audit))
 }
 
 /// Runs a parsed command line. Returns the process exit code.
@@ -388,6 +419,44 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                         Ok(1)
                     }
                 }
+            }
+            Command::Policy { command: PolicyCommand::Import { config, files } } => {
+                let cfg = Config::load(&config, std::env::vars())?;
+                let (changes, audit) = offline_policy(&cfg)?;
+                let files = crate::policy::bundle_files(&files)?;
+                let result = match policies::bundle::load_files(&files) {
+                    Ok(policy) => {
+                        let what = format!("imported {} bundle file(s) with passerelle policy import", files.len());
+                        let op = "passerelle policy import";
+                        changes
+                            .import(&crate::policy::Actor::OPERATOR, op, policy, what)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(errors) => Err(errors.to_string()),
+                };
+                audit.close();
+                match result {
+                    Ok(change) => {
+                        println!("policy version {} in the store ({})", change.version, change.summary);
+                        Ok(0)
+                    }
+                    Err(why) => {
+                        eprintln!("nothing imported:\n{why}");
+                        Ok(1)
+                    }
+                }
+            }
+            Command::Policy { command: PolicyCommand::Export { config } } => {
+                let cfg = Config::load(&config, std::env::vars())?;
+                let store = crate::store::SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)
+                    .context("cannot open the store (is the gateway running? then GET /policy/export)")?;
+                let handle = crate::policy::PolicyHandle::from_store(&store)?;
+                if handle.version() == 0 {
+                    anyhow::bail!("the store holds no policy yet (the gateway imports its bundles at first start)");
+                }
+                print!("{}", crate::admin::flows::export_toml(&handle.model(), handle.version())?);
+                Ok(0)
             }
             Command::Consent { command, target } => consent_command(*command, *target).await,
             Command::Audit { command: AuditCommand::Verify { dir, public_key } } => {

@@ -152,7 +152,9 @@ impl Limits {
 pub struct PolicyConfig {
     /// Bundle files, or directories whose `*.toml` files are all read (sorted by name).
     /// Relative to the config file's directory. With no bundle, every call is refused
-    /// (`NO_LEGAL_BASIS`): the gateway denies by default.
+    /// (`NO_LEGAL_BASIS`): the gateway denies by default. They are imported into the store at
+    /// the first start and again when their content changes; otherwise the store's policy
+    /// (with the control plane's changes) stays in force.
     pub bundles: Vec<PathBuf>,
 }
 

@@ -67,6 +67,18 @@ pub enum Code {
     RequestInvalid,
     /// The source knows no such subject (the call was permitted; there is no data).
     SubjectNotFound,
+    /// Control plane: no organisation, source, instrument … with this identifier.
+    ResourceUnknown,
+    /// Control plane: the identifier is already taken.
+    AlreadyExists,
+    /// Control plane: the lifecycle does not allow this move now (or a deadline has passed).
+    TransitionNotAllowed,
+    /// Control plane: the change would leave the policy invalid; the detail names the key.
+    PolicyInvalid,
+    /// Control plane: a protocol lacks one of the 13 elements of art. 8.
+    ProtocolIncomplete,
+    /// Control plane: the organisation's kind may not adhere to this general instrument.
+    AdhesionNotEligible,
 }
 
 impl Code {
@@ -102,6 +114,12 @@ impl Code {
             Code::JustificationMissing => "JUSTIFICATION_MISSING",
             Code::RequestInvalid => "REQUEST_INVALID",
             Code::SubjectNotFound => "SUBJECT_NOT_FOUND",
+            Code::ResourceUnknown => "RESOURCE_UNKNOWN",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::TransitionNotAllowed => "TRANSITION_NOT_ALLOWED",
+            Code::PolicyInvalid => "POLICY_INVALID",
+            Code::ProtocolIncomplete => "PROTOCOL_INCOMPLETE",
+            Code::AdhesionNotEligible => "ADHESION_NOT_ELIGIBLE",
         }
     }
 
@@ -118,7 +136,11 @@ impl Code {
             | Code::ConsentScopeExceeded
             | Code::EndUserRoleMissing
             | Code::ClientCertInvalid
-            | Code::AdminRoleMissing => StatusCode::FORBIDDEN,
+            | Code::AdminRoleMissing
+            | Code::AdhesionNotEligible => StatusCode::FORBIDDEN,
+            Code::AlreadyExists | Code::TransitionNotAllowed => StatusCode::CONFLICT,
+            Code::PolicyInvalid | Code::ProtocolIncomplete => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::ResourceUnknown => StatusCode::NOT_FOUND,
             Code::FlowSuspended | Code::Overloaded | Code::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
             Code::SubjectInvalid | Code::EnvelopeInvalid | Code::JustificationMissing | Code::RequestInvalid => {
@@ -168,6 +190,12 @@ impl Code {
             Code::JustificationMissing => "An audit query needs a case reference and a legal ground",
             Code::RequestInvalid => "The request is malformed",
             Code::SubjectNotFound => "The source holds no data about this subject",
+            Code::ResourceUnknown => "No such resource",
+            Code::AlreadyExists => "A resource with this identifier already exists",
+            Code::TransitionNotAllowed => "The lifecycle does not allow this change now",
+            Code::PolicyInvalid => "The change would make the policy invalid",
+            Code::ProtocolIncomplete => "The protocol lacks an element required by art. 8",
+            Code::AdhesionNotEligible => "This kind of organisation may not adhere to the instrument",
         }
     }
 }
@@ -251,7 +279,8 @@ pub fn respond(refusal: &Refusal, dialect: Dialect, request_id: &str) -> Respons
     resp
 }
 
-fn escape_xml(out: &mut String, s: &str) {
+/// Escapes text for XML or HTML content and attribute values.
+pub(crate) fn escape_xml(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '<' => out.push_str("&lt;"),

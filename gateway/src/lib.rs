@@ -17,6 +17,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod policy;
 pub mod public;
+pub mod publication;
 pub mod server;
 pub mod store;
 pub mod tls;

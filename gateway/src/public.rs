@@ -1,5 +1,9 @@
-//! The public listener: the association register's public subset (DOMAIN.md §4; art. 4/1 §2),
-//! served over HTTPS to anyone, without a client certificate.
+//! The public listener, served over HTTPS to anyone, without a client certificate:
+//!
+//! * `GET /public/instruments` (JSON) and `GET /public/instruments.html` — the published flows
+//!   ([`crate::publication`]), from the policy in force at each call.
+//! * `GET /public/associations/{vCode}` — the association register's public subset (DOMAIN.md
+//!   §4; art. 4/1 §2), when the register is configured.
 //!
 //! `GET /public/associations/{vCode}` asks the register's production side, checks the answer
 //! against the published layout, and hands back only the public items of an *active*
@@ -32,39 +36,81 @@ const PREFIX: &str = "/public/associations/";
 /// What the public listener needs.
 #[derive(Debug)]
 pub struct Public {
+    policy: Arc<crate::policy::PolicyHandle>,
+    associations: Option<Associations>,
+    metrics: crate::metrics::Metrics,
+}
+
+/// The association register's public subset.
+#[derive(Debug)]
+pub struct Associations {
     client: Client<HttpConnector, Empty<Bytes>>,
     /// The register's production URI (`…/v1/verenigingen`).
     upstream: Uri,
     timeout: Duration,
     max_bytes: usize,
     layout: adapters::layout::Layout,
-    metrics: crate::metrics::Metrics,
 }
 
 impl Public {
     pub fn new(
-        upstream: &str,
-        timeout: Duration,
-        max_bytes: usize,
+        policy: Arc<crate::policy::PolicyHandle>,
+        associations: Option<Associations>,
         metrics: crate::metrics::Metrics,
-    ) -> anyhow::Result<Self> {
-        let service = adapters::associations::association_service();
-        let upstream = format!("{}{}", upstream.trim_end_matches('/'), service.upstream_path).parse()?;
-        let layout = service.layout.map(adapters::layout::Layout::new).transpose()?;
-        let layout = layout.ok_or_else(|| anyhow::anyhow!("the association register has no layout"))?;
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        Ok(Public { client, upstream, timeout, max_bytes, layout, metrics })
+    ) -> Self {
+        Public { policy, associations, metrics }
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let result = self.answer(&req).await;
+        let path = req.uri().path();
+        let (label, result) = if path == "/public/instruments" || path == "/public/instruments.html" {
+            ("publication", self.publication(&req))
+        } else if path.starts_with(PREFIX) {
+            let r = match &self.associations {
+                Some(a) => a.answer(&req).await,
+                None => Err(Refusal::new(Code::ServiceUnknown, "the association register is not configured here")),
+            };
+            ("associations.public", r)
+        } else {
+            let r = Err(Refusal::new(
+                Code::ServiceUnknown,
+                "the public listener serves /public/instruments, /public/instruments.html and /public/associations/{vCode}",
+            ));
+            ("unknown", r)
+        };
         let (resp, code) = match result {
             Ok(r) => (r, ""),
             Err(refusal) => (error::respond(&refusal, Dialect::Json, ""), refusal.code.as_str()),
         };
         let outcome = if code.is_empty() { "granted" } else { "refused" };
-        self.metrics.requests.with_label_values(&["associations.public", "public", outcome, code]).inc();
+        self.metrics.requests.with_label_values(&[label, "public", outcome, code]).inc();
         resp
+    }
+
+    fn publication(&self, req: &Request<Incoming>) -> Result<Response<Body>, Refusal> {
+        if req.method() != Method::GET {
+            return Err(Refusal::new(Code::MethodNotAllowed, "the publication is read with GET"));
+        }
+        let policy = self.policy.model();
+        let (body, ct) = if req.uri().path().ends_with(".html") {
+            (crate::publication::html(&policy), "text/html; charset=utf-8")
+        } else {
+            (crate::publication::document(&policy).to_string(), "application/json")
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        Ok(resp)
+    }
+}
+
+impl Associations {
+    pub fn new(upstream: &str, timeout: Duration, max_bytes: usize) -> anyhow::Result<Self> {
+        let service = adapters::associations::association_service();
+        let upstream = format!("{}{}", upstream.trim_end_matches('/'), service.upstream_path).parse()?;
+        let layout = service.layout.map(adapters::layout::Layout::new).transpose()?;
+        let layout = layout.ok_or_else(|| anyhow::anyhow!("the association register has no layout"))?;
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        Ok(Associations { client, upstream, timeout, max_bytes, layout })
     }
 
     async fn answer(&self, req: &Request<Incoming>) -> Result<Response<Body>, Refusal> {

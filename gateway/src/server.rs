@@ -30,7 +30,7 @@ use crate::pipeline::forward::{Source, Upstreams};
 use crate::pipeline::identity::Caller;
 use crate::pipeline::limits::Limits;
 use crate::pipeline::route::{Route, Table};
-use crate::policy::PolicyHandle;
+use crate::policy::{Changes, PolicyHandle};
 use crate::store::{SledStore, Store};
 use crate::tls;
 
@@ -116,6 +116,8 @@ pub struct RunningGateway {
     pub store: Arc<dyn Store>,
     /// The policy the data plane enforces; `replace` swaps it atomically.
     pub policy: Arc<PolicyHandle>,
+    /// The one writer of the policy (control plane, bundle imports).
+    pub changes: Arc<Changes>,
     /// The consent registry.
     pub consent: Arc<Registry>,
     /// The audit trail and what opening it repaired.
@@ -146,7 +148,6 @@ impl RunningGateway {
 /// Binds the data plane and starts serving.
 pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let tls = tls::server_config(&cfg.tls).context("data-plane TLS")?;
-    let policy = Arc::new(PolicyHandle::load(&cfg.policy)?);
     let (store, index, consent): (Arc<dyn Store>, Arc<dyn AuditIndex>, Arc<Registry>) = match cfg.store.kind {
         StoreKind::Sled => {
             let s = Arc::new(SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)?);
@@ -163,6 +164,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         "audit trail open"
     );
     let audit = Arc::new(trail);
+    // The store holds the policy; the configured bundles are imported when they changed.
+    let policy = Arc::new(PolicyHandle::from_store(store.as_ref())?);
+    let changes = Arc::new(Changes::new(policy.clone(), store.clone(), audit.clone()));
+    match changes.sync_bundles(&cfg.policy).await? {
+        Some(version) => tracing::info!(version, "policy bundles imported into the store"),
+        None => tracing::info!(version = policy.version(), "policy from the store (bundles unchanged)"),
+    }
     let pipeline = Arc::new(build_pipeline(cfg, policy.clone(), audit.clone(), consent.clone())?);
     let listener =
         TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
@@ -190,7 +198,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (control plane)"))?;
             let plane = Arc::new(ControlPlane::new(
                 &cfg.control,
-                policy.clone(),
+                changes.clone(),
                 audit.clone(),
                 index.clone(),
                 consent.clone(),
@@ -230,25 +238,31 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         }
         None => None,
     };
-    // The public listener: the association register's public subset, no client certificate.
-    let public_addr = match (cfg.public.listen, cfg.sources.get("associations")) {
-        (Some(addr), Some(sc)) => {
+    // The public listener: the publication of the flows, and the association register's
+    // public subset when the register is configured.
+    let public_addr = match cfg.public.listen {
+        Some(addr) => {
             let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (public)"))?;
             let a = l.local_addr()?;
-            let public = crate::public::Public::new(
-                &sc.upstream,
-                Duration::from_millis(sc.timeout_ms),
-                sc.max_response_bytes,
-                pipeline.metrics.clone(),
-            )
-            .context("public listener")?;
+            let associations = cfg
+                .sources
+                .get("associations")
+                .map(|sc| {
+                    crate::public::Associations::new(
+                        &sc.upstream,
+                        Duration::from_millis(sc.timeout_ms),
+                        sc.max_response_bytes,
+                    )
+                })
+                .transpose()
+                .context("public listener")?;
+            let public = crate::public::Public::new(policy.clone(), associations, pipeline.metrics.clone());
             let tls = TlsAcceptor::from(Arc::new(tls::public_server_config(&cfg.tls).context("public TLS")?));
             tokio::spawn(crate::public::serve(l, tls, Arc::new(public), handshake_timeout, shutdown_rx.clone()));
             tracing::info!(addr = %a, "public listener");
             Some(a)
         }
-        (Some(_), None) => anyhow::bail!("public.listen is set but no [sources.associations] is configured"),
-        (None, _) => None,
+        None => None,
     };
     let control_task = control.map(|(l, plane)| {
         let handler = move |req: Request<Incoming>, caller: Arc<Caller>| {
@@ -286,6 +300,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         public_addr,
         store,
         policy,
+        changes,
         consent,
         audit,
         recovery,

@@ -5,20 +5,9 @@
 
 mod support;
 
-use std::process::Command;
-
 use bytes::Bytes;
 use http::Method;
-use support::Site;
-
-fn passerelle(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_passerelle")).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::{Site, passerelle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_cli_on_the_store_and_through_the_control_plane() {

@@ -24,6 +24,12 @@ pub const BAD_KBO: &str = "bad-kbo";
 pub const SERVER_EKU: &str = "server-eku";
 /// Agency A's identity in the integration (test) environment, `OU=INT`.
 pub const AGENCY_A_INT: &str = "agency-a-int";
+/// A leasing company the seed policy does not know: the control-plane tests register it.
+pub const FLEET: &str = "fleet";
+/// The same company's identity in the integration (test) environment.
+pub const FLEET_INT: &str = "fleet-int";
+/// Its enterprise number (synthetic, valid mod 97).
+pub const FLEET_KBO: &str = "0412345614";
 
 fn extra_clients() -> Vec<DevClient> {
     let kbo = demo::org_kbo(ASSOC_CALLER).unwrap_or_else(|| unreachable!("the seed policy has agency A"));
@@ -42,6 +48,10 @@ fn extra_clients() -> Vec<DevClient> {
     server_eku.eku = certs::Eku::ServerAuth;
     let mut int = ClientSpec::org("Agency A (integration)", kbo);
     int.environment = Some(certs::Environment::Integration);
+    let fleet_kbo = Kbo::parse(FLEET_KBO).unwrap_or_else(|_| unreachable!("a valid enterprise number"));
+    let fleet = ClientSpec::org("Fleet lessor", fleet_kbo);
+    let mut fleet_int = ClientSpec::org("Fleet lessor (integration)", fleet_kbo);
+    fleet_int.environment = Some(certs::Environment::Integration);
     [
         (EXPIRED, expired),
         (NOT_YET_VALID, future),
@@ -49,6 +59,8 @@ fn extra_clients() -> Vec<DevClient> {
         (BAD_KBO, bad_kbo),
         (SERVER_EKU, server_eku),
         (AGENCY_A_INT, int),
+        (FLEET, fleet),
+        (FLEET_INT, fleet_int),
     ]
     .into_iter()
     .map(|(n, spec)| DevClient { name: n.to_owned(), spec, revoked: false })
@@ -115,7 +127,26 @@ impl Harness {
         .unwrap_or_else(|e| panic!("control client {name}: {e:#}"))
     }
 
-    /// A client that presents no certificate at all.
+    /// A client of the public listener (HTTPS, no client certificate).
+    pub fn public_client(&self) -> MtlsClient {
+        let addr = self.demo.gateway.public_addr.unwrap_or_else(|| panic!("the public listener is off"));
+        MtlsClient::new(addr, self.demo.pki.ca.cert_pem().as_bytes(), None, HttpVersion::Http1)
+            .unwrap_or_else(|e| panic!("public client: {e:#}"))
+    }
+
+    /// Calls the control plane as `who` and checks the answer against the OpenAPI document:
+    /// the operation and its status must be documented, and a JSON body must follow the
+    /// documented schema.
+    pub async fn ctl(&self, who: &str, method: Method, path: &str, body: Option<serde_json::Value>) -> Answer {
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let headers: &[(&str, &str)] = &[("content-type", "application/json")];
+        let a = send(&self.control_client(who), method.clone(), path, headers, bytes)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"));
+        openapi::check(method.as_str(), path, &a);
+        a
+    }
+
     pub fn anonymous(&self) -> MtlsClient {
         MtlsClient::new(self.demo.gateway.data_addr, self.demo.pki.ca.cert_pem().as_bytes(), None, HttpVersion::Http1)
             .unwrap_or_else(|e| panic!("anonymous client: {e:#}"))
@@ -191,4 +222,59 @@ pub async fn send(
     tokio::time::timeout(Duration::from_secs(15), client.send(req))
         .await
         .map_err(|_| anyhow::anyhow!("no answer within 15 s"))?
+}
+
+/// Checks control-plane answers against the OpenAPI document kept in the repository.
+pub mod openapi {
+    use std::sync::OnceLock;
+
+    use serde_json::{Value, json};
+
+    use super::Answer;
+
+    /// The document, parsed once.
+    pub fn document() -> &'static Value {
+        static DOC: OnceLock<Value> = OnceLock::new();
+        DOC.get_or_init(|| {
+            serde_json::from_str(gateway::admin::OPENAPI).unwrap_or_else(|e| panic!("openapi.json: {e}"))
+        })
+    }
+
+    /// Panics unless `answer` is a documented response of `method path`, with a body that
+    /// follows the documented schema.
+    pub fn check(method: &str, path: &str, answer: &Answer) {
+        let (p, _) = path.split_once('?').unwrap_or((path, ""));
+        let Ok(m) = gateway::admin::routes::find(method, p) else {
+            return; // an undocumented path is refused by the router; the caller asserts that
+        };
+        let doc = document();
+        let op = &doc["paths"][m.template][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {} is not in the OpenAPI document", m.template);
+        let status = answer.status.as_u16().to_string();
+        let resp = &op["responses"][&status];
+        assert!(resp.is_object(), "{method} {}: status {status} is not documented: {}", m.template, answer.text());
+        let ct = answer.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let media = ct.split(';').next().unwrap_or("").trim();
+        let Some(schema) = resp["content"].get(media).map(|c| &c["schema"]) else {
+            panic!("{method} {}: {status} answered {media}, documented {:?}", m.template, resp["content"]);
+        };
+        if !media.ends_with("json") {
+            return;
+        }
+        let body: Value = serde_json::from_slice(&answer.body)
+            .unwrap_or_else(|e| panic!("{method} {}: the body is not JSON: {e}", m.template));
+        let root = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "components": doc["components"],
+            "allOf": [schema],
+        });
+        let validator = jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("schema: {e}"));
+        let errors: Vec<String> =
+            validator.iter_errors(&body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {} {status}: the body does not follow the document: {errors:?}\n{body}",
+            m.template
+        );
+    }
 }

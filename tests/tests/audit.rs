@@ -9,7 +9,7 @@ use bytes::Bytes;
 use gateway::audit::format::{self, HEADER_LEN};
 use gateway::audit::record::StoredRecord;
 use gateway::audit::verify::{read_records, verify_dir};
-use gateway::audit::{Outcome, SubjectRef};
+use gateway::audit::{Outcome, RecordKind, SubjectRef};
 use http::{Method, StatusCode};
 use tests::{ASSOC_CALLER, Harness, NO_KBO, association, person, send, sigedis, vcode};
 
@@ -37,7 +37,12 @@ async fn every_call_leaves_exactly_one_record_with_its_facts() {
     let generated = association(&agency, &v, &[]).await.unwrap();
     let generated_id = generated.headers["x-request-id"].to_str().unwrap().to_owned();
 
-    let records = read_records(&h.demo.config.audit.dir).unwrap();
+    // The trail also holds the policy import of the first start (a policy-change record).
+    let records: Vec<StoredRecord> = read_records(&h.demo.config.audit.dir)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.record.kind != RecordKind::PolicyChange)
+        .collect();
     assert_eq!(records.len(), calls.len() + 1, "one record per call, no more");
     for (name, answer) in &calls {
         let found = by_request_id(&records, name);
@@ -73,11 +78,13 @@ async fn every_call_leaves_exactly_one_record_with_its_facts() {
     let u = &by_request_id(&records, "unknown")[0].record;
     assert_eq!((u.service.as_deref(), u.operation.as_str()), (None, "GET /nothing/here"));
 
-    // The sequence numbers are contiguous and the trail verifies.
+    // The sequence numbers are contiguous (after the policy import, record 1) and the trail
+    // verifies.
+    assert_eq!(records[0].seq, 2);
     assert!(records.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     let report = verify_dir(&h.demo.config.audit.dir, Some(&h.demo.gateway.audit.public_key)).unwrap();
     assert_eq!(report.problem, None);
-    assert_eq!(report.records, records.len() as u64);
+    assert_eq!(report.records, records.len() as u64 + 1, "the calls' records and the policy import");
 }
 
 /// A copy of a trail directory to damage.
@@ -105,7 +112,8 @@ async fn verify_names_the_record_after_tampering() {
     let seg = format::segments(&dir).unwrap()[0].1.clone();
     let data = std::fs::read(&seg).unwrap();
     let (frames, _) = format::decode_frames(&data, HEADER_LEN);
-    assert_eq!(frames.len(), 12);
+    // Record 1 is the policy import of the first start, then the 12 calls.
+    assert_eq!(frames.len(), 13);
     let span = |i: usize| {
         let start = frames[i].offset as usize;
         let end = frames.get(i + 1).map_or(data.len(), |f| f.offset as usize);
@@ -135,8 +143,8 @@ async fn verify_names_the_record_after_tampering() {
     b.extend_from_slice(&data[span(2)]);
     b.extend_from_slice(&data[span(3).end..]);
     check("swap", b, "record 3 ");
-    // The tail cut past the final checkpoint (at record 12).
-    check("truncate", data[..span(10).start].to_vec(), "checkpoint at record 12 but the trail ends at record 10");
+    // The tail cut past the final checkpoint (at record 13).
+    check("truncate", data[..span(10).start].to_vec(), "checkpoint at record 13 but the trail ends at record 10");
     // A forged checkpoint key is caught too.
     let d = work.path().join("other-key");
     copy_dir(&dir, &d);
@@ -159,7 +167,8 @@ async fn a_damaged_trail_refuses_to_start_and_a_torn_tail_is_repaired() {
     torn.extend_from_slice(&good[HEADER_LEN..HEADER_LEN + 30]);
     std::fs::write(&seg, &torn).unwrap();
     let gw = gateway::server::start(&cfg).await.unwrap();
-    assert_eq!((gw.recovery.torn_bytes, gw.recovery.last_seq), (30, 3));
+    // The policy import of the first start, then the 3 calls.
+    assert_eq!((gw.recovery.torn_bytes, gw.recovery.last_seq), (30, 4));
     gw.shutdown().await;
     assert_eq!(std::fs::read(&seg).unwrap(), good, "only the torn bytes were cut");
 
@@ -167,7 +176,7 @@ async fn a_damaged_trail_refuses_to_start_and_a_torn_tail_is_repaired() {
     let mut bad = good.clone();
     bad[HEADER_LEN + 50] ^= 0x20;
     let (frames, _) = format::decode_frames(&good, HEADER_LEN);
-    assert!(frames.len() == 3);
+    assert!(frames.len() == 4);
     // Fix the frame checksum so only the hash chain can tell.
     let f = &frames[0];
     let mut fixed = Vec::new();
@@ -250,6 +259,7 @@ async fn a_full_disk_fails_closed_and_recovers() {
     assert_eq!(a.json().unwrap()["vCode"], vcode());
     // Every answered call has its record, and the failed batches left nothing half-written.
     let records = read_records(&mnt).unwrap();
-    assert_eq!(records.len(), answered + 1);
+    // The policy import of the first start, the answered calls, the call after recovery.
+    assert_eq!(records.len(), answered + 2);
     assert_eq!(verify_dir(&mnt, None).unwrap().problem, None);
 }

@@ -77,6 +77,7 @@ async fn metrics_count_the_calls_and_parse_as_prometheus_text() {
     );
     // Never a personal identifier in any label or value line.
     assert!(!text.contains(&person()) && !text.contains(&vcode()));
-    assert!(text.contains("passerelle_audit_records_total 6"), "{text}");
+    // The six calls, and the policy import of the first start.
+    assert!(text.contains("passerelle_audit_records_total 7"), "{text}");
     assert!(text.contains("passerelle_request_duration_seconds_bucket"));
 }

@@ -132,7 +132,7 @@ impl Register {
         self.vehicles.get(*i)
     }
 
-    fn answer(&self, req: &SandboxRequest) -> SandboxResponse {
+    pub fn answer(&self, req: &SandboxRequest) -> SandboxResponse {
         if req.uri().path() != super::vehicle_service().upstream_path {
             return sandbox::text(StatusCode::NOT_FOUND, "unknown path");
         }

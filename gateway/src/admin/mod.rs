@@ -16,14 +16,23 @@
 //!   `GET /consents` with `X-Subject` (the subject's consents with their history). A change is
 //!   durable and in force for the data plane when it is answered.
 //!
-//! Data owners' flow management (instruments, adhesions, lifecycles) is the control-plane issue's.
+//! * Flow management ([`flows`]): organisations, sources, services, instruments and their
+//!   lifecycles, adhesions, roles, exceptional accesses, the change history, bundle
+//!   import/export.
+//!
+//! The routes are a table ([`routes::ROUTES`]) described by the OpenAPI document served at
+//! `GET /openapi.json` (kept in the repository as `gateway/openapi.json`). Errors are
+//! `application/problem+json` with a stable code.
+
+pub mod flows;
+pub mod routes;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use policies::ids::{Kbo, Niss, VCode};
@@ -31,19 +40,24 @@ use policies::model::OrgKind;
 use serde::Deserialize;
 
 use crate::audit::index::{AuditIndex, Selector, read_record};
-use crate::audit::{AuditTrail, Outcome, Record, RecordKind, SubjectRef};
+use crate::audit::{AuditTrail, Record, RecordKind, SubjectRef};
 use crate::config::ControlConfig;
 use crate::consent::{ChangeError, Invalid, NewConsent, Registry};
 use crate::error::{self, Body, Code, Dialect, Refusal};
 use crate::pipeline::identity::Caller;
-use crate::policy::PolicyHandle;
+use crate::policy::{Changes, PolicyHandle};
 
 const MAX_BODY: usize = 16 * 1024;
+/// A bundle import may be larger than the other bodies.
+const MAX_IMPORT: usize = 4 * 1024 * 1024;
+/// The OpenAPI 3.1 document of this API.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
 const MAX_RESULTS: usize = 10_000;
 
 /// What a control-plane call needs.
 #[derive(Debug)]
 pub struct ControlPlane {
+    changes: Arc<Changes>,
     policy: Arc<PolicyHandle>,
     audit: Arc<AuditTrail>,
     index: Arc<dyn AuditIndex>,
@@ -81,7 +95,7 @@ fn refuse(code: Code, detail: impl Into<std::borrow::Cow<'static, str>>) -> Refu
     Refusal::new(code, detail)
 }
 
-fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -129,32 +143,53 @@ fn now_ms() -> u64 {
 impl ControlPlane {
     pub fn new(
         cfg: &ControlConfig,
-        policy: Arc<PolicyHandle>,
+        changes: Arc<Changes>,
         audit: Arc<AuditTrail>,
         index: Arc<dyn AuditIndex>,
         consent: Arc<Registry>,
     ) -> Self {
         // Config validation has checked every entry parses.
         let auditors = cfg.auditors.iter().filter_map(|a| Kbo::parse(a).ok()).collect();
-        ControlPlane { policy, audit, index, auditors, consent }
+        let policy = changes.handle.clone();
+        ControlPlane { changes, policy, audit, index, auditors, consent }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
         let rid = format!("ctl-{}", now_ms());
-        let result = match (req.method(), req.uri().path()) {
-            (&Method::POST, "/audit/queries") => self.audit_query(req, caller).await,
-            (&Method::GET, "/audit/report") => self.subject_report(req, caller).await,
-            (&Method::POST, "/consents") => self.give_consent(req, caller).await,
-            (&Method::GET, "/consents") => self.list_consents(&req, caller).await,
-            (&Method::POST, path) if path.starts_with("/consents/") => {
-                let rest = &path["/consents/".len()..];
-                match rest.split_once('/') {
-                    Some((id, "revoke")) => self.change_consent(id, true, caller).await,
-                    Some((id, "revalidate")) => self.change_consent(id, false, caller).await,
-                    _ => Err(refuse(Code::ServiceUnknown, "no control-plane resource at this path")),
+        let result = match routes::find(req.method().as_str(), req.uri().path()) {
+            Err(refusal) => Err(refusal),
+            Ok(m) => {
+                let param = m.params.first().cloned().unwrap_or_default();
+                match (m.method, m.template) {
+                    ("GET", "/openapi.json") => Ok(openapi()),
+                    ("POST", "/audit/queries") => self.audit_query(req, caller).await,
+                    ("GET", "/audit/report") => self.subject_report(req, caller).await,
+                    ("POST", "/consents") => self.give_consent(req, caller).await,
+                    ("GET", "/consents") => self.list_consents(&req, caller).await,
+                    ("POST", "/consents/{id}/revoke") => self.change_consent(&param, true, caller).await,
+                    ("POST", "/consents/{id}/revalidate") => self.change_consent(&param, false, caller).await,
+                    ("GET", "/organisations") => self.list("organisations", &req, caller).await,
+                    ("POST", "/organisations") => self.add_organisation(req, caller).await,
+                    ("GET", "/sources") => self.list("sources", &req, caller).await,
+                    ("POST", "/sources") => self.add_source(req, caller).await,
+                    ("GET", "/services") => self.list("services", &req, caller).await,
+                    ("POST", "/services") => self.add_service(req, caller).await,
+                    ("GET", "/instruments") => self.list("instruments", &req, caller).await,
+                    ("POST", "/instruments") => self.add_instrument(req, caller).await,
+                    ("GET", "/instruments/{reference}") => self.get_instrument(&param, caller).await,
+                    ("POST", "/instruments/{reference}/transitions") => self.transition(&param, req, caller).await,
+                    ("POST", "/instruments/{reference}/adhesions") => self.adhere(&param, req, caller).await,
+                    ("GET", "/roles") => self.list("roles", &req, caller).await,
+                    ("POST", "/roles") => self.put_role(req, caller).await,
+                    ("GET", "/exceptional-accesses") => self.list("exceptional-accesses", &req, caller).await,
+                    ("POST", "/exceptional-accesses") => self.add_exceptional(req, caller).await,
+                    ("POST", "/exceptional-accesses/{id}/remark") => self.remark(&param, req, caller).await,
+                    ("GET", "/changes") => self.history(&req, caller).await,
+                    ("GET", "/policy/export") => self.export(caller).await,
+                    ("POST", "/policy/import") => self.import(req, caller).await,
+                    _ => Err(refuse(Code::Internal, "a route without a handler")),
                 }
             }
-            _ => Err(refuse(Code::ServiceUnknown, "no control-plane resource at this path")),
         };
         match result {
             Ok(r) => r,
@@ -172,30 +207,16 @@ impl ControlPlane {
         justification: String,
     ) -> Result<u64, Refusal> {
         let mut d = [0u8; 10];
-        let record = Record {
-            kind: RecordKind::AuditQuery,
-            time_ms: now_ms(),
-            request_id: format!("audit-query-{}", now_ms()),
-            trace_id: None,
-            caller: Some(caller.digits(&mut d).to_owned()),
-            cert_fingerprint: Some(fingerprint),
-            end_user: None,
-            environment: None,
-            service: None,
-            operation: operation.to_owned(),
-            legal_basis: None,
-            grant: None,
-            purpose: None,
-            subjects,
-            fields: Vec::new(),
-            consent_id: None,
-            outcome: Outcome::Granted,
-            status: 200,
-            code: None,
-            upstream_status: None,
-            latency_us: 0,
-            justification: Some(justification),
-        };
+        let mut record = Record::control(
+            RecordKind::AuditQuery,
+            now_ms(),
+            format!("audit-query-{}", now_ms()),
+            Some(caller.digits(&mut d).to_owned()),
+            Some(fingerprint),
+            operation,
+        );
+        record.subjects = subjects;
+        record.justification = Some(justification);
         self.audit
             .append(&record)
             .await
@@ -333,8 +354,14 @@ impl ControlPlane {
     }
 }
 
+fn openapi() -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r
+}
+
 /// Reads a JSON body of at most 16 KiB.
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Refusal> {
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Refusal> {
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await

@@ -16,6 +16,9 @@ pub enum RecordKind {
     DataCall,
     /// A query of the audit trail by a designated person (itself audited).
     AuditQuery,
+    /// A change of the policy (an instrument registered, a lifecycle step, an adhesion, a role,
+    /// a bundle import): who made it and what changed, in `justification`.
+    PolicyChange,
 }
 
 /// A data subject named in a call or found in its answer.
@@ -81,7 +84,8 @@ pub struct Record {
     pub upstream_status: Option<u16>,
     /// Time from receipt to the decision to answer, in microseconds (before the audit commit).
     pub latency_us: u64,
-    /// For audit queries: the case reference and legal ground given.
+    /// For audit queries: the case reference and legal ground given. For policy changes: the
+    /// version, the target and what changed.
     pub justification: Option<String>,
 }
 
@@ -93,6 +97,42 @@ pub enum Outcome {
 }
 
 impl Record {
+    /// A record of the control plane (an audit query, a policy change): who and what, with
+    /// every data-call field empty.
+    pub fn control(
+        kind: RecordKind,
+        time_ms: u64,
+        request_id: String,
+        caller: Option<String>,
+        cert_fingerprint: Option<String>,
+        operation: &str,
+    ) -> Self {
+        Record {
+            kind,
+            time_ms,
+            request_id,
+            trace_id: None,
+            caller,
+            cert_fingerprint,
+            end_user: None,
+            environment: None,
+            service: None,
+            operation: operation.to_owned(),
+            legal_basis: None,
+            grant: None,
+            purpose: None,
+            subjects: Vec::new(),
+            fields: Vec::new(),
+            consent_id: None,
+            outcome: Outcome::Granted,
+            status: 200,
+            code: None,
+            upstream_status: None,
+            latency_us: 0,
+            justification: None,
+        }
+    }
+
     /// The canonical bytes without the sequence number: `{"kind":…}`.
     pub fn canonical_without_seq(&self) -> Vec<u8> {
         // Serialising a struct of strings, numbers and enums cannot fail.

@@ -24,11 +24,6 @@ pub fn environment(org: &OrgIdentity) -> Env {
     }
 }
 
-/// Unix seconds now.
-pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 pub fn authorize(
     snapshot: &Snapshot,
     org: &OrgIdentity,

@@ -126,7 +126,7 @@ impl Pipeline {
         trace.envelope(&env);
         // 5. Authorize: the snapshot in force when the request got here decides.
         let snapshot = self.policy.guard();
-        let decided = authorize::authorize(&snapshot, org, route, &env, authorize::now());
+        let decided = authorize::authorize(&snapshot, org, route, &env, self.policy.now_secs());
         trace.decision(&snapshot, &decided);
         let permit = decided?;
         // 6. Consent.

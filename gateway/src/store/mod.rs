@@ -27,6 +27,17 @@ pub trait Store: AuditIndex + Send + Sync + std::fmt::Debug {
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes `value` under `key`; durable when it returns.
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// The policy in force (the control plane's source of truth): its version and document.
+    fn policy_current(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// Makes `document` version `version` and records `change` under that version, both or
+    /// neither; durable when it returns.
+    fn policy_commit(&self, version: u64, document: &[u8], change: &[u8]) -> Result<(), StoreError>;
+    /// Undoes the commit of `version` (its audit record could not be written): `previous`
+    /// becomes current again and the change entry goes.
+    fn policy_revert(&self, version: u64, previous: Option<(u64, &[u8])>) -> Result<(), StoreError>;
+    /// The recorded changes with a version above `after`, oldest first, at most `limit`.
+    fn policy_changes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
 }
 
 /// The embedded store: one directory, nothing to install.
@@ -34,6 +45,8 @@ pub trait Store: AuditIndex + Send + Sync + std::fmt::Debug {
 pub struct SledStore {
     db: sled::Db,
     meta: sled::Tree,
+    /// `current` → version ‖ document; `change` ‖ version → change.
+    policy: sled::Tree,
     /// seq → segment ‖ offset.
     audit_loc: sled::Tree,
     /// subject key ‖ 0 ‖ time ‖ seq → ().
@@ -61,6 +74,7 @@ impl SledStore {
         let meta = db.open_tree("meta")?;
         let store = SledStore {
             meta,
+            policy: db.open_tree("policy")?,
             audit_loc: db.open_tree("audit_loc")?,
             audit_subject: db.open_tree("audit_subject")?,
             audit_caller: db.open_tree("audit_caller")?,
@@ -95,6 +109,61 @@ impl Store for SledStore {
         self.db.flush()?;
         Ok(())
     }
+
+    fn policy_current(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self.policy.get(POLICY_CURRENT)?.and_then(|v| {
+            let version = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+            Some((version, v[8..].to_vec()))
+        }))
+    }
+
+    fn policy_commit(&self, version: u64, document: &[u8], change: &[u8]) -> Result<(), StoreError> {
+        let mut current = Vec::with_capacity(8 + document.len());
+        current.extend_from_slice(&be(version));
+        current.extend_from_slice(document);
+        let mut batch = sled::Batch::default();
+        batch.insert(POLICY_CURRENT, current);
+        batch.insert(change_key(version).as_slice(), change);
+        // One batch on one tree is atomic; the flush makes it durable.
+        self.policy.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn policy_revert(&self, version: u64, previous: Option<(u64, &[u8])>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        match previous {
+            Some((v, doc)) => {
+                let mut current = be(v).to_vec();
+                current.extend_from_slice(doc);
+                batch.insert(POLICY_CURRENT, current);
+            }
+            None => batch.remove(POLICY_CURRENT),
+        }
+        batch.remove(change_key(version).as_slice());
+        self.policy.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn policy_changes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let lo = change_key(after.saturating_add(1));
+        let hi = change_key(u64::MAX);
+        let mut out = Vec::new();
+        for kv in self.policy.range(lo..=hi).take(limit) {
+            out.push(kv?.1.to_vec());
+        }
+        Ok(out)
+    }
+}
+
+const POLICY_CURRENT: &[u8] = b"current";
+
+fn change_key(version: u64) -> [u8; 14] {
+    let mut k = [0u8; 14];
+    k[..6].copy_from_slice(b"change");
+    k[6..].copy_from_slice(&be(version));
+    k
 }
 
 fn be(v: u64) -> [u8; 8] {
@@ -206,5 +275,26 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.meta_get("k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(s.meta_get("format").unwrap().as_deref(), Some(&b"passerelle-store-1"[..]));
+    }
+
+    #[test]
+    fn policy_versions_commit_revert_and_list() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            assert!(s.policy_current().unwrap().is_none());
+            s.policy_commit(1, b"{\"a\":1}", b"c1").unwrap();
+            s.policy_commit(2, b"{\"a\":2}", b"c2").unwrap();
+            s.policy_commit(3, b"{\"a\":3}", b"c3").unwrap();
+            s.policy_revert(3, Some((2, b"{\"a\":2}"))).unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.policy_current().unwrap(), Some((2, b"{\"a\":2}".to_vec())));
+        assert_eq!(s.policy_changes(0, 10).unwrap(), vec![b"c1".to_vec(), b"c2".to_vec()]);
+        assert_eq!(s.policy_changes(1, 10).unwrap(), vec![b"c2".to_vec()]);
+        assert_eq!(s.policy_changes(0, 1).unwrap(), vec![b"c1".to_vec()]);
+        s.policy_revert(1, None).unwrap();
+        s.policy_revert(2, None).unwrap();
+        assert!(s.policy_current().unwrap().is_none());
     }
 }

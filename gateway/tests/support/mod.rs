@@ -106,3 +106,13 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     assert!(ok.success());
     child.wait().unwrap()
 }
+
+/// Runs the `passerelle` binary; returns its exit code, stdout and stderr.
+pub fn passerelle(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_passerelle")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,654 @@
+//! The control plane for data owners, over real mTLS against a running gateway with real
+//! sandboxes: the DIV convention procedure of seed 000 played through the API under concurrent
+//! data-plane load, the Sigedis path of seed 001, protocols refused for each missing art. 8
+//! element, roles and exceptional accesses, publication, persistence across a restart, and the
+//! OpenAPI document checked against the served API (every answer below is validated against it
+//! by `Harness::ctl`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use adapters::xml;
+use bytes::Bytes;
+use gateway::audit::RecordKind;
+use gateway::audit::verify::{read_records, verify_dir};
+use gateway::demo::{DIV_CALLER, DIV_LEGAL_BASIS, DIV_PURPOSE};
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use tests::{ASSOC_CALLER, Answer, FLEET, FLEET_INT, FLEET_KBO, Harness, association, person, send, sigedis, vcode};
+
+const DELIBERATION: &str = "CSI/AF/31/2026";
+const CONVENTION: &str = "DIV/CONV/2026/0100";
+const FLEET_PURPOSE: &str = "FLEET_MANAGEMENT";
+
+fn enc(reference: &str) -> String {
+    reference.replace('/', "%2F")
+}
+
+fn plate() -> String {
+    gateway::demo::div_vehicle().unwrap().0
+}
+
+async fn fleet_call(h: &Harness, who: &str) -> Answer {
+    let headers = [("x-legal-basis", CONVENTION), ("x-purpose", FLEET_PURPOSE)];
+    let body = Bytes::from(adapters::div::request_by_plate(&plate()));
+    send(&h.client(who), Method::POST, "/div/vehicle", &headers, body).await.unwrap()
+}
+
+async fn transition(h: &Harness, who: &str, reference: &str, to: &str, reason: Option<&str>) -> Answer {
+    let path = format!("/instruments/{}/transitions", enc(reference));
+    h.ctl(who, Method::POST, &path, Some(json!({ "to": to, "reason": reason }))).await
+}
+
+fn vehicle_elements(a: &Answer) -> HashSet<String> {
+    let payload = xml::open_envelope(&a.body, xml::LIMITS).unwrap();
+    payload.find("Vehicle").unwrap().children.iter().map(|c| c.name.clone()).collect()
+}
+
+async fn published(h: &Harness) -> (Value, String) {
+    let public = h.public_client();
+    let j = send(&public, Method::GET, "/public/instruments", &[], Bytes::new()).await.unwrap();
+    assert_eq!(j.status, StatusCode::OK);
+    let html = send(&public, Method::GET, "/public/instruments.html", &[], Bytes::new()).await.unwrap();
+    assert_eq!(html.status, StatusCode::OK);
+    assert!(html.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    (j.json().unwrap(), html.text())
+}
+
+fn references(doc: &Value) -> Vec<String> {
+    doc["instruments"].as_array().unwrap().iter().map(|i| i["reference"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Keeps data-plane calls on flows that no change touches running, each on its own
+/// keep-alive connection, and counts answers that are not 200.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(h: &Harness) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        let div_body = adapters::div::request_by_plate(&plate());
+        let v = vcode();
+        for i in 0..4 {
+            let (client, method, path, headers, body) = if i % 2 == 0 {
+                let headers =
+                    vec![("x-legal-basis", DIV_LEGAL_BASIS.to_owned()), ("x-purpose", DIV_PURPOSE.to_owned())];
+                (h.client(DIV_CALLER), Method::POST, "/div/vehicle", headers, Bytes::from(div_body.clone()))
+            } else {
+                let headers = vec![
+                    ("x-legal-basis", gateway::demo::ASSOC_LEGAL_BASIS.to_owned()),
+                    ("x-purpose", gateway::demo::ASSOC_PURPOSE.to_owned()),
+                    ("x-subject", v.clone()),
+                ];
+                (h.client(ASSOC_CALLER), Method::GET, "/associations/association", headers, Bytes::new())
+            };
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = client.connect().await.unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    let req = gateway::client::request(method.clone(), path, &hs, body.clone()).unwrap();
+                    match conn.send(req).await {
+                        Ok(a) if a.status == StatusCode::OK => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(a) => failures.lock().unwrap().push(format!("{path}: {} {}", a.status, a.text())),
+                        Err(e) => failures.lock().unwrap().push(format!("{path}: {e:#}")),
+                    }
+                }
+            }));
+        }
+        Load { stop, ok, failures, tasks }
+    }
+
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (self.ok.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_div_procedure_through_the_api_under_load() {
+    // The test side of DIV is a second, real DIV sandbox that counts its calls.
+    let test_hits = Arc::new(AtomicUsize::new(0));
+    let hits = test_hits.clone();
+    let register = Arc::new(adapters::div::sandbox::Register::generate());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let test_side = adapters::sandbox::serve(listener, move |req| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        let register = register.clone();
+        async move { register.answer(&req) }
+    })
+    .unwrap();
+    let url = test_side.url();
+    let h = Harness::with_overrides(&[("PASSERELLE__SOURCES__DIV__TEST_UPSTREAM", url.as_str())]).await.unwrap();
+    let load = Load::start(&h);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let version0 = h.demo.gateway.policy.version();
+
+    // The integrator registers the new beneficiary.
+    let a = h
+        .ctl(
+            "admin",
+            Method::POST,
+            "/organisations",
+            Some(json!({ "kbo": FLEET_KBO, "name": "Fleet lessor (synthetic)", "kind": "leasing-company" })),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let a = h
+        .ctl(
+            "div",
+            Method::POST,
+            "/organisations",
+            Some(json!({ "kbo": "0412345614", "name": "x", "kind": "company" })),
+        )
+        .await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "only the integrator registers organisations");
+
+    // DIV registers the deliberation it received, then the beneficiary's convention.
+    let deliberation = json!({
+        "reference": DELIBERATION, "kind": "deliberation",
+        "title": "Délibération AF n° 31/2026 – DIV data for leasing companies' fleet management",
+        "authority": "CSI-AF", "number": "31/2026", "date": "2026-10-01", "source": "div", "status": "active",
+    });
+    let convention = json!({
+        "reference": CONVENTION, "kind": "convention", "parent": DELIBERATION,
+        "title": "DIV data communication convention – fleet lessor",
+        "grants": [{
+            "id": "div-fleet-lessor", "recipient": { "org": FLEET_KBO }, "service": "div.vehicle",
+            "purposes": [FLEET_PURPOSE], "fields": ["plate", "make", "model", "fuel"],
+        }],
+    });
+    // Another data owner may not register instruments about DIV.
+    let a = h.ctl("sigedis", Method::POST, "/instruments", Some(convention.clone())).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    let detail = a.json().unwrap()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("div (data owner 0511.223.355)"), "{detail}");
+    // A convention cannot be registered before the deliberation it rests on.
+    let a = h.ctl("div", Method::POST, "/instruments", Some(convention.clone())).await;
+    assert_eq!(a.code(), Some("POLICY_INVALID"), "{}", a.text());
+    assert!(a.json().unwrap()["detail"].as_str().unwrap().contains("parent: unknown instrument"), "{}", a.text());
+    let a = h.ctl("div", Method::POST, "/instruments", Some(deliberation)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let a = h.ctl("div", Method::POST, "/instruments", Some(convention.clone())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    assert_eq!(a.json().unwrap()["item"]["state"], "requested");
+    let a = h.ctl("div", Method::POST, "/instruments", Some(convention)).await;
+    assert_eq!(a.code(), Some("ALREADY_EXISTS"));
+
+    // Requested: nothing answers, in either environment.
+    let a = fleet_call(&h, FLEET_INT).await;
+    assert_eq!(a.code(), Some("INSTRUMENT_NOT_ACTIVE"), "{}", a.text());
+    // Steps cannot be skipped, and only DIV moves its convention.
+    let a = transition(&h, "div", CONVENTION, "active", None).await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"));
+    assert!(a.text().contains("from requested the possible states are: deliberation-received, terminated"));
+    let a = transition(&h, "sigedis", CONVENTION, "deliberation-received", None).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"));
+    let a = transition(&h, FLEET, CONVENTION, "deliberation-received", None).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "the beneficiary's certificate is not the data owner's");
+
+    for to in ["deliberation-received", "convention-sent", "signed-by-beneficiary"] {
+        let a = transition(&h, "div", CONVENTION, to, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{to}: {}", a.text());
+        assert_eq!(a.json().unwrap()["item"]["state"], to);
+        let a = fleet_call(&h, FLEET_INT).await;
+        assert_eq!(a.code(), Some("INSTRUMENT_NOT_ACTIVE"), "{to}");
+    }
+    assert_eq!(test_hits.load(Ordering::SeqCst), 0);
+
+    // Test phase: calls from the test environment reach the sandbox; production is refused.
+    let a = transition(&h, "div", CONVENTION, "test-phase", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = fleet_call(&h, FLEET_INT).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(test_hits.load(Ordering::SeqCst), 1, "the test side answered");
+    assert_eq!(vehicle_elements(&a), ["Plate", "Make", "Model", "Fuel"].map(String::from).into());
+    let a = fleet_call(&h, FLEET).await;
+    assert_eq!(a.code(), Some("INSTRUMENT_NOT_ACTIVE"), "{}", a.text());
+    assert_eq!(test_hits.load(Ordering::SeqCst), 1);
+
+    // Active: production answers (from the production side), exactly the granted fields.
+    let a = transition(&h, "div", CONVENTION, "active", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = fleet_call(&h, FLEET).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(vehicle_elements(&a), ["Plate", "Make", "Model", "Fuel"].map(String::from).into());
+    assert_eq!(test_hits.load(Ordering::SeqCst), 1, "production did not go to the test side");
+    let (doc, _) = published(&h).await;
+    assert!(references(&doc).contains(&DELIBERATION.to_owned()), "an active deliberation is published");
+    assert!(!references(&doc).contains(&CONVENTION.to_owned()), "active is not yet published");
+
+    // Published: on the public page, as JSON and HTML.
+    let a = transition(&h, "div", CONVENTION, "published", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let (doc, html) = published(&h).await;
+    let entry = doc["instruments"].as_array().unwrap().iter().find(|i| i["reference"] == CONVENTION).unwrap();
+    assert_eq!(entry["parent"], DELIBERATION);
+    assert_eq!(entry["grants"][0]["recipient"]["name"], "Fleet lessor (synthetic)");
+    assert!(html.contains(CONVENTION) && html.contains("Délibération AF n° 31/2026"), "{html}");
+
+    // Suspended by DIV with a reason: every call gets FLOW_SUSPENDED with it; off the page.
+    let a = transition(&h, "div", CONVENTION, "suspended", None).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "a suspension needs a reason");
+    let reason = "security audit of the beneficiary pending";
+    let a = transition(&h, "div", CONVENTION, "suspended", Some(reason)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    for who in [FLEET, FLEET_INT] {
+        let a = fleet_call(&h, who).await;
+        assert_eq!(a.code(), Some("FLOW_SUSPENDED"), "{who}: {}", a.text());
+        assert!(a.text().contains(reason), "{}", a.text());
+    }
+    assert!(!references(&published(&h).await.0).contains(&CONVENTION.to_owned()));
+
+    // Resumed: back where it was (published), answering again.
+    let a = transition(&h, "div", CONVENTION, "active", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json().unwrap()["change"]["summary"], "suspended → published");
+    assert_eq!(fleet_call(&h, FLEET).await.status, StatusCode::OK);
+    assert!(references(&published(&h).await.0).contains(&CONVENTION.to_owned()));
+    let a = h.ctl(FLEET, Method::GET, &format!("/instruments/{}", enc(CONVENTION)), None).await;
+    assert_eq!(
+        (a.json().unwrap()["state"].clone(), a.json().unwrap()["effective_status"].clone()),
+        (json!("published"), json!("active"))
+    );
+
+    // The load on the flows no change touched never failed.
+    let (ok, failures) = load.finish().await;
+    assert!(failures.is_empty(), "{} failed calls, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(ok >= 40, "the load ran ({ok} calls)");
+    eprintln!("load during the procedure: {ok} calls, all answered 200");
+
+    // Every change is versioned, attributed, and in the audit trail.
+    let a = h.ctl("div", Method::GET, &format!("/changes?after={version0}"), None).await;
+    let changes = a.json().unwrap()["changes"].as_array().unwrap().clone();
+    let summaries: Vec<&str> = changes.iter().map(|c| c["summary"].as_str().unwrap()).collect();
+    assert_eq!(
+        summaries,
+        [
+            "registered as leasing-company",
+            "registered (active)",
+            "registered (requested)",
+            "requested → deliberation-received",
+            "deliberation-received → convention-sent",
+            "convention-sent → signed-by-beneficiary",
+            "signed-by-beneficiary → test-phase",
+            "test-phase → active",
+            "active → published",
+            "published → suspended",
+            "suspended → published",
+        ]
+    );
+    assert!(changes.iter().skip(1).all(|c| c["actor"] == "0511223355"));
+    assert_eq!(changes[9]["reason"], reason);
+    let records = read_records(&h.demo.config.audit.dir).unwrap();
+    for c in &changes {
+        let seq = c["audit_seq"].as_u64().unwrap();
+        let r = records.iter().find(|r| r.seq == seq).unwrap();
+        assert_eq!(r.record.kind, RecordKind::PolicyChange);
+        let expect = format!("policy v{}:", c["version"]);
+        assert!(r.record.justification.as_deref().unwrap().starts_with(&expect));
+    }
+    let version = h.demo.gateway.policy.version();
+    assert_eq!(version, version0 + 11);
+
+    // The store is the source of truth: a restart brings the same policy back.
+    let key = h.demo.gateway.audit.public_key;
+    let (cfg, _dir) = h.stop().await;
+    assert_eq!(verify_dir(&cfg.audit.dir, Some(&key)).unwrap().problem, None);
+    let gw = gateway::server::start(&cfg).await.unwrap();
+    assert_eq!(gw.policy.version(), version);
+    let model = gw.policy.model();
+    let ins = model.instruments.iter().find(|i| i.reference == CONVENTION).unwrap();
+    assert_eq!(policies::lifecycle::state_of(ins), "published");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_sigedis_path_framework_authorization_adhesion_consent_call() {
+    let h = Harness::start().await.unwrap();
+    let framework = json!({
+        "reference": "CSI/SSH/26/010", "kind": "general", "source": "sigedis", "status": "active",
+        "title": "Deliberation 26/010 – framework for DB2P datatransfer (second generation)",
+        "authority": "CSI-SSH", "number": "26/010", "date": "2026-02-10",
+        "eligible": ["financial-institution", "insurer"],
+    });
+    let special = json!({
+        "reference": "CSI/SSH/26/010/FI", "kind": "general", "parent": "CSI/SSH/26/010", "status": "active",
+        "title": "Special authorization: financial institutions × supplementary pension data",
+        "authority": "CSI-SSH", "number": "26/010-FI", "date": "2026-03-02", "eligible": ["financial-institution"],
+        "grants": [{
+            "id": "sigedis-fi-v2", "recipient": { "adherents": true }, "service": "sigedis.pensions",
+            "purposes": ["SUPPLEMENTARY_PENSION_INFO"], "consent": true,
+            "fields": ["organiser", "planType", "acquiredReserves", "situationDate"],
+        }],
+    });
+    for body in [framework, special] {
+        let a = h.ctl("sigedis", Method::POST, "/instruments", Some(body)).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    }
+    let call = |h: &Harness| {
+        let client = h.client("bank-a");
+        async move {
+            let subject = person();
+            let headers = [
+                ("x-legal-basis", "CSI/SSH/26/010/FI"),
+                ("x-purpose", "SUPPLEMENTARY_PENSION_INFO"),
+                ("x-subject", subject.as_str()),
+            ];
+            send(&client, Method::GET, "/sigedis/pensions", &headers, Bytes::new()).await.unwrap()
+        }
+    };
+    assert_eq!(call(&h).await.code(), Some("ADHESION_MISSING"));
+
+    // A trading company is outside the sector: it cannot adhere.
+    let adhesion = |org: &str, confirmed: bool| {
+        json!({
+            "org": org, "requested_by": "Head of retirement planning", "date": "2026-11-02",
+            "dpo_advice": "DPO-2026-114", "modalities_confirmed": confirmed,
+        })
+    };
+    let path = format!("/instruments/{}/adhesions", enc("CSI/SSH/26/010/FI"));
+    let a = h.ctl("company", Method::POST, &path, Some(adhesion("0765432146", true))).await;
+    assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, Some("ADHESION_NOT_ELIGIBLE")), "{}", a.text());
+    assert!(
+        a.text().contains("a company cannot adhere to 'CSI/SSH/26/010/FI': it is open to financial-institution only")
+    );
+    // An insurer may adhere to the framework but not to the financial institutions' authorization.
+    let a = h.ctl("insurer", Method::POST, &path, Some(adhesion("0411330181", true))).await;
+    assert_eq!(a.code(), Some("ADHESION_NOT_ELIGIBLE"));
+    // A bank may not adhere for another bank, and must confirm the modalities.
+    let a = h.ctl("bank-b", Method::POST, &path, Some(adhesion("0456123494", true))).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"));
+    let a = h.ctl("bank-a", Method::POST, &path, Some(adhesion("0456123494", false))).await;
+    assert_eq!(a.code(), Some("POLICY_INVALID"), "{}", a.text());
+    assert!(a.text().contains("modalities_confirmed: the adherent must confirm the modalities"), "{}", a.text());
+    // Bank A adheres.
+    let a = h.ctl("bank-a", Method::POST, &path, Some(adhesion("0456123494", true))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let a = h.ctl("bank-a", Method::POST, &path, Some(adhesion("0456123494", true))).await;
+    assert_eq!(a.code(), Some("ALREADY_EXISTS"));
+
+    // Adhered, but the citizen has not consented yet; then consents through the portal.
+    assert_eq!(call(&h).await.code(), Some("CONSENT_MISSING"));
+    let consent = json!({
+        "subject": person(), "recipient": { "org": "0456123494" }, "service": "sigedis.pensions",
+        "purpose": "SUPPLEMENTARY_PENSION_INFO", "valid_until": "2027-12-31", "evidence": "portal-session-7781",
+    });
+    let a = h.ctl("citizen-portal", Method::POST, "/consents", Some(consent)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let a = call(&h).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let doc = a.json().unwrap();
+    let plans = doc["plans"].as_array().unwrap();
+    assert!(
+        plans.iter().all(|p| p.get("organiser").is_some() && p.get("institution").is_none()),
+        "the new grant's fields: {doc}"
+    );
+
+    // The general instruments are published with their adherents.
+    let (pubdoc, html) = published(&h).await;
+    let fi = pubdoc["instruments"].as_array().unwrap().iter().find(|i| i["reference"] == "CSI/SSH/26/010/FI").unwrap();
+    assert_eq!(
+        fi["adherents"],
+        json!([{ "organisation": "0456123494", "name": "Bank A (synthetic)", "date": "2026-11-02" }])
+    );
+    assert!(html.contains("Bank A (synthetic)"));
+
+    // Sigedis suspends its datatransfer, then lifts the suspension.
+    let why = "Sigedis suspended its datatransfer activities";
+    let a = transition(&h, "sigedis", "CSI/SSH/26/010/FI", "suspended", Some(why)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = call(&h).await;
+    assert_eq!(a.code(), Some("FLOW_SUSPENDED"));
+    assert!(a.json().unwrap()["detail"].as_str().unwrap().contains(why));
+    let a = transition(&h, "sigedis", "CSI/SSH/26/010/FI", "active", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(call(&h).await.status, StatusCode::OK);
+    // The seed flow of bank A (another instrument) was never affected.
+    assert_eq!(sigedis(&h.client("bank-b"), &person(), &[]).await.unwrap().code(), Some("CONSENT_MISSING"));
+}
+
+/// The art. 8 element keys, in order.
+fn elements() -> Vec<&'static str> {
+    policies::model::ProtocolElements::default().elements().iter().map(|(_, key, _)| *key).collect()
+}
+
+fn protocol(reference: &str, without: Option<usize>) -> Value {
+    let mut stated = serde_json::Map::new();
+    for (i, e) in elements().iter().enumerate() {
+        if Some(i) != without {
+            stated.insert((*e).to_owned(), json!(format!("element {} of the protocol", i + 1)));
+        }
+    }
+    json!({
+        "reference": reference, "kind": "protocol", "source": "associations", "status": "draft",
+        "title": "Protocol between the association register and agency B", "protocol": stated,
+    })
+}
+
+#[tokio::test]
+async fn a_protocol_missing_any_of_the_13_elements_is_refused_precisely() {
+    let h = Harness::start().await.unwrap();
+    let mut details = HashSet::new();
+    let names = elements();
+    assert_eq!(names.len(), 13);
+    for (i, name) in names.iter().enumerate() {
+        let a = h
+            .ctl("digitaal-vlaanderen", Method::POST, "/instruments", Some(protocol("VL/PROT/2026/050", Some(i))))
+            .await;
+        assert_eq!((a.status, a.code()), (StatusCode::UNPROCESSABLE_ENTITY, Some("PROTOCOL_INCOMPLETE")), "{name}");
+        let detail = a.json().unwrap()["detail"].as_str().unwrap().to_owned();
+        assert_eq!(detail, format!("protocol.{name}: protocol lacks element ({}) {name}", i + 1));
+        details.insert(detail);
+    }
+    assert_eq!(details.len(), 13, "13 distinct refusals");
+    // An element present but blank is missing too; and nothing was registered meanwhile.
+    let mut blank = protocol("VL/PROT/2026/050", None);
+    blank["protocol"]["sanctions"] = json!("   ");
+    let a = h.ctl("digitaal-vlaanderen", Method::POST, "/instruments", Some(blank)).await;
+    assert_eq!(a.code(), Some("PROTOCOL_INCOMPLETE"));
+    let a = h.ctl("digitaal-vlaanderen", Method::GET, "/instruments?kind=protocol", None).await;
+    assert!(!a.text().contains("VL/PROT/2026/050"));
+
+    // Complete, it is registered as a draft, and published once active, with its elements.
+    let a = h.ctl("digitaal-vlaanderen", Method::POST, "/instruments", Some(protocol("VL/PROT/2026/050", None))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    assert!(!references(&published(&h).await.0).contains(&"VL/PROT/2026/050".to_owned()));
+    let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "active", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let (doc, html) = published(&h).await;
+    let p = doc["instruments"].as_array().unwrap().iter().find(|i| i["reference"] == "VL/PROT/2026/050").unwrap();
+    assert_eq!(p["protocol"].as_array().unwrap().len(), 13);
+    assert!(html.contains("element 13 of the protocol"));
+    // An unknown state is named as such.
+    let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "published", None).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"));
+    assert!(a.text().contains("'published' is not a state of this instrument"));
+}
+
+fn today(h: &Harness) -> policies::model::Date {
+    policies::model::Date::from_days((h.demo.gateway.policy.now_ms() / 86_400_000) as i64).unwrap()
+}
+
+fn days_from(d: policies::model::Date, n: i64) -> String {
+    policies::model::Date::from_days(d.days() + n).unwrap().to_string()
+}
+
+async fn rn_person(h: &Harness, end_user: &str) -> Answer {
+    let mut b = [0u8; 11];
+    let subject = adapters::rn::sandbox::Register::persons()[0].digits(&mut b).to_owned();
+    let headers = [
+        ("x-legal-basis", "BOSA/LRA/2024"),
+        ("x-purpose", "LRA_REGISTRATION"),
+        ("x-subject", subject.as_str()),
+        ("x-end-user", end_user),
+    ];
+    send(&h.client("municipality"), Method::GET, "/rn/person", &headers, Bytes::new()).await.unwrap()
+}
+
+#[tokio::test]
+async fn roles_expire_at_once_and_renewal_restores_them() {
+    let h = Harness::start().await.unwrap();
+    let t = today(&h);
+    // Officer 2's role ended on 2025-12-31.
+    assert_eq!(rn_person(&h, "lra-officer-2").await.code(), Some("END_USER_ROLE_MISSING"));
+    let role = |from: String, until: String| {
+        json!({ "org": "0207000176", "end_user": "lra-officer-2", "role": "local-registration-officer",
+                "valid_from": from, "valid_until": until })
+    };
+    // Another organisation cannot renew the municipality's roles.
+    let a = h.ctl(ASSOC_CALLER, Method::POST, "/roles", Some(role(days_from(t, -1), days_from(t, 365)))).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"));
+    let a = h.ctl("municipality", Method::POST, "/roles", Some(role(days_from(t, -1), days_from(t, 365)))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert!(a.json().unwrap()["change"]["summary"].as_str().unwrap().starts_with("renewed"));
+    assert_eq!(rn_person(&h, "lra-officer-2").await.status, StatusCode::OK);
+    // Ended yesterday: refused at once.
+    let a = h.ctl("admin", Method::POST, "/roles", Some(role(days_from(t, -30), days_from(t, -1)))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = rn_person(&h, "lra-officer-2").await;
+    assert_eq!(a.code(), Some("END_USER_ROLE_MISSING"));
+    assert!(a.text().contains("expired"), "{}", a.text());
+    let a = h.ctl("municipality", Method::GET, "/roles?org=0207000176", None).await;
+    assert_eq!(a.json().unwrap()["count"], 2);
+}
+
+#[tokio::test]
+async fn an_exceptional_access_is_approved_tacitly_after_7_days_unless_remarked() {
+    let h = Harness::start().await.unwrap();
+    let t = today(&h);
+    let access = |id: &str, user: &str| {
+        json!({
+            "id": id, "instrument": "BOSA/LRA/2024", "org": "0207000176", "end_user": user,
+            "service": "rn.person", "purposes": ["LRA_REGISTRATION"], "fields": ["names", "birthDate"],
+            "advice_date": t.to_string(), "valid_until": days_from(t, 90),
+        })
+    };
+    let a = h.ctl("municipality", Method::POST, "/exceptional-accesses", Some(access("x-temp-1", "temp-1"))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let a = h.ctl("municipality", Method::POST, "/exceptional-accesses", Some(access("x-temp-2", "temp-2"))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    // Within the 7 days: not yet approved.
+    assert_ne!(rn_person(&h, "temp-1").await.status, StatusCode::OK);
+    let a = h.ctl("bosa", Method::GET, "/exceptional-accesses", None).await;
+    assert!(a.text().contains("awaiting remarks until"), "{}", a.text());
+    // The municipality cannot object to its own request; BOSA (the data owner) objects to one.
+    let remark = json!({ "remark": "the end user's function does not justify it" });
+    let a = h.ctl("municipality", Method::POST, "/exceptional-accesses/x-temp-2/remark", Some(remark.clone())).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"));
+    let a = h.ctl("bosa", Method::POST, "/exceptional-accesses/x-temp-2/remark", Some(remark.clone())).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+
+    // Eight days later (the gateway's clock moved, nobody waits).
+    h.demo.gateway.policy.advance_clock(Duration::from_secs(8 * 86_400));
+    let a = rn_person(&h, "temp-1").await;
+    assert_eq!(a.status, StatusCode::OK, "approved tacitly: {}", a.text());
+    let doc = a.json().unwrap();
+    assert!(doc.get("names").is_some() && doc.get("address").is_none(), "only the access's fields: {doc}");
+    assert_ne!(rn_person(&h, "temp-2").await.status, StatusCode::OK, "a remark within 7 days stops it");
+    // Too late for a remark now.
+    let a = h.ctl("bosa", Method::POST, "/exceptional-accesses/x-temp-1/remark", Some(remark)).await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"));
+    assert!(a.text().contains("approved tacitly on"), "{}", a.text());
+    let a = h.ctl("bosa", Method::GET, "/exceptional-accesses", None).await;
+    assert!(a.text().contains("approved tacitly on") && a.text().contains("refused (a remark"), "{}", a.text());
+}
+
+#[tokio::test]
+async fn bundle_export_and_import_go_the_same_way() {
+    let h = Harness::start().await.unwrap();
+    let before = h.demo.gateway.policy.model();
+    let a = h.ctl("admin", Method::GET, "/policy/export", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let exported = a.text();
+    // The export is a bundle that reads back to the same policy.
+    let back = policies::bundle::load_texts([("export", exported.as_str())]).unwrap();
+    assert_eq!(back, *before);
+    assert_eq!(h.ctl("div", Method::GET, "/policy/export", None).await.code(), Some("ADMIN_ROLE_MISSING"));
+    // Re-importing it is one more version, recorded like any change.
+    let v = h.demo.gateway.policy.version();
+    let client = h.control_client("admin");
+    let a =
+        send(&client, Method::POST, "/policy/import", &[("content-type", "application/toml")], Bytes::from(exported))
+            .await
+            .unwrap();
+    tests::openapi::check("POST", "/policy/import", &a);
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(h.demo.gateway.policy.version(), v + 1);
+    // A broken bundle changes nothing and says where it is wrong.
+    let broken = "[[instruments]]\nreference = \"X\"\nkind = \"protocol\"\ntitle = \"t\"\nstatus = \"active\"\n";
+    let a = send(&client, Method::POST, "/policy/import", &[], Bytes::from(broken)).await.unwrap();
+    tests::openapi::check("POST", "/policy/import", &a);
+    assert_eq!(a.code(), Some("POLICY_INVALID"));
+    assert!(a.text().contains("protocol"), "{}", a.text());
+    assert_eq!(h.demo.gateway.policy.version(), v + 1);
+    assert_eq!(association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_openapi_document_validates_and_matches_the_served_api() {
+    let h = Harness::start().await.unwrap();
+    // A real OpenAPI validator (.ci/run installs openapi-spec-validator).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway/openapi.json");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom openapi_spec_validator import validate\nfrom openapi_spec_validator.readers import read_from_filename\nd, _ = read_from_filename(sys.argv[1])\nvalidate(d)\nprint('valid')",
+            path,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openapi.json does not validate (or openapi-spec-validator is missing; .ci/run installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The served document is the one in the repository.
+    let a = h.ctl("insurer", Method::GET, "/openapi.json", None).await;
+    assert_eq!(a.text(), gateway::admin::OPENAPI);
+    // It documents exactly the operations the router serves.
+    let doc = tests::openapi::document();
+    let mut documented = HashSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let served: HashSet<(String, String)> =
+        gateway::admin::routes::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    assert_eq!(documented, served);
+    // Every documented operation is served (none answers "no resource at this path"), and
+    // every answer follows the document (checked inside `ctl`).
+    for (method, template) in &served {
+        let path = template.replace("{reference}", "CSI%2FAF%2F18%2F2023").replace("{id}", "none");
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let body = (m == Method::POST).then(|| json!({}));
+        let a = h.ctl("admin", m, &path, body).await;
+        assert_ne!(a.code(), Some("SERVICE_UNKNOWN"), "{method} {template}: {}", a.text());
+    }
+    // Reads of every listing, as a data owner.
+    for path in
+        ["/organisations", "/sources", "/services", "/instruments", "/roles", "/exceptional-accesses", "/changes"]
+    {
+        let a = h.ctl("div", Method::GET, path, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text());
+    }
+    let a = h.ctl("div", Method::DELETE, "/instruments", None).await;
+    assert_eq!(a.code(), Some("METHOD_NOT_ALLOWED"));
+}
