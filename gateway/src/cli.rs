@@ -353,6 +353,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 let cfg = Config::load(&config, std::env::vars())?;
                 init_tracing(cfg.log.format, &cfg.log.filter);
                 let signal = shutdown_signal();
+                // Registered before the listeners open: a SIGHUP during the start must not kill
+                // the process (its default action).
+                #[cfg(unix)]
+                let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
                 let gw = server::start(&cfg).await?;
                 let stop = gw.shutdown_handle();
                 tokio::spawn(async move {
@@ -360,6 +364,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     tracing::info!("shutting down");
                     let _ = stop.send(true);
                 });
+                #[cfg(unix)]
+                {
+                    let reloader = gw.reloader.clone();
+                    tokio::spawn(async move {
+                        while hangup.recv().await.is_some() {
+                            tracing::info!("SIGHUP: reloading");
+                            // The outcome is logged and counted by the reloader.
+                            let _ = reloader.reload().await;
+                        }
+                    });
+                }
                 gw.wait().await;
                 Ok(0)
             }

@@ -32,10 +32,21 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Where a configuration was read from.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub path: PathBuf,
+    pub overrides: Vec<(String, String)>,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where this configuration was read from and the `PASSERELLE__…` overrides applied, so a
+    /// reload reads the same way (not a key of the file).
+    #[serde(skip)]
+    pub origin: Option<Origin>,
     /// The data-plane listener (recipients, mTLS with organisation certificates).
     #[serde(default)]
     pub data: DataListener,
@@ -335,10 +346,21 @@ impl Config {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml(&text, base, env).map_err(|e| match e {
+        let overrides: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let mut cfg = Self::from_toml(&text, base, overrides.clone()).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
             other => other,
-        })
+        })?;
+        cfg.origin = Some(Origin { path: path.to_owned(), overrides });
+        Ok(cfg)
+    }
+
+    /// Reads the configuration again from where it came from (a reload).
+    pub fn reread(&self) -> Result<Self, ConfigError> {
+        match &self.origin {
+            Some(o) => Self::load(&o.path, o.overrides.clone()),
+            None => Ok(self.clone()),
+        }
     }
 
     /// Parses a configuration text; relative paths are resolved against `base`.

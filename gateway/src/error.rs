@@ -79,6 +79,8 @@ pub enum Code {
     ProtocolIncomplete,
     /// Control plane: the organisation's kind may not adhere to this general instrument.
     AdhesionNotEligible,
+    /// Control plane: a reload found a problem (a certificate, a bundle); nothing was changed.
+    ReloadFailed,
 }
 
 impl Code {
@@ -120,6 +122,7 @@ impl Code {
             Code::PolicyInvalid => "POLICY_INVALID",
             Code::ProtocolIncomplete => "PROTOCOL_INCOMPLETE",
             Code::AdhesionNotEligible => "ADHESION_NOT_ELIGIBLE",
+            Code::ReloadFailed => "RELOAD_FAILED",
         }
     }
 
@@ -139,7 +142,7 @@ impl Code {
             | Code::AdminRoleMissing
             | Code::AdhesionNotEligible => StatusCode::FORBIDDEN,
             Code::AlreadyExists | Code::TransitionNotAllowed => StatusCode::CONFLICT,
-            Code::PolicyInvalid | Code::ProtocolIncomplete => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::PolicyInvalid | Code::ProtocolIncomplete | Code::ReloadFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Code::ResourceUnknown => StatusCode::NOT_FOUND,
             Code::FlowSuspended | Code::Overloaded | Code::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -196,6 +199,7 @@ impl Code {
             Code::PolicyInvalid => "The change would make the policy invalid",
             Code::ProtocolIncomplete => "The protocol lacks an element required by art. 8",
             Code::AdhesionNotEligible => "This kind of organisation may not adhere to the instrument",
+            Code::ReloadFailed => "The reload found a problem; nothing was changed",
         }
     }
 }

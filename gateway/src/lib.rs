@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod public;
 pub mod publication;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod tls;

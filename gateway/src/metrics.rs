@@ -5,7 +5,34 @@
 //! enterprise number only when the organisation is registered in the policy (`unregistered`
 //! otherwise, so a certificate cannot mint label values).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+const LATENCY_BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const STAGE_BUCKETS: [f64; 14] =
+    [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5];
+
+/// The pipeline's stages, each with its own latency histogram (handles resolved once, so the
+/// request path does no label lookup).
+#[derive(Debug, Clone)]
+pub struct Stages {
+    pub authorize: Histogram,
+    pub consent: Histogram,
+    pub upstream: Histogram,
+    pub layout: Histogram,
+    pub audit: Histogram,
+}
+
+/// Consent checks by result.
+#[derive(Debug, Clone)]
+pub struct ConsentChecks {
+    pub valid: IntCounter,
+    pub missing: IntCounter,
+    pub revoked: IntCounter,
+    pub expired: IntCounter,
+}
 
 /// The gateway's metrics.
 #[derive(Debug, Clone)]
@@ -20,8 +47,20 @@ pub struct Metrics {
     pub audit_batches: IntGauge,
     /// 1 while the audit trail can be written.
     pub audit_writable: IntGauge,
-    /// Version of the policy snapshot in force.
+    /// Version of the policy snapshot in force, and how long it has been.
     pub policy_version: IntGauge,
+    pub policy_age: Gauge,
+    /// Per-stage latency.
+    pub stages: Stages,
+    pub consent_checks: ConsentChecks,
+    /// Failed calls to a source, by source and kind (`unavailable`, `timeout`, `layout`).
+    pub upstream_errors: IntCounterVec,
+    /// TLS handshakes refused, by listener and reason (bounded: see `tls_reason`).
+    pub tls_failures: IntCounterVec,
+    /// Open client connections by listener.
+    pub connections: IntGaugeVec,
+    /// Reloads (SIGHUP or control plane) by outcome.
+    pub reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -33,9 +72,43 @@ impl Metrics {
         )?;
         let latency = HistogramVec::new(
             HistogramOpts::new("request_duration_seconds", "Data-plane call duration, audit commit included")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["service"],
         )?;
+        let stage = HistogramVec::new(
+            HistogramOpts::new("stage_duration_seconds", "Time spent in one pipeline stage of a data-plane call")
+                .buckets(STAGE_BUCKETS.to_vec()),
+            &["stage"],
+        )?;
+        let stages = Stages {
+            authorize: stage.with_label_values(&["authorize"]),
+            consent: stage.with_label_values(&["consent"]),
+            upstream: stage.with_label_values(&["upstream"]),
+            layout: stage.with_label_values(&["layout"]),
+            audit: stage.with_label_values(&["audit"]),
+        };
+        let consent = IntCounterVec::new(
+            Opts::new("consent_checks_total", "Consent checks of consent-based calls, by result"),
+            &["result"],
+        )?;
+        let consent_checks = ConsentChecks {
+            valid: consent.with_label_values(&["valid"]),
+            missing: consent.with_label_values(&["missing"]),
+            revoked: consent.with_label_values(&["revoked"]),
+            expired: consent.with_label_values(&["expired"]),
+        };
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("upstream_errors_total", "Failed calls to a source, by source and kind"),
+            &["source", "kind"],
+        )?;
+        let tls_failures = IntCounterVec::new(
+            Opts::new("tls_handshake_failures_total", "TLS handshakes refused, by listener and reason"),
+            &["listener", "reason"],
+        )?;
+        let connections =
+            IntGaugeVec::new(Opts::new("connections_active", "Open client connections, by listener"), &["listener"])?;
+        let reloads = IntCounterVec::new(Opts::new("reloads_total", "Reloads, by outcome"), &["outcome"])?;
+        let policy_age = Gauge::new("policy_age_seconds", "Seconds since the policy version in force was installed")?;
         let audit_records = IntGauge::new("audit_records_total", "Audit records made durable since start")?;
         let audit_batches = IntGauge::new("audit_batches_total", "Audit group commits (fdatasync) since start")?;
         let audit_writable = IntGauge::new("audit_writable", "1 while the audit trail can be written")?;
@@ -46,7 +119,29 @@ impl Metrics {
         registry.register(Box::new(audit_batches.clone()))?;
         registry.register(Box::new(audit_writable.clone()))?;
         registry.register(Box::new(policy_version.clone()))?;
-        Ok(Metrics { registry, requests, latency, audit_records, audit_batches, audit_writable, policy_version })
+        registry.register(Box::new(policy_age.clone()))?;
+        registry.register(Box::new(stage))?;
+        registry.register(Box::new(consent))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(tls_failures.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+            audit_records,
+            audit_batches,
+            audit_writable,
+            policy_version,
+            policy_age,
+            stages,
+            consent_checks,
+            upstream_errors,
+            tls_failures,
+            connections,
+            reloads,
+        })
     }
 
     /// The exposition text.
@@ -56,6 +151,27 @@ impl Metrics {
             tracing::error!(error = %e, "metrics could not be encoded");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The bounded reason label of a refused TLS handshake.
+pub fn tls_reason(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+        Some(Error::NoCertificatesPresented) => "no-certificate",
+        Some(Error::InvalidCertificate(c)) => match c {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "not-yet-valid",
+            CertificateError::Revoked => "revoked",
+            CertificateError::UnknownIssuer => "unknown-issuer",
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => "wrong-key-usage",
+            _ => "bad-certificate",
+        },
+        Some(Error::InvalidCertRevocationList(_)) => "crl",
+        Some(Error::PeerIncompatible(_) | Error::NoApplicationProtocol) => "incompatible",
+        Some(Error::AlertReceived(_)) => "alert-received",
+        Some(_) => "protocol",
+        None => "io",
     }
 }
 

@@ -44,6 +44,7 @@ impl Ops {
         self.metrics.audit_batches.set(s.batches.load(Ordering::Relaxed) as i64);
         self.metrics.audit_writable.set(i64::from(s.writable.load(Ordering::Acquire)));
         self.metrics.policy_version.set(self.policy.current().version() as i64);
+        self.metrics.policy_age.set(self.policy.age().as_secs_f64());
     }
 
     async fn ready(&self) -> Response<Body> {

@@ -26,7 +26,6 @@ use policies::ids::VCode;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::error::{self, Body, Code, Dialect, Refusal};
 use crate::pipeline::forward::hv;
@@ -159,24 +158,23 @@ impl Associations {
 }
 
 /// Serves the public listener over TLS (no client certificate) until `shutdown` turns true.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    listen: crate::server::Listen,
     public: Arc<Public>,
-    handshake_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
-                Ok((tcp, _)) => tcp,
+                Ok(a) => a,
                 Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue }
             },
             _ = shutdown.changed() => return,
         };
-        let (acceptor, public) = (acceptor.clone(), public.clone());
+        let (listen, public) = (listen.clone(), public.clone());
         tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await else { return };
+            let Some((tls, _open)) = listen.handshake(tcp, peer).await else { return };
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let public = public.clone();
                 async move { Ok::<_, std::convert::Infallible>(public.handle(req).await) }

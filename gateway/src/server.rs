@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,6 +32,7 @@ use crate::pipeline::identity::Caller;
 use crate::pipeline::limits::Limits;
 use crate::pipeline::route::{Route, Table};
 use crate::policy::{Changes, PolicyHandle};
+use crate::reload::Reloader;
 use crate::store::{SledStore, Store};
 use crate::tls;
 
@@ -118,6 +120,8 @@ pub struct RunningGateway {
     pub policy: Arc<PolicyHandle>,
     /// The one writer of the policy (control plane, bundle imports).
     pub changes: Arc<Changes>,
+    /// Reloads the TLS material and the bundles (SIGHUP, `POST /reload`).
+    pub reloader: Arc<Reloader>,
     /// The consent registry.
     pub consent: Arc<Registry>,
     /// The audit trail and what opening it repaired.
@@ -147,7 +151,7 @@ impl RunningGateway {
 
 /// Binds the data plane and starts serving.
 pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
-    let tls = tls::server_config(&cfg.tls).context("data-plane TLS")?;
+    let tls = Reloader::tls(cfg)?;
     let (store, index, consent): (Arc<dyn Store>, Arc<dyn AuditIndex>, Arc<Registry>) = match cfg.store.kind {
         StoreKind::Sled => {
             let s = Arc::new(SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)?);
@@ -175,7 +179,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let listener =
         TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
     let data_addr = listener.local_addr()?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let reloader = Arc::new(Reloader::new(cfg, tls, changes.clone(), pipeline.metrics.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -199,6 +203,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
             let plane = Arc::new(ControlPlane::new(
                 &cfg.control,
                 changes.clone(),
+                reloader.clone(),
                 audit.clone(),
                 index.clone(),
                 consent.clone(),
@@ -257,8 +262,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 .transpose()
                 .context("public listener")?;
             let public = crate::public::Public::new(policy.clone(), associations, pipeline.metrics.clone());
-            let tls = TlsAcceptor::from(Arc::new(tls::public_server_config(&cfg.tls).context("public TLS")?));
-            tokio::spawn(crate::public::serve(l, tls, Arc::new(public), handshake_timeout, shutdown_rx.clone()));
+            let listen = Listen {
+                tls: reloader.public.clone(),
+                handshake_timeout,
+                metrics: pipeline.metrics.clone(),
+                name: "public",
+            };
+            tokio::spawn(crate::public::serve(l, listen, Arc::new(public), shutdown_rx.clone()));
             tracing::info!(addr = %a, "public listener");
             Some(a)
         }
@@ -269,14 +279,21 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
             let plane = plane.clone();
             async move { plane.handle(req, &caller).await }
         };
-        tokio::spawn(serve_mtls(l, acceptor.clone(), builder.clone(), handshake_timeout, shutdown_rx.clone(), handler))
+        let listen = Listen {
+            tls: reloader.mtls.clone(),
+            handshake_timeout,
+            metrics: pipeline.metrics.clone(),
+            name: "control",
+        };
+        tokio::spawn(serve_mtls(l, listen, builder.clone(), shutdown_rx.clone(), handler))
     });
     let data_pipeline = pipeline.clone();
+    let listen =
+        Listen { tls: reloader.mtls.clone(), handshake_timeout, metrics: pipeline.metrics.clone(), name: "data" };
     let data_task = tokio::spawn(serve_mtls(
         listener,
-        acceptor,
+        listen,
         builder,
-        handshake_timeout,
         shutdown_rx,
         move |req: Request<Incoming>, caller: Arc<Caller>| {
             let pipeline = data_pipeline.clone();
@@ -301,6 +318,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         store,
         policy,
         changes,
+        reloader,
         consent,
         audit,
         recovery,
@@ -309,14 +327,69 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     })
 }
 
+/// What a TLS listener needs per connection: the server configuration in force (swapped on
+/// reload), the handshake deadline, and where to count.
+#[derive(Clone)]
+pub(crate) struct Listen {
+    pub tls: Arc<ArcSwap<rustls::ServerConfig>>,
+    pub handshake_timeout: Duration,
+    pub metrics: crate::metrics::Metrics,
+    /// The listener's metric label.
+    pub name: &'static str,
+}
+
+/// Counts an open connection until dropped.
+pub(crate) struct OpenConnection(prometheus::IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Listen {
+    /// Runs the TLS handshake with the configuration in force now; a refusal is counted by
+    /// reason. The guard counts the connection as open while it lives.
+    pub(crate) async fn handshake(
+        &self,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, OpenConnection)> {
+        let acceptor = TlsAcceptor::from(self.tls.load_full());
+        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => {
+                let gauge = self.metrics.connections.with_label_values(&[self.name]);
+                gauge.inc();
+                Some((s, OpenConnection(gauge)))
+            }
+            Ok(Err(e)) => {
+                let reason = crate::metrics::tls_reason(&e);
+                self.metrics.tls_failures.with_label_values(&[self.name, reason]).inc();
+                tracing::debug!(%peer, reason, error = %e, "TLS handshake refused");
+                None
+            }
+            Err(_) => {
+                self.metrics.tls_failures.with_label_values(&[self.name, "timeout"]).inc();
+                tracing::debug!(%peer, "TLS handshake timed out");
+                None
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listen").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
 /// Serves mutual-TLS connections on `listener` with `handle` until `shutdown` turns true, then
 /// stops accepting and lets in-flight calls finish (up to [`SHUTDOWN_GRACE`]). The caller's
 /// identity is read once per connection and handed to every request on it.
 async fn serve_mtls<F, Fut>(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    listen: Listen,
     builder: auto::Builder<TokioExecutor>,
-    handshake_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
     handle: F,
 ) where
@@ -338,22 +411,12 @@ async fn serve_mtls<F, Fut>(
             _ = shutdown.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
         let handle = handle.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let listen = listen.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, reason = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let Some((tls, _open)) = listen.handshake(tcp, peer).await else { return };
             let caller = Arc::new(Caller::from_peer_chain(tls.get_ref().1.peer_certificates(), peer));
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let fut = handle(req, caller.clone());

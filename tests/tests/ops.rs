@@ -25,9 +25,13 @@ import sys
 from prometheus_client.parser import text_string_to_metric_families
 for fam in text_string_to_metric_families(sys.stdin.read()):
     for s in fam.samples:
+        l = s.labels
         if s.name == "passerelle_requests_total":
-            l = s.labels
             print(f"{l['service']}|{l['caller']}|{l['outcome']}|{l['code']}|{int(s.value)}")
+        elif s.name in ("passerelle_stage_duration_seconds_count", "passerelle_consent_checks_total"):
+            print(f"{s.name}|{l.get('stage', l.get('result'))}|{int(s.value)}")
+        elif s.name == "passerelle_tls_handshake_failures_total":
+            print(f"{s.name}|{l['listener']}|{l['reason']}|{int(s.value)}")
 "#;
 
 #[tokio::test]
@@ -48,6 +52,8 @@ async fn metrics_count_the_calls_and_parse_as_prometheus_text() {
         sigedis(&h.client("bank-a"), &person(), &[]).await.unwrap();
     }
     association(&h.client(tests::NO_KBO), &vcode(), &[]).await.unwrap();
+    // A certificate refused at the handshake: counted by reason, no call.
+    assert!(association(&h.client(tests::EXPIRED), &vcode(), &[]).await.is_err());
 
     let (status, text) = get(&h, "/metrics").await;
     assert_eq!(status, 200);
@@ -72,6 +78,20 @@ async fn metrics_count_the_calls_and_parse_as_prometheus_text() {
         [
             "associations.association|0207123407|granted||3",
             "none|unregistered|refused|CLIENT_CERT_INVALID|1",
+            // Both consent-based calls were checked and found no consent.
+            "passerelle_consent_checks_total|expired|0",
+            "passerelle_consent_checks_total|missing|2",
+            "passerelle_consent_checks_total|revoked|0",
+            "passerelle_consent_checks_total|valid|0",
+            // Every call that reached the decision was timed there (5), the consent-based
+            // ones at the consent check (2), the answered ones at the source and the layout
+            // (3), and every call at the audit commit (6).
+            "passerelle_stage_duration_seconds_count|audit|6",
+            "passerelle_stage_duration_seconds_count|authorize|5",
+            "passerelle_stage_duration_seconds_count|consent|2",
+            "passerelle_stage_duration_seconds_count|layout|3",
+            "passerelle_stage_duration_seconds_count|upstream|3",
+            "passerelle_tls_handshake_failures_total|data|expired|1",
             "sigedis.pensions|0456123494|refused|CONSENT_MISSING|2",
         ]
     );
@@ -80,4 +100,30 @@ async fn metrics_count_the_calls_and_parse_as_prometheus_text() {
     // The six calls, and the policy import of the first start.
     assert!(text.contains("passerelle_audit_records_total 7"), "{text}");
     assert!(text.contains("passerelle_request_duration_seconds_bucket"));
+}
+
+/// The Grafana dashboard in the repository queries only metrics the operations guide documents
+/// (and the gateway exposes: the metrics test above reads them back).
+#[test]
+fn the_dashboard_uses_documented_metrics() {
+    let dash: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).expect("the dashboard is JSON");
+    let guide = include_str!("../../docs/operations.md");
+    let mut used = std::collections::BTreeSet::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("passerelle_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .fold(name, |n, s| n.strip_suffix(s).map_or(n.clone(), str::to_owned));
+                used.insert(base);
+            }
+        }
+    }
+    assert!(used.len() >= 10, "{used:?}");
+    for name in &used {
+        assert!(guide.contains(&format!("`{name}`")), "{name} is not documented in docs/operations.md");
+    }
 }

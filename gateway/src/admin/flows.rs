@@ -664,6 +664,20 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// The same reload as SIGHUP: TLS material and bundles, from the configuration file.
+    pub(super) async fn reload(&self, caller: &Caller) -> Result<Response<Body>, Refusal> {
+        let who = self.who(caller)?;
+        if !who.is_integrator() {
+            return Err(refuse(Code::AdminRoleMissing, "only the integrator reloads the gateway"));
+        }
+        let done = self.reloader.reload().await.map_err(|e| {
+            refuse(Code::ReloadFailed, format!("nothing was changed: {}", super::first_line(&format!("{e:#}"))))
+        })?;
+        Ok(json(StatusCode::OK, &serde_json::json!(done)))
+    }
+}
+
 /// The policy as one TOML bundle, re-importable as is.
 pub fn export_toml(policy: &Policy, version: u64) -> Result<String, toml::ser::Error> {
     let body = toml::to_string(policy)?;

@@ -58,6 +58,7 @@ const MAX_RESULTS: usize = 10_000;
 #[derive(Debug)]
 pub struct ControlPlane {
     changes: Arc<Changes>,
+    reloader: Arc<crate::reload::Reloader>,
     policy: Arc<PolicyHandle>,
     audit: Arc<AuditTrail>,
     index: Arc<dyn AuditIndex>,
@@ -144,6 +145,7 @@ impl ControlPlane {
     pub fn new(
         cfg: &ControlConfig,
         changes: Arc<Changes>,
+        reloader: Arc<crate::reload::Reloader>,
         audit: Arc<AuditTrail>,
         index: Arc<dyn AuditIndex>,
         consent: Arc<Registry>,
@@ -151,7 +153,7 @@ impl ControlPlane {
         // Config validation has checked every entry parses.
         let auditors = cfg.auditors.iter().filter_map(|a| Kbo::parse(a).ok()).collect();
         let policy = changes.handle.clone();
-        ControlPlane { changes, policy, audit, index, auditors, consent }
+        ControlPlane { changes, reloader, policy, audit, index, auditors, consent }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
@@ -187,6 +189,7 @@ impl ControlPlane {
                     ("GET", "/changes") => self.history(&req, caller).await,
                     ("GET", "/policy/export") => self.export(caller).await,
                     ("POST", "/policy/import") => self.import(req, caller).await,
+                    ("POST", "/reload") => self.reload(caller).await,
                     _ => Err(refuse(Code::Internal, "a route without a handler")),
                 }
             }
@@ -352,6 +355,11 @@ impl ControlPlane {
             &serde_json::json!({ "subject": person, "count": accesses.len(), "accesses": accesses }),
         ))
     }
+}
+
+/// The first line of an error chain (file paths and keys, never data).
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
 }
 
 fn openapi() -> Response<Body> {

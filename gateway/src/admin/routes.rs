@@ -34,6 +34,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/changes"),
     ("GET", "/policy/export"),
     ("POST", "/policy/import"),
+    ("POST", "/reload"),
 ];
 
 /// A matched route: its template and the decoded path parameters.

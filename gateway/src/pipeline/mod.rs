@@ -83,18 +83,32 @@ impl Pipeline {
         //     written the call fails closed and no data leaves.
         let record = trace.finish(rid, resp.status().as_u16(), code, started.elapsed());
         let mut code = code;
+        let t = Instant::now();
         if self.audit.append(&record).await.is_err() {
             let refusal =
                 Refusal::new(Code::AuditUnavailable, "the call could not be recorded, so nothing is released");
             resp = error::respond(&refusal, dialect, rid);
             code = Some(Code::AuditUnavailable);
             tracing::warn!(request_id = rid, "audit trail unavailable: answer withheld");
-        } else if let Some(code) = code {
-            tracing::info!(request_id = rid, code = code.as_str(), "refused");
         }
+        self.metrics.stages.audit.observe(t.elapsed().as_secs_f64());
         let outcome = if code.is_none() { "granted" } else { "refused" };
-        self.metrics.requests.with_label_values(&[service, caller_label, outcome, code.map_or("", Code::as_str)]).inc();
-        self.metrics.latency.with_label_values(&[service]).observe(started.elapsed().as_secs_f64());
+        let code_label = code.map_or("", Code::as_str);
+        let elapsed = started.elapsed();
+        self.metrics.requests.with_label_values(&[service, caller_label, outcome, code_label]).inc();
+        self.metrics.latency.with_label_values(&[service]).observe(elapsed.as_secs_f64());
+        // One line per call; never a subject, a body or a personal identifier.
+        tracing::info!(
+            target: "passerelle::request",
+            request_id = rid,
+            service,
+            caller = caller_label,
+            outcome,
+            code = code_label,
+            status = resp.status().as_u16(),
+            latency_us = elapsed.as_micros() as u64,
+            "call"
+        );
         resp.headers_mut().insert("x-request-id", request_id);
         resp
     }
@@ -125,13 +139,28 @@ impl Pipeline {
         let env = Envelope::parse(&parts.headers, route.subject())?;
         trace.envelope(&env);
         // 5. Authorize: the snapshot in force when the request got here decides.
+        let stages = &self.metrics.stages;
+        let t = Instant::now();
         let snapshot = self.policy.guard();
         let decided = authorize::authorize(&snapshot, org, route, &env, self.policy.now_secs());
         trace.decision(&snapshot, &decided);
+        stages.authorize.observe(t.elapsed().as_secs_f64());
         let permit = decided?;
         // 6. Consent.
+        let t = Instant::now();
         let consent_id =
-            consent::check(&self.consent, &snapshot, &permit, org, route.service.id, &env, trace.time_ms())?;
+            consent::check(&self.consent, &snapshot, &permit, org, route.service.id, &env, trace.time_ms());
+        if permit.consent_required {
+            stages.consent.observe(t.elapsed().as_secs_f64());
+            let c = &self.metrics.consent_checks;
+            match &consent_id {
+                Ok(_) => c.valid.inc(),
+                Err(r) if r.code == Code::ConsentRevoked => c.revoked.inc(),
+                Err(r) if r.code == Code::ConsentExpired => c.expired.inc(),
+                Err(_) => c.missing.inc(),
+            }
+        }
+        let consent_id = consent_id?;
         trace.consent(consent_id);
         drop(snapshot);
         // 7. Rate: the grant's periodicity, per calling organisation.
@@ -140,19 +169,33 @@ impl Pipeline {
         }
         // 8. Layout in — the body is read only now, for an authorized call.
         let body = self.limits.read_body(body).await?;
+        let t = Instant::now();
         let request = layout::check_request(route, &body)?;
+        let layout_in = t.elapsed();
         // 9. Forward.
         let traceparent = env.traceparent.map(|tp| tp.child(self.ids.span_id()));
         let mut kbo = [0u8; 10];
+        let t = Instant::now();
         let answer = self
             .upstreams
             .call(route, environment, &env, org.kbo.digits(&mut kbo), request_id, traceparent, body)
-            .await?;
+            .await
+            .inspect_err(|r| {
+                let kind = if r.code == Code::UpstreamTimeout { "timeout" } else { "unavailable" };
+                self.metrics.upstream_errors.with_label_values(&[route.service.source, kind]).inc();
+            })?;
+        stages.upstream.observe(t.elapsed().as_secs_f64());
         trace.upstream(answer.status.as_u16());
         // 10. Layout out + minimisation: a non-conforming answer never leaves; a conforming one
         //     leaves with the granted fields only.
         let scope = layout::ConsentScope { registry: &self.consent, consent: consent_id };
-        let answer = layout::check_and_minimise(route, &request, answer, trace, scope)?;
+        let t = Instant::now();
+        let answer = layout::check_and_minimise(route, &request, answer, trace, scope).inspect_err(|r| {
+            if r.code == Code::UpstreamLayoutViolation {
+                self.metrics.upstream_errors.with_label_values(&[route.service.source, "layout"]).inc();
+            }
+        })?;
+        stages.layout.observe((t.elapsed() + layout_in).as_secs_f64());
         // 12. Respond (after the audit step in `handle`).
         Ok(respond(answer))
     }

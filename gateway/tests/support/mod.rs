@@ -17,6 +17,7 @@ pub struct Site {
     pub pki: DevPki,
     pub data_port: u16,
     pub control_port: u16,
+    pub ops_port: u16,
     pub sandboxes: Vec<adapters::sandbox::SandboxServer>,
 }
 
@@ -39,11 +40,12 @@ impl Site {
         let sigedis = adapters::sigedis::sandbox::serve(bind().await).unwrap();
         let assoc = adapters::associations::sandbox::serve(bind().await).unwrap();
         let rn = adapters::rn::sandbox::serve(bind().await).unwrap();
-        let (data_port, control_port) = (free_port(), free_port());
+        let (data_port, control_port, ops_port) = (free_port(), free_port(), free_port());
         let config = d.join("passerelle.toml");
         let sources = [("sigedis", sigedis.url()), ("associations", assoc.url()), ("rn", rn.url())];
-        std::fs::write(&config, gateway::demo::site_config(data_port, control_port, 0, 0, &sources, 100)).unwrap();
-        Site { dir, config, pki, data_port, control_port, sandboxes: vec![sigedis, assoc, rn] }
+        std::fs::write(&config, gateway::demo::site_config(data_port, control_port, ops_port, 0, &sources, 100))
+            .unwrap();
+        Site { dir, config, pki, data_port, control_port, ops_port, sandboxes: vec![sigedis, assoc, rn] }
     }
 
     pub fn path(&self) -> &Path {
@@ -52,10 +54,16 @@ impl Site {
 
     /// Starts `passerelle serve` with its log in `log` and waits until both listeners accept.
     pub async fn start(&self, log: &str) -> Child {
+        self.start_with(log, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables (config overrides).
+    pub async fn start_with(&self, log: &str, env: &[(&str, &str)]) -> Child {
         let mut child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.path().join(log)).unwrap())
             .spawn()
