@@ -47,6 +47,9 @@ pub struct Metrics {
     pub audit_batches: IntGauge,
     /// 1 while the audit trail can be written.
     pub audit_writable: IntGauge,
+    /// Records per durable batch, and the time each batch's write and fdatasync took.
+    pub audit_batch_size: Histogram,
+    pub audit_commit: Histogram,
     /// Version of the policy snapshot in force, and how long it has been.
     pub policy_version: IntGauge,
     pub policy_age: Gauge,
@@ -108,6 +111,14 @@ impl Metrics {
         let connections =
             IntGaugeVec::new(Opts::new("connections_active", "Open client connections, by listener"), &["listener"])?;
         let reloads = IntCounterVec::new(Opts::new("reloads_total", "Reloads, by outcome"), &["outcome"])?;
+        let audit_batch_size = Histogram::with_opts(
+            HistogramOpts::new("audit_batch_records", "Records made durable by one group commit")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
+        )?;
+        let audit_commit = Histogram::with_opts(
+            HistogramOpts::new("audit_commit_seconds", "Time of one group commit: write and fdatasync")
+                .buckets(STAGE_BUCKETS.to_vec()),
+        )?;
         let policy_age = Gauge::new("policy_age_seconds", "Seconds since the policy version in force was installed")?;
         let audit_records = IntGauge::new("audit_records_total", "Audit records made durable since start")?;
         let audit_batches = IntGauge::new("audit_batches_total", "Audit group commits (fdatasync) since start")?;
@@ -120,6 +131,8 @@ impl Metrics {
         registry.register(Box::new(audit_writable.clone()))?;
         registry.register(Box::new(policy_version.clone()))?;
         registry.register(Box::new(policy_age.clone()))?;
+        registry.register(Box::new(audit_batch_size.clone()))?;
+        registry.register(Box::new(audit_commit.clone()))?;
         registry.register(Box::new(stage))?;
         registry.register(Box::new(consent))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -133,6 +146,8 @@ impl Metrics {
             audit_records,
             audit_batches,
             audit_writable,
+            audit_batch_size,
+            audit_commit,
             policy_version,
             policy_age,
             stages,

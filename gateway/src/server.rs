@@ -46,6 +46,7 @@ pub fn build_pipeline(
     policy: Arc<PolicyHandle>,
     audit: Arc<AuditTrail>,
     consent: Arc<Registry>,
+    metrics: crate::metrics::Metrics,
 ) -> anyhow::Result<Pipeline> {
     let mut sources = Vec::new();
     let mut routes = Vec::new();
@@ -96,7 +97,7 @@ pub fn build_pipeline(
         audit,
         consent,
         rate: crate::pipeline::rate::RateLimiter::default(),
-        metrics: crate::metrics::Metrics::new().context("metrics")?,
+        metrics,
         policy,
         limits: Limits::new(&cfg.limits),
         routes: Table::new(routes),
@@ -168,6 +169,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         "audit trail open"
     );
     let audit = Arc::new(trail);
+    let metrics = crate::metrics::Metrics::new().context("metrics")?;
+    let (size, commit) = (metrics.audit_batch_size.clone(), metrics.audit_commit.clone());
+    let observer = crate::audit::trail::BatchObserver(Box::new(move |records, took| {
+        size.observe(records as f64);
+        commit.observe(took.as_secs_f64());
+    }));
+    let _ = audit.status.on_batch.set(observer);
     // The store holds the policy; the configured bundles are imported when they changed.
     let policy = Arc::new(PolicyHandle::from_store(store.as_ref())?);
     let changes = Arc::new(Changes::new(policy.clone(), store.clone(), audit.clone()));
@@ -175,7 +183,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         Some(version) => tracing::info!(version, "policy bundles imported into the store"),
         None => tracing::info!(version = policy.version(), "policy from the store (bundles unchanged)"),
     }
-    let pipeline = Arc::new(build_pipeline(cfg, policy.clone(), audit.clone(), consent.clone())?);
+    let pipeline = Arc::new(build_pipeline(cfg, policy.clone(), audit.clone(), consent.clone(), metrics)?);
     let listener =
         TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
     let data_addr = listener.local_addr()?;

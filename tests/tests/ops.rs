@@ -99,6 +99,8 @@ async fn metrics_count_the_calls_and_parse_as_prometheus_text() {
     assert!(!text.contains(&person()) && !text.contains(&vcode()));
     // The six calls, and the policy import of the first start.
     assert!(text.contains("passerelle_audit_records_total 7"), "{text}");
+    assert!(text.contains("passerelle_audit_batch_records_sum 7"), "every durable batch observed: {text}");
+    assert!(text.contains("passerelle_audit_commit_seconds_count"));
     assert!(text.contains("passerelle_request_duration_seconds_bucket"));
 }
 

@@ -82,6 +82,18 @@ pub struct TrailStatus {
     pub last_seq: AtomicU64,
     pub records: AtomicU64,
     pub batches: AtomicU64,
+    /// Told the size of each durable batch and how long its write and `fdatasync` took (the
+    /// metrics), when set.
+    pub on_batch: std::sync::OnceLock<BatchObserver>,
+}
+
+/// Receives each durable batch's record count and commit time.
+pub struct BatchObserver(pub Box<dyn Fn(usize, Duration) + Send + Sync>);
+
+impl std::fmt::Debug for BatchObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchObserver")
+    }
 }
 
 /// Handle to the trail; cheap to share.
@@ -484,9 +496,13 @@ impl Writer {
                 seq += 1;
             }
         }
+        let started = std::time::Instant::now();
         let written = if entries.is_empty() { Ok(()) } else { self.write_durable(buf) };
         match written {
             Ok(()) => {
+                if let Some(observe) = self.status.on_batch.get() {
+                    (observe.0)(entries.len(), started.elapsed());
+                }
                 let first = self.next_seq;
                 self.next_seq = seq;
                 self.hash = hash;
