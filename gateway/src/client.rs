@@ -98,6 +98,17 @@ impl MtlsClient {
         })
     }
 
+    /// A client with a prepared TLS configuration (the load generator turns session
+    /// resumption off to measure full handshakes).
+    pub fn from_config(addr: SocketAddr, config: rustls::ClientConfig, version: HttpVersion) -> anyhow::Result<Self> {
+        Ok(MtlsClient {
+            connector: TlsConnector::from(Arc::new(config)),
+            addr,
+            server_name: ServerName::try_from("localhost")?.to_owned(),
+            version,
+        })
+    }
+
     /// Opens a connection (TCP + full TLS handshake + HTTP handshake).
     pub async fn connect(&self) -> anyhow::Result<Connection> {
         let tcp = TcpStream::connect(self.addr).await.context("TCP connect")?;

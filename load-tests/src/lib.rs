@@ -1,5 +1,20 @@
-//! The mTLS load generator and the side-by-side comparison with nginx.
+//! The mTLS load generator (`passerelle-load`): drives a TLS reverse proxy — Passerelle, or
+//! nginx for the comparison — with client certificates, and reports throughput, latency
+//! percentiles, answers by status and refusal code, and the CPU time a target process spent
+//! per request (from `/proc`), the main figure on a small machine.
 //!
-//! NOT BUILT YET: this crate is the performance issue's. It will drive the gateway with
-//! [`gateway::client`]'s mTLS client in closed- and open-loop modes and report latency
-//! percentiles and CPU µs per request.
+//! Three modes:
+//! * **closed** loop: N keep-alive connections, each sending its next request when the last
+//!   one is answered, for a duration;
+//! * **open** loop: a fixed total rate spread over N connections; every request has a scheduled
+//!   start, and its latency is measured from that schedule, so a stalled server cannot hide its
+//!   tail by slowing the generator down (coordinated omission);
+//! * **handshake**: every request on a new connection with a full TLS handshake (session
+//!   resumption off), to measure handshake cost.
+//!
+//! The requests come from a mix file (TOML): services, headers, bodies, weights, and what each
+//! should get back, so that a share of intended refusals can be part of the load.
+
+pub mod cpu;
+pub mod mix;
+pub mod run;

@@ -1,0 +1,48 @@
+//! CPU time of a process, from `/proc/<pid>/stat` (user + system, children excluded), for the
+//! CPU-µs-per-request figure.
+
+use std::time::Duration;
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux unless configured otherwise).
+pub fn ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// The CPU time `pid` has used so far (all its threads).
+pub fn cpu_time(pid: u32, ticks: u64) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces: fields count from after it.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow::anyhow!("unreadable stat of {pid}"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3; utime is field 14 and stime 15 (1-based in proc(5)).
+    let utime: u64 = f.get(11).ok_or_else(|| anyhow::anyhow!("no utime"))?.parse()?;
+    let stime: u64 = f.get(12).ok_or_else(|| anyhow::anyhow!("no stime"))?.parse()?;
+    Ok(Duration::from_micros((utime + stime) * 1_000_000 / ticks.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let t = ticks_per_second();
+        let me = std::process::id();
+        let before = cpu_time(me, t).unwrap();
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        assert!(x != 1);
+        let after = cpu_time(me, t).unwrap();
+        assert!(after > before, "{before:?} → {after:?}");
+    }
+}

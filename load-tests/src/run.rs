@@ -1,0 +1,343 @@
+//! Running the load: the three modes, per-connection recording merged at the end, the report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway::client::{Answer, MtlsClient};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::mix::{Draw, Prepared};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// N keep-alive connections, each sending when the last answer came.
+    Closed,
+    /// A fixed total rate (requests per second) over N keep-alive connections; latency from the
+    /// scheduled start.
+    Open { rate: f64 },
+    /// A new connection (full handshake) per request, N at a time.
+    Handshake,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub connections: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// A process whose CPU time is divided by the requests answered.
+    pub pid: Option<u32>,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub connections: usize,
+    pub seconds: f64,
+    pub requests: u64,
+    pub requests_per_second: f64,
+    pub latency_us: Percentiles,
+    pub by_status: BTreeMap<u16, u64>,
+    pub by_code: BTreeMap<String, u64>,
+    /// Answers that differ from what the mix expects (status or refusal code).
+    pub unexpected: u64,
+    pub unexpected_examples: Vec<String>,
+    /// Requests that got no HTTP answer (connect, TLS or I/O errors).
+    pub transport_errors: u64,
+    pub transport_examples: Vec<String>,
+    pub target_pid: Option<u32>,
+    pub target_cpu_seconds: Option<f64>,
+    pub cpu_us_per_request: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p99_9: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+/// One connection's tally.
+struct Tally {
+    hist: Histogram<u64>,
+    by_status: BTreeMap<u16, u64>,
+    by_code: BTreeMap<String, u64>,
+    unexpected: u64,
+    unexpected_examples: Vec<String>,
+    transport_errors: u64,
+    transport_examples: Vec<String>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            // 1 µs to 10 min, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds")),
+            by_status: BTreeMap::new(),
+            by_code: BTreeMap::new(),
+            unexpected: 0,
+            unexpected_examples: Vec::new(),
+            transport_errors: 0,
+            transport_examples: Vec::new(),
+        }
+    }
+
+    fn answer(&mut self, p: &Prepared, a: &Answer, latency: Duration) {
+        let _ = self.hist.record((latency.as_micros() as u64).max(1));
+        *self.by_status.entry(a.status.as_u16()).or_default() += 1;
+        let code = a.headers.get("x-passerelle-code").and_then(|v| v.to_str().ok());
+        if let Some(c) = code {
+            *self.by_code.entry(c.to_owned()).or_default() += 1;
+        }
+        if a.status.as_u16() != p.expect_status || code != p.expect_code.as_deref() {
+            self.unexpected += 1;
+            if self.unexpected_examples.len() < 5 {
+                let mut text = a.text();
+                text.truncate(200);
+                self.unexpected_examples.push(format!("{} {} → {} {}", p.method, p.path, a.status, text));
+            }
+        }
+    }
+
+    fn failed(&mut self, e: &anyhow::Error) {
+        self.transport_errors += 1;
+        if self.transport_examples.len() < 5 {
+            self.transport_examples.push(format!("{e:#}"));
+        }
+    }
+
+    fn merge(&mut self, o: Tally) {
+        let _ = self.hist.add(&o.hist);
+        for (k, v) in o.by_status {
+            *self.by_status.entry(k).or_default() += v;
+        }
+        for (k, v) in o.by_code {
+            *self.by_code.entry(k).or_default() += v;
+        }
+        self.unexpected += o.unexpected;
+        self.transport_errors += o.transport_errors;
+        for e in o.unexpected_examples {
+            if self.unexpected_examples.len() < 5 {
+                self.unexpected_examples.push(e);
+            }
+        }
+        for e in o.transport_examples {
+            if self.transport_examples.len() < 5 {
+                self.transport_examples.push(e);
+            }
+        }
+    }
+}
+
+/// Runs the load and reports.
+pub async fn run(client: MtlsClient, prepared: Vec<Prepared>, slots: Vec<u16>, s: Settings) -> anyhow::Result<Report> {
+    anyhow::ensure!(s.connections > 0, "at least one connection");
+    let (prepared, slots) = (Arc::new(prepared), Arc::new(slots));
+    let client = Arc::new(client);
+    let start = Instant::now() + Duration::from_millis(50);
+    let record_from = start + s.warmup;
+    let end = record_from + s.duration;
+    let mut tasks = Vec::with_capacity(s.connections);
+    for k in 0..s.connections {
+        let (client, prepared, slots) = (client.clone(), prepared.clone(), slots.clone());
+        let mode = s.mode;
+        let n = s.connections;
+        tasks.push(tokio::spawn(async move {
+            let mut w = Worker {
+                client: &client,
+                prepared: &prepared,
+                slots: &slots,
+                draw: Draw::new(k as u64 + 1),
+                record_from,
+                end,
+                tally: Tally::new(),
+            };
+            tokio::time::sleep_until(start.into()).await;
+            match mode {
+                Mode::Closed => w.closed().await,
+                Mode::Open { rate } => {
+                    let interval = Duration::from_secs_f64(n as f64 / rate);
+                    w.open(start + interval.mul_f64(k as f64 / n as f64), interval).await
+                }
+                Mode::Handshake => w.handshake().await,
+            }
+            w.tally
+        }));
+    }
+    let ticks = crate::cpu::ticks_per_second();
+    tokio::time::sleep_until(record_from.into()).await;
+    let cpu0 = s.pid.map(|p| crate::cpu::cpu_time(p, ticks)).transpose()?;
+    tokio::time::sleep_until(end.into()).await;
+    let cpu1 = s.pid.map(|p| crate::cpu::cpu_time(p, ticks)).transpose()?;
+    let mut total = Tally::new();
+    for t in tasks {
+        total.merge(t.await?);
+    }
+    let requests = total.hist.len();
+    let seconds = s.duration.as_secs_f64();
+    let cpu = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a).as_secs_f64());
+    let h = &total.hist;
+    Ok(Report {
+        mode: s.mode,
+        connections: s.connections,
+        seconds,
+        requests,
+        requests_per_second: requests as f64 / seconds,
+        latency_us: Percentiles {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p99_9: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        },
+        by_status: total.by_status,
+        by_code: total.by_code,
+        unexpected: total.unexpected,
+        unexpected_examples: total.unexpected_examples,
+        transport_errors: total.transport_errors,
+        transport_examples: total.transport_examples,
+        target_pid: s.pid,
+        target_cpu_seconds: cpu,
+        cpu_us_per_request: cpu.filter(|_| requests > 0).map(|c| c * 1e6 / requests as f64),
+    })
+}
+
+/// One connection's loop.
+struct Worker<'a> {
+    client: &'a MtlsClient,
+    prepared: &'a [Prepared],
+    slots: &'a [u16],
+    draw: Draw,
+    record_from: Instant,
+    end: Instant,
+    tally: Tally,
+}
+
+impl<'a> Worker<'a> {
+    fn pick(&mut self) -> &'a Prepared {
+        &self.prepared[self.slots[self.draw.next(self.slots.len())] as usize]
+    }
+
+    async fn closed(&mut self) {
+        let mut conn = None;
+        while Instant::now() < self.end {
+            if conn.is_none() {
+                match self.client.connect().await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        self.tally.failed(&e);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            let p = self.pick();
+            let t0 = Instant::now();
+            let result = c.send(p.request()).await;
+            let done = Instant::now();
+            if result.is_err() {
+                conn = None;
+            }
+            self.record(p, result, t0, done);
+        }
+    }
+
+    async fn open(&mut self, first: Instant, interval: Duration) {
+        let mut conn = None;
+        let mut next = first;
+        while next < self.end {
+            tokio::time::sleep_until(next.into()).await;
+            if conn.is_none() {
+                match self.client.connect().await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        if next >= self.record_from {
+                            self.tally.failed(&e);
+                        }
+                        next += interval;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            let p = self.pick();
+            let result = c.send(p.request()).await;
+            if result.is_err() {
+                conn = None;
+            }
+            // From the scheduled start: a late send counts its wait (no coordinated omission).
+            self.record(p, result, next, Instant::now());
+            next += interval;
+        }
+    }
+
+    async fn handshake(&mut self) {
+        while Instant::now() < self.end {
+            let p = self.pick();
+            let t0 = Instant::now();
+            let result = self.client.send(p.request()).await;
+            self.record(p, result, t0, Instant::now());
+        }
+    }
+
+    /// Counts an answer that started (or was scheduled) at `from`, inside the measured window,
+    /// and completed at `done`.
+    fn record(&mut self, p: &Prepared, result: anyhow::Result<Answer>, from: Instant, done: Instant) {
+        if from < self.record_from || from >= self.end {
+            return;
+        }
+        match result {
+            Ok(a) => self.tally.answer(p, &a, done - from),
+            Err(e) => self.tally.failed(&e),
+        }
+    }
+}
+
+impl Report {
+    /// A few human lines.
+    pub fn table(&self) -> String {
+        let mode = match self.mode {
+            Mode::Closed => "closed loop".to_owned(),
+            Mode::Open { rate } => format!("open loop at {rate} req/s"),
+            Mode::Handshake => "new connection (full handshake) per request".to_owned(),
+        };
+        let l = &self.latency_us;
+        let mut out = format!(
+            "{mode}, {} connections, {:.1} s\nrequests {} ({:.1} req/s), unexpected answers {}, transport errors {}\nlatency µs: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.0}\n",
+            self.connections,
+            self.seconds,
+            self.requests,
+            self.requests_per_second,
+            self.unexpected,
+            self.transport_errors,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p99_9,
+            l.max,
+            l.mean
+        );
+        let statuses: Vec<String> = self.by_status.iter().map(|(s, n)| format!("{s} × {n}")).collect();
+        out.push_str(&format!("answers: {}\n", statuses.join(", ")));
+        if !self.by_code.is_empty() {
+            let codes: Vec<String> = self.by_code.iter().map(|(c, n)| format!("{c} × {n}")).collect();
+            out.push_str(&format!("refusal codes: {}\n", codes.join(", ")));
+        }
+        if let (Some(pid), Some(cpu), Some(per)) = (self.target_pid, self.target_cpu_seconds, self.cpu_us_per_request) {
+            out.push_str(&format!("target pid {pid}: {cpu:.2} s CPU = {per:.1} µs per request\n"));
+        }
+        for e in self.unexpected_examples.iter().chain(&self.transport_examples) {
+            out.push_str(&format!("  e.g. {e}\n"));
+        }
+        out
+    }
+}
