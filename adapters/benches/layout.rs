@@ -11,22 +11,6 @@ use adapters::layout::Layout;
 use adapters::{ServiceDef, xml};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-async fn call(server: &adapters::sandbox::SandboxServer, path: &str, subject: Option<&str>, body: &str) -> Vec<u8> {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let method = if body.is_empty() { "GET" } else { "POST" };
-    let subject = subject.map(|s| format!("X-Subject: {s}\r\n")).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{subject}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut stream, req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut buf).await.unwrap();
-    let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    assert!(buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf));
-    buf[at + 4..].to_vec()
-}
-
 fn digits(p: &policies::ids::Niss) -> String {
     let mut d = [0u8; 11];
     p.digits(&mut d).to_owned()
@@ -63,7 +47,8 @@ fn bench(c: &mut Criterion) {
             (adapters::contacts::contact_service(), &flemish, Some(citizen.as_str()), public_service.clone()),
             (adapters::div::vehicle_service(), &div, None, div_request.clone()),
         ] {
-            let answer = call(server, service.upstream_path, subject, &body).await;
+            let (status, answer) = server.call(service.upstream_path, subject, &body).await.unwrap();
+            assert_eq!(status, 200, "{}", service.id);
             out.push((service, answer, body));
         }
         out

@@ -34,6 +34,27 @@ impl SandboxServer {
     pub fn abort(&self) {
         self.task.abort();
     }
+
+    /// One request on a fresh connection, as a source's client sends it (tests and benches
+    /// record answers this way): `GET` without a body, `POST` with one, the subject in
+    /// `X-Subject`. Returns the status and the body.
+    pub async fn call(&self, path: &str, subject: Option<&str>, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        let subject = subject.map(|s| format!("X-Subject: {s}\r\n")).unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{subject}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await?;
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP/1.1 answer");
+        let status = buf.get(9..12).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()).ok_or_else(bad)?;
+        let at = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+        Ok((status, buf[at + 4..].to_vec()))
+    }
 }
 
 /// Serves `handler` on `listener` until aborted.

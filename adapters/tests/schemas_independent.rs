@@ -36,19 +36,10 @@ fn python_rejects(schema: &str, answers: &[serde_json::Value]) -> usize {
 
 /// Calls a sandbox over a real socket: `(subject, body)` per call; a `POST` when there is a body.
 async fn call(server: &adapters::sandbox::SandboxServer, path: &str, subject: Option<&str>, body: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let method = if body.is_empty() { "GET" } else { "POST" };
-    let subject = subject.map(|s| format!("X-Subject: {s}\r\n")).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{subject}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut stream, req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.split("\r\n\r\n").nth(1).unwrap().to_owned()
+    let (status, answer) = server.call(path, subject, body).await.unwrap();
+    let text = String::from_utf8(answer).unwrap();
+    assert_eq!(status, 200, "{text}");
+    text
 }
 
 async fn record(
