@@ -526,6 +526,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 };
                 let server = serve(listener)?;
                 println!("sandbox {source} on {}", server.url());
+                // An association to ask for (not personal data), for load tests and curl.
+                if source == "associations"
+                    && let Some(v) = demo::association()
+                {
+                    println!("example vCode: {v}");
+                }
                 signal.await;
                 Ok(0)
             }

@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""Passerelle side by side with nginx, in one run on this machine.
+
+nginx is a bare TLS 1.3 mTLS reverse proxy (client certificate required, CRL checked, keep-alive
+to the upstream, no access log). Passerelle runs its full pipeline on the same upstream with
+the same certificates: identity, envelope, decision, layout in and out, minimisation, and a
+durable audit record per call (fdatasync before the answer leaves). Each proxy under test runs
+alone on CPU 0; the upstream (the association register sandbox) and the load generator share
+CPU 1. Runs alternate A B A B A B after a warm-up, and every figure is the median of the rounds
+with its spread (min–max):
+
+* CPU µs per request of the proxy (closed loop, keep-alive, ~1 KB answers) — the main figure;
+* saturation throughput (the same closed-loop runs);
+* p50 / p99 latency at fixed open-loop rates (latency from each request's schedule);
+* full mTLS handshakes per second (a new connection per request, no session resumption).
+
+It ends with one line of ratios Passerelle / nginx.
+
+    python3 load-tests/compare.py [--seconds 20] [--rounds 3] [--rates 2000,5000]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"a process exited during start (code {proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def run(cmd, **kw):
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_nginx():
+    if shutil.which("nginx"):
+        return shutil.which("nginx")
+    print("nginx is missing: installing it from Debian", flush=True)
+    run(["apt-get", "update", "-qq"])
+    run(["apt-get", "install", "-y", "-qq", "nginx"], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream register {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_protocols TLSv1.3;
+        ssl_certificate {pki}/server.pem;
+        ssl_certificate_key {pki}/server.key;
+        ssl_client_certificate {pki}/ca.pem;
+        ssl_crl {pki}/crl.pem;
+        ssl_verify_client on;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        keepalive_requests 1000000;
+        location = /associations/association {{
+            proxy_pass http://register/v1/verenigingen;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+PASSERELLE_CONF = """
+[data]
+listen = "127.0.0.1:{port}"
+
+[tls]
+cert = "{pki}/server.pem"
+key = "{pki}/server.key"
+client_ca = "{pki}/ca.pem"
+crls = ["{pki}/crl.pem"]
+
+[store]
+path = "{work}/store"
+
+[audit]
+dir = "{work}/audit"
+signing_key = "{pki}/audit-signing.key"
+
+[policy]
+bundles = ["{work}/bundles"]
+
+[log]
+filter = "warn"
+
+[sources.associations]
+upstream = "http://127.0.0.1:{upstream}"
+"""
+
+MIX = """
+[[request]]
+name = "association"
+path = "/associations/association"
+headers = {{ x-legal-basis = "VL/PROT/2022/017", x-purpose = "SUBSIDY_HANDLING", x-subject = "{vcode}" }}
+"""
+
+
+def worker_pid(master_pid):
+    """nginx's worker (the process that does the work) under its master."""
+    out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else master_pid
+
+
+def load(args, target, pid, mode, extra, name):
+    out = os.path.join(args.work, f"{name}.json")
+    cmd = ["taskset", "-c", "1", os.path.join(RELEASE, "passerelle-load"),
+           "--target", f"127.0.0.1:{target}", "--ca", f"{args.pki}/ca.pem",
+           "--cert", f"{args.pki}/clients/agency-a.pem", "--key", f"{args.pki}/clients/agency-a.key",
+           "--mix", args.mix, "--mode", mode, "--pid", str(pid), "--json", out] + extra
+    if "--duration" not in extra:
+        cmd += ["--duration", str(args.seconds)]
+    if "--warmup" not in extra:
+        cmd += ["--warmup", "1"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(out) as f:
+        r = json.load(f)
+    bad = r["unexpected"] + r["transport_errors"]
+    if bad:
+        print(f"  {name}: {bad} failed requests, e.g. {(r['unexpected_examples'] + r['transport_examples'])[:2]}")
+    return r
+
+
+def spread(values, fmt="{:.1f}"):
+    if not values:
+        return "n/a"
+    m = statistics.median(values)
+    return f"{fmt.format(m)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--rates", default="2000,5000")
+    p.add_argument("--warmup", type=float, default=10)
+    p.add_argument("--skip-build", action="store_true")
+    args = p.parse_args()
+    rates = [int(r) for r in args.rates.split(",") if r]
+
+    if not args.skip_build:
+        run(["cargo", "build", "--release", "-j2", "-p", "gateway", "-p", "load-tests"], cwd=ROOT)
+    nginx = ensure_nginx()
+    passerelle = os.path.join(RELEASE, "passerelle")
+    args.work = tempfile.mkdtemp(prefix="passerelle-compare-")
+    args.pki = os.path.join(args.work, "pki")
+    run([passerelle, "certs", "init", "--dir", args.pki], stdout=subprocess.DEVNULL)
+    procs = []
+
+    def start(cmd, port, cpu, **kw):
+        proc = subprocess.Popen(["taskset", "-c", str(cpu)] + cmd, **kw)
+        procs.append(proc)
+        wait_port(port, proc)
+        return proc
+
+    try:
+        upstream = free_port()
+        sandbox = start([passerelle, "sandbox", "associations", "--listen", f"127.0.0.1:{upstream}"], upstream, 1,
+                        stdout=subprocess.PIPE, text=True)
+        vcode = None
+        for line in sandbox.stdout:
+            if line.startswith("example vCode:"):
+                vcode = line.split(":", 1)[1].strip()
+                break
+        args.mix = os.path.join(args.work, "mix.toml")
+        with open(args.mix, "w") as f:
+            f.write(MIX.format(vcode=vcode))
+
+        ng_port, pa_port = free_port(), free_port()
+        with open(os.path.join(args.work, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF.format(work=args.work, upstream=upstream, port=ng_port, pki=args.pki))
+        # The seed bundles, with the association protocol's periodicity (2,000 calls a day) raised
+        # so that the rate check runs on every call but never refuses one.
+        bundles = os.path.join(args.work, "bundles")
+        shutil.copytree(os.path.join(ROOT, "policies", "bundles"), bundles)
+        path = os.path.join(bundles, "associations.toml")
+        with open(path) as f:
+            text = f.read()
+        assert 'rate = { max = 2000, per = "day" }' in text
+        with open(path, "w") as f:
+            f.write(text.replace('rate = { max = 2000, per = "day" }', 'rate = { max = 1000000000, per = "day" }'))
+        with open(os.path.join(args.work, "passerelle.toml"), "w") as f:
+            f.write(PASSERELLE_CONF.format(work=args.work, upstream=upstream, port=pa_port, pki=args.pki))
+        ng = start([nginx, "-c", os.path.join(args.work, "nginx.conf"), "-p", args.work], ng_port, 0,
+                   stderr=subprocess.DEVNULL)
+        pa = start([passerelle, "serve", "--config", os.path.join(args.work, "passerelle.toml")], pa_port, 0,
+                   stderr=open(os.path.join(args.work, "passerelle.log"), "w"))
+        time.sleep(0.5)
+        targets = {"nginx": (ng_port, worker_pid(ng.pid)), "passerelle": (pa_port, pa.pid)}
+
+        # The answer size the figures are for.
+        probe = load(args, pa_port, pa.pid, "closed", ["--connections", "1", "--duration", "0.5", "--warmup", "0"], "probe")
+        print(f"work dir {args.work}; answers: {probe['by_status']}")
+        for name, (port, pid) in targets.items():
+            print(f"warm-up {name} ({args.warmup:.0f} s)", flush=True)
+            load(args, port, pid, "closed", ["--connections", str(args.connections), "--duration", str(args.warmup)],
+                 f"warmup-{name}")
+
+        results = {name: {"cpu": [], "rps": [], "hs": []} for name in targets}
+        for rate in rates:
+            for name in targets:
+                results[name][f"p50@{rate}"] = []
+                results[name][f"p99@{rate}"] = []
+        for rnd in range(args.rounds):
+            for name, (port, pid) in targets.items():
+                r = load(args, port, pid, "closed", ["--connections", str(args.connections)], f"closed-{name}-{rnd}")
+                results[name]["cpu"].append(r["cpu_us_per_request"])
+                results[name]["rps"].append(r["requests_per_second"])
+                print(f"round {rnd + 1} {name:10} closed: {r['requests_per_second']:8.0f} req/s, "
+                      f"{r['cpu_us_per_request']:6.1f} µs CPU/request, p99 {r['latency_us']['p99']} µs", flush=True)
+            for rate in rates:
+                for name, (port, pid) in targets.items():
+                    r = load(args, port, pid, "open", ["--rate", str(rate), "--connections", str(args.connections)],
+                             f"open{rate}-{name}-{rnd}")
+                    results[name][f"p50@{rate}"].append(r["latency_us"]["p50"])
+                    results[name][f"p99@{rate}"].append(r["latency_us"]["p99"])
+                    print(f"round {rnd + 1} {name:10} {rate}/s: p50 {r['latency_us']['p50']} µs, "
+                          f"p99 {r['latency_us']['p99']} µs ({r['requests']} requests)", flush=True)
+            for name, (port, pid) in targets.items():
+                r = load(args, port, pid, "handshake", ["--connections", "8"], f"hs-{name}-{rnd}")
+                results[name]["hs"].append(r["requests_per_second"])
+                print(f"round {rnd + 1} {name:10} handshakes: {r['requests_per_second']:7.0f}/s", flush=True)
+
+        print()
+        print(f"medians of {args.rounds} rounds (min–max); proxies alone on CPU 0, upstream and load on CPU 1")
+        rows = [("CPU µs per request", "cpu", "{:.1f}"), ("saturation req/s", "rps", "{:.0f}")]
+        for rate in rates:
+            rows += [(f"p50 µs at {rate}/s", f"p50@{rate}", "{:.0f}"), (f"p99 µs at {rate}/s", f"p99@{rate}", "{:.0f}")]
+        rows.append(("full handshakes/s", "hs", "{:.0f}"))
+        print(f"{'':24} {'nginx':>26} {'passerelle':>26}")
+        for label, key, fmt in rows:
+            print(f"{label:24} {spread(results['nginx'][key], fmt):>26} {spread(results['passerelle'][key], fmt):>26}")
+        ratio = lambda k: statistics.median(results["passerelle"][k]) / statistics.median(results["nginx"][k])
+        parts = [f"CPU/request {ratio('cpu'):.2f}", f"req/s {ratio('rps'):.2f}"]
+        parts += [f"p99@{r} {ratio(f'p99@{r}'):.2f}" for r in rates]
+        parts.append(f"handshakes/s {ratio('hs'):.2f}")
+        print("passerelle/nginx: " + ", ".join(parts))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()
