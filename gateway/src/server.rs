@@ -270,12 +270,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 .transpose()
                 .context("public listener")?;
             let public = crate::public::Public::new(policy.clone(), associations, pipeline.metrics.clone());
-            let listen = Listen {
-                tls: reloader.public.clone(),
-                handshake_timeout,
-                metrics: pipeline.metrics.clone(),
-                name: "public",
-            };
+            let listen = Listen::new(reloader.public.clone(), handshake_timeout, pipeline.metrics.clone(), "public");
             tokio::spawn(crate::public::serve(l, listen, Arc::new(public), shutdown_rx.clone()));
             tracing::info!(addr = %a, "public listener");
             Some(a)
@@ -287,17 +282,11 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
             let plane = plane.clone();
             async move { plane.handle(req, &caller).await }
         };
-        let listen = Listen {
-            tls: reloader.mtls.clone(),
-            handshake_timeout,
-            metrics: pipeline.metrics.clone(),
-            name: "control",
-        };
+        let listen = Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "control");
         tokio::spawn(serve_mtls(l, listen, builder.clone(), shutdown_rx.clone(), handler))
     });
     let data_pipeline = pipeline.clone();
-    let listen =
-        Listen { tls: reloader.mtls.clone(), handshake_timeout, metrics: pipeline.metrics.clone(), name: "data" };
+    let listen = Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "data");
     let data_task = tokio::spawn(serve_mtls(
         listener,
         listen,
@@ -344,6 +333,20 @@ pub(crate) struct Listen {
     pub metrics: crate::metrics::Metrics,
     /// The listener's metric label.
     pub name: &'static str,
+    /// Its open-connections gauge, resolved once.
+    pub open: prometheus::IntGauge,
+}
+
+impl Listen {
+    pub(crate) fn new(
+        tls: Arc<ArcSwap<rustls::ServerConfig>>,
+        handshake_timeout: Duration,
+        metrics: crate::metrics::Metrics,
+        name: &'static str,
+    ) -> Self {
+        let open = metrics.connections.with_label_values(&[name]);
+        Listen { tls, handshake_timeout, metrics, name, open }
+    }
 }
 
 /// Counts an open connection until dropped.
@@ -366,9 +369,8 @@ impl Listen {
         let acceptor = TlsAcceptor::from(self.tls.load_full());
         match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => {
-                let gauge = self.metrics.connections.with_label_values(&[self.name]);
-                gauge.inc();
-                Some((s, OpenConnection(gauge)))
+                self.open.inc();
+                Some((s, OpenConnection(self.open.clone())))
             }
             Ok(Err(e)) => {
                 let reason = crate::metrics::tls_reason(&e);
