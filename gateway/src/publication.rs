@@ -20,17 +20,6 @@ pub fn is_published(ins: &Instrument) -> bool {
     }
 }
 
-fn kind_str(k: InstrumentKind) -> &'static str {
-    match k {
-        InstrumentKind::Deliberation => "deliberation",
-        InstrumentKind::General => "general",
-        InstrumentKind::Protocol => "protocol",
-        InstrumentKind::Convention => "convention",
-        InstrumentKind::Statutory => "statutory",
-        InstrumentKind::AccessMatrix => "access-matrix",
-    }
-}
-
 fn org_name(policy: &Policy, kbo: policies::ids::Kbo) -> String {
     policy.organisations.iter().find(|o| o.kbo == kbo).map_or_else(|| kbo.to_string(), |o| o.name.clone())
 }
@@ -56,7 +45,7 @@ pub fn document(policy: &Policy) -> Value {
                 .collect();
             let mut v = json!({
                 "reference": ins.reference,
-                "kind": kind_str(ins.kind),
+                "kind": ins.kind.as_str(),
                 "title": ins.title,
                 "authority": ins.authority,
                 "number": ins.number,

@@ -105,11 +105,6 @@ pub fn load_texts<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Re
     }
 }
 
-/// Converts a bundle date to days since 1970-01-01.
-pub fn days(d: &crate::model::Date) -> Option<i64> {
-    Some(d.days())
-}
-
 /// Validates a whole policy (as held by the control plane), as if it were one bundle `name`.
 pub fn validate(name: &str, policy: &Policy) -> Result<(), BundleErrors> {
     let mut v = Validator::default();
@@ -127,19 +122,10 @@ impl Validator {
         self.errors.push(BundleError { file: file.to_owned(), key: key.into(), message: message.into() });
     }
 
-    fn date(&mut self, file: &str, key: &str, d: Option<&crate::model::Date>) -> Option<i64> {
-        let d = d?;
-        let v = days(d);
-        if v.is_none() {
-            self.err(file, key, "must be a plain date like 2024-01-31");
-        }
-        v
-    }
-
+    /// A date is a plain date by construction (`model::Date` reads nothing else); a window must
+    /// not end before it starts.
     fn window(&mut self, file: &str, key: &str, from: Option<&crate::model::Date>, until: Option<&crate::model::Date>) {
-        let f = self.date(file, &format!("{key}.valid_from"), from);
-        let u = self.date(file, &format!("{key}.valid_until"), until);
-        if let (Some(f), Some(u)) = (f, u)
+        if let (Some(f), Some(u)) = (from, until)
             && f > u
         {
             self.err(file, format!("{key}.valid_until"), "is before valid_from");
@@ -260,8 +246,6 @@ impl Validator {
                 if x.purposes.is_empty() {
                     self.err(file, format!("{key}.purposes"), "must name at least one purpose");
                 }
-                self.date(file, &format!("{key}.advice_date"), Some(&x.advice_date));
-                self.date(file, &format!("{key}.valid_until"), Some(&x.valid_until));
             }
         }
     }
@@ -381,7 +365,6 @@ impl Validator {
             if a.requested_by.trim().is_empty() || a.dpo_advice.trim().is_empty() {
                 self.err(file, &akey, "requested_by and dpo_advice are required");
             }
-            self.date(file, &format!("{akey}.date"), Some(&a.date));
         }
         for (j, g) in ins.grants.iter().enumerate() {
             let gkey = format!("{key}.grants[{j}]");

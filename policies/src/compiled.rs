@@ -8,7 +8,6 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::bundle::days;
 use crate::ids::Kbo;
 use crate::model::{Date, Env, InstrumentKind, OrgKind, Policy, Rate, Recipient, Status};
 
@@ -141,12 +140,12 @@ pub struct Snapshot {
 }
 
 fn start_of(d: Option<&Date>) -> i64 {
-    d.and_then(days).map_or(i64::MIN, |d| d * DAY)
+    d.map_or(i64::MIN, |d| d.days() * DAY)
 }
 
 /// `valid_until` is inclusive: the whole day counts.
 fn end_of(d: Option<&Date>) -> i64 {
-    d.and_then(days).map_or(i64::MAX, |d| (d + 1) * DAY)
+    d.map_or(i64::MAX, |d| (d.days() + 1) * DAY)
 }
 
 fn intern(map: &mut FxHashMap<Box<str>, u32>, names: &mut Vec<Box<str>>, s: &str) -> u32 {
@@ -265,7 +264,7 @@ impl Snapshot {
             };
             let Some(fields) = s.field_mask(service, &x.fields) else { continue };
             // Tacit approval: valid from the 7th day after the advice.
-            let from = days(&x.advice_date).map_or(i64::MAX, |d| (d + 7) * DAY);
+            let from = x.approved_from_day() * DAY;
             let grant = s.push_grant(
                 CGrant {
                     id: x.id.as_str().into(),

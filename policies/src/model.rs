@@ -277,6 +277,20 @@ pub enum InstrumentKind {
     AccessMatrix,
 }
 
+impl InstrumentKind {
+    /// The name bundles and the API use (`access-matrix`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InstrumentKind::Deliberation => "deliberation",
+            InstrumentKind::General => "general",
+            InstrumentKind::Protocol => "protocol",
+            InstrumentKind::Convention => "convention",
+            InstrumentKind::Statutory => "statutory",
+            InstrumentKind::AccessMatrix => "access-matrix",
+        }
+    }
+}
+
 /// An organisation's adhesion to a general instrument.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -479,6 +493,17 @@ pub struct ExceptionalAccess {
     #[serde(default)]
     pub remark: bool,
     pub valid_until: Date,
+}
+
+impl ExceptionalAccess {
+    /// Days a remark may come in after the advice; without one the access is approved.
+    pub const REMARK_DAYS: i64 = 7;
+
+    /// The day (days since 1970-01-01) from which the access is approved tacitly: the 7th day
+    /// after the advice.
+    pub fn approved_from_day(&self) -> i64 {
+        self.advice_date.days() + Self::REMARK_DAYS
+    }
 }
 
 /// Everything the bundles describe, merged.

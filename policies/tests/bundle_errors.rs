@@ -132,3 +132,18 @@ fn syntax_and_identifier_errors_name_file_and_line() {
         load_texts([("bad.toml", "[[organisations]]\nkbo = \"0765432146\"\nnmae = \"x\"\n")]).unwrap_err().to_string();
     assert!(e.contains("nmae"), "{e}");
 }
+
+#[test]
+fn a_date_with_a_time_is_refused_and_a_string_date_is_read() {
+    let instrument = |valid_from: &str| {
+        format!(
+            "[[instruments]]\nreference = \"D/1\"\nkind = \"deliberation\"\ntitle = \"t\"\nauthority = \"A\"\nnumber = \"1\"\ndate = 2024-01-31\nstatus = \"active\"\nvalid_from = {valid_from}\n"
+        )
+    };
+    let e = errors(&instrument("2024-01-31T10:00:00"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("broken.toml: ") && e[0].contains("not a plain date"), "{e:?}");
+    // Exported bundles write dates as strings; they read back the same.
+    assert_eq!(errors(&instrument("\"2024-02-01\"")), Vec::<String>::new());
+    assert_eq!(errors(&instrument("2024-02-01")), Vec::<String>::new());
+}

@@ -13,8 +13,8 @@ fn reference(p: &Policy, q: &Query<'_>) -> Option<usize> {
     let day = q.now.div_euclid(86_400);
     let ins = p.instruments.iter().find(|i| i.reference == q.legal_basis)?;
     ins.grants.iter().find_map(|g| {
-        let from = g.valid_from.as_ref().and_then(policies::bundle::days).unwrap_or(i64::MIN);
-        let until = g.valid_until.as_ref().and_then(policies::bundle::days).unwrap_or(i64::MAX);
+        let from = g.valid_from.map_or(i64::MIN, |d| d.days());
+        let until = g.valid_until.map_or(i64::MAX, |d| d.days());
         let ok = g.recipient == Recipient::Org(q.caller)
             && g.service == q.service
             && g.purposes.iter().any(|p| p == q.purpose)

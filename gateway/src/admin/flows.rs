@@ -166,6 +166,11 @@ struct RemarkBody {
     remark: String,
 }
 
+/// When an exceptional access is approved tacitly (Unix ms), unless remarked before.
+fn approval_ms(x: &ExceptionalAccess) -> u64 {
+    x.approved_from_day().max(0) as u64 * DAY_MS
+}
+
 fn date_of_ms(ms: u64) -> String {
     policies::model::Date::from_days((ms / DAY_MS) as i64).map(|d| d.to_string()).unwrap_or_default()
 }
@@ -201,7 +206,7 @@ impl ControlPlane {
                 let kind = query_param(query, "kind");
                 p.instruments
                     .iter()
-                    .filter(|i| kind.as_deref().is_none_or(|k| serde_json::json!(i.kind) == k))
+                    .filter(|i| kind.as_deref().is_none_or(|k| i.kind.as_str() == k))
                     .map(instrument_view)
                     .collect()
             }
@@ -216,7 +221,7 @@ impl ControlPlane {
                 p.exceptional_access
                     .iter()
                     .map(|x| {
-                        let deadline = (x.advice_date.days().max(0) as u64 + 7) * DAY_MS;
+                        let deadline = approval_ms(x);
                         let status = if x.remark {
                             "refused (a remark was made within 7 days of the advice)".to_owned()
                         } else if now < deadline {
@@ -580,7 +585,7 @@ impl ControlPlane {
                 if x.remark {
                     return Err(refuse(Code::AlreadyExists, "a remark was already made; the access is refused"));
                 }
-                let deadline = (x.advice_date.days().max(0) as u64 + 7) * DAY_MS;
+                let deadline = approval_ms(x);
                 if now >= deadline {
                     return Err(refuse(
                         Code::TransitionNotAllowed,
