@@ -248,6 +248,15 @@ pub struct Changes {
 
 const BUNDLES_DIGEST: &str = "policy.bundles_sha256";
 
+/// Configured bundles that changed since the last import, parsed and validated.
+#[derive(Debug)]
+pub struct NewBundles {
+    policy: Policy,
+    /// SHA-256 over the files' names and texts, kept in the store after the import.
+    digest: String,
+    files: usize,
+}
+
 impl Changes {
     pub fn new(handle: Arc<PolicyHandle>, store: Arc<dyn Store>, audit: Arc<AuditTrail>) -> Self {
         Changes { handle, store, audit, lock: tokio::sync::Mutex::new(()) }
@@ -354,6 +363,15 @@ impl Changes {
     /// holds no policy yet); otherwise the store's policy, with its API changes, stays in force.
     /// Returns the new version when it imported.
     pub async fn sync_bundles(&self, cfg: &PolicyConfig) -> anyhow::Result<Option<u64>> {
+        match self.read_bundles(cfg).await? {
+            Some(bundles) => self.import_bundles(bundles).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the configured bundles; when they changed since the last import (or the store
+    /// holds no policy yet), parses and validates them, ready for [`import_bundles`](Self::import_bundles).
+    pub async fn read_bundles(&self, cfg: &PolicyConfig) -> anyhow::Result<Option<NewBundles>> {
         let files = bundle_files(&cfg.bundles)?;
         let mut texts = Vec::with_capacity(files.len());
         let mut digest = Sha256::new();
@@ -376,13 +394,19 @@ impl Changes {
         }
         let policy = policies::bundle::load_texts(texts.iter().map(|(n, t)| (n.as_str(), t.as_str())))
             .map_err(|e| anyhow::anyhow!("invalid policy bundles:\n{e}"))?;
+        Ok(Some(NewBundles { policy, digest, files: files.len() }))
+    }
+
+    /// Imports bundles [`read_bundles`](Self::read_bundles) found changed; returns the version.
+    pub async fn import_bundles(&self, bundles: NewBundles) -> anyhow::Result<u64> {
+        let NewBundles { policy, digest, files } = bundles;
         let change = self
-            .import(&Actor::OPERATOR, "bundle import", policy, format!("imported {} bundle file(s)", files.len()))
+            .import(&Actor::OPERATOR, "bundle import", policy, format!("imported {files} bundle file(s)"))
             .await
             .map_err(|e| anyhow::anyhow!("bundle import: {e}"))?;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.meta_put(BUNDLES_DIGEST, digest.as_bytes())).await??;
-        Ok(Some(change.version))
+        Ok(change.version)
     }
 
     /// The recorded changes after version `after`.

@@ -5,9 +5,9 @@
 //! Everything is built first and swapped only when all of it is good: a broken certificate
 //! file leaves the gateway running on what it had, and the reload reports why. The TLS
 //! configurations sit behind `arc-swap`; each new connection takes the one in force when it is
-//! accepted, and connections already open keep theirs. The bundles go through
-//! [`Changes::sync_bundles`] (imported only if they changed). Other settings (listen
-//! addresses, limits, store, audit, sources) take effect at the next start.
+//! accepted, and connections already open keep theirs. The bundles are read and validated by
+//! [`Changes::read_bundles`] with the TLS material, and imported only if they changed. Other
+//! settings (listen addresses, limits, store, audit, sources) take effect at the next start.
 
 use std::sync::Arc;
 
@@ -83,14 +83,15 @@ impl Reloader {
         let current = self.config.lock().map_err(|_| anyhow::anyhow!("config lock poisoned"))?.clone();
         let cfg = current.reread().context("configuration")?;
         let (mtls, public) = Self::tls(&cfg)?;
-        // Check the bundles before swapping anything, so that a bad bundle changes nothing.
-        let files = crate::policy::bundle_files(&cfg.policy.bundles)?;
-        if !files.is_empty() {
-            crate::policy::load_policy(&files)?;
-        }
+        // The bundles are read and validated before anything is swapped, so that a bad bundle
+        // changes nothing.
+        let bundles = self.changes.read_bundles(&cfg.policy).await?;
         self.mtls.store(Arc::new(mtls));
         self.public.store(Arc::new(public));
-        let imported = self.changes.sync_bundles(&cfg.policy).await?;
+        let imported = match bundles {
+            Some(b) => Some(self.changes.import_bundles(b).await?),
+            None => None,
+        };
         if let Ok(mut c) = self.config.lock() {
             *c = cfg;
         }
