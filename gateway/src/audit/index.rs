@@ -39,6 +39,11 @@ pub enum Selector {
 
 pub trait AuditIndex: Send + Sync + std::fmt::Debug {
     fn audit_index(&self, entries: &[IndexEntry]) -> Result<(), crate::store::StoreError>;
+    /// Makes what was indexed so far durable (at shutdown); what is lost otherwise is
+    /// re-indexed from the trail at the next start.
+    fn audit_flush(&self) -> Result<(), crate::store::StoreError> {
+        Ok(())
+    }
     /// The highest sequence number indexed.
     fn audit_indexed_seq(&self) -> Result<u64, crate::store::StoreError>;
     /// Locations of the records matching `selector` between `from_ms` and `to_ms`, in time order,

@@ -385,7 +385,7 @@ pub fn read_checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
 fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop: &AtomicBool) {
     while let Ok(mut entries) = rx.recv() {
         if stop.load(Ordering::Acquire) {
-            return;
+            break;
         }
         // Coalesce what queued up meanwhile: fewer, larger index batches.
         while let Ok(more) = rx.try_recv() {
@@ -398,6 +398,9 @@ fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop
         if let Err(e) = index.audit_index(&entries) {
             tracing::warn!(error = %e, "audit index update failed; it is rebuilt at the next start");
         }
+    }
+    if let Err(e) = index.audit_flush() {
+        tracing::warn!(error = %e, "audit index not written at close; it is rebuilt at the next start");
     }
 }
 

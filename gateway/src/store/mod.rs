@@ -6,6 +6,10 @@
 
 use std::path::Path;
 
+mod audit_runs;
+
+pub use audit_runs::RunIndex;
+
 use crate::audit::index::{AuditIndex, IndexEntry, Location, Selector};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +22,8 @@ pub enum StoreError {
     },
     #[error("store I/O: {0}")]
     Io(#[from] sled::Error),
+    #[error("audit index I/O: {0}")]
+    Index(#[from] std::io::Error),
 }
 
 /// The operations the gateway needs from its persistence.
@@ -47,14 +53,9 @@ pub struct SledStore {
     meta: sled::Tree,
     /// `current` → version ‖ document; `change` ‖ version → change.
     policy: sled::Tree,
-    /// seq → segment ‖ offset.
-    audit_loc: sled::Tree,
-    /// subject key ‖ 0 ‖ time ‖ seq → ().
-    audit_subject: sled::Tree,
-    /// caller ‖ 0 ‖ time ‖ seq → ().
-    audit_caller: sled::Tree,
-    /// time ‖ seq → ().
-    audit_time: sled::Tree,
+    /// The audit indexes, in sorted run files under `audit-index/` (see [`RunIndex`] for why
+    /// not in sled trees).
+    audit: RunIndex,
 }
 
 impl SledStore {
@@ -72,18 +73,17 @@ impl SledStore {
             .open()
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         let meta = db.open_tree("meta")?;
-        let store = SledStore {
-            meta,
-            policy: db.open_tree("policy")?,
-            audit_loc: db.open_tree("audit_loc")?,
-            audit_subject: db.open_tree("audit_subject")?,
-            audit_caller: db.open_tree("audit_caller")?,
-            audit_time: db.open_tree("audit_time")?,
-            db,
-        };
-        if store.meta_get("format")?.is_none() {
-            store.meta_put("format", b"passerelle-store-1")?;
+        // Format 1 kept the audit indexes in sled trees; the runs are rebuilt from the trail
+        // when the trail opens, so the old trees are simply dropped.
+        if meta.get("format")?.as_deref() == Some(&b"passerelle-store-1"[..]) {
+            for tree in ["audit_loc", "audit_subject", "audit_caller", "audit_time"] {
+                db.drop_tree(tree)?;
+            }
+            meta.remove("audit_indexed_seq")?;
         }
+        let store =
+            SledStore { meta, policy: db.open_tree("policy")?, audit: RunIndex::open(&path.join("audit-index"))?, db };
+        store.meta_put("format", b"passerelle-store-2")?;
         Ok(store)
     }
 }
@@ -170,53 +170,17 @@ fn be(v: u64) -> [u8; 8] {
     v.to_be_bytes()
 }
 
-fn keyed(prefix: &str, time_ms: u64, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + 17);
-    k.extend_from_slice(prefix.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&be(time_ms));
-    k.extend_from_slice(&be(seq));
-    k
-}
-
 impl AuditIndex for SledStore {
     fn audit_index(&self, entries: &[IndexEntry]) -> Result<(), StoreError> {
-        let (mut loc, mut subj, mut caller, mut time) =
-            (sled::Batch::default(), sled::Batch::default(), sled::Batch::default(), sled::Batch::default());
-        let mut last = None;
-        for e in entries {
-            let mut v = [0u8; 16];
-            v[..8].copy_from_slice(&be(e.segment));
-            v[8..].copy_from_slice(&be(e.offset));
-            loc.insert(&be(e.seq), &v);
-            for s in &e.subjects {
-                subj.insert(keyed(s, e.time_ms, e.seq), &[]);
-            }
-            if let Some(c) = &e.caller {
-                caller.insert(keyed(c, e.time_ms, e.seq), &[]);
-            }
-            let mut t = [0u8; 16];
-            t[..8].copy_from_slice(&be(e.time_ms));
-            t[8..].copy_from_slice(&be(e.seq));
-            time.insert(&t, &[]);
-            last = Some(e.seq);
-        }
-        self.audit_loc.apply_batch(loc)?;
-        self.audit_subject.apply_batch(subj)?;
-        self.audit_caller.apply_batch(caller)?;
-        self.audit_time.apply_batch(time)?;
-        if let Some(seq) = last {
-            self.meta.insert("audit_indexed_seq", &be(seq))?;
-        }
-        Ok(())
+        Ok(self.audit.add(entries)?)
+    }
+
+    fn audit_flush(&self) -> Result<(), StoreError> {
+        Ok(self.audit.flush()?)
     }
 
     fn audit_indexed_seq(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .meta
-            .get("audit_indexed_seq")?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
+        Ok(self.audit.indexed_seq())
     }
 
     fn audit_query(
@@ -226,37 +190,7 @@ impl AuditIndex for SledStore {
         to_ms: u64,
         limit: usize,
     ) -> Result<Vec<Location>, StoreError> {
-        let (tree, lo, hi, skip) = match selector {
-            Selector::Subject(k) => (&self.audit_subject, keyed(k, from_ms, 0), keyed(k, to_ms, u64::MAX), k.len() + 1),
-            Selector::Caller(k) => (&self.audit_caller, keyed(k, from_ms, 0), keyed(k, to_ms, u64::MAX), k.len() + 1),
-            Selector::Time => {
-                let mut lo = be(from_ms).to_vec();
-                lo.extend_from_slice(&be(0));
-                let mut hi = be(to_ms).to_vec();
-                hi.extend_from_slice(&be(u64::MAX));
-                (&self.audit_time, lo, hi, 0)
-            }
-        };
-        let mut out = Vec::new();
-        for kv in tree.range(lo..=hi) {
-            let (k, _) = kv?;
-            let Some(seq) =
-                k.get(skip + 8..skip + 16).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes)
-            else {
-                continue;
-            };
-            if let Some(v) = self.audit_loc.get(be(seq))?
-                && v.len() == 16
-            {
-                let segment = u64::from_be_bytes(v[..8].try_into().unwrap_or_default());
-                let offset = u64::from_be_bytes(v[8..].try_into().unwrap_or_default());
-                out.push(Location { seq, segment, offset });
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(self.audit.query(selector, from_ms, to_ms, limit)?)
     }
 }
 
@@ -274,7 +208,7 @@ mod tests {
         }
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.meta_get("k").unwrap().as_deref(), Some(&b"v"[..]));
-        assert_eq!(s.meta_get("format").unwrap().as_deref(), Some(&b"passerelle-store-1"[..]));
+        assert_eq!(s.meta_get("format").unwrap().as_deref(), Some(&b"passerelle-store-2"[..]));
     }
 
     #[test]
