@@ -172,6 +172,8 @@ def main():
     p.add_argument("--rates", default="2000,5000")
     p.add_argument("--warmup", type=float, default=10)
     p.add_argument("--skip-build", action="store_true")
+    p.add_argument("--perf", metavar="FILE",
+                   help="record a CPU profile of Passerelle (perf -e cpu-clock -g) during its first closed-loop run")
     args = p.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r]
 
@@ -240,7 +242,14 @@ def main():
                 results[name][f"p99@{rate}"] = []
         for rnd in range(args.rounds):
             for name, (port, pid) in targets.items():
+                perf = None
+                if args.perf and name == "passerelle" and rnd == 0:
+                    perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-p", str(pid), "-o", args.perf],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 r = load(args, port, pid, "closed", ["--connections", str(args.connections)], f"closed-{name}-{rnd}")
+                if perf:
+                    perf.send_signal(signal.SIGINT)
+                    perf.wait()
                 results[name]["cpu"].append(r["cpu_us_per_request"])
                 results[name]["rps"].append(r["requests_per_second"])
                 print(f"round {rnd + 1} {name:10} closed: {r['requests_per_second']:8.0f} req/s, "

@@ -23,7 +23,7 @@
 //! only add a record to a query's result, never hide one.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -187,7 +187,36 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Writes `postings` (sorted) as the run `first..=last`: temp file, fsync, rename, fsync dir.
+/// Bytes of a run handed to the disk at a time (see [`Paced`]).
+const PACE: usize = 256 * 1024;
+
+/// A writer that pushes each [`PACE`] bytes to the disk and waits for them before taking
+/// more. A run is megabytes (a merge, tens of them); written then synced in one go, it held the
+/// audit writer's `fdatasync` — which shares the disk — for the whole flush, and every call
+/// waiting on that batch with it. In slices, a record batch waits for one slice at most.
+struct Paced {
+    file: File,
+    buf: Vec<u8>,
+    written: u64,
+}
+
+impl Paced {
+    fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= PACE { self.slice() } else { Ok(()) }
+    }
+
+    fn slice(&mut self) -> std::io::Result<()> {
+        self.file.write_all(&self.buf)?;
+        self.file.sync_data()?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Writes `postings` (sorted) as the run `first..=last`: temp file written in paced slices,
+/// fsync, rename, fsync dir.
 fn write_run(
     dir: &Path,
     first: u64,
@@ -197,12 +226,13 @@ fn write_run(
 ) -> std::io::Result<Run> {
     let path = dir.join(run_name(first, last));
     let tmp = dir.join(format!("{}.tmp", run_name(first, last)));
-    let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    let mut w = Paced { file, buf: Vec::with_capacity(PACE + POSTING), written: 0 };
     for p in postings {
-        w.write_all(&p)?;
+        w.push(&p)?;
     }
-    let f = w.into_inner().map_err(|e| e.into_error())?;
+    w.slice()?;
+    let f = w.file;
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, &path)?;
