@@ -12,6 +12,11 @@ use policies::ids::Kbo;
 
 const N: usize = 1_000_000;
 
+/// The gateway's allocator (see `main.rs`), so the table sits in memory as it does in the
+/// gateway.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -126,31 +126,72 @@ fn kind_key(kind: OrgKind) -> u64 {
     (1 << 63) | kind as u64
 }
 
-/// The consents of one (subject, recipient): nearly always one, kept inline so a lookup
-/// follows no further pointer.
+/// The consents of one (subject, recipient) with their key, in exactly one cache line: nearly
+/// always one consent, kept inline, so a hit reads the table's control bytes and this line
+/// and follows no pointer. (With the key beside an 80-byte value, as a map stores them, a
+/// bucket straddled two lines and a hit cost two to three memory misses with a million
+/// consents.)
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 struct Slot {
+    subject: u64,
+    recipient: u64,
     first: Entry,
-    more: Vec<Entry>,
+    /// A thin pointer (a boxed slice's would be two words and push the slot past a line).
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<Entry>>>,
 }
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 impl Slot {
     fn iter(&self) -> impl Iterator<Item = &Entry> {
-        std::iter::once(&self.first).chain(self.more.iter())
+        std::iter::once(&self.first).chain(self.more.iter().flat_map(|m| m.iter()))
     }
 
     fn upsert(&mut self, e: Entry) {
         if self.first.id == e.id {
             self.first = e;
-        } else if let Some(x) = self.more.iter_mut().find(|x| x.id == e.id) {
+        } else if let Some(x) = self.more.iter_mut().flat_map(|m| m.iter_mut()).find(|x| x.id == e.id) {
             *x = e;
         } else {
-            self.more.push(e);
+            self.more.get_or_insert_default().push(e);
         }
     }
 }
 
-type Shard = FxHashMap<(u64, u64), Slot>;
+/// One shard of the index: slots in an open-addressing table (hashbrown's), 64-byte aligned.
+#[derive(Debug, Default)]
+struct Shard {
+    table: hashbrown::HashTable<Slot>,
+}
+
+fn slot_hash(subject: u64, recipient: u64) -> u64 {
+    use std::hash::BuildHasher as _;
+    rustc_hash::FxBuildHasher.hash_one((subject, recipient))
+}
+
+impl Shard {
+    fn get(&self, key: &(u64, u64)) -> Option<&Slot> {
+        self.table.find(slot_hash(key.0, key.1), |s| (s.subject, s.recipient) == *key)
+    }
+
+    fn upsert(&mut self, subject: u64, recipient: u64, e: Entry) {
+        let hash = slot_hash(subject, recipient);
+        match self.table.find_mut(hash, |s| (s.subject, s.recipient) == (subject, recipient)) {
+            Some(slot) => slot.upsert(e),
+            None => {
+                self.table.insert_unique(hash, Slot { subject, recipient, first: e, more: None }, |s| {
+                    slot_hash(s.subject, s.recipient)
+                });
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
 
 /// Interned service and purpose names (a small, slowly growing set): read through `arc-swap`
 /// on the request path, replaced whole (copy, add, swap) on the rare write.
@@ -333,12 +374,7 @@ impl Registry {
             revoked: c.revoked_at_ms.is_some(),
             id: halves(id),
         };
-        match shard.get_mut(&(niss.as_u64(), rk)) {
-            Some(slot) => slot.upsert(entry),
-            None => {
-                shard.insert((niss.as_u64(), rk), Slot { first: entry, more: Vec::new() });
-            }
-        }
+        shard.upsert(niss.as_u64(), rk, entry);
     }
 
     /// Records a new consent (durable when it returns) and indexes it.
