@@ -42,8 +42,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(TraceParent::parse(&tp.child(tp.parent_id)).map(|t| t.trace_id), Some(tp.trace_id));
     }
     let ids = RequestIds::new();
-    match ids.take(&h) {
-        Ok(v) => assert_eq!(Some(&v), h.get("x-request-id")),
-        Err((generated, _)) => assert!(!generated.is_empty()),
+    // The caller's id when it sent a well-formed one, a fresh one otherwise; never empty.
+    match (ids.take(&h), h.get("x-request-id")) {
+        (Ok(v), Some(sent)) => assert_eq!(&v, sent),
+        (Ok(v), None) => assert!(!v.is_empty()),
+        (Err((generated, _)), sent) => assert!(!generated.is_empty() && sent.is_some()),
     }
 });
