@@ -1,9 +1,10 @@
 //! The embedded store's audit index: sorted runs of fixed-size postings in files, merged in
 //! the background (a small log-structured merge tree).
 //!
-//! Why not sled trees: every audit record adds three postings (subject, caller, time), and
-//! sled spent 46–160 µs of CPU per record on them (measured here, batches of 4,096 down to 1),
-//! more than the whole rest of a call. The index is derived data — it can always be rebuilt
+//! Why not sled trees: every audit record added four entries to them (location, subject,
+//! caller, time), and sled spent 46–160 µs of CPU per record on them (measured here, batches
+//! of 4,096 down to 1), more than the whole rest of a call. Here a record adds three postings
+//! (subject, caller, time), each carrying the location. The index is derived data — it can always be rebuilt
 //! from the trail — so it needs no write-ahead log of its own, only sorted files:
 //!
 //! * New postings go to an in-memory table, queried by a scan.
@@ -216,14 +217,8 @@ impl Paced {
 }
 
 /// Writes `postings` (sorted) as the run `first..=last`: temp file written in paced slices,
-/// fsync, rename, fsync dir.
-fn write_run(
-    dir: &Path,
-    first: u64,
-    last: u64,
-    postings: impl Iterator<Item = Posting>,
-    count: u64,
-) -> std::io::Result<Run> {
+/// fsync, rename, fsync dir. The run's length is what was written.
+fn write_run(dir: &Path, first: u64, last: u64, postings: impl Iterator<Item = Posting>) -> std::io::Result<Run> {
     let path = dir.join(run_name(first, last));
     let tmp = dir.join(format!("{}.tmp", run_name(first, last)));
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
@@ -232,13 +227,12 @@ fn write_run(
         w.push(&p)?;
     }
     w.slice()?;
-    let f = w.file;
-    f.sync_all()?;
-    drop(f);
+    w.file.sync_all()?;
+    drop(w.file);
     std::fs::rename(&tmp, &path)?;
     sync_dir(dir)?;
     let file = File::open(&path)?;
-    Ok(Run { path, file, first_seq: first, last_seq: last, postings: count })
+    Ok(Run { path, file, first_seq: first, last_seq: last, postings: w.written / POSTING as u64 })
 }
 
 impl RunIndex {
@@ -323,8 +317,7 @@ impl RunIndex {
             (g.table.clone(), g.table_first, g.last_seq)
         };
         table.sort_unstable();
-        let count = table.len() as u64;
-        let run = write_run(&self.dir, first, last, table.into_iter(), count)?;
+        let run = write_run(&self.dir, first, last, table.into_iter())?;
         {
             let mut g = self.lock();
             g.runs.push(Arc::new(run));
@@ -371,7 +364,7 @@ impl RunIndex {
     fn merge(&self, inputs: &[Arc<Run>]) -> std::io::Result<Run> {
         let first = inputs[0].first_seq;
         let last = inputs[inputs.len() - 1].last_seq;
-        let count = inputs.iter().map(|r| r.postings).sum();
+        let count: u64 = inputs.iter().map(|r| r.postings).sum();
         let mut cursors: Vec<Cursor> = inputs.iter().map(|r| Cursor::new(r.clone())).collect::<Result<_, _>>()?;
         let mut heap = std::collections::BinaryHeap::new();
         for (i, c) in cursors.iter().enumerate() {
@@ -392,16 +385,20 @@ impl RunIndex {
             }
             Some(p)
         });
-        let run = write_run(&self.dir, first, last, merged, count);
-        if let Some(e) = error {
+        let run = write_run(&self.dir, first, last, merged);
+        // A merged run that is not whole must not stay: at the next open it would cover, and
+        // so replace, its inputs.
+        let whole = match (error, run) {
+            (None, Ok(run)) if run.postings == count => Ok(run),
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(run)) => {
+                Err(std::io::Error::other(format!("merged index run has {} postings of {count}", run.postings)))
+            }
+        };
+        if whole.is_err() {
             let _ = std::fs::remove_file(self.dir.join(run_name(first, last)));
-            return Err(e);
         }
-        let run = run?;
-        if run.postings != count || run.file.metadata()?.len() != count * POSTING as u64 {
-            return Err(std::io::Error::other("merged index run is short"));
-        }
-        Ok(run)
+        whole
     }
 
     /// The highest sequence number indexed.
@@ -431,7 +428,7 @@ impl RunIndex {
         Ok(found.iter().map(|p| Location { seq: field(p, 24), segment: field(p, 32), offset: field(p, 40) }).collect())
     }
 
-    /// Runs on disk (for tests and the operations view).
+    /// Runs on disk.
     pub fn run_count(&self) -> usize {
         self.lock().runs.len()
     }
@@ -570,8 +567,8 @@ mod tests {
         // Put back two of the merge's inputs, as if the crash came before their removal, plus
         // a half-written temp file.
         let one = entry(1);
-        write_run(dir.path(), 1, 10, std::iter::once(posting(&key_hash(TIME, ""), &one)), 1).unwrap();
-        write_run(dir.path(), 11, 20, std::iter::empty(), 0).unwrap();
+        write_run(dir.path(), 1, 10, std::iter::once(posting(&key_hash(TIME, ""), &one))).unwrap();
+        write_run(dir.path(), 11, 20, std::iter::empty()).unwrap();
         std::fs::write(dir.path().join("run-x.idx.tmp"), b"partial").unwrap();
         let idx = RunIndex::open(dir.path()).unwrap();
         assert_eq!(idx.run_count(), 1);
