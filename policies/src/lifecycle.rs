@@ -41,19 +41,47 @@ impl fmt::Display for TransitionError {
 
 impl std::error::Error for TransitionError {}
 
-const CONVENTION_STATES: &[&str] = &[
-    "requested",
-    "deliberation-received",
-    "convention-sent",
-    "signed-by-beneficiary",
-    "test-phase",
-    "active",
-    "published",
-    "suspended",
-    "terminated",
-];
+/// Every convention state, in procedure order.
+const CONVENTION_ORDER: [ConventionState; 9] = {
+    use ConventionState::*;
+    [
+        Requested,
+        DeliberationReceived,
+        ConventionSent,
+        SignedByBeneficiary,
+        TestPhase,
+        Active,
+        Published,
+        Suspended,
+        Terminated,
+    ]
+};
 
-const STATUSES: &[&str] = &["draft", "test", "active", "suspended", "expired", "revoked"];
+const STATUS_ORDER: [Status; 6] = {
+    use Status::*;
+    [Draft, Test, Active, Suspended, Expired, Revoked]
+};
+
+/// Their names, for refusals, taken from `as_str` so they are written once.
+const CONVENTION_STATES: &[&str] = &{
+    let mut names = [""; CONVENTION_ORDER.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = CONVENTION_ORDER[i].as_str();
+        i += 1;
+    }
+    names
+};
+
+const STATUSES: &[&str] = &{
+    let mut names = [""; STATUS_ORDER.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = STATUS_ORDER[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 impl ConventionState {
     pub const fn as_str(self) -> &'static str {
@@ -71,20 +99,7 @@ impl ConventionState {
     }
 
     fn parse(s: &str) -> Option<Self> {
-        use ConventionState::*;
-        [
-            Requested,
-            DeliberationReceived,
-            ConventionSent,
-            SignedByBeneficiary,
-            TestPhase,
-            Active,
-            Published,
-            Suspended,
-            Terminated,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+        CONVENTION_ORDER.into_iter().find(|c| c.as_str() == s)
     }
 
     /// The states a convention may move to from here.
@@ -121,8 +136,7 @@ impl Status {
     }
 
     fn parse(s: &str) -> Option<Self> {
-        use Status::*;
-        [Draft, Test, Active, Suspended, Expired, Revoked].into_iter().find(|c| c.as_str() == s)
+        STATUS_ORDER.into_iter().find(|c| c.as_str() == s)
     }
 
     /// The statuses an instrument may move to from here.
