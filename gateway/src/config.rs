@@ -285,9 +285,18 @@ pub struct SourceConfig {
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
     /// Largest answer accepted from the source, in bytes; larger ones are refused as
-    /// `UPSTREAM_UNAVAILABLE` and never forwarded.
+    /// `UPSTREAM_ANSWER_TOO_LARGE` and never forwarded (reading stops at the limit).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Circuit breaker: after this many calls in a row that the source did not answer
+    /// (refused or reset connection, timeout, 5xx), calls are refused at once with
+    /// `UPSTREAM_CIRCUIT_OPEN` for `breaker_open_ms`, then one probe call decides. `0` turns
+    /// the breaker off. The production and test sides have a breaker each.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long the circuit stays open before a probe call, in milliseconds.
+    #[serde(default = "default_breaker_open_ms")]
+    pub breaker_open_ms: u64,
     /// HTTPS towards the source: the CA that issued its server certificate and, when the
     /// source asks for one, the gateway's own client certificate. Without it, `https://`
     /// URLs are refused rather than trusted blindly.
@@ -314,6 +323,12 @@ fn default_upstream_timeout_ms() -> u64 {
 }
 fn default_max_response_bytes() -> usize {
     4 * 1024 * 1024
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open_ms() -> u64 {
+    5_000
 }
 
 /// Logging.

@@ -55,6 +55,11 @@ pub enum Code {
     RequestTimeout,
     /// The upstream source did not answer within its timeout.
     UpstreamTimeout,
+    /// The source failed several calls in a row; calls are refused at once until a probe
+    /// call succeeds (the circuit breaker).
+    UpstreamCircuitOpen,
+    /// The source's answer is larger than its configured maximum; nothing of it is released.
+    UpstreamAnswerTooLarge,
     /// The gateway is at its concurrency limit and sheds load.
     Overloaded,
     /// A bug or an unexpected state; details go to the operator log, not to the caller.
@@ -110,6 +115,8 @@ impl Code {
             Code::BodyTooLarge => "BODY_TOO_LARGE",
             Code::RequestTimeout => "REQUEST_TIMEOUT",
             Code::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Code::UpstreamCircuitOpen => "UPSTREAM_CIRCUIT_OPEN",
+            Code::UpstreamAnswerTooLarge => "UPSTREAM_ANSWER_TOO_LARGE",
             Code::Overloaded => "OVERLOADED",
             Code::Internal => "INTERNAL",
             Code::AdminRoleMissing => "ADMIN_ROLE_MISSING",
@@ -144,13 +151,17 @@ impl Code {
             Code::AlreadyExists | Code::TransitionNotAllowed => StatusCode::CONFLICT,
             Code::PolicyInvalid | Code::ProtocolIncomplete | Code::ReloadFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Code::ResourceUnknown => StatusCode::NOT_FOUND,
-            Code::FlowSuspended | Code::Overloaded | Code::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::FlowSuspended | Code::Overloaded | Code::AuditUnavailable | Code::UpstreamCircuitOpen => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Code::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
             Code::SubjectInvalid | Code::EnvelopeInvalid | Code::JustificationMissing | Code::RequestInvalid => {
                 StatusCode::BAD_REQUEST
             }
             Code::LayoutViolation => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::UpstreamUnavailable | Code::UpstreamLayoutViolation => StatusCode::BAD_GATEWAY,
+            Code::UpstreamUnavailable | Code::UpstreamLayoutViolation | Code::UpstreamAnswerTooLarge => {
+                StatusCode::BAD_GATEWAY
+            }
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::ServiceUnknown | Code::SubjectNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -187,6 +198,8 @@ impl Code {
             Code::BodyTooLarge => "The request body is too large",
             Code::RequestTimeout => "The request was not received in time",
             Code::UpstreamTimeout => "The source did not answer in time",
+            Code::UpstreamCircuitOpen => "The source is failing; calls to it are paused",
+            Code::UpstreamAnswerTooLarge => "The source's answer exceeds its size limit",
             Code::Overloaded => "The gateway is overloaded; retry later",
             Code::Internal => "Internal error",
             Code::AdminRoleMissing => "The organisation does not hold the role this call needs",

@@ -56,7 +56,8 @@ pub struct Metrics {
     /// Per-stage latency.
     pub stages: Stages,
     pub consent_checks: ConsentChecks,
-    /// Failed calls to a source, by source and kind (`unavailable`, `timeout`, `layout`).
+    /// Failed calls to a source, by source and kind (`unavailable`, `timeout`, `layout`,
+    /// `too_large`, `circuit_open`).
     pub upstream_errors: IntCounterVec,
     /// TLS handshakes refused, by listener and reason (bounded: see `tls_reason`).
     pub tls_failures: IntCounterVec,
@@ -64,6 +65,9 @@ pub struct Metrics {
     pub connections: IntGaugeVec,
     /// Reloads (SIGHUP or control plane) by outcome.
     pub reloads: IntCounterVec,
+    /// 1 while a source side's circuit breaker is open, by source and side
+    /// (`production`, `test`).
+    pub circuit_open: IntGaugeVec,
 }
 
 impl Metrics {
@@ -111,6 +115,10 @@ impl Metrics {
         let connections =
             IntGaugeVec::new(Opts::new("connections_active", "Open client connections, by listener"), &["listener"])?;
         let reloads = IntCounterVec::new(Opts::new("reloads_total", "Reloads, by outcome"), &["outcome"])?;
+        let circuit_open = IntGaugeVec::new(
+            Opts::new("upstream_circuit_open", "1 while the circuit breaker of a source side is open"),
+            &["source", "side"],
+        )?;
         let audit_batch_size = Histogram::with_opts(
             HistogramOpts::new("audit_batch_records", "Records made durable by one group commit")
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
@@ -139,6 +147,7 @@ impl Metrics {
         registry.register(Box::new(tls_failures.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(circuit_open.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -156,6 +165,7 @@ impl Metrics {
             tls_failures,
             connections,
             reloads,
+            circuit_open,
         })
     }
 

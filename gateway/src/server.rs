@@ -68,6 +68,10 @@ pub fn build_pipeline(
                     name: service.source.to_owned(),
                     timeout: Duration::from_millis(sc.timeout_ms),
                     max_response_bytes: sc.max_response_bytes,
+                    breaker: crate::pipeline::breaker::Settings {
+                        failures: sc.breaker_failures,
+                        open_for: Duration::from_millis(sc.breaker_open_ms),
+                    },
                     tls,
                 });
                 sources.len() - 1
@@ -93,6 +97,7 @@ pub fn build_pipeline(
             tracing::warn!(service = r.service.id, "no bundle declares this service: every call to it is refused");
         }
     }
+    let upstreams = Upstreams::new(sources, metrics.circuit_open.clone());
     Ok(Pipeline {
         audit,
         consent,
@@ -101,7 +106,7 @@ pub fn build_pipeline(
         policy,
         limits: Limits::new(&cfg.limits),
         routes: Table::new(routes),
-        upstreams: Upstreams::new(sources),
+        upstreams,
         ids: RequestIds::new(),
     })
 }

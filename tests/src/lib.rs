@@ -210,6 +210,40 @@ pub async fn counting_upstream(
     Ok((server, hits))
 }
 
+/// The citizen `subject` consents, through the citizen portal, to bank A reading their
+/// supplementary pensions (the demo's Sigedis flow) until the end of 2030.
+pub async fn sigedis_consent(h: &Harness, subject: &str) -> anyhow::Result<()> {
+    let bank = demo::org_kbo(SIGEDIS_CALLER).ok_or_else(|| anyhow::anyhow!("no {SIGEDIS_CALLER} in the seeds"))?;
+    let mut digits = [0u8; 10];
+    let body = serde_json::json!({
+        "subject": subject,
+        "recipient": { "org": bank.digits(&mut digits) },
+        "service": "sigedis.pensions",
+        "purpose": SIGEDIS_PURPOSE,
+        "valid_until": "2030-12-31",
+        "evidence": "portal-session-4711",
+    });
+    let a = send(&h.control_client("citizen-portal"), Method::POST, "/consents", &[], Bytes::from(body.to_string()))
+        .await?;
+    anyhow::ensure!(a.status == http::StatusCode::CREATED, "consent refused: {}", a.text());
+    Ok(())
+}
+
+/// `GET path` on the operations listener (plain HTTP): status and body.
+pub async fn ops_get(h: &Harness, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = h.demo.gateway.ops_addr.unwrap_or_else(|| panic!("the operations listener is off"));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("ops listener: {e}"));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("ops listener: {e}"));
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap_or_else(|e| panic!("ops listener: {e}"));
+    let text = String::from_utf8(buf).unwrap_or_else(|e| panic!("ops listener: {e}"));
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
 /// Sends one request on a fresh connection, failing the test after 15 s instead of hanging.
 pub async fn send(
     client: &MtlsClient,

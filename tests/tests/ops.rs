@@ -8,16 +8,7 @@ use std::process::Command;
 use tests::{ASSOC_CALLER, Harness, association, person, sigedis, vcode};
 
 async fn get(h: &Harness, path: &str) -> (u16, String) {
-    let addr = h.demo.gateway.ops_addr.unwrap();
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
+    tests::ops_get(h, path).await
 }
 
 const PARSE: &str = r#"

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 
 use policies::model::Env;
 
+use super::breaker::{self, Breaker, Transition};
 use super::envelope::{self, Envelope, Subject};
 use super::route::Route;
 use crate::error::{Code, Refusal};
@@ -27,6 +28,7 @@ pub struct Source {
     pub name: String,
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    pub breaker: breaker::Settings,
     /// TLS towards the source (its CA, the gateway's client certificate); `None`: plain HTTP
     /// only, an `https://` URL fails rather than trusting any certificate.
     pub tls: Option<rustls::ClientConfig>,
@@ -39,6 +41,9 @@ type SourceClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 #[derive(Debug)]
 pub struct Upstreams {
     clients: Vec<SourceClient>,
+    /// Per source: the production side's breaker, then the test side's.
+    breakers: Vec<[Breaker; 2]>,
+    circuit_open: prometheus::IntGaugeVec,
     pub sources: Vec<Source>,
 }
 
@@ -71,8 +76,23 @@ pub struct UpstreamAnswer {
 }
 
 impl Upstreams {
-    pub fn new(sources: Vec<Source>) -> Self {
-        Upstreams { clients: sources.iter().map(client_for).collect(), sources }
+    pub fn new(sources: Vec<Source>, circuit_open: prometheus::IntGaugeVec) -> Self {
+        for s in &sources {
+            for side in SIDES {
+                circuit_open.with_label_values(&[s.name.as_str(), side]).set(0);
+            }
+        }
+        Upstreams {
+            clients: sources.iter().map(client_for).collect(),
+            breakers: sources.iter().map(|s| [Breaker::new(s.breaker), Breaker::new(s.breaker)]).collect(),
+            circuit_open,
+            sources,
+        }
+    }
+
+    /// Whether the circuit of this source side is open (for tests and readiness).
+    pub fn circuit_open(&self, source: usize, environment: Env) -> bool {
+        self.breakers[source][side(environment)].is_open()
     }
 
     /// Calls the route's source — its test side for a test-environment call, its production
@@ -90,6 +110,7 @@ impl Upstreams {
         body: Bytes,
     ) -> Result<UpstreamAnswer, Refusal> {
         let source = &self.sources[route.source];
+        let side = side(environment);
         let uri = match environment {
             Env::Production => &route.upstream_uri,
             Env::Test => route.test_upstream_uri.as_ref().ok_or_else(|| {
@@ -120,6 +141,17 @@ impl Upstreams {
         if let Some(tp) = traceparent {
             h.insert(envelope::TRACEPARENT, hv(&tp));
         }
+        let pass = self.breakers[route.source][side].admit().map_err(|wait| {
+            Refusal::new(
+                Code::UpstreamCircuitOpen,
+                format!(
+                    "source {} failed {} calls in a row; calls are paused, next try in {} ms",
+                    source.name,
+                    source.breaker.failures,
+                    wait.as_millis()
+                ),
+            )
+        })?;
         let fut = async {
             let resp = self.clients[route.source].request(req).await.map_err(|e| {
                 tracing::warn!(source = %source.name, error = %e, "upstream request failed");
@@ -129,7 +161,7 @@ impl Upstreams {
             let body = Limited::new(body, source.max_response_bytes).collect().await.map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
                     Refusal::new(
-                        Code::UpstreamUnavailable,
+                        Code::UpstreamAnswerTooLarge,
                         format!("source {} answered more than {} bytes", source.name, source.max_response_bytes),
                     )
                 } else {
@@ -142,19 +174,49 @@ impl Upstreams {
                 body: body.to_bytes(),
             })
         };
-        let answer = tokio::time::timeout(source.timeout, fut).await.map_err(|_| {
-            Refusal::new(
-                Code::UpstreamTimeout,
-                format!("source {} did not answer within {} ms", source.name, source.timeout.as_millis()),
-            )
-        })??;
-        if answer.status.is_server_error() || answer.status.is_informational() || answer.status.is_redirection() {
-            return Err(Refusal::new(
-                Code::UpstreamUnavailable,
-                format!("source {} answered HTTP {}", source.name, answer.status.as_u16()),
-            ));
+        let answer = tokio::time::timeout(source.timeout, fut)
+            .await
+            .map_err(|_| {
+                Refusal::new(
+                    Code::UpstreamTimeout,
+                    format!("source {} did not answer within {} ms", source.name, source.timeout.as_millis()),
+                )
+            })
+            .and_then(|r| r)
+            .and_then(|answer| {
+                let s = answer.status;
+                if s.is_server_error() || s.is_informational() || s.is_redirection() {
+                    return Err(Refusal::new(
+                        Code::UpstreamUnavailable,
+                        format!("source {} answered HTTP {}", source.name, s.as_u16()),
+                    ));
+                }
+                Ok(answer)
+            });
+        // Only a source that did not answer counts against it; an answer that is too large,
+        // or outside the layout (checked after this), shows the source is up.
+        let down = matches!(&answer, Err(r) if matches!(r.code, Code::UpstreamUnavailable | Code::UpstreamTimeout));
+        let transition = if down { pass.failed() } else { pass.succeeded() };
+        if let Some(t) = transition {
+            let open = t == Transition::Opened;
+            self.circuit_open.with_label_values(&[source.name.as_str(), SIDES[side]]).set(i64::from(open));
+            if open {
+                tracing::warn!(source = %source.name, side = SIDES[side], "circuit opened: calls to the source are paused");
+            } else {
+                tracing::info!(source = %source.name, side = SIDES[side], "circuit closed: the source answers again");
+            }
         }
-        Ok(answer)
+        answer
+    }
+}
+
+/// Breaker sides, as metric labels, indexed by [`side`].
+const SIDES: [&str; 2] = ["production", "test"];
+
+fn side(environment: Env) -> usize {
+    match environment {
+        Env::Production => 0,
+        Env::Test => 1,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod authorize;
+pub mod breaker;
 pub mod consent;
 pub mod envelope;
 pub mod forward;
@@ -181,7 +182,12 @@ impl Pipeline {
             .call(route, environment, &env, org.kbo.digits(&mut kbo), request_id, traceparent, body)
             .await
             .inspect_err(|r| {
-                let kind = if r.code == Code::UpstreamTimeout { "timeout" } else { "unavailable" };
+                let kind = match r.code {
+                    Code::UpstreamTimeout => "timeout",
+                    Code::UpstreamCircuitOpen => "circuit_open",
+                    Code::UpstreamAnswerTooLarge => "too_large",
+                    _ => "unavailable",
+                };
                 self.metrics.upstream_errors.with_label_values(&[route.service.source, kind]).inc();
             })?;
         stages.upstream.observe(t.elapsed().as_secs_f64());
