@@ -9,6 +9,10 @@
 //! `/plans/*/organiser`. Error messages name the path and the schema keyword that failed,
 //! never a value: values are personal data.
 
+use std::fmt;
+
+use policies::ids::{Iban, IdKind, Kbo, Niss, Plate, VCode, Vin};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// How a data subject found in an answer is identified.
@@ -49,6 +53,9 @@ pub struct LayoutDef {
     pub fields: &'static [(&'static str, &'static str)],
     /// Where data subjects appear in an answer.
     pub subjects: &'static [(&'static str, SubjectType)],
+    /// Identifiers in an answer and their kind: each must pass its check algorithm (a
+    /// schema pattern checks the shape only), else the answer is a layout violation.
+    pub identifiers: &'static [(&'static str, IdKind)],
     /// The default/per-service rule, for the sources that have one.
     pub fallback: Option<Fallback>,
 }
@@ -88,7 +95,15 @@ impl Layout {
     /// Checks an answer against the schema; the error names the first offending path and the
     /// rule it breaks.
     pub fn check(&self, answer: &Value) -> Result<(), String> {
-        first_error(&self.validator, answer, "answer")
+        first_error(&self.validator, answer, "answer")?;
+        for (path, kind) in self.def.identifiers {
+            let mut bad = false;
+            collect(answer, &segments(path), &mut |v| bad |= v.as_str().is_some_and(|s| !valid(*kind, s)));
+            if bad {
+                return Err(format!("at {path} the answer carries an invalid {}", kind.as_str()));
+            }
+        }
+        Ok(())
     }
 
     /// Checks a request body against the request layout: none at all where the layout takes
@@ -107,8 +122,10 @@ impl Layout {
         if body.len() > MAX_REQUEST_BYTES {
             return Err(format!("the request body is larger than this layout allows ({MAX_REQUEST_BYTES} bytes)"));
         }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| format!("the request body is not JSON (line {}, column {})", e.line(), e.column()))?;
+        let value = parse_strict(body).map_err(|e| {
+            let why = if e.is_data() { "repeats a key" } else { "is not JSON" };
+            format!("the request body {why} (line {}, column {})", e.line(), e.column())
+        })?;
         first_error(validator, &value, "request")?;
         Ok(Some(value))
     }
@@ -132,6 +149,89 @@ impl Layout {
             });
         }
         out
+    }
+}
+
+/// Parses JSON like `serde_json::from_slice::<Value>`, but refuses an object that repeats a
+/// key. The body is forwarded to the source as received, so a key given twice would be checked
+/// here in one reading (the last value wins in `Value`) and possibly used by the source in
+/// another (the first): no such ambiguity passes the gateway. serde_json's nesting limit (128)
+/// still applies.
+pub fn parse_strict(body: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v = de.deserialize_any(Strict)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Builds a [`Value`], refusing repeated keys.
+struct Strict;
+
+impl<'de> de::DeserializeSeed<'de> for Strict {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(Strict)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = seq.next_element_seed(Strict)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                // The key is the caller's own property name, but it is not repeated: it may
+                // carry anything.
+                return Err(de::Error::custom("an object repeats a key"));
+            }
+            let v = map.next_value_seed(Strict)?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Whether `s` is a valid identifier of `kind` (check digits included).
+pub fn valid(kind: IdKind, s: &str) -> bool {
+    match kind {
+        IdKind::Niss => Niss::parse(s).is_ok(),
+        IdKind::Kbo => Kbo::parse(s).is_ok(),
+        IdKind::Iban => Iban::parse(s).is_ok(),
+        IdKind::Plate => Plate::parse(s).is_ok(),
+        IdKind::Vin => Vin::parse(s).is_ok(),
+        IdKind::VCode => VCode::parse(s).is_ok(),
     }
 }
 
@@ -218,6 +318,7 @@ mod tests {
             always: &["/id"],
             fields: &[("a", "/items/*/a"), ("b", "/items/*/b"), ("who", "/items/*/who"), ("secret", "/secret")],
             subjects: &[("/items/*/who", SubjectType::Person)],
+            identifiers: &[("/items/*/who", IdKind::Niss)],
             fallback: None,
         })
         .unwrap()
@@ -246,5 +347,24 @@ mod tests {
         assert!(e.contains("additionalProperties"), "{e}");
         let e = l.check(&json!({"items": []})).unwrap_err();
         assert!(e.contains("the top") && e.contains("required"), "{e}");
+        // The shape is right, the check digits are not.
+        let e = l.check(&json!({"id": "x", "items": [{"who": "85073003328"}, {"who": "85073003329"}]})).unwrap_err();
+        assert_eq!(e, "at /items/*/who the answer carries an invalid national number (NISS/BIS)");
+    }
+    #[test]
+    fn strict_parsing_is_serde_json_without_repeated_keys() {
+        for text in
+            [r#"{"a":1,"b":[true,null,-2,3.5,"x\u00e9"],"c":{"d":{}},"e":18446744073709551615}"#, "[]", "\"s\"", " 12 "]
+        {
+            let strict = parse_strict(text.as_bytes()).unwrap();
+            assert_eq!(strict, serde_json::from_str::<Value>(text).unwrap(), "{text}");
+        }
+        for text in [r#"{"a":1,"a":2}"#, r#"{"x":[{"k":"1","k":"1"}]}"#] {
+            let e = parse_strict(text.as_bytes()).unwrap_err();
+            assert!(e.is_data() && e.to_string().contains("repeats a key"), "{text}: {e}");
+        }
+        for text in ["{\"a\":1} x", "1e999", "{", &"[".repeat(200)] {
+            assert!(!parse_strict(text.as_bytes()).unwrap_err().is_data(), "{text}");
+        }
     }
 }

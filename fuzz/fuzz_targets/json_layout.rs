@@ -1,6 +1,7 @@
 //! JSON services' layout check on arbitrary bodies, as request and as answer, for every JSON
 //! service of the catalogue; what passes is minimised, and the minimised answer holds no
-//! field the grant lacks (it is checked again with nothing granted).
+//! field the grant lacks (it is checked again with nothing granted). The strict parser of
+//! request bodies agrees with serde_json on everything but repeated keys.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +16,13 @@ static LAYOUTS: std::sync::LazyLock<Vec<adapters::layout::Layout>> = std::sync::
 });
 
 fuzz_target!(|data: &[u8]| {
+    let plain = serde_json::from_slice::<serde_json::Value>(data);
+    match adapters::layout::parse_strict(data) {
+        Ok(strict) => assert_eq!(plain.as_ref().ok(), Some(&strict), "strict and plain parsing disagree"),
+        Err(e) => {
+            assert!(plain.is_err() || e.is_data(), "strict refused what serde_json took, not for a repeated key: {e}")
+        }
+    }
     for layout in LAYOUTS.iter() {
         let _ = layout.check_request(data);
         let Ok(answer) = serde_json::from_slice::<serde_json::Value>(data) else { continue };

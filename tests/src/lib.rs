@@ -229,6 +229,23 @@ pub async fn sigedis_consent(h: &Harness, subject: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TLS connection to the data plane as the client certificate `name`, for writing raw
+/// bytes (malformed HTTP, trickled headers) that no HTTP client would send.
+pub async fn raw_tls(
+    h: &Harness,
+    name: &str,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let issued = h.demo.pki.client(name).ok_or_else(|| anyhow::anyhow!("no client certificate {name}"))?;
+    let config = gateway::tls::client_config(
+        h.demo.pki.ca.cert_pem().as_bytes(),
+        Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
+        &[b"http/1.1"],
+    )?;
+    let tcp = tokio::net::TcpStream::connect(h.demo.gateway.data_addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await?)
+}
+
 /// `GET path` on the operations listener (plain HTTP): status and body.
 pub async fn ops_get(h: &Harness, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

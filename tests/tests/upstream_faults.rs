@@ -253,3 +253,31 @@ async fn the_circuit_breaker_opens_spares_the_source_and_closes_when_it_answers(
     assert_eq!(circuit_gauge(&h).await, Some(0), "the gauge shows the closed circuit");
     server.abort();
 }
+
+#[tokio::test]
+async fn identifiers_failing_their_check_digits_in_an_answer_never_leave() {
+    // The right shape (the schema's patterns hold) with wrong check digits.
+    let mut bad_iban = tests::association_doc("iban");
+    bad_iban["bankAccount"] = "BE68539007547035".into();
+    let mut bad_vcode = tests::association_doc("vcode");
+    bad_vcode["vCode"] = "V0000000".into();
+    for (name, doc) in [("bad-iban", bad_iban), ("bad-vcode", bad_vcode)] {
+        let (server, hits) = tests::counting_upstream(doc).await.unwrap();
+        let h = harness_on(&server.url(), &[]).await;
+        let (a, _) = call(&h, name).await;
+        assert_refused(&h, &a, name, StatusCode::BAD_GATEWAY, "UPSTREAM_LAYOUT_VIOLATION");
+        let detail = a.json().unwrap()["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains("invalid"), "{name}: {detail}");
+        assert!(!detail.contains("BE68") && !detail.contains("V0000000"), "{name}: the value is not quoted: {detail}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        server.abort();
+    }
+    // The same document with a valid IBAN leaves.
+    let mut good = tests::association_doc("iban");
+    good["bankAccount"] = "BE68539007547034".into();
+    let (server, _) = tests::counting_upstream(good).await.unwrap();
+    let h = harness_on(&server.url(), &[]).await;
+    let (a, _) = call(&h, "good-iban").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    server.abort();
+}

@@ -6,6 +6,7 @@
 pub mod sandbox;
 
 use http::Method;
+use policies::ids::IdKind;
 
 use crate::layout::{Fallback, LayoutDef};
 use crate::{Protocol, ServiceDef, SubjectKind};
@@ -34,6 +35,7 @@ pub fn iban_service() -> ServiceDef {
                 ("lastValidation", "/lastValidation"),
             ],
             subjects: &[],
+            identifiers: &[("/niss", IdKind::Niss), ("/serviceIban", IdKind::Iban), ("/defaultIban", IdKind::Iban)],
             fallback: Some(Fallback { service: "/publicService", linked: "/serviceIban", default: "/defaultIban" }),
         }),
         soap: None,

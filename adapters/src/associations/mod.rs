@@ -7,6 +7,7 @@
 pub mod sandbox;
 
 use http::Method;
+use policies::ids::IdKind;
 
 use crate::layout::{LayoutDef, SubjectType};
 use crate::{Protocol, ServiceDef, SubjectKind};
@@ -41,6 +42,13 @@ pub fn association_service() -> ServiceDef {
             subjects: &[
                 ("/representatives/*/niss", SubjectType::Person),
                 ("/enterpriseNumber", SubjectType::Organisation),
+            ],
+            identifiers: &[
+                ("/vCode", IdKind::VCode),
+                ("/structure/sections/*", IdKind::VCode),
+                ("/representatives/*/niss", IdKind::Niss),
+                ("/enterpriseNumber", IdKind::Kbo),
+                ("/bankAccount", IdKind::Iban),
             ],
             fallback: None,
         }),

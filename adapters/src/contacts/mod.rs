@@ -4,6 +4,7 @@
 //! consulted only by Flemish instances, to interact with the citizen (art. 7/4).
 
 use http::Method;
+use policies::ids::IdKind;
 
 use crate::layout::{Fallback, LayoutDef};
 use crate::{Protocol, ServiceDef, SubjectKind};
@@ -34,6 +35,7 @@ pub fn contact_service() -> ServiceDef {
                 ("lastValidation", "/lastValidation"),
             ],
             subjects: &[],
+            identifiers: &[("/niss", IdKind::Niss)],
             fallback: Some(Fallback { service: "/publicService", linked: "/service", default: "/default" }),
         }),
         soap: None,

@@ -5,6 +5,7 @@
 pub mod sandbox;
 
 use http::Method;
+use policies::ids::IdKind;
 
 use crate::layout::{LayoutDef, SubjectType};
 use crate::{Protocol, ServiceDef, SubjectKind};
@@ -31,6 +32,7 @@ pub fn person_service() -> ServiceDef {
                 ("sex", "/sex"),
             ],
             subjects: &[],
+            identifiers: &[("/niss", IdKind::Niss)],
             fallback: None,
         }),
         soap: None,
@@ -63,6 +65,7 @@ pub fn search_service() -> ServiceDef {
             always: &["/persons/*/niss"],
             fields: SEARCH_FIELDS,
             subjects: &[("/persons/*/niss", SubjectType::Person)],
+            identifiers: &[("/persons/*/niss", IdKind::Niss)],
             fallback: None,
         }),
         soap: None,

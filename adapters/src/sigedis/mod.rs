@@ -6,6 +6,7 @@
 pub mod sandbox;
 
 use http::Method;
+use policies::ids::IdKind;
 
 use crate::layout::LayoutDef;
 use crate::{Protocol, ServiceDef, SubjectKind};
@@ -33,6 +34,11 @@ pub fn pensions_service() -> ServiceDef {
                 ("situationDate", "/plans/*/situationDate"),
             ],
             subjects: &[],
+            identifiers: &[
+                ("/niss", IdKind::Niss),
+                ("/plans/*/organiser", IdKind::Kbo),
+                ("/plans/*/institution", IdKind::Kbo),
+            ],
             fallback: None,
         }),
         soap: None,
