@@ -132,6 +132,19 @@ headers = {{ x-legal-basis = "VL/PROT/2022/017", x-purpose = "SUBSIDY_HANDLING",
 """
 
 
+def prepare_bundles(work):
+    """The seed bundles in `work/bundles`, with the association protocol's periodicity (2,000
+    calls a day) raised so that the rate check runs on every call but never refuses one."""
+    bundles = os.path.join(work, "bundles")
+    shutil.copytree(os.path.join(ROOT, "policies", "bundles"), bundles)
+    path = os.path.join(bundles, "associations.toml")
+    with open(path) as f:
+        text = f.read()
+    assert 'rate = { max = 2000, per = "day" }' in text
+    with open(path, "w") as f:
+        f.write(text.replace('rate = { max = 2000, per = "day" }', 'rate = { max = 1000000000, per = "day" }'))
+
+
 def worker_pid(master_pid):
     """nginx's worker (the process that does the work) under its master."""
     out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
@@ -208,16 +221,7 @@ def main():
         ng_port, pa_port = free_port(), free_port()
         with open(os.path.join(args.work, "nginx.conf"), "w") as f:
             f.write(NGINX_CONF.format(work=args.work, upstream=upstream, port=ng_port, pki=args.pki))
-        # The seed bundles, with the association protocol's periodicity (2,000 calls a day) raised
-        # so that the rate check runs on every call but never refuses one.
-        bundles = os.path.join(args.work, "bundles")
-        shutil.copytree(os.path.join(ROOT, "policies", "bundles"), bundles)
-        path = os.path.join(bundles, "associations.toml")
-        with open(path) as f:
-            text = f.read()
-        assert 'rate = { max = 2000, per = "day" }' in text
-        with open(path, "w") as f:
-            f.write(text.replace('rate = { max = 2000, per = "day" }', 'rate = { max = 1000000000, per = "day" }'))
+        prepare_bundles(args.work)
         with open(os.path.join(args.work, "passerelle.toml"), "w") as f:
             f.write(PASSERELLE_CONF.format(work=args.work, upstream=upstream, port=pa_port, pki=args.pki))
         ng = start([nginx, "-c", os.path.join(args.work, "nginx.conf"), "-p", args.work], ng_port, 0,

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Held load: Passerelle at 70 % of its saturation rate for 10 minutes, 5 % hostile requests.
+
+Same setup as compare.py (release build, dev PKI, the association register sandbox and the
+load generator on CPU 1, Passerelle alone on CPU 0 with its full pipeline and durable audit).
+The load is open-loop at a fixed rate (latency measured from each request's schedule, so a
+stall shows in the tail) and is measured in one-minute windows. The mix is 95 % permitted
+calls and 5 % hostile ones, each of which must get its precise refusal: an unknown route, a
+path-traversal route, an invalid vCode, a missing purpose, a purpose the protocol does not
+allow, another flow's legal instrument, a body on a service that takes none, and a JSON body
+where a SOAP one is expected.
+
+It prints, per minute: requests, answers by status, p50/p99/p99.9 and Passerelle's RSS; then
+RSS at start and end, the spread of the per-minute p99, and the audit records written. It
+exits non-zero if any answer differs from what the mix expects or any request gets no answer.
+
+    python3 load-tests/soak.py [--rate 5250] [--minutes 10]
+
+The default rate is 70 % of the 7,500 calls/s saturation compare.py measured on this machine.
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare  # noqa: E402
+
+MIX = """
+[[request]]
+name = "association"
+weight = 760
+path = "/associations/association"
+headers = {{ x-legal-basis = "VL/PROT/2022/017", x-purpose = "SUBSIDY_HANDLING", x-subject = "{vcode}" }}
+
+[[request]]
+name = "unknown-route"
+weight = 5
+path = "/associations/secret"
+headers = {{ x-legal-basis = "VL/PROT/2022/017", x-purpose = "SUBSIDY_HANDLING", x-subject = "{vcode}" }}
+expect_status = 404
+expect_code = "SERVICE_UNKNOWN"
+
+[[request]]
+name = "traversal"
+weight = 5
+path = "/associations/../div/vehicle"
+headers = {{ x-legal-basis = "VL/PROT/2022/017", x-purpose = "SUBSIDY_HANDLING", x-subject = "{vcode}" }}
+expect_status = 404
+expect_code = "SERVICE_UNKNOWN"
+
+[[request]]
+name = "invalid-vcode"
+weight = 5
+path = "/associations/association"
+headers = {{ x-legal-basis = "VL/PROT/2022/017", x-purpose = "SUBSIDY_HANDLING", x-subject = "V12X" }}
+expect_status = 400
+expect_code = "SUBJECT_INVALID"
+
+[[request]]
+name = "missing-purpose"
+weight = 5
+path = "/associations/association"
+headers = {{ x-legal-basis = "VL/PROT/2022/017", x-subject = "{vcode}" }}
+expect_status = 400
+expect_code = "ENVELOPE_INVALID"
+
+[[request]]
+name = "other-purpose"
+weight = 5
+path = "/associations/association"
+headers = {{ x-legal-basis = "VL/PROT/2022/017", x-purpose = "DIRECT_MARKETING", x-subject = "{vcode}" }}
+expect_status = 403
+expect_code = "PURPOSE_NOT_ALLOWED"
+
+[[request]]
+name = "foreign-instrument"
+weight = 5
+path = "/associations/association"
+headers = {{ x-legal-basis = "CSI/SSH/19/004/FI", x-purpose = "SUBSIDY_HANDLING", x-subject = "{vcode}" }}
+expect_status = 403
+expect_code = "LEGAL_BASIS_NOT_APPLICABLE"
+
+[[request]]
+name = "body-where-none"
+weight = 5
+path = "/associations/association"
+headers = {{ x-legal-basis = "VL/PROT/2022/017", x-purpose = "SUBSIDY_HANDLING", x-subject = "{vcode}" }}
+body = '{{"vCode":"V0001001","__proto__":{{"admin":true}}}}'
+expect_status = 422
+expect_code = "LAYOUT_VIOLATION"
+
+[[request]]
+name = "json-to-soap"
+weight = 5
+method = "POST"
+path = "/div/vehicle"
+headers = {{ x-legal-basis = "VL/PROT/2022/017", x-purpose = "SUBSIDY_HANDLING" }}
+body = '{{"plate":"1-ABC-123"}}'
+expect_status = 500
+expect_code = "LEGAL_BASIS_NOT_APPLICABLE"
+"""
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def audit_bytes(work):
+    """Size of the audit trail's directory."""
+    total = 0
+    for name in os.listdir(os.path.join(work, "audit")):
+        total += os.path.getsize(os.path.join(work, "audit", name))
+    return total
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rate", type=int, default=5250)
+    p.add_argument("--minutes", type=int, default=10)
+    p.add_argument("--window", type=float, default=60, help="seconds per measured window")
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--skip-build", action="store_true")
+    args = p.parse_args()
+
+    if not args.skip_build:
+        compare.run(["cargo", "build", "--release", "-j2", "-p", "gateway", "-p", "load-tests"], cwd=compare.ROOT)
+    passerelle = os.path.join(compare.RELEASE, "passerelle")
+    work = tempfile.mkdtemp(prefix="passerelle-soak-")
+    pki = os.path.join(work, "pki")
+    compare.run([passerelle, "certs", "init", "--dir", pki], stdout=subprocess.DEVNULL)
+    procs = []
+
+    def start(cmd, port, cpu, **kw):
+        proc = subprocess.Popen(["taskset", "-c", str(cpu)] + cmd, **kw)
+        procs.append(proc)
+        compare.wait_port(port, proc)
+        return proc
+
+    failed = 0
+    try:
+        upstream = compare.free_port()
+        sandbox = start([passerelle, "sandbox", "associations", "--listen", f"127.0.0.1:{upstream}"], upstream, 1,
+                        stdout=subprocess.PIPE, text=True)
+        vcode = next(line.split(":", 1)[1].strip() for line in sandbox.stdout if line.startswith("example vCode:"))
+        mix = os.path.join(work, "mix.toml")
+        with open(mix, "w") as f:
+            f.write(MIX.format(vcode=vcode))
+        compare.prepare_bundles(work)
+        port = compare.free_port()
+        conf = compare.PASSERELLE_CONF.format(work=work, upstream=upstream, port=port, pki=pki)
+        conf += f'\n[sources.div]\nupstream = "http://127.0.0.1:{upstream}"\n'
+        with open(os.path.join(work, "passerelle.toml"), "w") as f:
+            f.write(conf)
+        pa = start([passerelle, "serve", "--config", os.path.join(work, "passerelle.toml")], port, 0,
+                   stderr=open(os.path.join(work, "passerelle.log"), "w"))
+        time.sleep(0.5)
+        print(f"work dir {work}; {args.rate} calls/s for {args.minutes} min, 5 % hostile", flush=True)
+
+        def load(seconds, warmup, name):
+            out = os.path.join(work, f"{name}.json")
+            cmd = ["taskset", "-c", "1", os.path.join(compare.RELEASE, "passerelle-load"),
+                   "--target", f"127.0.0.1:{port}", "--ca", f"{pki}/ca.pem",
+                   "--cert", f"{pki}/clients/agency-a.pem", "--key", f"{pki}/clients/agency-a.key",
+                   "--mix", mix, "--mode", "open", "--rate", str(args.rate),
+                   "--connections", str(args.connections), "--duration", str(seconds), "--warmup", str(warmup),
+                   "--pid", str(pa.pid), "--json", out]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            with open(out) as f:
+                return json.load(f)
+
+        load(10, 0, "warmup")
+        rss_start = rss_kib(pa.pid)
+        print(f"RSS after a 10 s warm-up: {rss_start / 1024:.1f} MiB", flush=True)
+        p99s, total, refused = [], 0, 0
+        windows = int(args.minutes * 60 / args.window)
+        for w in range(windows):
+            r = load(args.window, 0, f"window-{w}")
+            rss = rss_kib(pa.pid)
+            lat = r["latency_us"]
+            bad = r["unexpected"] + r["transport_errors"]
+            failed += bad
+            total += r["requests"]
+            refused += sum(n for code, n in r["by_code"].items() if code)
+            p99s.append(lat["p99"])
+            print(f"{(w + 1) * args.window / 60:5.1f} min: {r['requests']:7} requests ({r['requests_per_second']:.0f}/s), "
+                  f"by status {r['by_status']}, p50 {lat['p50']} µs, p99 {lat['p99']} µs, "
+                  f"p99.9 {lat['p99_9']} µs, CPU {r['cpu_us_per_request']:.1f} µs/call, RSS {rss / 1024:.1f} MiB"
+                  + (f", {bad} UNEXPECTED e.g. {(r['unexpected_examples'] + r['transport_examples'])[:3]}" if bad else ""),
+                  flush=True)
+        rss_end = rss_kib(pa.pid)
+        print()
+        print(f"requests {total}, intended refusals {refused} ({100 * refused / max(total, 1):.2f} %), "
+              f"unexpected answers or transport errors {failed}")
+        print(f"RSS start {rss_start / 1024:.1f} MiB, end {rss_end / 1024:.1f} MiB "
+              f"({100 * (rss_end - rss_start) / rss_start:+.1f} %)")
+        print(f"p99 per {args.window:.0f} s window: median {statistics.median(p99s):.0f} µs, min {min(p99s)} µs, max {max(p99s)} µs")
+        print(f"audit trail on disk: {audit_bytes(work) / 2**20:.0f} MiB")
+        # Stopped (final checkpoint written), then verified.
+        pa.send_signal(signal.SIGTERM)
+        pa.wait(timeout=30)
+        verify = subprocess.run([passerelle, "audit", "verify", os.path.join(work, "audit")],
+                                capture_output=True, text=True)
+        print(f"audit verify: exit {verify.returncode}: {' '.join(verify.stdout.split())[:300]}")
+        if verify.returncode != 0:
+            failed += 1
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
