@@ -101,21 +101,46 @@ impl std::fmt::Debug for Ca {
 }
 
 impl Ca {
-    /// Generates a new self-signed CA (ECDSA P-256) named `common_name`.
+    /// Generates a new self-signed CA (ECDSA P-256) named `common_name` that issues end-entity
+    /// certificates only (path length 0).
     pub fn generate(common_name: &str) -> Result<Self, CertError> {
+        Self::generate_with(common_name, BasicConstraints::Constrained(0))
+    }
+
+    /// A self-signed CA that may have intermediate CAs under it (no path-length limit).
+    pub fn generate_root(common_name: &str) -> Result<Self, CertError> {
+        Self::generate_with(common_name, BasicConstraints::Unconstrained)
+    }
+
+    /// An intermediate CA issued by this one, itself without a path-length limit. Its
+    /// [`cert_pem`](Self::cert_pem) is what a client appends to its chain.
+    pub fn issue_intermediate(&mut self, common_name: &str) -> Result<Ca, CertError> {
+        let mut params = Self::ca_params(common_name, BasicConstraints::Unconstrained);
+        params.serial_number = Some(self.serial());
+        let key = KeyPair::generate()?;
+        let issuer = CertifiedIssuer::signed_by(params, key, &self.issuer)?;
+        Ok(Ca { issuer, next_serial: 2 })
+    }
+
+    fn ca_params(common_name: &str, constraints: BasicConstraints) -> CertificateParams {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CountryName, "BE");
         dn.push(DnType::OrganizationName, "Passerelle development PKI");
         dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.is_ca = IsCa::Ca(constraints);
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.key_identifier_method = KeyIdMethod::Sha256;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::days(1);
         params.not_after = now + Duration::days(3650);
+        params
+    }
+
+    fn generate_with(common_name: &str, constraints: BasicConstraints) -> Result<Self, CertError> {
+        let mut params = Self::ca_params(common_name, constraints);
         params.serial_number = Some(SerialNumber::from(1u64));
         let key = KeyPair::generate()?;
         let issuer = CertifiedIssuer::self_signed(params, key)?;

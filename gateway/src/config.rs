@@ -111,6 +111,15 @@ pub struct TlsConfig {
     /// Time allowed for a TLS handshake, in milliseconds.
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
+    /// Most intermediate CA certificates a client may present between its certificate and a
+    /// CA of `client_ca`; a longer chain is refused at the handshake, whatever the CAs' own
+    /// path-length constraints allow. Organisation certificates in use have one.
+    #[serde(default = "default_max_intermediates")]
+    pub max_intermediates: usize,
+}
+
+fn default_max_intermediates() -> usize {
+    2
 }
 
 fn default_handshake_timeout_ms() -> u64 {

@@ -190,6 +190,8 @@ pub fn tls_reason(e: &std::io::Error) -> &'static str {
             CertificateError::Revoked => "revoked",
             CertificateError::UnknownIssuer => "unknown-issuer",
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => "wrong-key-usage",
+            // Only the gateway's chain-length limit raises it.
+            CertificateError::ApplicationVerificationFailure => "chain-too-long",
             _ => "bad-certificate",
         },
         Some(Error::InvalidCertRevocationList(_)) => "crl",

@@ -153,6 +153,11 @@ impl Harness {
     }
 
     pub fn agency_kbo(&self) -> Kbo {
+        Self::agency_kbo_static()
+    }
+
+    /// Agency A's enterprise number, before any gateway is started.
+    pub fn agency_kbo_static() -> Kbo {
         demo::org_kbo(ASSOC_CALLER).unwrap_or_else(|| unreachable!())
     }
 }

@@ -195,3 +195,56 @@ async fn over_the_in_flight_limit_the_gateway_sheds_load() {
     assert_eq!(association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap().status, StatusCode::OK);
     slow.abort();
 }
+
+#[tokio::test]
+async fn a_chain_longer_than_allowed_is_refused_at_the_handshake() {
+    // A root that allows intermediates, two intermediates under it, and agency A's enterprise
+    // number on a leaf under each.
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = certs::Ca::generate_root("Organisation root").unwrap();
+    let mut first = root.issue_intermediate("Issuing CA 1").unwrap();
+    let mut second = first.issue_intermediate("Issuing CA 2").unwrap();
+    let kbo = tests::Harness::agency_kbo_static();
+    let one = first.issue_client(&certs::ClientSpec::org("One intermediate", kbo)).unwrap();
+    let two = second.issue_client(&certs::ClientSpec::org("Two intermediates", kbo)).unwrap();
+    let roots = dir.path().join("roots.pem");
+    std::fs::write(&roots, root.cert_pem()).unwrap();
+    let roots = roots.to_str().unwrap().to_owned();
+    // Every CA of the chains publishes its (empty) CRL: revocation is checked along the
+    // whole chain, and a certificate of unknown status is refused.
+    let crls = dir.path().join("crls.pem");
+    let crl_text = [&root, &first, &second].iter().map(|ca| ca.crl(&[], 1).unwrap()).collect::<Vec<_>>().join("\n");
+    std::fs::write(&crls, crl_text).unwrap();
+    let crls = format!("[{:?}]", crls.to_str().unwrap());
+    let h = Harness::with_overrides(&[
+        ("PASSERELLE__TLS__CLIENT_CA", roots.as_str()),
+        ("PASSERELLE__TLS__CRLS", crls.as_str()),
+        ("PASSERELLE__TLS__MAX_INTERMEDIATES", "1"),
+    ])
+    .await
+    .unwrap();
+    let client = |leaf: &certs::Issued, chain: &[&certs::Ca]| {
+        let pem = std::iter::once(leaf.cert_pem.clone())
+            .chain(chain.iter().map(|c| c.cert_pem()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        gateway::client::MtlsClient::new(
+            h.demo.gateway.data_addr,
+            h.demo.pki.ca.cert_pem().as_bytes(),
+            Some((pem.as_bytes(), leaf.key_pem.as_bytes())),
+            gateway::client::HttpVersion::Http1,
+        )
+        .unwrap()
+    };
+    let a = association(&client(&one, &[&first]), &vcode(), &[]).await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "one intermediate is within the limit: {}", a.text());
+    let refused = association(&client(&two, &[&second, &first]), &vcode(), &[]).await;
+    assert!(refused.is_err(), "two intermediates, one allowed: {:?}", refused.map(|a| a.status));
+    let (_, metrics) = tests::ops_get(&h, "/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("passerelle_tls_handshake_failures_total")
+            && l.contains("reason=\"chain-too-long\"")
+            && l.ends_with(" 1")),
+        "the refusal is counted with its reason"
+    );
+}
