@@ -162,8 +162,11 @@ def main():
         conf += f'\n[sources.div]\nupstream = "http://127.0.0.1:{upstream}"\n'
         with open(os.path.join(work, "passerelle.toml"), "w") as f:
             f.write(conf)
+        # Index runs, merges and segment starts are logged with their times (debug), to set
+        # beside the latency of each window.
+        env = {**os.environ, "PASSERELLE__LOG__FILTER": "warn,passerelle::audit_index=debug"}
         pa = start([passerelle, "serve", "--config", os.path.join(work, "passerelle.toml")], port, 0,
-                   stderr=open(os.path.join(work, "passerelle.log"), "w"))
+                   stderr=open(os.path.join(work, "passerelle.log"), "w"), env=env)
         time.sleep(0.5)
         print(f"work dir {work}; {args.rate} calls/s for {args.minutes} min, 5 % hostile", flush=True)
 
@@ -185,6 +188,7 @@ def main():
         p99s, total, refused = [], 0, 0
         windows = int(args.minutes * 60 / args.window)
         for w in range(windows):
+            began = time.time()
             r = load(args.window, 0, f"window-{w}")
             rss = rss_kib(pa.pid)
             lat = r["latency_us"]
@@ -193,7 +197,7 @@ def main():
             total += r["requests"]
             refused += sum(n for code, n in r["by_code"].items() if code)
             p99s.append(lat["p99"])
-            print(f"{(w + 1) * args.window / 60:5.1f} min: {r['requests']:7} requests ({r['requests_per_second']:.0f}/s), "
+            print(f"{(w + 1) * args.window / 60:5.1f} min (from {time.strftime('%H:%M:%S', time.gmtime(began))}): {r['requests']:7} requests ({r['requests_per_second']:.0f}/s), "
                   f"by status {r['by_status']}, p50 {lat['p50']} µs, p99 {lat['p99']} µs, "
                   f"p99.9 {lat['p99_9']} µs, CPU {r['cpu_us_per_request']:.1f} µs/call, RSS {rss / 1024:.1f} MiB"
                   + (f", {bad} UNEXPECTED e.g. {(r['unexpected_examples'] + r['transport_examples'])[:3]}" if bad else ""),
@@ -206,6 +210,12 @@ def main():
               f"({100 * (rss_end - rss_start) / rss_start:+.1f} %)")
         print(f"p99 per {args.window:.0f} s window: median {statistics.median(p99s):.0f} µs, min {min(p99s)} µs, max {max(p99s)} µs")
         print(f"audit trail on disk: {audit_bytes(work) / 2**20:.0f} MiB")
+        with open(os.path.join(work, "passerelle.log")) as f:
+            events = [line.strip() for line in f if "index runs merged" in line or "index run written" in line]
+        merges = [e for e in events if "merged" in e]
+        print(f"index: {len(events) - len(merges)} runs written, {len(merges)} merges:")
+        for e in merges:
+            print("  " + e)
         # Stopped (final checkpoint written), then verified.
         pa.send_signal(signal.SIGTERM)
         pa.wait(timeout=30)

@@ -612,6 +612,7 @@ impl Writer {
         });
         match r {
             Ok(f) => {
+                tracing::debug!(target: "passerelle::audit_index", first = self.next_seq, "audit segment started");
                 self.checkpoint();
                 self.file = f;
                 self.seg_path = path;

@@ -316,8 +316,17 @@ impl RunIndex {
             }
             (g.table.clone(), g.table_first, g.last_seq)
         };
+        let started = std::time::Instant::now();
         table.sort_unstable();
         let run = write_run(&self.dir, first, last, table.into_iter())?;
+        tracing::debug!(
+            target: "passerelle::audit_index",
+            first,
+            last,
+            postings = run.postings,
+            ms = started.elapsed().as_millis() as u64,
+            "index run written"
+        );
         {
             let mut g = self.lock();
             g.runs.push(Arc::new(run));
@@ -345,7 +354,18 @@ impl RunIndex {
                 g.merging = true;
                 tail
             };
+            let started = std::time::Instant::now();
             let merged = self.merge(&inputs);
+            if let Ok(run) = &merged {
+                tracing::debug!(
+                    target: "passerelle::audit_index",
+                    first = run.first_seq,
+                    last = run.last_seq,
+                    postings = run.postings,
+                    ms = started.elapsed().as_millis() as u64,
+                    "index runs merged"
+                );
+            }
             let mut g = self.lock();
             g.merging = false;
             let run = merged?;
