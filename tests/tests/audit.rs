@@ -263,3 +263,111 @@ async fn a_full_disk_fails_closed_and_recovers() {
     assert_eq!(records.len(), answered + 2);
     assert_eq!(verify_dir(&mnt, None).unwrap().problem, None);
 }
+
+/// A small ext4 file system on a loop device, mounted with `errors=remount-ro`, so that a
+/// file-system error turns it read-only under the gateway's open files, as a failing disk does.
+/// Needs root, `mkfs.ext4` and a loop device (CI runs as root).
+struct Ext4Loop {
+    image: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    device: String,
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Ext4Loop {
+    fn mount(image: &Path, dir: &Path) -> Self {
+        std::fs::File::create(image).unwrap().set_len(32 << 20).unwrap();
+        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
+        std::fs::create_dir_all(dir).unwrap();
+        let fs = Ext4Loop { image: image.to_owned(), dir: dir.to_owned(), device: String::new() };
+        fs.attach()
+    }
+
+    fn attach(mut self) -> Self {
+        self.device = run("losetup", &["--find", "--show", self.image.to_str().unwrap()]);
+        run("mount", &["-o", "errors=remount-ro", &self.device, self.dir.to_str().unwrap()]);
+        self
+    }
+
+    /// Makes the kernel record a file-system error: ext4 turns read-only at once, and every
+    /// write through an open file fails with EROFS.
+    fn fail(&self) {
+        let name = self.device.trim_start_matches("/dev/");
+        std::fs::write(format!("/sys/fs/ext4/{name}/trigger_fs_error"), "passerelle test").unwrap();
+    }
+
+    /// The operator's repair: unmount, check, mount again (an ext4 file system that turned
+    /// read-only on an error does not remount writable in place).
+    fn repair(self) -> Self {
+        run("umount", &[self.dir.to_str().unwrap()]);
+        run("losetup", &["-d", &self.device]);
+        let out = std::process::Command::new("e2fsck").args(["-fy"]).arg(&self.image).output().unwrap();
+        // 0: clean, 1: errors corrected.
+        assert!(matches!(out.status.code(), Some(0 | 1)), "e2fsck: {}", String::from_utf8_lossy(&out.stdout));
+        self.attach()
+    }
+}
+
+impl Drop for Ext4Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::process::Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+#[tokio::test]
+async fn a_disk_turned_read_only_fails_closed_and_the_gateway_comes_back_after_repair() {
+    let (upstream, _hits) = tests::counting_upstream(tests::association_doc("kept")).await.unwrap();
+    let url = upstream.url();
+    let work = tempfile::tempdir().unwrap();
+    let mnt = work.path().join("disk");
+    let fs = Ext4Loop::mount(&work.path().join("disk.img"), &mnt);
+    let dir = mnt.join("trail");
+    let dir_s = dir.to_str().unwrap().to_owned();
+    let h = Harness::with_overrides(&[
+        ("PASSERELLE__AUDIT__DIR", dir_s.as_str()),
+        ("PASSERELLE__SOURCES__ASSOCIATIONS__UPSTREAM", url.as_str()),
+    ])
+    .await
+    .unwrap();
+    let agency = h.client(ASSOC_CALLER);
+    assert_eq!(association(&agency, &vcode(), &[]).await.unwrap().status, StatusCode::OK);
+
+    fs.fail();
+    for i in 0..10 {
+        let a = association(&agency, &vcode(), &[]).await.unwrap();
+        assert_eq!((a.status, a.code()), (StatusCode::SERVICE_UNAVAILABLE, Some("AUDIT_UNAVAILABLE")), "call {i}");
+        assert!(!a.text().contains("kept"), "no data may leave without its record");
+    }
+    assert!(!h.demo.gateway.audit.status.writable.load(std::sync::atomic::Ordering::Acquire));
+
+    // Stopped (its final checkpoint cannot be written; it must not hang), repaired, started
+    // again on the same trail.
+    let ca = h.demo.pki.ca.cert_pem();
+    let issued = h.demo.pki.client(ASSOC_CALLER).unwrap().clone();
+    let (cfg, _guard) = tokio::time::timeout(std::time::Duration::from_secs(20), h.stop()).await.unwrap();
+    let _fs = fs.repair();
+    let gw = gateway::server::start(&cfg).await.unwrap();
+    let client = gateway::client::MtlsClient::new(
+        gw.data_addr,
+        ca.as_bytes(),
+        Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
+        gateway::client::HttpVersion::Http1,
+    )
+    .unwrap();
+    let a = association(&client, &vcode(), &[]).await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    gw.shutdown().await;
+    // The policy import of the first start, the call before the failure, the call after: the
+    // refused calls left nothing, and the trail verifies.
+    let records: Vec<_> =
+        read_records(&dir).unwrap().into_iter().filter(|r| r.record.kind != RecordKind::PolicyChange).collect();
+    assert_eq!(records.len(), 2, "nothing of the refused calls was written");
+    assert_eq!(verify_dir(&dir, None).unwrap().problem, None);
+    upstream.abort();
+}
