@@ -145,6 +145,26 @@ def prepare_bundles(work):
         f.write(text.replace('rate = { max = 2000, per = "day" }', 'rate = { max = 1000000000, per = "day" }'))
 
 
+def start_pinned(procs, cmd, port, cpu, **kw):
+    """Starts `cmd` pinned to `cpu`, records it in `procs`, and waits until `port` listens."""
+    proc = subprocess.Popen(["taskset", "-c", str(cpu)] + cmd, **kw)
+    procs.append(proc)
+    wait_port(port, proc)
+    return proc
+
+
+def stop_all(procs):
+    """SIGTERM to every process still running, then up to 15 s each before SIGKILL."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def worker_pid(master_pid):
     """nginx's worker (the process that does the work) under its master."""
     out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
@@ -200,10 +220,7 @@ def main():
     procs = []
 
     def start(cmd, port, cpu, **kw):
-        proc = subprocess.Popen(["taskset", "-c", str(cpu)] + cmd, **kw)
-        procs.append(proc)
-        wait_port(port, proc)
-        return proc
+        return start_pinned(procs, cmd, port, cpu, **kw)
 
     try:
         upstream = free_port()
@@ -286,14 +303,7 @@ def main():
         parts.append(f"handshakes/s {ratio('hs'):.2f}")
         print("passerelle/nginx: " + ", ".join(parts))
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

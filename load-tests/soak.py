@@ -142,10 +142,7 @@ def main():
     procs = []
 
     def start(cmd, port, cpu, **kw):
-        proc = subprocess.Popen(["taskset", "-c", str(cpu)] + cmd, **kw)
-        procs.append(proc)
-        compare.wait_port(port, proc)
-        return proc
+        return compare.start_pinned(procs, cmd, port, cpu, **kw)
 
     failed = 0
     try:
@@ -225,14 +222,7 @@ def main():
         if verify.returncode != 0:
             failed += 1
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        compare.stop_all(procs)
     sys.exit(1 if failed else 0)
 
 

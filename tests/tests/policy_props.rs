@@ -23,21 +23,14 @@ use proptest::test_runner::{Config, TestRunner};
 use tests::{ASSOC_LEGAL_BASIS, ASSOC_PURPOSE, Harness, SIGEDIS_LEGAL_BASIS, SIGEDIS_PURPOSE, send};
 use toml::Value;
 
-const ASSOC_FIELDS: [&str; 11] = [
-    "vCode",
-    "name",
-    "status",
-    "contact",
-    "purpose",
-    "classifications",
-    "structure",
-    "representatives",
-    "recognition",
-    "bankAccount",
-    "enterpriseNumber",
-];
-const SIGEDIS_FIELDS: [&str; 6] =
-    ["organiser", "institution", "planType", "acquiredReserves", "acquiredBenefits", "situationDate"];
+/// The grantable fields of a service, as its adapter's layout declares them.
+fn fields_of(service: &str) -> Vec<&'static str> {
+    let def = adapters::catalogue().into_iter().find(|s| s.id == service).and_then(|s| s.layout).unwrap();
+    def.fields.iter().map(|(f, _)| *f).collect()
+}
+
+const ASSOC: &str = "associations.association";
+const SIGEDIS: &str = "sigedis.pensions";
 const CALLERS: [&str; 4] = ["agency-a", "agency-b", "bank-a", "bank-b"];
 const BASES: [&str; 3] = [ASSOC_LEGAL_BASIS, SIGEDIS_LEGAL_BASIS, "CSI/SSH/19/004"];
 const PURPOSES: [&str; 3] = [ASSOC_PURPOSE, SIGEDIS_PURPOSE, "DIRECT_MARKETING"];
@@ -86,8 +79,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     });
     let call = prop_oneof![3 => aligned, 2 => random];
     (
-        grant_edit(ASSOC_FIELDS.len() as u32),
-        grant_edit(SIGEDIS_FIELDS.len() as u32),
+        grant_edit(fields_of(ASSOC).len() as u32),
+        grant_edit(fields_of(SIGEDIS).len() as u32),
         prop::bool::weighted(0.8),
         prop::bool::weighted(0.8),
         prop::collection::vec((0usize..3, any::<bool>(), prop::bool::weighted(0.3)), 0..6),
@@ -121,11 +114,12 @@ fn masked(all: &[&str], mask: u16) -> Vec<String> {
 fn edit_policy(policy: &mut Value, s: &Scenario) {
     for ins in policy["instruments"].as_array_mut().unwrap() {
         let reference = ins["reference"].as_str().unwrap().to_owned();
-        let (edit, active, all, purpose) = match reference.as_str() {
-            ASSOC_LEGAL_BASIS => (&s.assoc, s.assoc_active, &ASSOC_FIELDS[..], ASSOC_PURPOSE),
-            SIGEDIS_LEGAL_BASIS => (&s.sigedis, s.sigedis_active, &SIGEDIS_FIELDS[..], SIGEDIS_PURPOSE),
+        let (edit, active, service, purpose) = match reference.as_str() {
+            ASSOC_LEGAL_BASIS => (&s.assoc, s.assoc_active, ASSOC, ASSOC_PURPOSE),
+            SIGEDIS_LEGAL_BASIS => (&s.sigedis, s.sigedis_active, SIGEDIS, SIGEDIS_PURPOSE),
             _ => continue,
         };
+        let all = fields_of(service);
         if let Some(t) = ins.as_table_mut() {
             t.remove("suspended_reason");
         }
@@ -134,7 +128,7 @@ fn edit_policy(policy: &mut Value, s: &Scenario) {
             ins.as_table_mut().unwrap().insert("suspended_reason".into(), Value::String("property test".into()));
         }
         for g in ins["grants"].as_array_mut().unwrap() {
-            g["fields"] = Value::Array(masked(all, edit.fields).into_iter().map(Value::String).collect());
+            g["fields"] = Value::Array(masked(&all, edit.fields).into_iter().map(Value::String).collect());
             g["consent"] = Value::Boolean(edit.consent);
             let p = if edit.purpose_kept { purpose } else { "OTHER_PURPOSE" };
             g["purposes"] = Value::Array(vec![Value::String(p.into())]);
@@ -218,7 +212,7 @@ async fn run(s: Scenario) -> Result<(), TestCaseError> {
     for (i, (p, bank_b, revoke)) in s.consents.iter().enumerate() {
         let bank = kbo(if *bank_b { "bank-b" } else { "bank-a" });
         let body = serde_json::json!({
-            "subject": person(*p), "recipient": { "org": bank }, "service": "sigedis.pensions",
+            "subject": person(*p), "recipient": { "org": bank }, "service": SIGEDIS,
             "purpose": SIGEDIS_PURPOSE, "valid_until": "2030-12-31", "evidence": format!("prop-{i}"),
         });
         let portal = h.control_client("citizen-portal");
@@ -266,7 +260,7 @@ async fn run(s: Scenario) -> Result<(), TestCaseError> {
         }
         GRANTED.fetch_add(1, Ordering::Relaxed);
         let caller = kbo(CALLERS[c.caller]);
-        let service = if c.sigedis { "sigedis.pensions" } else { "associations.association" };
+        let service = if c.sigedis { SIGEDIS } else { ASSOC };
         let grant = permitting_grant(&policy, &caller, service, BASES[c.basis], PURPOSES[c.purpose]);
         prop_assert!(grant.is_some(), "{}: data left without a permitting grant ({:?})", rid, c);
         let grant = grant.unwrap();
