@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     if !populated.exists() {
         let _ = std::fs::remove_dir_all(&dir);
         let store = SledStore::open(&dir).unwrap();
-        let registry = Registry::open(ConsentStore::open(store.db()).unwrap());
+        let registry = Registry::open(ConsentStore::open(store.db()).unwrap()).unwrap();
         let started = Instant::now();
         for chunk in people[..N].chunks(50_000).enumerate() {
             let (i, chunk) = chunk;
@@ -72,7 +72,7 @@ fn bench(c: &mut Criterion) {
     let started = Instant::now();
     // Opened as the gateway opens it (store.cache_mb at its default).
     let store = SledStore::open(&dir).unwrap();
-    let registry = Registry::open(ConsentStore::open(store.db()).unwrap());
+    let registry = Registry::open(ConsentStore::open(store.db()).unwrap()).unwrap();
     let after = rss_kib();
     println!(
         "consent bench: index of {} subjects rebuilt in {:.1} s; RSS {} MiB before, {} MiB after ({} MiB for the index and the store's 128 MiB cache)",

@@ -132,7 +132,7 @@ pub enum ConsentCommand {
 
 /// Runs a consent command; returns the exit code.
 async fn consent_command(command: ConsentCommand, target: ConsentTarget) -> anyhow::Result<i32> {
-    use crate::consent::{ConsentStore, NewConsent, Registry};
+    use crate::consent::NewConsent;
     let new = |command: &ConsentCommand| -> anyhow::Result<serde_json::Value> {
         let ConsentCommand::Give {
             subject,
@@ -185,14 +185,13 @@ async fn consent_command(command: ConsentCommand, target: ConsentTarget) -> anyh
     }
     let config = target.config.context("give --config (a stopped gateway) or --control (a running one)")?;
     let cfg = Config::load(&config, std::env::vars())?;
-    let store = crate::store::SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)
+    let (store, _, registry, _) = crate::server::open_store(&cfg)
         .context("cannot open the store (is the gateway running? then use --control)")?;
     // The policy in the store is the one in force; a store never started holds none yet.
-    let policy = match crate::policy::PolicyHandle::from_store(&store)? {
+    let policy = match crate::policy::PolicyHandle::from_store(store.as_ref())? {
         p if p.version() > 0 => p,
         _ => crate::policy::PolicyHandle::load(&cfg.policy)?,
     };
-    let registry = Registry::open(ConsentStore::open(store.db())?);
     let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000;
     let actor = || -> anyhow::Result<(policies::ids::Kbo, bool)> {
         let a = target.actor.as_deref().context("--actor is required with --config")?;
@@ -334,11 +333,9 @@ fn init_tracing(format: LogFormat, filter: &str) {
 /// The policy writer of a stopped gateway: its store, its audit trail (to record the change).
 fn offline_policy(cfg: &Config) -> anyhow::Result<(crate::policy::Changes, std::sync::Arc<crate::audit::AuditTrail>)> {
     use std::sync::Arc;
-    let store = Arc::new(
-        crate::store::SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)
-            .context("cannot open the store (is the gateway running? then POST /policy/import)")?,
-    );
-    let (trail, _) = crate::audit::open(&cfg.audit, store.clone()).context("audit trail")?;
+    let (store, index, _, _) = crate::server::open_store(cfg)
+        .context("cannot open the store (is the gateway running? then POST /policy/import)")?;
+    let (trail, _) = crate::audit::open(&cfg.audit, index).context("audit trail")?;
     let audit = Arc::new(trail);
     let handle = Arc::new(crate::policy::PolicyHandle::from_store(store.as_ref())?);
     Ok((crate::policy::Changes::new(handle, store, audit.clone()), audit))
@@ -464,9 +461,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Command::Policy { command: PolicyCommand::Export { config } } => {
                 let cfg = Config::load(&config, std::env::vars())?;
-                let store = crate::store::SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)
+                let (store, ..) = crate::server::open_store(&cfg)
                     .context("cannot open the store (is the gateway running? then GET /policy/export)")?;
-                let handle = crate::policy::PolicyHandle::from_store(&store)?;
+                let handle = crate::policy::PolicyHandle::from_store(store.as_ref())?;
                 if handle.version() == 0 {
                     anyhow::bail!("the store holds no policy yet (the gateway imports its bundles at first start)");
                 }
@@ -476,22 +473,25 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Consent { command, target } => consent_command(*command, *target).await,
             Command::Audit { command: AuditCommand::Verify { dir, public_key } } => {
                 let key = public_key.as_deref().map(parse_public_key).transpose()?;
-                let r = crate::audit::verify::verify_dir(&dir, key.as_ref()).map_err(anyhow::Error::msg)?;
-                let summary = format!(
-                    "{} segment(s), records {}..{} ({} records), {} checkpoint(s)",
-                    r.segments, r.first_seq, r.last_seq, r.records, r.checkpoints
-                );
-                match r.problem {
-                    None => {
-                        println!("audit trail verifies: {summary}");
-                        Ok(0)
-                    }
-                    Some(p) => {
-                        println!("audit trail does NOT verify: {p}");
-                        println!("read before the problem: {summary}");
-                        Ok(1)
+                // One chain, or one per replica of a shared store: each verified on its own.
+                let mut code = 0;
+                for (replica, chain) in crate::audit::verify::chains(&dir).map_err(anyhow::Error::msg)? {
+                    let r = crate::audit::verify::verify_dir(&chain, key.as_ref()).map_err(anyhow::Error::msg)?;
+                    let which = replica.map(|n| format!(" (replica {n})")).unwrap_or_default();
+                    let summary = format!(
+                        "{} segment(s), records {}..{} ({} records), {} checkpoint(s)",
+                        r.segments, r.first_seq, r.last_seq, r.records, r.checkpoints
+                    );
+                    match r.problem {
+                        None => println!("audit trail{which} verifies: {summary}"),
+                        Some(p) => {
+                            println!("audit trail{which} does NOT verify: {p}");
+                            println!("read before the problem: {summary}");
+                            code = 1;
+                        }
                     }
                 }
+                Ok(code)
             }
             Command::Audit { command: AuditCommand::Export { dir, from, to, format } } => {
                 if format != "jsonl" {
@@ -501,7 +501,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 let to = to.as_deref().map(|s| parse_time_ms(s, true)).transpose()?.unwrap_or(u64::MAX);
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::new(stdout.lock());
-                let n = crate::audit::verify::export(&dir, from, to, &mut out).map_err(anyhow::Error::msg)?;
+                let mut n = 0;
+                for (replica, chain) in crate::audit::verify::chains(&dir).map_err(anyhow::Error::msg)? {
+                    if let Some(name) = &replica {
+                        // Each replica's chain verifies on its own: a line names the chain
+                        // whose records and checkpoints follow.
+                        let line = serde_json::json!({ "type": "chain", "replica": name });
+                        std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())?;
+                    }
+                    n += crate::audit::verify::export(&chain, from, to, &mut out).map_err(anyhow::Error::msg)?;
+                }
                 std::io::Write::flush(&mut out)?;
                 eprintln!("{n} record(s) exported");
                 Ok(0)

@@ -258,18 +258,35 @@ impl Default for AuditConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sled` (embedded, the default). PostgreSQL arrives with the scale-out issue.
+    /// `sled` (embedded, the default) or `postgres` (several replicas share one database).
     pub kind: StoreKind,
     /// Directory of the embedded store, relative to the config file's directory.
     pub path: PathBuf,
     /// Page cache of the embedded store, in MiB. The data plane never reads the store (consents
     /// and policies are served from memory), so a small cache costs only control-plane reads.
     pub cache_mb: u64,
+    /// The PostgreSQL database (`postgres` only): a libpq URL or key=value string, e.g.
+    /// `postgres://passerelle@db.internal:5432/passerelle`. Keep passwords out of the file:
+    /// `PASSERELLE__STORE__URL` overrides it.
+    pub url: Option<String>,
+    /// This replica's name (`postgres` only): letters, digits, `-` and `_`, unique among the
+    /// replicas sharing the database. It names the replica's own audit chain: its trail lives in
+    /// `audit.dir/replica-<name>/` and its records are indexed under this name.
+    pub replica: Option<String>,
+    /// How long a store call may take before it fails (`postgres` only), ms.
+    pub timeout_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { kind: StoreKind::Sled, path: PathBuf::from("var/store"), cache_mb: 128 }
+        StoreConfig {
+            kind: StoreKind::Sled,
+            path: PathBuf::from("var/store"),
+            cache_mb: 128,
+            url: None,
+            replica: None,
+            timeout_ms: 5_000,
+        }
     }
 }
 
@@ -277,6 +294,7 @@ impl Default for StoreConfig {
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     Sled,
+    Postgres,
 }
 
 /// One upstream source.
@@ -420,6 +438,10 @@ impl Config {
         self.policy.bundles.iter_mut().for_each(fix);
         fix(&mut self.audit.dir);
         fix(&mut self.audit.signing_key);
+        // Each replica of a shared store writes its own chain, in its own directory.
+        if let (StoreKind::Postgres, Some(r)) = (self.store.kind, &self.store.replica) {
+            self.audit.dir = self.audit.dir.join(format!("replica-{r}"));
+        }
         for t in self.sources.values_mut().filter_map(|s| s.tls.as_mut()) {
             fix(&mut t.ca);
             t.cert.iter_mut().chain(t.key.iter_mut()).for_each(fix);
@@ -433,6 +455,21 @@ impl Config {
         for (i, a) in self.control.auditors.iter().enumerate() {
             policies::ids::Kbo::parse(a)
                 .map_err(|e| ConfigError::Invalid(format!("control.auditors[{i}] is not an enterprise number: {e}")))?;
+        }
+        if self.store.kind == StoreKind::Postgres {
+            if self.store.url.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError::Invalid("store.kind = \"postgres\" needs store.url".into()));
+            }
+            let ok = |r: &str| {
+                !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            };
+            match self.store.replica.as_deref() {
+                Some(r) if ok(r) => {}
+                Some(_) => {
+                    return Err(ConfigError::Invalid("store.replica: 1 to 64 letters, digits, '-' or '_'".into()));
+                }
+                None => return Err(ConfigError::Invalid("store.kind = \"postgres\" needs store.replica".into())),
+            }
         }
         if self.limits.max_in_flight == 0 {
             return Err(ConfigError::Invalid("limits.max_in_flight must be at least 1".into()));

@@ -62,6 +62,11 @@ pub enum Code {
     UpstreamAnswerTooLarge,
     /// The gateway is at its concurrency limit and sheds load.
     Overloaded,
+    /// A replica of a shared store cannot reach the database, or has not yet re-read what it
+    /// may have missed: it decides nothing until it has.
+    StoreUnavailable,
+    /// Another replica changed the policy at the same moment; the change was not made.
+    ConcurrentChange,
     /// A bug or an unexpected state; details go to the operator log, not to the caller.
     Internal,
     /// Control plane: the certificate's organisation lacks the role this call needs.
@@ -118,6 +123,8 @@ impl Code {
             Code::UpstreamCircuitOpen => "UPSTREAM_CIRCUIT_OPEN",
             Code::UpstreamAnswerTooLarge => "UPSTREAM_ANSWER_TOO_LARGE",
             Code::Overloaded => "OVERLOADED",
+            Code::StoreUnavailable => "STORE_UNAVAILABLE",
+            Code::ConcurrentChange => "CONCURRENT_CHANGE",
             Code::Internal => "INTERNAL",
             Code::AdminRoleMissing => "ADMIN_ROLE_MISSING",
             Code::JustificationMissing => "JUSTIFICATION_MISSING",
@@ -148,12 +155,14 @@ impl Code {
             | Code::ClientCertInvalid
             | Code::AdminRoleMissing
             | Code::AdhesionNotEligible => StatusCode::FORBIDDEN,
-            Code::AlreadyExists | Code::TransitionNotAllowed => StatusCode::CONFLICT,
+            Code::AlreadyExists | Code::TransitionNotAllowed | Code::ConcurrentChange => StatusCode::CONFLICT,
             Code::PolicyInvalid | Code::ProtocolIncomplete | Code::ReloadFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Code::ResourceUnknown => StatusCode::NOT_FOUND,
-            Code::FlowSuspended | Code::Overloaded | Code::AuditUnavailable | Code::UpstreamCircuitOpen => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Code::FlowSuspended
+            | Code::Overloaded
+            | Code::AuditUnavailable
+            | Code::UpstreamCircuitOpen
+            | Code::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
             Code::SubjectInvalid | Code::EnvelopeInvalid | Code::JustificationMissing | Code::RequestInvalid => {
                 StatusCode::BAD_REQUEST
@@ -201,6 +210,8 @@ impl Code {
             Code::UpstreamCircuitOpen => "The source is failing; calls to it are paused",
             Code::UpstreamAnswerTooLarge => "The source's answer exceeds its size limit",
             Code::Overloaded => "The gateway is overloaded; retry later",
+            Code::StoreUnavailable => "The shared store is unavailable; nothing is decided until it is back",
+            Code::ConcurrentChange => "Another replica changed the policy at the same time; retry",
             Code::Internal => "Internal error",
             Code::AdminRoleMissing => "The organisation does not hold the role this call needs",
             Code::JustificationMissing => "An audit query needs a case reference and a legal ground",

@@ -28,6 +28,8 @@ pub struct Ops {
     pub policy: Arc<PolicyHandle>,
     /// (source name, host:port) of every configured upstream side.
     pub upstreams: Vec<(String, String)>,
+    /// A replica of a shared store: whether it holds every change of the other replicas.
+    pub sync: Option<Arc<crate::store::postgres::SyncState>>,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -48,7 +50,12 @@ impl Ops {
     }
 
     async fn ready(&self) -> Response<Body> {
-        let store = self.store.meta_get("format").map(|v| v.is_some()).unwrap_or(false);
+        let in_sync = self.sync.as_ref().is_none_or(|s| s.in_sync());
+        let st = self.store.clone();
+        let store = in_sync
+            && tokio::task::spawn_blocking(move || st.meta_get("format").map(|v| v.is_some()).unwrap_or(false))
+                .await
+                .unwrap_or(false);
         let audit = self.audit.status.writable.load(Ordering::Acquire);
         let snapshot = self.policy.current();
         let policy = snapshot.grant_count() > 0;

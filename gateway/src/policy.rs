@@ -41,6 +41,9 @@ pub struct PolicyHandle {
     installed_ms: AtomicU64,
     /// Added to the system clock; tests move time forward instead of waiting (7-day deadlines).
     clock_offset_ms: AtomicI64,
+    /// Serialises installs, so that a refresh from a shared store (read, compare, install)
+    /// never puts back a version older than one installed meanwhile.
+    installing: std::sync::Mutex<()>,
 }
 
 /// Expands the configured paths: files as given, directories to their `*.toml` files, sorted.
@@ -81,6 +84,7 @@ impl PolicyHandle {
             version: AtomicU64::new(version),
             installed_ms: AtomicU64::new(system_ms()),
             clock_offset_ms: AtomicI64::new(0),
+            installing: std::sync::Mutex::new(()),
         }
     }
 
@@ -137,7 +141,27 @@ impl PolicyHandle {
         version
     }
 
+    /// Installs the store's policy when its version is not the one in force: a change made
+    /// through another replica of a shared store. Returns whether it installed one.
+    pub fn refresh(&self, store: &dyn Store) -> anyhow::Result<bool> {
+        let _one = self.installing.lock().map_err(|_| anyhow::anyhow!("policy install lock poisoned"))?;
+        let Some((version, doc)) = store.policy_current()? else { return Ok(false) };
+        if version == self.version() {
+            return Ok(false);
+        }
+        let policy: Policy = serde_json::from_slice(&doc).context("the store's policy document is unreadable")?;
+        policies::bundle::validate("store", &policy)
+            .map_err(|e| anyhow::anyhow!("the store's policy (version {version}) is invalid:\n{e}"))?;
+        self.install_unlocked(policy, version);
+        Ok(true)
+    }
+
     fn install(&self, policy: Policy, version: u64) {
+        let _one = self.installing.lock();
+        self.install_unlocked(policy, version);
+    }
+
+    fn install_unlocked(&self, policy: Policy, version: u64) {
         let snapshot = Snapshot::compile(&policy, version);
         tracing::info!(version, grants = snapshot.grant_count(), "policy in force");
         self.current.store(Arc::new(snapshot));
@@ -292,9 +316,21 @@ impl Changes {
         let doc = Arc::new(serde_json::to_vec(&new).map_err(|e| ChangeError::Internal(e.to_string()))?);
         let entry = serde_json::to_vec(&change).map_err(|e| ChangeError::Internal(e.to_string()))?;
         let (store, d) = (self.store.clone(), doc.clone());
-        tokio::task::spawn_blocking(move || store.policy_commit(version, &d, &entry))
+        let committed = tokio::task::spawn_blocking(move || store.policy_commit(version, &d, &entry))
             .await
-            .map_err(|e| ChangeError::Internal(e.to_string()))??;
+            .map_err(|e| ChangeError::Internal(e.to_string()))?;
+        if let Err(e) = committed {
+            if matches!(e, StoreError::Conflict(_)) {
+                // Another replica of the shared store committed first: take its version, so
+                // that the caller's retry edits the policy now in force.
+                let (store, handle) = (self.store.clone(), self.handle.clone());
+                let refreshed = tokio::task::spawn_blocking(move || handle.refresh(store.as_ref())).await;
+                if !matches!(refreshed, Ok(Ok(_))) {
+                    tracing::warn!("could not re-read the policy after a concurrent change");
+                }
+            }
+            return Err(e.into());
+        }
         let mut record = Record::control(
             RecordKind::PolicyChange,
             system_ms(),

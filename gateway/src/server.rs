@@ -33,6 +33,7 @@ use crate::pipeline::limits::Limits;
 use crate::pipeline::route::{Route, Table};
 use crate::policy::{Changes, PolicyHandle};
 use crate::reload::Reloader;
+use crate::store::postgres::{PgStore, SyncState};
 use crate::store::{SledStore, Store};
 use crate::tls;
 
@@ -108,6 +109,7 @@ pub fn build_pipeline(
         routes: Table::new(routes),
         upstreams,
         ids: RequestIds::new(),
+        sync: None,
     })
 }
 
@@ -155,16 +157,35 @@ impl RunningGateway {
     }
 }
 
+type Opened = (Arc<dyn Store>, Arc<dyn AuditIndex>, Arc<Registry>, Option<Arc<PgStore>>);
+
+/// Opens the configured store and the consent registry on it.
+pub fn open_store(cfg: &Config) -> anyhow::Result<Opened> {
+    match cfg.store.kind {
+        StoreKind::Sled => {
+            let s = Arc::new(SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)?);
+            let consent = Arc::new(Registry::open(ConsentStore::open(s.db())?)?);
+            Ok((s.clone(), s, consent, None))
+        }
+        StoreKind::Postgres => {
+            let (Some(url), Some(replica)) = (cfg.store.url.as_deref(), cfg.store.replica.as_deref()) else {
+                anyhow::bail!("store.kind = \"postgres\" needs store.url and store.replica");
+            };
+            let pg = Arc::new(
+                PgStore::open(url, replica, Duration::from_millis(cfg.store.timeout_ms))
+                    .context("cannot open the PostgreSQL store")?,
+            );
+            let consent = Arc::new(Registry::open(ConsentStore::Postgres(pg.clone()))?);
+            tracing::info!(replica, "shared PostgreSQL store open");
+            Ok((pg.clone(), pg.clone(), consent, Some(pg)))
+        }
+    }
+}
+
 /// Binds the data plane and starts serving.
 pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let tls = Reloader::tls(cfg)?;
-    let (store, index, consent): (Arc<dyn Store>, Arc<dyn AuditIndex>, Arc<Registry>) = match cfg.store.kind {
-        StoreKind::Sled => {
-            let s = Arc::new(SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)?);
-            let consent = Arc::new(Registry::open(ConsentStore::open(s.db())?));
-            (s.clone(), s, consent)
-        }
-    };
+    let (store, index, consent, shared) = open_store(cfg)?;
     let (trail, recovery) = audit::open(&cfg.audit, index.clone()).context("audit trail")?;
     tracing::info!(
         last_seq = recovery.last_seq,
@@ -188,7 +209,23 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         Some(version) => tracing::info!(version, "policy bundles imported into the store"),
         None => tracing::info!(version = policy.version(), "policy from the store (bundles unchanged)"),
     }
-    let pipeline = Arc::new(build_pipeline(cfg, policy.clone(), audit.clone(), consent.clone(), metrics)?);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    // A replica of a shared store follows the others' changes; until it has read them all it
+    // refuses calls (STORE_UNAVAILABLE).
+    let sync = shared.map(|pg| {
+        let state = Arc::new(SyncState::default());
+        tokio::spawn(crate::store::postgres::follow(
+            pg,
+            policy.clone(),
+            consent.clone(),
+            state.clone(),
+            shutdown_rx.clone(),
+        ));
+        state
+    });
+    let mut pipeline = build_pipeline(cfg, policy.clone(), audit.clone(), consent.clone(), metrics)?;
+    pipeline.sync = sync.clone();
+    let pipeline = Arc::new(pipeline);
     let listener =
         TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
     let data_addr = listener.local_addr()?;
@@ -205,7 +242,6 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         .max_concurrent_streams(cfg.limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(cfg.limits.max_header_bytes).unwrap_or(u32::MAX));
     let handshake_timeout = Duration::from_millis(cfg.tls.handshake_timeout_ms);
-    let (shutdown, shutdown_rx) = watch::channel(false);
     tracing::info!(addr = %data_addr, services = pipeline.routes.len(), "data plane listening");
 
     // The control plane: same TLS material, its own listener and handler.
@@ -249,6 +285,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 audit: audit.clone(),
                 policy: policy.clone(),
                 upstreams,
+                sync: sync.clone(),
             });
             tokio::spawn(crate::ops::serve(l, ops, shutdown_rx.clone()));
             tracing::info!(addr = %a, "operations listening");

@@ -148,3 +148,64 @@ fn policy_check_names_file_and_key_of_a_broken_bundle() {
         "{err}"
     );
 }
+
+/// The replicas of a shared store each write their own chain (`replica-<name>/`): `audit verify`
+/// on the directory above checks every chain on its own and names the one that fails; `audit
+/// export` writes each chain after a line naming it.
+#[tokio::test]
+async fn audit_verify_and_export_handle_one_chain_per_replica() {
+    use gateway::audit::{AuditTrail, Record, RecordKind, TrailConfig};
+    let dir = tempfile::tempdir().unwrap();
+    for (name, n) in [("a", 3u64), ("b", 5)] {
+        let store =
+            std::sync::Arc::new(gateway::store::SledStore::open(&dir.path().join(format!("store-{name}"))).unwrap());
+        let cfg = TrailConfig {
+            dir: dir.path().join("audit").join(format!("replica-{name}")),
+            signing_key: dir.path().join("key"),
+            segment_bytes: 1 << 20,
+            checkpoint_every: 2,
+            checkpoint_interval: std::time::Duration::from_secs(60),
+            max_batch: 1,
+        };
+        let (trail, _) = AuditTrail::open(cfg, store).unwrap();
+        for i in 0..n {
+            let r = Record::control(RecordKind::PolicyChange, 1_000 + i, format!("{name}-{i}"), None, None, "test");
+            trail.append(&r).await.unwrap();
+        }
+        trail.close();
+    }
+    let audit = dir.path().join("audit");
+    let out = passerelle().args(["audit", "verify"]).arg(&audit).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("audit trail (replica a) verifies: 1 segment(s), records 1..3"), "{text}");
+    assert!(text.contains("audit trail (replica b) verifies: 1 segment(s), records 1..5"), "{text}");
+
+    let out = passerelle().args(["audit", "export"]).arg(&audit).output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let chains: Vec<_> = lines.iter().filter(|l| l["type"] == "chain").map(|l| l["replica"].clone()).collect();
+    assert_eq!(chains, ["a", "b"]);
+    assert_eq!(lines.iter().filter(|l| l["type"] == "record").count(), 8);
+
+    // One byte changed in replica b's chain: b fails, a still verifies, exit 1.
+    let seg = dir.path().join("audit/replica-b/segment-00000000000000000001.log");
+    let seg = if seg.exists() {
+        seg
+    } else {
+        std::fs::read_dir(dir.path().join("audit/replica-b"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("segment-"))
+            .unwrap()
+    };
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0x01;
+    std::fs::write(&seg, bytes).unwrap();
+    let out = passerelle().args(["audit", "verify"]).arg(&audit).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("(replica a) verifies") && text.contains("(replica b) does NOT verify"), "{text}");
+}

@@ -281,6 +281,8 @@ pub async fn send(
 }
 
 /// Checks control-plane answers against the OpenAPI document kept in the repository.
+pub mod pg;
+
 pub mod openapi {
     use std::sync::OnceLock;
 

@@ -28,6 +28,7 @@ use super::{ControlPlane, json, read_json, refuse};
 use crate::error::{Body, Code, Refusal};
 use crate::pipeline::identity::Caller;
 use crate::policy::{Actor, Change, ChangeError, Edit};
+use crate::store::StoreError;
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -110,6 +111,14 @@ fn change_failed(e: ChangeError, prefix: Option<&str>) -> Refusal {
                 })
                 .collect();
             refuse(if protocol { Code::ProtocolIncomplete } else { Code::PolicyInvalid }, detail.join("; "))
+        }
+        ChangeError::Store(StoreError::Conflict(_)) => refuse(
+            Code::ConcurrentChange,
+            "another replica changed the policy at the same time; nothing was changed, retry",
+        ),
+        ChangeError::Store(err) if err.is_unavailable() => {
+            tracing::error!(error = %err, "policy store unavailable");
+            refuse(Code::StoreUnavailable, "the store cannot be reached; nothing was changed")
         }
         ChangeError::Store(err) => {
             tracing::error!(error = %err, "policy store write failed");

@@ -40,6 +40,7 @@ use policies::model::OrgKind;
 use serde::Deserialize;
 
 use crate::audit::index::{AuditIndex, Selector, read_record};
+use crate::audit::record::StoredRecord;
 use crate::audit::{AuditTrail, Record, RecordKind, SubjectRef};
 use crate::config::ControlConfig;
 use crate::consent::{ChangeError, Invalid, NewConsent, Registry};
@@ -226,26 +227,53 @@ impl ControlPlane {
             .map_err(|_| refuse(Code::AuditUnavailable, "the query could not be recorded, so nothing is returned"))
     }
 
-    /// Waits until the index has caught up with the trail, then runs `selector`.
-    async fn locate(
+    /// Waits until the index has caught up with this gateway's trail, then finds the records
+    /// `selector` matches: in the local trail (embedded store), or in the shared index, which
+    /// holds the records of every replica (each named by its chain). `before` leaves out this
+    /// gateway's own records from that sequence number on (the query's own record).
+    async fn find(
         &self,
         selector: Selector,
         from: u64,
         to: u64,
         limit: usize,
-    ) -> Result<Vec<crate::audit::index::Location>, Refusal> {
+        before: u64,
+    ) -> Result<Vec<(Option<String>, StoredRecord)>, Refusal> {
         let (audit, index) = (self.audit.clone(), self.index.clone());
-        tokio::task::spawn_blocking(move || {
+        let found = tokio::task::spawn_blocking(move || {
             if !audit.wait_indexed(index.as_ref(), Duration::from_secs(5)) {
                 tracing::warn!("audit index lags behind the trail; the query may miss the newest records");
             }
-            index.audit_query(&selector, from, to, limit)
+            if let Some(shared) = index.audit_shared(&selector, from, to, limit + 1)? {
+                let own = index.replica().map(str::to_owned);
+                return Ok(Ok(shared
+                    .into_iter()
+                    .filter(|r| own.as_deref() != Some(r.replica.as_str()) || r.record.seq < before)
+                    .take(limit)
+                    .map(|r| (Some(r.replica), r.record))
+                    .collect()));
+            }
+            let mut locations = index.audit_query(&selector, from, to, limit + 1)?;
+            locations.retain(|l| l.seq < before);
+            locations.truncate(limit);
+            Ok(locations
+                .into_iter()
+                .map(|l| read_record(&audit.dir, l).map(|r| (None, r)))
+                .collect::<Result<Vec<_>, String>>())
         })
         .await
         .map_err(|_| refuse(Code::Internal, "query failed"))?
-        .map_err(|e| {
+        .map_err(|e: crate::store::StoreError| {
             tracing::error!(error = %e, "audit index query failed");
-            refuse(Code::Internal, "query failed")
+            if e.is_unavailable() {
+                refuse(Code::StoreUnavailable, "the audit index cannot be reached")
+            } else {
+                refuse(Code::Internal, "query failed")
+            }
+        })?;
+        found.map_err(|e| {
+            tracing::error!(error = %e, "audit record unreadable");
+            refuse(Code::Internal, "a record could not be read; run passerelle audit verify")
         })
     }
 
@@ -286,19 +314,17 @@ impl ControlPlane {
         let query_seq =
             self.record_query(&org.kbo, org.fingerprint_hex(), "POST /audit/queries", subjects, justification).await?;
         // The trail as it stood when the query was made: not the query's own record.
-        let mut locations = self.locate(selector, from, to, limit + 1).await?;
-        locations.retain(|l| l.seq < query_seq);
-        locations.truncate(limit);
-        let dir = self.audit.dir.clone();
-        let records = tokio::task::spawn_blocking(move || {
-            locations.into_iter().map(|l| read_record(&dir, l)).collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|_| refuse(Code::Internal, "query failed"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "audit record unreadable");
-            refuse(Code::Internal, "a record could not be read; run passerelle audit verify")
-        })?;
+        let found = self.find(selector, from, to, limit, query_seq).await?;
+        let records: Vec<serde_json::Value> = found
+            .into_iter()
+            .map(|(replica, r)| {
+                let mut v = serde_json::to_value(&r).unwrap_or_default();
+                if let (Some(name), Some(o)) = (replica, v.as_object_mut()) {
+                    o.insert("replica".into(), name.into());
+                }
+                v
+            })
+            .collect();
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "query_record": query_seq, "count": records.len(), "records": records }),
@@ -323,13 +349,13 @@ impl ControlPlane {
             "the data subject's own request, through a citizen access point".to_owned(),
         )
         .await?;
-        let locations = self.locate(Selector::Subject(person.index_key()), 0, u64::MAX, MAX_RESULTS).await?;
-        let dir = self.audit.dir.clone();
-        let records = tokio::task::spawn_blocking(move || {
-            locations.into_iter().filter_map(|l| read_record(&dir, l).ok()).collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|_| refuse(Code::Internal, "report failed"))?;
+        let mut records: Vec<StoredRecord> = self
+            .find(Selector::Subject(person.index_key()), 0, u64::MAX, MAX_RESULTS, u64::MAX)
+            .await?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        records.sort_by_key(|r| r.record.time_ms);
         let accesses: Vec<serde_json::Value> = records
             .iter()
             .filter(|r| r.record.kind == RecordKind::DataCall)
@@ -384,6 +410,10 @@ fn change_refusal(e: ChangeError) -> Refusal {
         ChangeError::NotFound => refuse(Code::ServiceUnknown, "no consent with this id"),
         ChangeError::AlreadyRevoked => refuse(Code::RequestInvalid, "the consent is already revoked"),
         ChangeError::Invalid(m) => refuse(Code::RequestInvalid, m),
+        ChangeError::Store(e) if e.is_unavailable() => {
+            tracing::error!(error = %e, "consent store unavailable");
+            refuse(Code::StoreUnavailable, "the store cannot be reached; nothing was changed")
+        }
         ChangeError::Store(e) => {
             tracing::error!(error = %e, "consent store write failed");
             refuse(Code::Internal, "the consent could not be stored; nothing was changed")

@@ -19,6 +19,16 @@ pub struct IndexEntry {
     pub caller: Option<String>,
     /// Subject index keys (`SubjectRef::index_key`).
     pub subjects: Vec<String>,
+    /// The record's canonical payload, for an index that keeps the records themselves (the
+    /// shared store: see [`AuditIndex::wants_payload`]); `None` otherwise.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// A record found in a shared index: the chain (replica) it belongs to, and the record.
+#[derive(Debug, Clone)]
+pub struct SharedRecord {
+    pub replica: String,
+    pub record: StoredRecord,
 }
 
 /// A record's location.
@@ -43,6 +53,28 @@ pub trait AuditIndex: Send + Sync + std::fmt::Debug {
     /// re-indexed from the trail at the next start.
     fn audit_flush(&self) -> Result<(), crate::store::StoreError> {
         Ok(())
+    }
+    /// Does this index keep each record's payload (so that a query on one replica returns
+    /// the records of every replica)? The trail fills [`IndexEntry::payload`] only then.
+    fn wants_payload(&self) -> bool {
+        false
+    }
+    /// For an index that keeps the records (see [`AuditIndex::wants_payload`]): the records of
+    /// every chain matching `selector` between `from_ms` and `to_ms`, in time order, at most
+    /// `limit`. `None`: this index only locates records in the local trail
+    /// ([`AuditIndex::audit_query`]).
+    fn audit_shared(
+        &self,
+        _selector: &Selector,
+        _from_ms: u64,
+        _to_ms: u64,
+        _limit: usize,
+    ) -> Result<Option<Vec<SharedRecord>>, crate::store::StoreError> {
+        Ok(None)
+    }
+    /// The replica whose trail this index is fed from, when several share it.
+    fn replica(&self) -> Option<&str> {
+        None
     }
     /// The highest sequence number indexed.
     fn audit_indexed_seq(&self) -> Result<u64, crate::store::StoreError>;

@@ -124,6 +124,8 @@ struct Writer {
     broken: bool,
     /// Durable batches go to the indexer thread: index upkeep never delays durability.
     index_tx: Option<mpsc::Sender<Vec<IndexEntry>>>,
+    /// The index keeps each record's payload (a shared store).
+    index_payload: bool,
     status: Arc<TrailStatus>,
 }
 
@@ -262,9 +264,11 @@ impl AuditTrail {
         let (index_tx, index_rx) = mpsc::channel::<Vec<IndexEntry>>();
         let indexer_stop = Arc::new(AtomicBool::new(false));
         let stop = indexer_stop.clone();
+        let index_payload = index.wants_payload();
+        let trail_dir = dir.clone();
         let indexer = std::thread::Builder::new()
             .name("audit-indexer".into())
-            .spawn(move || run_indexer(index.as_ref(), index_rx, &stop))
+            .spawn(move || run_indexer(index.as_ref(), index_rx, &stop, &trail_dir))
             .map_err(|e| open_err(&dir, e.to_string()))?;
         let status = Arc::new(TrailStatus::default());
         status.writable.store(true, Ordering::Release);
@@ -282,6 +286,7 @@ impl AuditTrail {
             key,
             broken: false,
             index_tx: Some(index_tx),
+            index_payload,
             status: status.clone(),
         };
         let (tx, rx) = mpsc::channel();
@@ -382,8 +387,19 @@ pub fn read_checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
         .collect()
 }
 
-fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop: &AtomicBool) {
-    while let Ok(mut entries) = rx.recv() {
+/// Keeps the index up with the trail. The index can always be rebuilt from the trail, so a
+/// failed update loses no record: the index is then behind, what arrives meanwhile is dropped
+/// (it is durable in the trail), and the indexer catches up from the trail's segments, trying
+/// again every second until the index answers (a shared store that comes back).
+fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop: &AtomicBool, dir: &Path) {
+    let mut behind = false;
+    let mut caught_up_to = 0u64;
+    loop {
+        let mut entries = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(e) => e,
+            Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         if stop.load(Ordering::Acquire) {
             break;
         }
@@ -394,9 +410,26 @@ fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop
                 break;
             }
         }
-        // The index can be rebuilt from the trail, so a failure here loses no record.
+        if behind {
+            match catch_up(dir, index) {
+                Ok((n, last)) => {
+                    tracing::info!(reindexed = n, "audit index caught up with the trail");
+                    behind = false;
+                    caught_up_to = last;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "audit index still unavailable");
+                    continue;
+                }
+            }
+        }
+        entries.retain(|e| e.seq > caught_up_to);
+        if entries.is_empty() {
+            continue;
+        }
         if let Err(e) = index.audit_index(&entries) {
-            tracing::warn!(error = %e, "audit index update failed; it is rebuilt at the next start");
+            tracing::warn!(error = %e, "audit index update failed; it catches up from the trail once it answers");
+            behind = true;
         }
     }
     if let Err(e) = index.audit_flush() {
@@ -404,7 +437,17 @@ fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop
     }
 }
 
+/// Indexes what the trail in `dir` holds beyond the index; returns how many records and the
+/// last sequence number now indexed.
+fn catch_up(dir: &Path, index: &dyn AuditIndex) -> Result<(u64, u64), String> {
+    let indexed = index.audit_indexed_seq().map_err(|e| e.to_string())?;
+    let segs = format::segments(dir).map_err(|e| e.to_string())?;
+    let n = reindex(&segs, indexed, index)?;
+    Ok((n, index.audit_indexed_seq().map_err(|e| e.to_string())?))
+}
+
 fn reindex(segs: &[(u64, PathBuf)], indexed: u64, index: &dyn AuditIndex) -> Result<u64, String> {
+    let payload = index.wants_payload();
     let mut n = 0;
     for (i, (first, path)) in segs.iter().enumerate() {
         let next_first = segs.get(i + 1).map_or(u64::MAX, |(f, _)| *f);
@@ -428,6 +471,7 @@ fn reindex(segs: &[(u64, PathBuf)], indexed: u64, index: &dyn AuditIndex) -> Res
                 time_ms: r.record.time_ms,
                 caller: r.record.caller,
                 subjects: r.record.subjects.iter().map(SubjectRef::index_key).collect(),
+                payload: payload.then(|| f.payload.clone()),
             });
         }
         n += batch.len() as u64;
@@ -495,6 +539,7 @@ impl Writer {
                     time_ms: index.time_ms,
                     caller: index.caller.take(),
                     subjects: std::mem::take(&mut index.subjects),
+                    payload: self.index_payload.then(|| payload.clone()),
                 });
                 seq += 1;
             }

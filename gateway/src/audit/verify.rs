@@ -190,6 +190,27 @@ pub fn export(dir: &Path, from_ms: u64, to_ms: u64, out: &mut dyn Write) -> Resu
     Ok(n)
 }
 
+/// The chains under `dir`: `dir` itself when it holds segments, otherwise each `replica-<name>`
+/// directory in it (the replicas of a shared store each write their own chain), by name.
+pub fn chains(dir: &Path) -> Result<Vec<(Option<String>, std::path::PathBuf)>, String> {
+    if !format::segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?.is_empty() {
+        return Ok(vec![(None, dir.to_owned())]);
+    }
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("replica-")).map(str::to_owned);
+        if let Some(name) = name.filter(|_| p.is_dir()) {
+            v.push((Some(name), p));
+        }
+    }
+    v.sort();
+    if v.is_empty() {
+        return Ok(vec![(None, dir.to_owned())]);
+    }
+    Ok(v)
+}
+
 /// Every record of the trail in `dir`, in order (for tests and tools; queries use the index).
 pub fn read_records(dir: &Path) -> Result<Vec<super::record::StoredRecord>, String> {
     let mut out = Vec::new();

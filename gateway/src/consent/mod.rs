@@ -216,9 +216,91 @@ pub struct Registry {
     store: ConsentStore,
 }
 
-/// The consents' persistence (sled trees in the gateway's store).
+/// The consents' persistence: sled trees in the embedded store, or tables in the shared
+/// PostgreSQL store (where a change also notifies every replica).
 #[derive(Debug, Clone)]
-pub struct ConsentStore {
+pub enum ConsentStore {
+    Sled(SledConsents),
+    Postgres(Arc<crate::store::postgres::PgStore>),
+}
+
+/// The event stored beside each consent change.
+fn event_json(c: &Consent, event: &str, at_ms: u64, actor: &str) -> serde_json::Value {
+    serde_json::json!({ "event": event, "consent": c.id, "at_ms": at_ms, "actor": actor })
+}
+
+impl ConsentStore {
+    /// The consents in the embedded store's database.
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        SledConsents::open(db).map(ConsentStore::Sled)
+    }
+
+    /// Writes `c` and an event, and makes both durable.
+    fn put(&self, c: &Consent, event: &str, at_ms: u64, actor: &str) -> Result<(), StoreError> {
+        match self {
+            ConsentStore::Sled(s) => s.put(c, event, at_ms, actor),
+            ConsentStore::Postgres(p) => {
+                p.consent_put(std::slice::from_ref(c), &[event_json(c, event, at_ms, actor).to_string()])
+            }
+        }
+    }
+
+    /// Writes many consents with their events (each at its `given_at_ms`), durable when it
+    /// returns.
+    fn put_many(&self, consents: &[Consent], event: &str, actor: &str) -> Result<(), StoreError> {
+        match self {
+            ConsentStore::Sled(s) => {
+                for c in consents {
+                    s.put_unflushed(c, event, c.given_at_ms, actor)?;
+                }
+                s.db.flush()?;
+                Ok(())
+            }
+            ConsentStore::Postgres(p) => {
+                let events: Vec<String> =
+                    consents.iter().map(|c| event_json(c, event, c.given_at_ms, actor).to_string()).collect();
+                p.consent_put(consents, &events)
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Consent>, StoreError> {
+        match self {
+            ConsentStore::Sled(s) => s.get(id),
+            ConsentStore::Postgres(p) => p.consent_get(id),
+        }
+    }
+
+    /// Every consent of a subject, with revoked ones, oldest first.
+    pub fn of_subject(&self, subject: &str) -> Result<Vec<Consent>, StoreError> {
+        let mut v = match self {
+            ConsentStore::Sled(s) => s.of_subject(subject)?,
+            ConsentStore::Postgres(p) => p.consent_of_subject(subject)?,
+        };
+        v.sort_by_key(|c: &Consent| c.given_at_ms);
+        Ok(v)
+    }
+
+    /// The history of one consent: given, revalidated, revoked, with times and actors.
+    pub fn history(&self, id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        match self {
+            ConsentStore::Sled(s) => s.history(id),
+            ConsentStore::Postgres(p) => p.consent_history(id),
+        }
+    }
+
+    /// Every consent.
+    pub fn all(&self) -> Result<Vec<Consent>, StoreError> {
+        match self {
+            ConsentStore::Sled(s) => Ok(s.all().collect()),
+            ConsentStore::Postgres(p) => p.consent_all(),
+        }
+    }
+}
+
+/// The consents in sled trees.
+#[derive(Debug, Clone)]
+pub struct SledConsents {
     db: sled::Db,
     /// subject ‖ id → consent JSON.
     consents: sled::Tree,
@@ -228,9 +310,9 @@ pub struct ConsentStore {
     events: sled::Tree,
 }
 
-impl ConsentStore {
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(ConsentStore {
+impl SledConsents {
+    fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(SledConsents {
             db: db.clone(),
             consents: db.open_tree("consents")?,
             by_id: db.open_tree("consent_ids")?,
@@ -259,19 +341,18 @@ impl ConsentStore {
         self.by_id.insert(c.id.as_bytes(), c.subject.as_bytes())?;
         let mut ek = at_ms.to_be_bytes().to_vec();
         ek.extend_from_slice(c.id.as_bytes());
-        let ev = serde_json::json!({ "event": event, "consent": c.id, "at_ms": at_ms, "actor": actor });
+        let ev = event_json(c, event, at_ms, actor);
         self.events.insert(ek, ev.to_string().as_bytes())?;
         Ok(())
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<Consent>, StoreError> {
+    fn get(&self, id: &str) -> Result<Option<Consent>, StoreError> {
         let Some(subject) = self.by_id.get(id.as_bytes())? else { return Ok(None) };
         let subject = String::from_utf8_lossy(&subject).into_owned();
         Ok(self.consents.get(Self::key(&subject, id))?.and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    /// Every consent of a subject, with revoked ones.
-    pub fn of_subject(&self, subject: &str) -> Result<Vec<Consent>, StoreError> {
+    fn of_subject(&self, subject: &str) -> Result<Vec<Consent>, StoreError> {
         let mut prefix = subject.as_bytes().to_vec();
         prefix.push(0);
         let mut v = Vec::new();
@@ -281,12 +362,10 @@ impl ConsentStore {
                 v.push(c);
             }
         }
-        v.sort_by_key(|c: &Consent| c.given_at_ms);
         Ok(v)
     }
 
-    /// The history of one consent: given, revalidated, revoked, with times and actors.
-    pub fn history(&self, id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+    fn history(&self, id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut out = Vec::new();
         for kv in self.events.iter() {
             let (k, v) = kv?;
@@ -322,22 +401,40 @@ pub enum ChangeError {
 
 impl Registry {
     /// Opens the registry on `store` and builds the index from it.
-    pub fn open(store: ConsentStore) -> Self {
+    pub fn open(store: ConsentStore) -> Result<Self, StoreError> {
         let r = Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             names: ArcSwap::from_pointee(Names::default()),
             names_write: std::sync::Mutex::new(()),
             store,
         };
-        let mut n = 0usize;
-        for c in r.store.all() {
-            if let Ok(mut shard) = r.shard_for(&c.subject).write() {
-                r.index_into(&mut shard, &c);
-                n += 1;
+        let n = r.reload()?;
+        tracing::info!(consents = n, "consent index built");
+        Ok(r)
+    }
+
+    /// Reads every consent from the store into the index (at start, and when a replica of a
+    /// shared store has missed notifications). Consents are never deleted, only marked, so
+    /// indexing them all again brings the index up to date. Returns how many were read.
+    pub fn reload(&self) -> Result<usize, StoreError> {
+        let all = self.store.all()?;
+        for c in &all {
+            if let Ok(mut shard) = self.shard_for(&c.subject).write() {
+                self.index_into(&mut shard, c);
             }
         }
-        tracing::info!(consents = n, "consent index built");
-        r
+        Ok(all.len())
+    }
+
+    /// Re-reads one consent from the store into the index (another replica changed it).
+    pub fn refresh(&self, id: &str) -> Result<(), StoreError> {
+        let Some(c) = self.store.get(id)? else { return Ok(()) };
+        if let Ok(mut shard) = self.shard_for(&c.subject).write() {
+            // Read again under the shard's lock: a change made here meanwhile is not undone.
+            let c = self.store.get(id)?.unwrap_or(c);
+            self.index_into(&mut shard, &c);
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &ConsentStore {
@@ -389,10 +486,7 @@ impl Registry {
     /// Records many consents (a migration, a load test) with one flush at the end; durable and
     /// indexed when it returns.
     pub fn import(&self, consents: &[Consent], actor: &str) -> Result<(), ChangeError> {
-        for c in consents {
-            self.store.put_unflushed(c, "imported", c.given_at_ms, actor)?;
-        }
-        self.store.db.flush().map_err(StoreError::from)?;
+        self.store.put_many(consents, "imported", actor)?;
         for c in consents {
             let mut shard =
                 self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;

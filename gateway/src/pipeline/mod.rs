@@ -49,6 +49,8 @@ pub struct Pipeline {
     pub consent: Arc<Registry>,
     pub rate: rate::RateLimiter,
     pub metrics: crate::metrics::Metrics,
+    /// A replica of a shared store: out of sync, it decides nothing.
+    pub sync: Option<Arc<crate::store::postgres::SyncState>>,
 }
 
 impl Pipeline {
@@ -125,6 +127,12 @@ impl Pipeline {
         // 1. Identity: read once per connection; a certificate without a valid enterprise
         //    number is refused on every request.
         let org = caller.org()?;
+        if self.sync.as_ref().is_some_and(|s| !s.in_sync()) {
+            return Err(Refusal::new(
+                Code::StoreUnavailable,
+                "this replica has lost the shared store and decides nothing until it has re-read it",
+            ));
+        }
         let environment = authorize::environment(org);
         trace.environment(environment);
         // 2. Limits: shed before doing any work; refuse an announced oversized body unread.

@@ -514,6 +514,7 @@ mod tests {
             time_ms: 1_000 + seq / 2,
             caller: Some(format!("c{}", seq % 3)),
             subjects: vec![format!("P{}", seq % 7)],
+            payload: None,
         }
     }
 

@@ -1,12 +1,13 @@
 //! Persistence behind the [`Store`] trait; [`sled`](SledStore) is the embedded default.
 //!
-//! The trait grows with the issues that need it (instruments, consents, roles, audit indexes
-//! and checkpoints); today it holds the gateway's metadata. Every write is durable when it
-//! returns.
+//! Two implementations: [`SledStore`], one directory on the gateway's disk, and
+//! [`postgres::PgStore`], one database shared by several replicas (docs/scale-out.md). Every
+//! write is durable when it returns.
 
 use std::path::Path;
 
 mod audit_runs;
+pub mod postgres;
 
 pub use audit_runs::RunIndex;
 
@@ -24,6 +25,25 @@ pub enum StoreError {
     Io(#[from] sled::Error),
     #[error("audit index I/O: {0}")]
     Index(#[from] std::io::Error),
+    #[error("shared store: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The shared store cannot be reached or did not answer in time.
+    #[error("shared store unavailable: {0}")]
+    Unavailable(String),
+    /// Another replica changed the same thing first.
+    #[error("concurrent change: {0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// Does this error mean the store is out of reach (rather than a bug or a bad record)?
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Postgres(e) => e.is_closed() || e.code().is_none(),
+            _ => false,
+        }
+    }
 }
 
 /// The operations the gateway needs from its persistence.

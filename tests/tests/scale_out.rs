@@ -1,0 +1,241 @@
+//! Scale-out: gateway replicas sharing one PostgreSQL database (a throw-away cluster started
+//! from Debian's server binaries; without them these tests say SKIPPED, and fail when
+//! `PASSERELLE_REQUIRE_POSTGRES` is set, as in CI).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use tests::pg::{PgCluster, Replica};
+use tests::{Harness, SIGEDIS_LEGAL_BASIS, person, send, sigedis};
+
+async fn on_postgres(pg: &PgCluster, name: &str) -> Harness {
+    let o = tests::pg::overrides(pg, name);
+    let refs: Vec<(&str, &str)> = o.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Harness::with_overrides(&refs).await.unwrap()
+}
+
+async fn post(client: &gateway::client::MtlsClient, path: &str, body: serde_json::Value) -> tests::Answer {
+    send(client, Method::POST, path, &[("content-type", "application/json")], Bytes::from(body.to_string()))
+        .await
+        .unwrap()
+}
+
+/// Calls until `done` holds for an answer, or the deadline passes; returns the time it took
+/// and how many calls were made.
+async fn until<F, Fut>(deadline: Duration, mut call: F, done: impl Fn(&tests::Answer) -> bool) -> (Duration, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<tests::Answer>>,
+{
+    let started = Instant::now();
+    let mut calls = 0;
+    loop {
+        let a = call().await.unwrap();
+        calls += 1;
+        if done(&a) {
+            return (started.elapsed(), calls);
+        }
+        assert!(started.elapsed() < deadline, "not within {deadline:?}; last answer: {} {}", a.status, a.text());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_consents_suspensions_and_the_audit_trail() {
+    let Some(pg) = PgCluster::start("two_replicas_share_consents_suspensions_and_the_audit_trail").unwrap() else {
+        return;
+    };
+    let a = on_postgres(&pg, "a").await;
+    let b = Replica::start(&a, "b").await.unwrap();
+    let subject = person();
+    let (bank_a, bank_b) = (a.client(tests::SIGEDIS_CALLER), b.client(&a, tests::SIGEDIS_CALLER));
+    let mut calls = 0usize;
+
+    // No consent yet: refused on both.
+    for c in [&bank_a, &bank_b] {
+        assert_eq!(sigedis(c, &subject, &[]).await.unwrap().code(), Some("CONSENT_MISSING"));
+        calls += 1;
+    }
+
+    // Given through replica A's control plane; replica B answers with data.
+    let bank = gateway::demo::org_kbo(tests::SIGEDIS_CALLER).unwrap();
+    let mut digits = [0u8; 10];
+    let given = post(
+        &a.control_client("citizen-portal"),
+        "/consents",
+        serde_json::json!({
+            "subject": subject,
+            "recipient": { "org": bank.digits(&mut digits) },
+            "service": "sigedis.pensions",
+            "purpose": tests::SIGEDIS_PURPOSE,
+            "valid_until": "2030-12-31",
+            "evidence": "portal-session-1",
+        }),
+    )
+    .await;
+    assert_eq!(given.status, StatusCode::CREATED, "{}", given.text());
+    let id = given.json().unwrap()["id"].as_str().unwrap().to_owned();
+    let (took, n) =
+        until(Duration::from_secs(1), || sigedis(&bank_b, &subject, &[]), |a| a.status == StatusCode::OK).await;
+    calls += n;
+    eprintln!("consent given on A, answered on B after {took:?}");
+    assert_eq!(sigedis(&bank_a, &subject, &[]).await.unwrap().status, StatusCode::OK);
+    calls += 1;
+
+    // Revoked through A: refused by B within 1 second.
+    let revoked =
+        post(&a.control_client("citizen-portal"), &format!("/consents/{id}/revoke"), serde_json::json!({})).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text());
+    let (took, n) =
+        until(Duration::from_secs(1), || sigedis(&bank_b, &subject, &[]), |a| a.code() == Some("CONSENT_REVOKED"))
+            .await;
+    calls += n;
+    eprintln!("consent revoked on A, refused on B after {took:?}");
+    assert!(took < Duration::from_secs(1));
+
+    // The flow suspended by its data owner through B: suspended on A.
+    let suspended = post(
+        &b.control_client(&a, "sigedis"),
+        &format!("/instruments/{}/transitions", SIGEDIS_LEGAL_BASIS.replace('/', "%2F")),
+        serde_json::json!({ "to": "suspended", "reason": "replica test" }),
+    )
+    .await;
+    assert_eq!(suspended.status, StatusCode::OK, "{}", suspended.text());
+    let (took, n) =
+        until(Duration::from_secs(1), || sigedis(&bank_a, &subject, &[]), |a| a.code() == Some("FLOW_SUSPENDED")).await;
+    calls += n;
+    eprintln!("flow suspended on B, refused on A after {took:?}");
+    assert_eq!(a.demo.gateway.policy.version(), b.gateway.policy.version());
+
+    // The citizen's report, asked on A, lists the calls made through both replicas.
+    let portal = a.control_client("citizen-portal");
+
+    let mut last = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let r = send(&portal, Method::GET, "/audit/report", &[("x-subject", &subject)], Bytes::new()).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        last = r.json().unwrap();
+        if last["count"].as_u64() == Some(calls as u64) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["count"].as_u64(), Some(calls as u64), "every call through A and B: {last}");
+
+    // An auditor's query on B returns records of both chains, each naming its replica.
+    let auditor = b.control_client(&a, "admin");
+    let q = post(
+        &auditor,
+        "/audit/queries",
+        serde_json::json!({
+            "subject": subject,
+            "justification": { "case_reference": "T-1", "legal_ground": "art. 17", "requested_by": "test" },
+        }),
+    )
+    .await;
+    assert_eq!(q.status, StatusCode::OK, "{}", q.text());
+    let q = q.json().unwrap();
+    let replicas: std::collections::BTreeSet<&str> =
+        q["records"].as_array().unwrap().iter().filter_map(|r| r["replica"].as_str()).collect();
+    assert_eq!(replicas.into_iter().collect::<Vec<_>>(), ["a", "b"], "{q}");
+
+    // Both chains verify, each on its own; the CLI finds both under the audit directory.
+    let (b_dir, b_gw) = (b.config.audit.dir.clone(), b.gateway);
+    b_gw.shutdown().await;
+    let (cfg, _keep) = a.stop().await;
+    for dir in [&cfg.audit.dir, &b_dir] {
+        let r = gateway::audit::verify::verify_dir(dir, None).unwrap();
+        assert!(r.problem.is_none() && r.records > 0, "{}: {:?}", dir.display(), r.problem);
+    }
+    let chains = gateway::audit::verify::chains(cfg.audit.dir.parent().unwrap()).unwrap();
+    let names: Vec<_> = chains.iter().map(|(n, _)| n.clone().unwrap()).collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_postgres_fails_closed_and_recovers() {
+    let Some(pg) = PgCluster::start("killing_postgres_fails_closed_and_recovers").unwrap() else { return };
+    let h = Arc::new(on_postgres(&pg, "a").await);
+    let vcode = tests::vcode();
+
+    // A client that calls without pause and records every answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (h, stop, vcode) = (h.clone(), stop.clone(), vcode.clone());
+        tokio::spawn(async move {
+            let client = h.client(tests::ASSOC_CALLER);
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let a = tests::association(&client, &vcode, &[]).await.unwrap();
+                let rid = a.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                seen.push((Instant::now(), a.status, a.code().map(str::to_owned), rid));
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    pg.kill().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted = Instant::now();
+    pg.start_again().unwrap();
+    // Until the replica has re-read the store and answers again.
+    let client = h.client(tests::ASSOC_CALLER);
+    let (took, _) =
+        until(Duration::from_secs(15), || tests::association(&client, &vcode, &[]), |a| a.status == StatusCode::OK)
+            .await;
+    eprintln!("answering again {took:?} after PostgreSQL came back");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.await.unwrap();
+
+    let before = seen.iter().filter(|s| s.0 < killed).count();
+    let refused: Vec<_> = seen.iter().filter(|s| s.2.as_deref() == Some("STORE_UNAVAILABLE")).collect();
+    let down = seen.iter().filter(|s| s.0 > killed + Duration::from_millis(500) && s.0 < restarted).collect::<Vec<_>>();
+    eprintln!(
+        "{} answers: {before} before the kill, {} STORE_UNAVAILABLE, {} while PostgreSQL was down",
+        seen.len(),
+        refused.len(),
+        down.len()
+    );
+    assert!(before > 0 && !refused.is_empty(), "the outage was noticed");
+    for s in &seen {
+        assert!(
+            s.1 == StatusCode::OK
+                || (s.1 == StatusCode::SERVICE_UNAVAILABLE && s.2.as_deref() == Some("STORE_UNAVAILABLE")),
+            "only data or STORE_UNAVAILABLE: {s:?}"
+        );
+    }
+    assert!(!down.is_empty() && down.iter().all(|s| s.1 == StatusCode::SERVICE_UNAVAILABLE), "fail closed: {down:?}");
+    assert!(seen.last().unwrap().1 == StatusCode::OK, "recovered");
+
+    // The index catches up with everything the trail took meanwhile.
+    let trail_last = h.demo.gateway.audit.status.last_seq.load(Ordering::Acquire);
+    let pg_store = gateway::store::postgres::PgStore::open(&pg.url(), "a", Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let indexed = loop {
+        let i = gateway::audit::index::AuditIndex::audit_indexed_seq(&pg_store).unwrap();
+        if i >= trail_last || Instant::now() > deadline {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(indexed >= trail_last, "index at {indexed}, trail at {trail_last}");
+    drop(pg_store);
+
+    // Every answer, data or refusal, has its durable record; the chain verifies.
+    let h = Arc::try_unwrap(h).unwrap();
+    let (cfg, _keep) = h.stop().await;
+    let records = gateway::audit::verify::read_records(&cfg.audit.dir).unwrap();
+    let ids: std::collections::HashSet<&str> = records.iter().map(|r| r.record.request_id.as_str()).collect();
+    let missing = seen.iter().filter(|s| !ids.contains(s.3.as_str())).count();
+    assert_eq!(missing, 0, "answers without a record");
+    let r = gateway::audit::verify::verify_dir(&cfg.audit.dir, None).unwrap();
+    assert!(r.problem.is_none(), "{:?}", r.problem);
+}
