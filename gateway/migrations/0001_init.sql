@@ -39,7 +39,9 @@ CREATE INDEX consent_events_consent ON consent_events (consent_id, id);
 
 -- The audit indexes of every replica's trail. Each replica keeps its own hash chain on its
 -- own disk; the index carries each record's canonical payload so that an auditor's or a
--- citizen's query on any replica sees the records of all of them.
+-- citizen's query on any replica sees the records of all of them. Few indexes, since every
+-- call adds a row: the key (replica, seq), the calling organisation, a BRIN on time (records
+-- arrive in time order per replica), and one key per subject that also serves its time order.
 CREATE TABLE audit_records (
     replica text   NOT NULL,
     seq     bigint NOT NULL,
@@ -51,14 +53,13 @@ CREATE TABLE audit_records (
     payload bytea  NOT NULL,
     PRIMARY KEY (replica, seq)
 );
-CREATE INDEX audit_records_time ON audit_records (time_ms);
 CREATE INDEX audit_records_caller ON audit_records (caller, time_ms);
+CREATE INDEX audit_records_time ON audit_records USING brin (time_ms);
 
 CREATE TABLE audit_subjects (
     subject text   NOT NULL,
     time_ms bigint NOT NULL,
     replica text   NOT NULL,
     seq     bigint NOT NULL,
-    PRIMARY KEY (subject, replica, seq)
+    PRIMARY KEY (subject, time_ms, replica, seq)
 );
-CREATE INDEX audit_subjects_time ON audit_subjects (subject, time_ms);

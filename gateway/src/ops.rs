@@ -72,6 +72,7 @@ impl Ops {
         let doc = serde_json::json!({
             "ready": all,
             "store": store,
+            "store_in_sync": in_sync,
             "audit_writable": audit,
             "policy": { "loaded": policy, "version": snapshot.version(), "grants": snapshot.grant_count() },
             "sources": sources,

@@ -182,7 +182,21 @@ async fn killing_postgres_fails_closed_and_recovers() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = Instant::now();
     pg.kill().unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A change on the control plane meanwhile is refused with the same code, and not made.
+    let bank = gateway::demo::org_kbo(tests::SIGEDIS_CALLER).unwrap();
+    let mut digits = [0u8; 10];
+    let consent = serde_json::json!({
+        "subject": person(),
+        "recipient": { "org": bank.digits(&mut digits) },
+        "service": "sigedis.pensions",
+        "purpose": tests::SIGEDIS_PURPOSE,
+        "valid_until": "2030-12-31",
+        "evidence": "portal-session-2",
+    });
+    let refused = post(&h.control_client("citizen-portal"), "/consents", consent).await;
+    assert_eq!((refused.status, refused.code()), (StatusCode::SERVICE_UNAVAILABLE, Some("STORE_UNAVAILABLE")));
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let restarted = Instant::now();
     pg.start_again().unwrap();
     // Until the replica has re-read the store and answers again.
@@ -231,6 +245,10 @@ async fn killing_postgres_fails_closed_and_recovers() {
 
     // Every answer, data or refusal, has its durable record; the chain verifies.
     let h = Arc::try_unwrap(h).unwrap();
+    assert!(
+        h.demo.gateway.consent.store().of_subject(&person()).unwrap().is_empty(),
+        "the refused consent was not made"
+    );
     let (cfg, _keep) = h.stop().await;
     let records = gateway::audit::verify::read_records(&cfg.audit.dir).unwrap();
     let ids: std::collections::HashSet<&str> = records.iter().map(|r| r.record.request_id.as_str()).collect();

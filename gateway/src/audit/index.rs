@@ -72,6 +72,11 @@ pub trait AuditIndex: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<Vec<SharedRecord>>, crate::store::StoreError> {
         Ok(None)
     }
+    /// How long the indexer may gather records before one update: zero for a local index; a
+    /// shared one over the network gains from fewer, larger writes.
+    fn batch_window(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// The replica whose trail this index is fed from, when several share it.
     fn replica(&self) -> Option<&str> {
         None

@@ -394,6 +394,7 @@ pub fn read_checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
 fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop: &AtomicBool, dir: &Path) {
     let mut behind = false;
     let mut caught_up_to = 0u64;
+    let window = index.batch_window();
     loop {
         let mut entries = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(e) => e,
@@ -403,11 +404,17 @@ fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop
         if stop.load(Ordering::Acquire) {
             break;
         }
-        // Coalesce what queued up meanwhile: fewer, larger index batches.
-        while let Ok(more) = rx.try_recv() {
-            entries.extend(more);
-            if entries.len() >= 16_384 {
-                break;
+        // Coalesce what queued up meanwhile (and, for a shared index, what arrives within its
+        // batch window): fewer, larger index batches.
+        let until = Instant::now() + window;
+        while entries.len() < 16_384 {
+            match rx.try_recv() {
+                Ok(more) => entries.extend(more),
+                Err(_) if window.is_zero() || entries.is_empty() => break,
+                Err(_) => match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(more) => entries.extend(more),
+                    Err(_) => break,
+                },
             }
         }
         if behind {

@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_ini
 /// Serialises migrations between replicas starting together (an arbitrary, fixed key).
 const MIGRATION_LOCK: i64 = 0x7061_7373_6572;
 
+/// How long the indexer gathers records before one shared-index write: one round trip and
+/// one transaction for many group commits (the gateway's own queries wait for its index).
+const INDEX_WINDOW: Duration = Duration::from_millis(20);
+
 /// A batch of consents larger than this is announced as one "reload everything".
 const NOTIFY_EACH_UP_TO: usize = 64;
 
@@ -52,8 +56,14 @@ pub struct PgStore {
     handle: tokio::runtime::Handle,
     /// One connection, one call at a time (transactions need it to themselves); re-opened on the
     /// next call after it breaks.
-    client: Arc<tokio::sync::Mutex<Option<Client>>>,
+    client: Slot,
+    /// The audit indexer's own connection, with `synchronous_commit` off: the index can always
+    /// be rebuilt from the trail, so its commits need not wait for the WAL flush (everything
+    /// else on `client` does).
+    index_client: Slot,
 }
+
+type Slot = Arc<tokio::sync::Mutex<Option<Client>>>;
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,6 +128,7 @@ impl PgStore {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             client: Arc::new(tokio::sync::Mutex::new(None)),
+            index_client: Arc::new(tokio::sync::Mutex::new(None)),
         };
         let applied = store.call(|c| Box::pin(migrate(c)))?;
         if applied > 0 {
@@ -143,14 +154,27 @@ impl PgStore {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Client) -> PgFuture<'c, T> + Send + 'static,
     {
+        self.call_on(&self.client, "", f)
+    }
+
+    /// Runs `f` on the connection in `slot`; a new connection first runs `setup`.
+    fn call_on<T, F>(&self, slot: &Slot, setup: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Client) -> PgFuture<'c, T> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let (slot, cfg, timeout) = (self.client.clone(), self.config.clone(), self.timeout);
+        let (slot, cfg, timeout) = (slot.clone(), self.config.clone(), self.timeout);
         self.handle.spawn(async move {
             let result = tokio::time::timeout(timeout, async {
                 let mut guard = slot.lock().await;
                 if guard.as_ref().is_none_or(Client::is_closed) {
                     *guard = None;
-                    *guard = Some(connect(&cfg).await?);
+                    let client = connect(&cfg).await?;
+                    if !setup.is_empty() {
+                        client.batch_execute(setup).await?;
+                    }
+                    *guard = Some(client);
                 }
                 match guard.as_mut() {
                     Some(client) => {
@@ -420,6 +444,10 @@ impl AuditIndex for PgStore {
         true
     }
 
+    fn batch_window(&self) -> Duration {
+        INDEX_WINDOW
+    }
+
     fn replica(&self) -> Option<&str> {
         Some(&self.replica)
     }
@@ -443,30 +471,30 @@ impl AuditIndex for PgStore {
             segments.push(i64_of(e.segment));
             offsets.push(i64_of(e.offset));
             payloads.push(p.clone());
-            for s in &e.subjects {
+            for (i, s) in e.subjects.iter().enumerate() {
+                if e.subjects[..i].contains(s) {
+                    continue; // one row per (subject, record)
+                }
                 s_keys.push(s.clone());
                 s_times.push(i64_of(e.time_ms));
                 s_seqs.push(i64_of(e.seq));
             }
         }
-        self.call(move |c| {
+        // One statement (atomic on its own), one round trip, on the indexer's connection. Plain
+        // inserts: the indexer sends each record once (after a failure it resumes from the
+        // highest sequence number stored), and a duplicate fails the batch, which then catches
+        // up from there.
+        self.call_on(&self.index_client, "SET synchronous_commit TO off", move |c| {
             Box::pin(async move {
-                let tx = c.transaction().await?;
-                tx.execute(
-                    "INSERT INTO audit_records (replica, seq, time_ms, caller, segment, \"offset\", payload) \
-                     SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[]) \
-                     ON CONFLICT DO NOTHING",
-                    &[&replica, &seqs, &times, &callers, &segments, &offsets, &payloads],
+                c.execute(
+                    "WITH records AS (\
+                       INSERT INTO audit_records (replica, seq, time_ms, caller, segment, \"offset\", payload) \
+                       SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[])) \
+                     INSERT INTO audit_subjects (subject, time_ms, replica, seq) \
+                     SELECT s, t, $1, q FROM unnest($8::text[], $9::bigint[], $10::bigint[]) AS u(s, t, q)",
+                    &[&replica, &seqs, &times, &callers, &segments, &offsets, &payloads, &s_keys, &s_times, &s_seqs],
                 )
                 .await?;
-                tx.execute(
-                    "INSERT INTO audit_subjects (subject, time_ms, replica, seq) \
-                     SELECT s, t, $1, q FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u(s, t, q) \
-                     ON CONFLICT DO NOTHING",
-                    &[&replica, &s_keys, &s_times, &s_seqs],
-                )
-                .await?;
-                tx.commit().await?;
                 Ok(())
             })
         })
