@@ -35,16 +35,7 @@ import compare  # noqa: E402
 
 ROOT, RELEASE = compare.ROOT, compare.RELEASE
 
-GATEWAY_CONF = """
-[data]
-listen = "127.0.0.1:{port}"
-
-[tls]
-cert = "{pki}/server.pem"
-key = "{pki}/server.key"
-client_ca = "{pki}/ca.pem"
-crls = ["{pki}/crl.pem"]
-
+LISTENERS = """
 [control]
 listen = "127.0.0.1:{control}"
 
@@ -53,23 +44,17 @@ listen = "127.0.0.1:{ops}"
 
 [public]
 listen = "127.0.0.1:{public}"
-
-[store]
-{store}
-
-[audit]
-dir = "{work}/audit-{name}"
-signing_key = "{pki}/audit-signing.key"
-
-[policy]
-bundles = ["{work}/bundles"]
-
-[log]
-filter = "warn"
-
-[sources.associations]
-upstream = "http://127.0.0.1:{upstream}"
 """
+
+
+def gateway_conf(args, name, port, store, upstream):
+    """compare.py's gateway configuration with its own store, audit directory and listeners."""
+    text = compare.PASSERELLE_CONF.format(work=args.work, upstream=upstream, port=port, pki=args.pki)
+    for old, new in [(f'[store]\npath = "{args.work}/store"\n', f"[store]\n{store}\n"),
+                     (f'dir = "{args.work}/audit"', f'dir = "{args.work}/audit-{name}"')]:
+        assert old in text, old
+        text = text.replace(old, new)
+    return text + LISTENERS.format(control=compare.free_port(), ops=compare.free_port(), public=compare.free_port())
 
 
 class Cluster:
@@ -200,9 +185,7 @@ def main():
             port = compare.free_port()
             conf = os.path.join(args.work, f"{name}.toml")
             with open(conf, "w") as f:
-                f.write(GATEWAY_CONF.format(port=port, pki=args.pki, store=store, work=args.work, name=name,
-                                            upstream=upstream, control=compare.free_port(),
-                                            ops=compare.free_port(), public=compare.free_port()))
+                f.write(gateway_conf(args, name, port, store, upstream))
             proc = subprocess.Popen([passerelle, "serve", "--config", conf],
                                     stderr=open(os.path.join(args.work, f"{name}.log"), "w"))
             procs.append(proc)
