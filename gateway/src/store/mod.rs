@@ -86,12 +86,22 @@ impl SledStore {
 
     /// Opens the store; `cache_mb` bounds sled's page cache.
     pub fn open_with_cache(path: &Path, cache_mb: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_mb * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let config =
+            sled::Config::new().path(path).cache_capacity(cache_mb * 1024 * 1024).mode(sled::Mode::HighThroughput);
+        // sled releases its file lock from a background thread after the last handle drops: a
+        // reopen in the same process right after a close (the CLI, tests) may find it still
+        // held for a few milliseconds. Another process holding it is still refused, after 2 s.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if attempts < 200 && e.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(source) => return Err(StoreError::Open { path: path.display().to_string(), source }),
+            }
+        };
         let meta = db.open_tree("meta")?;
         // Format 1 kept the audit indexes in sled trees; the runs are rebuilt from the trail
         // when the trail opens, so the old trees are simply dropped.
