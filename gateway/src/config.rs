@@ -275,6 +275,10 @@ pub struct StoreConfig {
     pub replica: Option<String>,
     /// How long a store call may take before it fails (`postgres` only), ms.
     pub timeout_ms: u64,
+    /// TLS to the database (`postgres` only): the CA its server certificate must chain to, and
+    /// optionally the gateway's client certificate and key. When set, every connection is TLS
+    /// (`sslmode=prefer` in the URL counts as `require`) and the server's name is verified.
+    pub tls: Option<SourceTls>,
 }
 
 impl Default for StoreConfig {
@@ -286,6 +290,7 @@ impl Default for StoreConfig {
             url: None,
             replica: None,
             timeout_ms: 5_000,
+            tls: None,
         }
     }
 }
@@ -438,6 +443,10 @@ impl Config {
         self.policy.bundles.iter_mut().for_each(fix);
         fix(&mut self.audit.dir);
         fix(&mut self.audit.signing_key);
+        if let Some(t) = self.store.tls.as_mut() {
+            fix(&mut t.ca);
+            t.cert.iter_mut().chain(t.key.iter_mut()).for_each(fix);
+        }
         // Each replica of a shared store writes its own chain, in its own directory.
         if let (StoreKind::Postgres, Some(r)) = (self.store.kind, &self.store.replica) {
             self.audit.dir = self.audit.dir.join(format!("replica-{r}"));

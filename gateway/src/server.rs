@@ -171,8 +171,9 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Opened> {
             let (Some(url), Some(replica)) = (cfg.store.url.as_deref(), cfg.store.replica.as_deref()) else {
                 anyhow::bail!("store.kind = \"postgres\" needs store.url and store.replica");
             };
+            let tls = cfg.store.tls.as_ref().map(tls::store_client_config).transpose().context("store.tls")?;
             let pg = Arc::new(
-                PgStore::open(url, replica, Duration::from_millis(cfg.store.timeout_ms))
+                PgStore::open(url, replica, Duration::from_millis(cfg.store.timeout_ms), tls)
                     .context("cannot open the PostgreSQL store")?,
             );
             let consent = Arc::new(Registry::open(ConsentStore::Postgres(pg.clone()))?);

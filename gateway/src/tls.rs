@@ -150,6 +150,16 @@ pub fn public_server_config(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
 /// The client configuration towards a source: its CA, and the gateway's client certificate
 /// when configured. ALPN is left to the HTTPS connector, which offers HTTP/1.1.
 pub fn source_client_config(t: &crate::config::SourceTls) -> Result<ClientConfig, TlsError> {
+    tls_client_config(t, false)
+}
+
+/// The client configuration towards the shared PostgreSQL store (`[store.tls]`).
+pub fn store_client_config(t: &crate::config::SourceTls) -> Result<ClientConfig, TlsError> {
+    tls_client_config(t, true)
+}
+
+fn tls_client_config(t: &crate::config::SourceTls, store: bool) -> Result<ClientConfig, TlsError> {
+    let what = |source: &'static str, database: &'static str| if store { database } else { source };
     let read = |what: &'static str, path: &Path| {
         std::fs::read(path).map_err(|e| TlsError::Pem {
             what,
@@ -157,11 +167,17 @@ pub fn source_client_config(t: &crate::config::SourceTls) -> Result<ClientConfig
             message: e.to_string(),
         })
     };
-    let ca = read("source CA bundle", &t.ca)?;
+    let ca = read(what("source CA bundle", "database CA bundle"), &t.ca)?;
     let identity = match (&t.cert, &t.key) {
-        (Some(c), Some(k)) => Some((read("source client certificate", c)?, read("source client key", k)?)),
+        (Some(c), Some(k)) => Some((
+            read(what("source client certificate", "database client certificate"), c)?,
+            read(what("source client key", "database client key"), k)?,
+        )),
         (None, None) => None,
-        _ => return Err(TlsError::Verifier("sources.*.tls: cert and key go together".into())),
+        _ => {
+            let table = what("sources.*.tls", "store.tls");
+            return Err(TlsError::Verifier(format!("{table}: cert and key go together")));
+        }
     };
     client_config(&ca, identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())), &[])
 }

@@ -18,6 +18,8 @@ pub struct PgCluster {
     dir: tempfile::TempDir,
     port: u16,
     as_postgres: bool,
+    /// TLS on (server certificate and key in the data directory), plain TCP refused.
+    tls: bool,
 }
 
 /// The newest `…/postgresql/<version>/bin` holding `initdb` and `pg_ctl`, or `PG_BIN`.
@@ -46,6 +48,16 @@ impl PgCluster {
     /// Starts a cluster, or returns `None` (after saying so on stderr) when no server binaries
     /// are installed and [`REQUIRE_ENV`] is not set.
     pub fn start(test: &str) -> anyhow::Result<Option<Self>> {
+        Self::start_inner(test, None)
+    }
+
+    /// Like [`PgCluster::start`], with TLS: the server presents `cert_pem` (with `key_pem`) and
+    /// refuses connections over TCP without TLS.
+    pub fn start_tls(test: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<Option<Self>> {
+        Self::start_inner(test, Some((cert_pem, key_pem)))
+    }
+
+    fn start_inner(test: &str, tls: Option<(&str, &str)>) -> anyhow::Result<Option<Self>> {
         let Some(bin) = find_bin() else {
             anyhow::ensure!(
                 std::env::var_os(REQUIRE_ENV).is_none(),
@@ -63,8 +75,23 @@ impl PgCluster {
             anyhow::ensure!(ok, "cannot give {} to the postgres user", dir.path().display());
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let c = PgCluster { bin, dir, port, as_postgres };
+        let c = PgCluster { bin, dir, port, as_postgres, tls: tls.is_some() };
         c.run("initdb", &["-D", &c.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])?;
+        if let Some((cert, key)) = tls {
+            let data = c.dir.path().join("data");
+            std::fs::write(data.join("server.crt"), cert)?;
+            std::fs::write(data.join("server.key"), key)?;
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )?;
+            if c.as_postgres {
+                let ok = Command::new("chown").args(["postgres:postgres"]).arg(data.join("server.key")).status()?;
+                anyhow::ensure!(ok.success(), "cannot give the server key to postgres");
+            }
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))?;
+        }
         c.start_again()?;
         Ok(Some(c))
     }
@@ -73,7 +100,8 @@ impl PgCluster {
         self.dir.path().join("data").display().to_string()
     }
 
-    fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+    /// One of the server's programs, run as the postgres user when we are root.
+    fn command(&self, tool: &str) -> Command {
         let exe = self.bin.join(tool);
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
@@ -82,7 +110,17 @@ impl PgCluster {
         } else {
             Command::new(&exe)
         };
-        let out = cmd.args(args).current_dir(self.dir.path()).output().with_context(|| format!("cannot run {tool}"))?;
+        cmd.current_dir(self.dir.path());
+        cmd
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+        let out = self
+            .command(tool)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .with_context(|| format!("cannot run {tool}"))?;
         anyhow::ensure!(
             out.status.success(),
             "{tool} failed: {}{}",
@@ -94,7 +132,10 @@ impl PgCluster {
 
     /// Starts the server (again, after [`PgCluster::kill`]) and waits until it accepts.
     pub fn start_again(&self) -> anyhow::Result<()> {
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        let mut opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        if self.tls {
+            opts.push_str(" -c ssl=on");
+        }
         let log = self.dir.path().join("server.log").display().to_string();
         self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "-t", "60", "-o", &opts, "start"])
     }
@@ -103,6 +144,18 @@ impl PgCluster {
     /// checkpoint; recovery replays the WAL at the next start), as a crash would.
     pub fn kill(&self) -> anyhow::Result<()> {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+    }
+
+    /// Runs `sql` through `psql` on the cluster's Unix socket; returns what it printed (unaligned,
+    /// tuples only).
+    pub fn sql(&self, sql: &str) -> anyhow::Result<String> {
+        let out = self
+            .command("psql")
+            .args(["-h", &self.dir.path().display().to_string(), "-p", &self.port.to_string(), "-U", "postgres"])
+            .args(["-At", "-c", sql])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     /// The URL a gateway connects with.
@@ -140,7 +193,11 @@ pub struct Replica {
 
 impl Replica {
     pub async fn start(h: &crate::Harness, name: &str) -> anyhow::Result<Self> {
-        let mut config = h.demo.config.clone();
+        Self::start_with(name, h.demo.config.clone()).await
+    }
+
+    /// Starts replica `name` from `config` (a harness's, edited).
+    pub async fn start_with(name: &str, mut config: gateway::config::Config) -> anyhow::Result<Self> {
         let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
         config.data.listen = any;
         config.control.listen = Some(any);

@@ -231,7 +231,7 @@ async fn killing_postgres_fails_closed_and_recovers() {
 
     // The index catches up with everything the trail took meanwhile.
     let trail_last = h.demo.gateway.audit.status.last_seq.load(Ordering::Acquire);
-    let pg_store = gateway::store::postgres::PgStore::open(&pg.url(), "a", Duration::from_secs(5)).unwrap();
+    let pg_store = gateway::store::postgres::PgStore::open(&pg.url(), "a", Duration::from_secs(5), None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let indexed = loop {
         let i = gateway::audit::index::AuditIndex::audit_indexed_seq(&pg_store).unwrap();
@@ -256,4 +256,50 @@ async fn killing_postgres_fails_closed_and_recovers() {
     assert_eq!(missing, 0, "answers without a record");
     let r = gateway::audit::verify::verify_dir(&cfg.audit.dir, None).unwrap();
     assert!(r.problem.is_none(), "{:?}", r.problem);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_reach_the_database_over_tls_only() {
+    // The database's own PKI: a CA and a server certificate for 127.0.0.1.
+    let db_pki = certs::DevPki::generate(&[]).unwrap();
+    let Some(pg) = PgCluster::start_tls(
+        "replicas_reach_the_database_over_tls_only",
+        &db_pki.server.cert_pem,
+        &db_pki.server.key_pem,
+    )
+    .unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("db-ca.pem");
+    std::fs::write(&ca, db_pki.ca.cert_pem()).unwrap();
+    let mut o = tests::pg::overrides(&pg, "a");
+    o.push(("PASSERELLE__STORE__TLS__CA".into(), ca.display().to_string()));
+    let refs: Vec<(&str, &str)> = o.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let h = Harness::with_overrides(&refs).await.unwrap();
+    let a = tests::association(&h.client(tests::ASSOC_CALLER), &tests::vcode(), &[]).await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    // Every connection of the gateway (store, indexer, notifications) is TLS.
+    let seen = pg
+        .sql(
+            "SELECT count(*) || ' ' || bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'passerelle'",
+        )
+        .unwrap();
+    assert_eq!(seen, "3 true", "store, index and notification connections, all over TLS");
+
+    // Without [store.tls] the database refuses the replica (no plain TCP) ...
+    let mut plain = h.demo.config.clone();
+    plain.store.tls = None;
+    let refused = Replica::start_with("b", plain).await;
+    assert!(refused.is_err(), "a replica without TLS was let in");
+    // ... and with a CA that did not issue the database's certificate, the replica refuses it.
+    let other = certs::DevPki::generate(&[]).unwrap();
+    let wrong_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong_ca, other.ca.cert_pem()).unwrap();
+    let mut wrong = h.demo.config.clone();
+    wrong.store.tls.as_mut().unwrap().ca = wrong_ca;
+    let refused = Replica::start_with("c", wrong).await.map(|_| ()).unwrap_err();
+    assert!(format!("{refused:#}").contains("PostgreSQL"), "{refused:#}");
+    h.stop().await;
 }

@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
+use tokio_postgres_rustls_improved::MakeRustlsConnect;
 
 use super::{Store, StoreError};
 use crate::audit::index::{AuditIndex, IndexEntry, Location, Selector, SharedRecord};
@@ -49,6 +52,8 @@ type PgFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send
 pub struct PgStore {
     replica: String,
     config: tokio_postgres::Config,
+    /// TLS to the database (`[store.tls]`); `None`: plain TCP.
+    tls: Option<MakeRustlsConnect>,
     timeout: Duration,
     /// The runtime that drives the connection; shut down in the background on drop (the store
     /// may be dropped inside another runtime).
@@ -80,9 +85,21 @@ impl Drop for PgStore {
     }
 }
 
-fn config(url: &str, timeout: Duration) -> Result<tokio_postgres::Config, StoreError> {
+fn config(url: &str, timeout: Duration, tls: bool) -> Result<tokio_postgres::Config, StoreError> {
     let mut cfg: tokio_postgres::Config =
         url.parse().map_err(|e: tokio_postgres::Error| StoreError::Unavailable(format!("store.url: {e}")))?;
+    match (tls, cfg.get_ssl_mode()) {
+        // With TLS configured, never fall back to plain TCP.
+        (true, SslMode::Prefer) => {
+            cfg.ssl_mode(SslMode::Require);
+        }
+        (false, SslMode::Require) => {
+            return Err(StoreError::Unavailable(
+                "store.url asks for TLS (sslmode=require) but store.tls (at least its ca) is not set".into(),
+            ));
+        }
+        _ => {}
+    }
     cfg.connect_timeout(timeout);
     cfg.keepalives(true);
     cfg.keepalives_idle(Duration::from_secs(10));
@@ -92,14 +109,31 @@ fn config(url: &str, timeout: Duration) -> Result<tokio_postgres::Config, StoreE
     Ok(cfg)
 }
 
-async fn connect(cfg: &tokio_postgres::Config) -> Result<Client, StoreError> {
-    let (client, connection) = cfg.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "store connection closed");
+/// Opens a connection (TLS when configured) and drives it on the current runtime.
+async fn connect(cfg: &tokio_postgres::Config, tls: Option<&MakeRustlsConnect>) -> Result<Client, StoreError> {
+    fn drive<S, T>(connection: Connection<S, T>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "store connection closed");
+            }
+        });
+    }
+    match tls {
+        None => {
+            let (client, connection) = cfg.connect(NoTls).await?;
+            drive(connection);
+            Ok(client)
         }
-    });
-    Ok(client)
+        Some(t) => {
+            let (client, connection) = cfg.connect(t.clone()).await?;
+            drive(connection);
+            Ok(client)
+        }
+    }
 }
 
 fn i64_of(v: u64) -> i64 {
@@ -111,10 +145,15 @@ fn u64_of(v: i64) -> u64 {
 }
 
 impl PgStore {
-    /// Connects, applies the migrations this database lacks, and returns the store of
-    /// `replica`.
-    pub fn open(url: &str, replica: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let config = config(url, timeout)?;
+    /// Connects (over TLS with `tls`), applies the migrations this database lacks, and returns
+    /// the store of `replica`.
+    pub fn open(
+        url: &str,
+        replica: &str,
+        timeout: Duration,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, StoreError> {
+        let config = config(url, timeout, tls.is_some())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("store-postgres")
@@ -124,6 +163,7 @@ impl PgStore {
         let store = PgStore {
             replica: replica.to_owned(),
             config,
+            tls: tls.map(MakeRustlsConnect::new),
             timeout,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
@@ -164,13 +204,13 @@ impl PgStore {
         F: for<'c> FnOnce(&'c mut Client) -> PgFuture<'c, T> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let (slot, cfg, timeout) = (slot.clone(), self.config.clone(), self.timeout);
+        let (slot, cfg, timeout, tls) = (slot.clone(), self.config.clone(), self.timeout, self.tls.clone());
         self.handle.spawn(async move {
             let result = tokio::time::timeout(timeout, async {
                 let mut guard = slot.lock().await;
                 if guard.as_ref().is_none_or(Client::is_closed) {
                     *guard = None;
-                    let client = connect(&cfg).await?;
+                    let client = connect(&cfg, tls.as_ref()).await?;
                     if !setup.is_empty() {
                         client.batch_execute(setup).await?;
                     }
@@ -673,26 +713,17 @@ async fn listen_once(
     state: &SyncState,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
-    let (client, mut connection) = store.config().connect(NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<String, String>>();
-    let pump = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(m) = messages.next().await {
-            match m {
-                Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(Ok(n.payload().to_owned())).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    return;
-                }
-            }
+    let (client, pump) = match &store.tls {
+        None => {
+            let (client, connection) = store.config().connect(NoTls).await?;
+            (client, pump_notifications(connection, tx))
         }
-        let _ = tx.send(Err("connection closed".into()));
-    });
+        Some(t) => {
+            let (client, connection) = store.config().connect(t.clone()).await?;
+            (client, pump_notifications(connection, tx))
+        }
+    };
     let result = async {
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         // Listening first, then re-reading: a change committed in between is both read and
@@ -720,6 +751,36 @@ async fn listen_once(
     .await;
     pump.abort();
     result
+}
+
+/// Drives the listening connection, passing each notification's payload (or the error that
+/// ended it) to `tx`.
+fn pump_notifications<S, T>(
+    mut connection: Connection<S, T>,
+    tx: tokio::sync::mpsc::UnboundedSender<Result<String, String>>,
+) -> tokio::task::JoinHandle<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(Ok(n.payload().to_owned())).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Err("connection closed".into()));
+    })
 }
 
 /// Re-reads the policy and every consent.
