@@ -249,6 +249,29 @@ fn write_run(dir: &Path, first: u64, last: u64, postings: impl Iterator<Item = P
     Ok(Run { path, file, first_seq: first, last_seq: last, postings: w.written / POSTING as u64 })
 }
 
+/// Bytes of a removed run freed at a time (see [`release_gradually`]).
+const RELEASE: u64 = 16 << 20;
+
+/// Frees the blocks and cached pages of removed runs a slice at a time, resting between
+/// slices. Freed all at once when the last handle closes, the inputs of a large merge (hundreds
+/// of MB) cost the kernel a burst of work on the gateway's core and a large journal commit that
+/// the audit writer's `fdatasync` waited behind. A run a query still holds is left to close
+/// with it.
+fn release_gradually(inputs: Vec<Arc<Run>>, writable: Vec<Option<File>>) {
+    for (run, file) in inputs.into_iter().zip(writable) {
+        let (Ok(run), Some(file)) = (Arc::try_unwrap(run), file) else { continue };
+        let mut len = file.metadata().map_or(0, |m| m.len());
+        while len > 0 {
+            len = len.saturating_sub(RELEASE);
+            if file.set_len(len).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(run);
+    }
+}
+
 impl RunIndex {
     /// Opens the index in `dir`, removing temp files and runs an interrupted merge left behind.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
@@ -388,10 +411,13 @@ impl RunIndex {
             g.runs.push(Arc::new(run));
             drop(g);
             // Queries still holding an input keep reading it through its open file.
+            let mut writable = Vec::with_capacity(inputs.len());
             for r in &inputs {
+                writable.push(OpenOptions::new().write(true).open(&r.path).ok());
                 std::fs::remove_file(&r.path)?;
             }
             sync_dir(&self.dir)?;
+            release_gradually(inputs, writable);
         }
     }
 
