@@ -145,6 +145,17 @@ def prepare_bundles(work):
         f.write(text.replace('rate = { max = 2000, per = "day" }', 'rate = { max = 1000000000, per = "day" }'))
 
 
+def write_mix(args, sandbox):
+    """Reads the example vCode the association sandbox prints and writes the mix for it to
+    `args.mix` (in `args.work`)."""
+    vcode = next((line.split(":", 1)[1].strip() for line in sandbox.stdout if line.startswith("example vCode:")), None)
+    if vcode is None:
+        sys.exit("the sandbox printed no example vCode")
+    args.mix = os.path.join(args.work, "mix.toml")
+    with open(args.mix, "w") as f:
+        f.write(MIX.format(vcode=vcode))
+
+
 def start_pinned(procs, cmd, port, cpu, **kw):
     """Starts `cmd` pinned to `cpu`, records it in `procs`, and waits until `port` listens."""
     proc = subprocess.Popen(["taskset", "-c", str(cpu)] + cmd, **kw)
@@ -226,14 +237,7 @@ def main():
         upstream = free_port()
         sandbox = start([passerelle, "sandbox", "associations", "--listen", f"127.0.0.1:{upstream}"], upstream, 1,
                         stdout=subprocess.PIPE, text=True)
-        vcode = None
-        for line in sandbox.stdout:
-            if line.startswith("example vCode:"):
-                vcode = line.split(":", 1)[1].strip()
-                break
-        args.mix = os.path.join(args.work, "mix.toml")
-        with open(args.mix, "w") as f:
-            f.write(MIX.format(vcode=vcode))
+        write_mix(args, sandbox)
 
         ng_port, pa_port = free_port(), free_port()
         with open(os.path.join(args.work, "nginx.conf"), "w") as f:

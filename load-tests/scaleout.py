@@ -165,14 +165,7 @@ def main():
                                    stdout=subprocess.PIPE, text=True)
         procs.append(sandbox)
         compare.wait_port(upstream, sandbox)
-        vcode = None
-        for line in sandbox.stdout:
-            if line.startswith("example vCode:"):
-                vcode = line.split(":", 1)[1].strip()
-                break
-        args.mix = os.path.join(args.work, "mix.toml")
-        with open(args.mix, "w") as f:
-            f.write(compare.MIX.format(vcode=vcode))
+        compare.write_mix(args, sandbox)
         compare.prepare_bundles(args.work)
 
         stores = {
