@@ -218,20 +218,26 @@ pub async fn counting_upstream(
 /// The citizen `subject` consents, through the citizen portal, to bank A reading their
 /// supplementary pensions (the demo's Sigedis flow) until the end of 2030.
 pub async fn sigedis_consent(h: &Harness, subject: &str) -> anyhow::Result<()> {
+    let body = sigedis_consent_body(subject)?;
+    let a = send(&h.control_client("citizen-portal"), Method::POST, "/consents", &[], Bytes::from(body.to_string()))
+        .await?;
+    anyhow::ensure!(a.status == http::StatusCode::CREATED, "consent refused: {}", a.text());
+    Ok(())
+}
+
+/// The body of `POST /consents` by which `subject` lets the Sigedis caller (bank A) read their
+/// supplementary pensions for its purpose.
+pub fn sigedis_consent_body(subject: &str) -> anyhow::Result<serde_json::Value> {
     let bank = demo::org_kbo(SIGEDIS_CALLER).ok_or_else(|| anyhow::anyhow!("no {SIGEDIS_CALLER} in the seeds"))?;
     let mut digits = [0u8; 10];
-    let body = serde_json::json!({
+    Ok(serde_json::json!({
         "subject": subject,
         "recipient": { "org": bank.digits(&mut digits) },
         "service": "sigedis.pensions",
         "purpose": SIGEDIS_PURPOSE,
         "valid_until": "2030-12-31",
         "evidence": "portal-session-4711",
-    });
-    let a = send(&h.control_client("citizen-portal"), Method::POST, "/consents", &[], Bytes::from(body.to_string()))
-        .await?;
-    anyhow::ensure!(a.status == http::StatusCode::CREATED, "consent refused: {}", a.text());
-    Ok(())
+    }))
 }
 
 /// A TLS connection to the data plane as the client certificate `name`, for writing raw

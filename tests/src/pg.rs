@@ -115,12 +115,7 @@ impl PgCluster {
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
-        let out = self
-            .command(tool)
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .with_context(|| format!("cannot run {tool}"))?;
+        let out = self.command(tool).args(args).output().with_context(|| format!("cannot run {tool}"))?;
         anyhow::ensure!(
             out.status.success(),
             "{tool} failed: {}{}",

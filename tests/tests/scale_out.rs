@@ -63,21 +63,8 @@ async fn two_replicas_share_consents_suspensions_and_the_audit_trail() {
     }
 
     // Given through replica A's control plane; replica B answers with data.
-    let bank = gateway::demo::org_kbo(tests::SIGEDIS_CALLER).unwrap();
-    let mut digits = [0u8; 10];
-    let given = post(
-        &a.control_client("citizen-portal"),
-        "/consents",
-        serde_json::json!({
-            "subject": subject,
-            "recipient": { "org": bank.digits(&mut digits) },
-            "service": "sigedis.pensions",
-            "purpose": tests::SIGEDIS_PURPOSE,
-            "valid_until": "2030-12-31",
-            "evidence": "portal-session-1",
-        }),
-    )
-    .await;
+    let given =
+        post(&a.control_client("citizen-portal"), "/consents", tests::sigedis_consent_body(&subject).unwrap()).await;
     assert_eq!(given.status, StatusCode::CREATED, "{}", given.text());
     let id = given.json().unwrap()["id"].as_str().unwrap().to_owned();
     let (took, n) =
@@ -184,16 +171,7 @@ async fn killing_postgres_fails_closed_and_recovers() {
     pg.kill().unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     // A change on the control plane meanwhile is refused with the same code, and not made.
-    let bank = gateway::demo::org_kbo(tests::SIGEDIS_CALLER).unwrap();
-    let mut digits = [0u8; 10];
-    let consent = serde_json::json!({
-        "subject": person(),
-        "recipient": { "org": bank.digits(&mut digits) },
-        "service": "sigedis.pensions",
-        "purpose": tests::SIGEDIS_PURPOSE,
-        "valid_until": "2030-12-31",
-        "evidence": "portal-session-2",
-    });
+    let consent = tests::sigedis_consent_body(&person()).unwrap();
     let refused = post(&h.control_client("citizen-portal"), "/consents", consent).await;
     assert_eq!((refused.status, refused.code()), (StatusCode::SERVICE_UNAVAILABLE, Some("STORE_UNAVAILABLE")));
     tokio::time::sleep(Duration::from_secs(1)).await;

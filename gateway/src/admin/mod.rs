@@ -240,41 +240,41 @@ impl ControlPlane {
         before: u64,
     ) -> Result<Vec<(Option<String>, StoredRecord)>, Refusal> {
         let (audit, index) = (self.audit.clone(), self.index.clone());
-        let found = tokio::task::spawn_blocking(move || {
-            if !audit.wait_indexed(index.as_ref(), Duration::from_secs(5)) {
-                tracing::warn!("audit index lags behind the trail; the query may miss the newest records");
-            }
-            if let Some(shared) = index.audit_shared(&selector, from, to, limit + 1)? {
-                let own = index.replica().map(str::to_owned);
-                return Ok(Ok(shared
-                    .into_iter()
-                    .filter(|r| own.as_deref() != Some(r.replica.as_str()) || r.record.seq < before)
-                    .take(limit)
-                    .map(|r| (Some(r.replica), r.record))
-                    .collect()));
-            }
-            let mut locations = index.audit_query(&selector, from, to, limit + 1)?;
-            locations.retain(|l| l.seq < before);
-            locations.truncate(limit);
-            Ok(locations
-                .into_iter()
-                .map(|l| read_record(&audit.dir, l).map(|r| (None, r)))
-                .collect::<Result<Vec<_>, String>>())
-        })
-        .await
-        .map_err(|_| refuse(Code::Internal, "query failed"))?
-        .map_err(|e: crate::store::StoreError| {
+        let index_failed = |e: crate::store::StoreError| {
             tracing::error!(error = %e, "audit index query failed");
             if e.is_unavailable() {
                 refuse(Code::StoreUnavailable, "the audit index cannot be reached")
             } else {
                 refuse(Code::Internal, "query failed")
             }
-        })?;
-        found.map_err(|e| {
-            tracing::error!(error = %e, "audit record unreadable");
-            refuse(Code::Internal, "a record could not be read; run passerelle audit verify")
+        };
+        tokio::task::spawn_blocking(move || {
+            if !audit.wait_indexed(index.as_ref(), Duration::from_secs(5)) {
+                tracing::warn!("audit index lags behind the trail; the query may miss the newest records");
+            }
+            if let Some(shared) = index.audit_shared(&selector, from, to, limit + 1).map_err(index_failed)? {
+                let own = index.replica().map(str::to_owned);
+                return Ok(shared
+                    .into_iter()
+                    .filter(|r| own.as_deref() != Some(r.replica.as_str()) || r.record.seq < before)
+                    .take(limit)
+                    .map(|r| (Some(r.replica), r.record))
+                    .collect());
+            }
+            let mut locations = index.audit_query(&selector, from, to, limit + 1).map_err(index_failed)?;
+            locations.retain(|l| l.seq < before);
+            locations.truncate(limit);
+            locations
+                .into_iter()
+                .map(|l| read_record(&audit.dir, l).map(|r| (None, r)))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|e| {
+                    tracing::error!(error = %e, "audit record unreadable");
+                    refuse(Code::Internal, "a record could not be read; run passerelle audit verify")
+                })
         })
+        .await
+        .map_err(|_| refuse(Code::Internal, "query failed"))?
     }
 
     async fn audit_query(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
@@ -349,13 +349,13 @@ impl ControlPlane {
             "the data subject's own request, through a citizen access point".to_owned(),
         )
         .await?;
-        let mut records: Vec<StoredRecord> = self
+        // In time order, whichever replica wrote each record.
+        let records: Vec<StoredRecord> = self
             .find(Selector::Subject(person.index_key()), 0, u64::MAX, MAX_RESULTS, u64::MAX)
             .await?
             .into_iter()
             .map(|(_, r)| r)
             .collect();
-        records.sort_by_key(|r| r.record.time_ms);
         let accesses: Vec<serde_json::Value> = records
             .iter()
             .filter(|r| r.record.kind == RecordKind::DataCall)

@@ -289,12 +289,19 @@ impl ConsentStore {
         }
     }
 
-    /// Every consent.
-    pub fn all(&self) -> Result<Vec<Consent>, StoreError> {
+    /// Calls `f` with every consent (the embedded store streams them; a million need not be
+    /// held at once); returns how many.
+    pub fn each(&self, mut f: impl FnMut(&Consent)) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let mut count = |c: &Consent| {
+            f(c);
+            n += 1;
+        };
         match self {
-            ConsentStore::Sled(s) => Ok(s.all().collect()),
-            ConsentStore::Postgres(p) => p.consent_all(),
+            ConsentStore::Sled(s) => s.all().for_each(|c| count(&c)),
+            ConsentStore::Postgres(p) => p.consent_all()?.iter().for_each(count),
         }
+        Ok(n)
     }
 }
 
@@ -417,13 +424,11 @@ impl Registry {
     /// shared store has missed notifications). Consents are never deleted, only marked, so
     /// indexing them all again brings the index up to date. Returns how many were read.
     pub fn reload(&self) -> Result<usize, StoreError> {
-        let all = self.store.all()?;
-        for c in &all {
+        self.store.each(|c| {
             if let Ok(mut shard) = self.shard_for(&c.subject).write() {
                 self.index_into(&mut shard, c);
             }
-        }
-        Ok(all.len())
+        })
     }
 
     /// Re-reads one consent from the store into the index (another replica changed it).

@@ -178,16 +178,6 @@ impl PgStore {
         Ok(store)
     }
 
-    /// This replica's name.
-    pub fn replica(&self) -> &str {
-        &self.replica
-    }
-
-    /// The connection settings (for the notification listener's own connection).
-    pub fn config(&self) -> &tokio_postgres::Config {
-        &self.config
-    }
-
     /// Runs `f` on the store's connection (opened first if needed) and waits for it.
     fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -245,17 +235,13 @@ impl PgStore {
 
     /// Writes consents and their events in one transaction, announced to every replica.
     pub fn consent_put(&self, consents: &[Consent], events: &[String]) -> Result<(), StoreError> {
-        let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> = consents
-            .iter()
-            .zip(events)
-            .map(|(c, e)| {
-                (c.id.clone(), c.subject.clone(), serde_json::to_vec(c).unwrap_or_default(), e.clone().into_bytes())
-            })
-            .collect();
+        let ids: Vec<String> = consents.iter().map(|c| c.id.clone()).collect();
+        let subjects: Vec<String> = consents.iter().map(|c| c.subject.clone()).collect();
+        let docs: Vec<Vec<u8>> = consents.iter().map(|c| serde_json::to_vec(c).unwrap_or_default()).collect();
+        let evs: Vec<Vec<u8>> = events.iter().map(|e| e.clone().into_bytes()).collect();
         self.call(move |c| {
             Box::pin(async move {
                 let tx = c.transaction().await?;
-                let (ids, subjects, docs, evs): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = unzip4(rows);
                 tx.execute(
                     "INSERT INTO consents (id, subject, document) \
                      SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
@@ -320,17 +306,6 @@ impl PgStore {
             })
         })
     }
-}
-
-fn unzip4<A, B, C, D>(v: Vec<(A, B, C, D)>) -> (Vec<A>, Vec<B>, Vec<C>, Vec<D>) {
-    let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (w, x, y, z) in v {
-        a.push(w);
-        b.push(x);
-        c.push(y);
-        d.push(z);
-    }
-    (a, b, c, d)
 }
 
 /// Applies the migrations the database lacks; returns how many.
@@ -561,7 +536,7 @@ impl AuditIndex for PgStore {
         to_ms: u64,
         limit: usize,
     ) -> Result<Vec<Location>, StoreError> {
-        let rows = self.select(selector, from_ms, to_ms, limit, false, true)?;
+        let rows = self.select(selector, from_ms, to_ms, limit, false)?;
         Ok(rows.into_iter().map(|r| Location { seq: r.seq, segment: r.segment, offset: r.offset }).collect())
     }
 
@@ -572,7 +547,7 @@ impl AuditIndex for PgStore {
         to_ms: u64,
         limit: usize,
     ) -> Result<Option<Vec<SharedRecord>>, StoreError> {
-        let rows = self.select(selector, from_ms, to_ms, limit, true, false)?;
+        let rows = self.select(selector, from_ms, to_ms, limit, true)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let record = serde_json::from_slice(&r.payload)
@@ -592,19 +567,20 @@ struct Row {
 }
 
 impl PgStore {
+    /// The index rows `selector` matches: of every replica with their payloads (`shared`), or
+    /// of this replica only, locations alone.
     fn select(
         &self,
         selector: &Selector,
         from_ms: u64,
         to_ms: u64,
         limit: usize,
-        payload: bool,
-        own_only: bool,
+        shared: bool,
     ) -> Result<Vec<Row>, StoreError> {
         let (from, to) = (i64_of(from_ms), i64_of(to_ms));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let replica = own_only.then(|| self.replica.clone());
-        let cols = if payload {
+        let replica = (!shared).then(|| self.replica.clone());
+        let cols = if shared {
             "r.replica, r.seq, r.segment, r.\"offset\", r.payload"
         } else {
             "r.replica, r.seq, r.segment, r.\"offset\", ''::bytea"
@@ -625,9 +601,10 @@ impl PgStore {
                 ),
                 Some(k.clone()),
             ),
+            // No key: `$1` is always NULL, so that every query takes the same parameters.
             Selector::Time => (
                 format!(
-                    "SELECT {cols} FROM audit_records r WHERE ($1::text IS NULL OR true) AND r.time_ms BETWEEN $2 AND $3 \
+                    "SELECT {cols} FROM audit_records r WHERE $1::text IS NULL AND r.time_ms BETWEEN $2 AND $3 \
                      AND ($4::text IS NULL OR r.replica = $4) ORDER BY r.time_ms, r.replica, r.seq LIMIT $5"
                 ),
                 None,
@@ -716,11 +693,11 @@ async fn listen_once(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<String, String>>();
     let (client, pump) = match &store.tls {
         None => {
-            let (client, connection) = store.config().connect(NoTls).await?;
+            let (client, connection) = store.config.connect(NoTls).await?;
             (client, pump_notifications(connection, tx))
         }
         Some(t) => {
-            let (client, connection) = store.config().connect(t.clone()).await?;
+            let (client, connection) = store.config.connect(t.clone()).await?;
             (client, pump_notifications(connection, tx))
         }
     };
