@@ -224,6 +224,18 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         ));
         state
     });
+    // Listen only once the follower holds the other replicas' changes: a replica that has just
+    // started should answer, not refuse its first calls. Should that take longer than a store
+    // call may, it listens anyway and refuses (STORE_UNAVAILABLE) until it is in sync.
+    if let Some(state) = &sync {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.store.timeout_ms);
+        while !state.in_sync() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !state.in_sync() {
+            tracing::warn!("not yet in sync with the shared store; calls are refused until it is");
+        }
+    }
     let mut pipeline = build_pipeline(cfg, policy.clone(), audit.clone(), consent.clone(), metrics)?;
     pipeline.sync = sync.clone();
     let pipeline = Arc::new(pipeline);

@@ -257,13 +257,21 @@ async fn replicas_reach_the_database_over_tls_only() {
     let h = Harness::with_overrides(&refs).await.unwrap();
     let a = tests::association(&h.client(tests::ASSOC_CALLER), &tests::vcode(), &[]).await.unwrap();
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    // Every connection of the gateway (store, indexer, notifications) is TLS.
-    let seen = pg
-        .sql(
-            "SELECT count(*) || ' ' || bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE a.application_name = 'passerelle'",
-        )
-        .unwrap();
+    // Every connection of the gateway (store, indexer, notifications) is TLS. The indexer opens
+    // its connection with its first write, after the call above: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let seen = pg
+            .sql(
+                "SELECT count(*) || ' ' || bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'passerelle'",
+            )
+            .unwrap();
+        if seen.starts_with("3 ") || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(seen, "3 true", "store, index and notification connections, all over TLS");
 
     // Without [store.tls] the database refuses the replica (no plain TCP) ...

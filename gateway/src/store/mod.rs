@@ -40,7 +40,12 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Unavailable(_) => true,
-            StoreError::Postgres(e) => e.is_closed() || e.code().is_none(),
+            // No SQL state: the connection itself failed. Classes 08 (connection exception) and
+            // 57 (operator intervention: shutting down, starting up) are the server going away or
+            // not back yet.
+            StoreError::Postgres(e) => {
+                e.is_closed() || e.code().is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57"))
+            }
             _ => false,
         }
     }
