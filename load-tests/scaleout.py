@@ -49,7 +49,7 @@ listen = "127.0.0.1:{public}"
 
 def gateway_conf(args, name, port, store, upstream):
     """compare.py's gateway configuration with its own store, audit directory and listeners."""
-    text = compare.PASSERELLE_CONF.format(work=args.work, upstream=upstream, port=port, pki=args.pki)
+    text = compare.PASSERELLE_CONF.format(work=args.work, audit=f"{args.work}/audit", upstream=upstream, port=port, pki=args.pki)
     for old, new in [(f'[store]\npath = "{args.work}/store"\n', f"[store]\n{store}\n"),
                      (f'dir = "{args.work}/audit"', f'dir = "{args.work}/audit-{name}"')]:
         assert old in text, old

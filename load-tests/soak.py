@@ -157,7 +157,7 @@ def main():
             f.write(MIX.format(vcode=vcode))
         compare.prepare_bundles(work)
         port = compare.free_port()
-        conf = compare.PASSERELLE_CONF.format(work=work, upstream=upstream, port=port, pki=pki)
+        conf = compare.PASSERELLE_CONF.format(work=work, audit=f"{work}/audit", upstream=upstream, port=port, pki=pki)
         conf += f'\n[sources.div]\nupstream = "http://127.0.0.1:{upstream}"\n'
         with open(os.path.join(work, "passerelle.toml"), "w") as f:
             f.write(conf)
