@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod audit;
+mod background;
 pub mod cli;
 pub mod client;
 pub mod config;

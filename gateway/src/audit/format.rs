@@ -107,8 +107,29 @@ impl FrameError {
 }
 
 /// Decodes the frames of `data` starting at `start`. Returns the frames read and, if it stopped
-/// early, why.
+/// early, why. Zeros to the end of `data` are not an error: they are the unwritten part of a
+/// segment prepared in advance (no frame starts with a zero length).
 pub fn decode_frames(data: &[u8], start: usize) -> (Vec<Frame>, Option<FrameError>) {
+    let (frames, stop) = decode_frames_until_damage(data, start);
+    match stop {
+        Some(stop) if data[stop.offset() as usize..].iter().all(|&b| b == 0) => (frames, None),
+        stop => (frames, stop),
+    }
+}
+
+/// Where the frames read from `start` end: the durable length of a segment.
+pub fn frames_end(frames: &[Frame], start: usize) -> u64 {
+    frames.last().map_or(start as u64, |f| f.offset + (FRAME_OVERHEAD + f.payload.len()) as u64)
+}
+
+/// The end of the bytes written from `at`: trailing zeros of a prepared segment left out, when
+/// there are at least a page of them (a torn frame may itself end in a few zero bytes).
+pub fn written_end(data: &[u8], at: usize) -> usize {
+    let tail = data[at..].iter().rev().take_while(|&&b| b == 0).count();
+    if tail >= 4096 { data.len() - tail } else { data.len() }
+}
+
+fn decode_frames_until_damage(data: &[u8], start: usize) -> (Vec<Frame>, Option<FrameError>) {
     let mut frames = Vec::new();
     let mut at = start;
     while at < data.len() {

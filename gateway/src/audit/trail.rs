@@ -25,6 +25,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use super::format::{self, Checkpoint, FrameError, GENESIS, HEADER_LEN, KIND_CHECKPOINT, KIND_RECORD};
 use super::index::{AuditIndex, IndexEntry};
 use super::record::{Record, SubjectRef, with_seq};
+use super::spare::{self, Spare};
 
 /// Settings of the trail.
 #[derive(Debug, Clone)]
@@ -127,6 +128,9 @@ struct Writer {
     /// The index keeps each record's payload (a shared store).
     index_payload: bool,
     status: Arc<TrailStatus>,
+    /// The next segment, prepared in the background (see [`super::spare`]).
+    spare: Arc<Spare>,
+    spare_thread: Option<JoinHandle<()>>,
 }
 
 fn open_err(dir: &Path, message: impl Into<String>) -> AuditError {
@@ -205,16 +209,18 @@ impl AuditTrail {
             ));
         }
         let (frames, stop) = format::decode_frames(&data, HEADER_LEN);
-        let mut seg_len = data.len() as u64;
+        // The durable length; a segment prepared in advance has zeros beyond it.
+        let mut seg_len = format::frames_end(&frames, HEADER_LEN);
         if let Some(stop) = stop {
             // A crash can leave the last write incomplete. Keep the cut bytes for inspection.
             let at = stop.offset();
+            let end = format::written_end(&data, at as usize);
             let torn =
                 dir.join(format!("{}.torn-{at}", seg_path.file_name().and_then(|n| n.to_str()).unwrap_or("segment")));
-            std::fs::write(&torn, &data[at as usize..]).map_err(|e| open_err(&dir, e.to_string()))?;
+            std::fs::write(&torn, &data[at as usize..end]).map_err(|e| open_err(&dir, e.to_string()))?;
             let f = OpenOptions::new().write(true).open(&seg_path).map_err(|e| open_err(&dir, e.to_string()))?;
             f.set_len(at).and_then(|()| f.sync_all()).map_err(|e| open_err(&dir, e.to_string()))?;
-            recovery.torn_bytes = seg_len - at;
+            recovery.torn_bytes = end as u64 - at;
             seg_len = at;
             tracing::warn!(segment = %seg_path.display(), offset = at, bytes = recovery.torn_bytes, kind = ?matches!(stop, FrameError::Corrupt { .. }), "cut an incomplete audit write from the end of the trail");
         }
@@ -261,6 +267,7 @@ impl AuditTrail {
         }
 
         let file = OpenOptions::new().write(true).open(&seg_path).map_err(|e| open_err(&dir, e.to_string()))?;
+        let (spare, spare_thread) = Spare::start(&dir, cfg.segment_bytes).map_err(|e| open_err(&dir, e.to_string()))?;
         let (index_tx, index_rx) = mpsc::channel::<Vec<IndexEntry>>();
         let indexer_stop = Arc::new(AtomicBool::new(false));
         let stop = indexer_stop.clone();
@@ -288,6 +295,8 @@ impl AuditTrail {
             index_tx: Some(index_tx),
             index_payload,
             status: status.clone(),
+            spare,
+            spare_thread: Some(spare_thread),
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -526,6 +535,10 @@ impl Writer {
             self.checkpoint();
         }
         self.index_tx.take();
+        self.spare.close();
+        if let Some(t) = self.spare_thread.take() {
+            let _ = t.join();
+        }
     }
 
     fn commit(&mut self, batch: &mut Vec<Msg>, buf: &mut Vec<u8>, payload: &mut Vec<u8>) {
@@ -656,15 +669,32 @@ impl Writer {
 
     fn rotate(&mut self) {
         let path = self.cfg.dir.join(format::segment_name(self.next_seq));
-        let r = OpenOptions::new().write(true).create_new(true).open(&path).and_then(|mut f| {
-            f.write_all(&format::encode_header(self.next_seq, &self.hash))?;
-            f.sync_all()?;
-            sync_dir(&self.cfg.dir)?;
-            Ok(f)
+        let header = format::encode_header(self.next_seq, &self.hash);
+        let prepared = self.spare.take().map(|spare| {
+            spare::install(spare, &path, &header).inspect_err(|e| {
+                let _ = std::fs::remove_file(spare);
+                tracing::warn!(error = %e, "the prepared audit segment could not be used; creating one");
+            })
         });
+        let was_prepared = matches!(prepared, Some(Ok(_)));
+        let r = match prepared {
+            Some(Ok(f)) => Ok(f),
+            _ => OpenOptions::new().write(true).create_new(true).open(&path).and_then(|mut f| {
+                f.write_all(&header)?;
+                f.sync_all()?;
+                Ok(f)
+            }),
+        }
+        .and_then(|f| sync_dir(&self.cfg.dir).map(|()| f));
         match r {
             Ok(f) => {
-                tracing::debug!(target: "passerelle::audit_index", first = self.next_seq, "audit segment started");
+                tracing::debug!(
+                    target: "passerelle::audit_index",
+                    first = self.next_seq,
+                    prepared = was_prepared,
+                    "audit segment started"
+                );
+                self.spare.request();
                 self.checkpoint();
                 self.file = f;
                 self.seg_path = path;

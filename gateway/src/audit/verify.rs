@@ -330,4 +330,79 @@ mod tests {
         trail.close();
         assert_eq!(verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap().problem, None);
     }
+
+    /// Segments after the first are prepared in advance (zeros written and synced) and filled
+    /// in place. Their zero tail is not damage: the trail reopens at its last record and
+    /// verifies. A torn write into the prepared space is cut like any other, zeros left out.
+    #[tokio::test]
+    async fn prepared_segments_are_filled_in_place_and_reopen_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::SledStore::open(&dir.path().join("store")).unwrap());
+        let size = 16_384u64;
+        let cfg = TrailConfig {
+            dir: dir.path().join("audit"),
+            signing_key: dir.path().join("key"),
+            segment_bytes: size,
+            checkpoint_every: 1_000,
+            checkpoint_interval: std::time::Duration::from_secs(60),
+            max_batch: 1,
+        };
+        let spare = cfg.dir.join(crate::audit::spare::SPARE_NAME);
+        let (trail, _) = AuditTrail::open(cfg.clone(), store.clone()).unwrap();
+        let mut n = 0u64;
+        // Until the first rotation; it asks for a prepared segment.
+        while format::segments(&cfg.dir).unwrap().len() < 2 {
+            n += 1;
+            trail.append(&record(n)).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&spare).map_or(0, |m| m.len()) < size {
+            assert!(std::time::Instant::now() < deadline, "the next segment was not prepared");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // The second rotation takes it: the third segment is full size, zeros after its records.
+        while format::segments(&cfg.dir).unwrap().len() < 3 {
+            n += 1;
+            trail.append(&record(n)).await.unwrap();
+        }
+        for _ in 0..3 {
+            n += 1;
+            trail.append(&record(n)).await.unwrap();
+        }
+        trail.close();
+        let segs = format::segments(&cfg.dir).unwrap();
+        let last = &segs[2].1;
+        let data = std::fs::read(last).unwrap();
+        assert_eq!(data.len() as u64, size, "the third segment was not the prepared one");
+        let (frames, stop) = format::decode_frames(&data, HEADER_LEN);
+        let end = format::frames_end(&frames, HEADER_LEN);
+        assert_eq!(stop, None);
+        assert!(end < size && data[end as usize..].iter().all(|&b| b == 0));
+        let report = verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap();
+        assert_eq!((report.problem, report.records), (None, n));
+
+        // Reopened, it goes on from its last record, in place.
+        let (trail, rec) = AuditTrail::open(cfg.clone(), store.clone()).unwrap();
+        assert_eq!((rec.last_seq, rec.torn_bytes), (n, 0));
+        n += 1;
+        assert_eq!(trail.append(&record(n)).await.unwrap(), n);
+        trail.close();
+        assert_eq!(std::fs::metadata(last).unwrap().len(), size);
+
+        // A torn write in the prepared space: 30 bytes cut, the zeros after them not counted.
+        let data = std::fs::read(last).unwrap();
+        let (frames, _) = format::decode_frames(&data, HEADER_LEN);
+        let end = format::frames_end(&frames, HEADER_LEN);
+        {
+            use std::os::unix::fs::FileExt as _;
+            let f = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+            f.write_all_at(&[0xAB; 30], end).unwrap();
+        }
+        let (trail, rec) = AuditTrail::open(cfg.clone(), store).unwrap();
+        assert_eq!((rec.last_seq, rec.torn_bytes), (n, 30));
+        trail.close();
+        assert_eq!(std::fs::metadata(last).unwrap().len(), end);
+        assert_eq!(verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap().problem, None);
+    }
 }

@@ -33,7 +33,6 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +40,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use sha2::{Digest as _, Sha256};
+
+use crate::background::Paced;
 
 use crate::audit::index::{IndexEntry, Location, Selector};
 
@@ -224,53 +225,6 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Bytes of a run handed to the disk at a time (see [`Paced`]).
-const PACE: usize = 256 * 1024;
-
-/// A writer that pushes each [`PACE`] bytes to the disk and waits for them before taking
-/// more. A run is megabytes (a merge, tens of them); written then synced in one go, it held the
-/// audit writer's `fdatasync` — which shares the disk — for the whole flush, and every call
-/// waiting on that batch with it. In slices, a record batch waits for one slice at most.
-///
-/// It also keeps the index to a share of one core: after each slice (producing it, writing it,
-/// syncing it) it rests [`REST`] times as long. A merge of a few million postings took seconds of
-/// CPU at once; on a gateway with one core that starved the data plane, and every call waited
-/// behind it (a held-load run saw p99 reach 2.6 s during a 5 s merge).
-struct Paced<'a> {
-    file: File,
-    buf: Vec<u8>,
-    written: u64,
-    since: std::time::Instant,
-    /// When set, the next slice fails: the index is closing and a merge is not worth waiting for.
-    cancel: Option<&'a AtomicBool>,
-}
-
-/// How long a [`Paced`] writer rests after each slice, in multiples of the slice's own time:
-/// 3 keeps index upkeep to at most a quarter of a core.
-const REST: u32 = 3;
-
-impl Paced<'_> {
-    fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= PACE { self.slice() } else { Ok(()) }
-    }
-
-    fn slice(&mut self) -> std::io::Result<()> {
-        if self.cancel.is_some_and(|c| c.load(Ordering::Acquire)) {
-            return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "audit index closing"));
-        }
-        self.file.write_all(&self.buf)?;
-        self.file.sync_data()?;
-        self.written += self.buf.len() as u64;
-        self.buf.clear();
-        // Bounded, so that a stalled disk does not turn into minutes of rest.
-        let worked = self.since.elapsed().min(std::time::Duration::from_millis(50));
-        std::thread::sleep(worked * REST);
-        self.since = std::time::Instant::now();
-        Ok(())
-    }
-}
-
 /// Writes `postings` (sorted) as the run `first..=last`: temp file written in paced slices,
 /// fsync, rename, fsync dir. The run's length is what was written. Fails, leaving a temp file
 /// that the next open removes, once `cancel` is set.
@@ -284,8 +238,7 @@ fn write_run(
     let path = dir.join(run_name(first, last));
     let tmp = dir.join(format!("{}.tmp", run_name(first, last)));
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-    let mut w =
-        Paced { file, buf: Vec::with_capacity(PACE + POSTING), written: 0, since: std::time::Instant::now(), cancel };
+    let mut w = Paced::new(file, cancel);
     for p in postings {
         w.push(&p)?;
     }
@@ -494,14 +447,7 @@ impl Shared {
 
     /// The upkeep thread: writes sealed tables and merges runs, at idle priority, until close.
     fn upkeep(&self) {
-        use thread_priority::{
-            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, set_thread_priority_and_policy,
-            thread_native_id,
-        };
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
-            tracing::warn!(error = ?e, "audit index upkeep runs at normal priority (SCHED_IDLE refused)");
-        }
+        crate::background::idle_priority("index-upkeep");
         loop {
             {
                 let mut g = self.lock();

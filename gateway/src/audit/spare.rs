@@ -1,0 +1,154 @@
+//! The next audit segment, prepared ahead of time: a file of zeros, written and synced in the
+//! background, that the writer turns into its next segment at rotation.
+//!
+//! Why: an `fdatasync` that extends a file must also commit the file's new size and block map
+//! through the file system's journal, while one that overwrites blocks already written only
+//! flushes data. Measured on this machine's ext4 (1 KB writes, each followed by `fdatasync`):
+//! 131–140 µs median when appending, 87–88 µs when overwriting a file written before. Every
+//! call waits for one of these before its answer leaves, so segments are filled in place (as
+//! PostgreSQL does with its WAL segments).
+//!
+//! The zeros are ordinary data, not a hole or an unwritten extent (those would bring the
+//! journal back on the first write). Readers stop at a tail of zeros ([`super::format`]). The
+//! file is prepared under `SCHED_IDLE` in paced slices, so it takes neither the CPU nor the disk
+//! from calls; it is asked for when a segment starts, and a rotation that finds it not ready
+//! (or its preparation failed, e.g. on a full disk) creates the segment the plain way.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::background::{PACE, Paced};
+
+/// The prepared file's name in the trail directory (not a segment name, so readers skip it).
+pub const SPARE_NAME: &str = "next-segment.spare";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Wanted,
+    Ready,
+}
+
+/// The spare segment and the thread that prepares it.
+#[derive(Debug)]
+pub(crate) struct Spare {
+    path: PathBuf,
+    size: u64,
+    state: Mutex<State>,
+    wake: Condvar,
+    closing: AtomicBool,
+}
+
+impl Spare {
+    /// Removes a spare left by an earlier run and starts the preparing thread.
+    pub(crate) fn start(dir: &Path, size: u64) -> std::io::Result<(Arc<Spare>, JoinHandle<()>)> {
+        let path = dir.join(SPARE_NAME);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let spare = Arc::new(Spare {
+            path,
+            size,
+            state: Mutex::new(State::Idle),
+            wake: Condvar::new(),
+            closing: AtomicBool::new(false),
+        });
+        let s = spare.clone();
+        let thread = std::thread::Builder::new().name("audit-spare".into()).spawn(move || s.run())?;
+        Ok((spare, thread))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks for a spare unless one is ready or being prepared.
+    pub(crate) fn request(&self) {
+        let mut s = self.lock();
+        if *s == State::Idle {
+            *s = State::Wanted;
+            self.wake.notify_all();
+        }
+    }
+
+    /// The prepared file, if it is ready; the caller now owns it.
+    pub(crate) fn take(&self) -> Option<&Path> {
+        let mut s = self.lock();
+        (*s == State::Ready).then(|| {
+            *s = State::Idle;
+            self.path.as_path()
+        })
+    }
+
+    /// Stops the preparing thread (a preparation in progress is abandoned).
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        let _s = self.lock();
+        self.wake.notify_all();
+    }
+
+    fn run(&self) {
+        crate::background::idle_priority("audit-spare");
+        loop {
+            {
+                let mut s = self.lock();
+                while *s != State::Wanted && !self.closing.load(Ordering::Acquire) {
+                    s = self.wake.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            let started = std::time::Instant::now();
+            let made = self.prepare();
+            let mut s = self.lock();
+            match made {
+                Ok(()) => {
+                    tracing::debug!(ms = started.elapsed().as_millis() as u64, "next audit segment prepared");
+                    *s = State::Ready;
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&self.path);
+                    *s = State::Idle;
+                    if !self.closing.load(Ordering::Acquire) {
+                        tracing::warn!(error = %e, "next audit segment not prepared; it will be created at rotation");
+                    }
+                }
+            }
+        }
+    }
+
+    fn prepare(&self) -> std::io::Result<()> {
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&self.path)?;
+        let mut w = Paced::new(file, Some(&self.closing));
+        let zeros = vec![0u8; PACE];
+        let mut left = self.size;
+        while left > 0 {
+            let n = left.min(PACE as u64) as usize;
+            w.push(&zeros[..n])?;
+            left -= n as u64;
+        }
+        w.slice()?;
+        w.file.sync_all()?;
+        Ok(())
+    }
+}
+
+/// Turns the prepared file at `spare` into the segment `path` starting with `header`: the header
+/// is written and synced first, then the file is linked under its segment name (failing, as
+/// `create_new` would, if that name exists) and the spare name removed, then the directory is
+/// synced. A crash in between leaves either no segment or a whole one; a stale spare name is
+/// removed at the next start.
+pub(crate) fn install(spare: &Path, path: &Path, header: &[u8]) -> std::io::Result<File> {
+    use std::os::unix::fs::FileExt as _;
+    let f = OpenOptions::new().write(true).open(spare)?;
+    f.write_all_at(header, 0)?;
+    f.sync_data()?;
+    std::fs::hard_link(spare, path)?;
+    std::fs::remove_file(spare)?;
+    Ok(f)
+}
