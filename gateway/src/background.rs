@@ -31,8 +31,7 @@ const REST: u32 = 3;
 /// call waiting on that batch with it. In slices, a record batch waits for one slice at most.
 ///
 /// After each slice (producing it, writing it, syncing it) it rests [`REST`] times as long, so
-/// that the disk has room for the audit writer in between.
-#[derive(Debug)]
+/// that the disk has room for the audit writer in between, then runs its `between` work.
 pub(crate) struct Paced<'a> {
     pub(crate) file: File,
     buf: Vec<u8>,
@@ -40,11 +39,26 @@ pub(crate) struct Paced<'a> {
     since: std::time::Instant,
     /// When set, the next slice fails: the work is abandoned (the gateway is closing).
     cancel: Option<&'a AtomicBool>,
+    /// Run after each slice's rest: more urgent work that must not wait for the whole write.
+    between: Option<&'a dyn Fn()>,
 }
 
 impl<'a> Paced<'a> {
     pub(crate) fn new(file: File, cancel: Option<&'a AtomicBool>) -> Self {
-        Paced { file, buf: Vec::with_capacity(PACE + 64), written: 0, since: std::time::Instant::now(), cancel }
+        Paced {
+            file,
+            buf: Vec::with_capacity(PACE + 64),
+            written: 0,
+            since: std::time::Instant::now(),
+            cancel,
+            between: None,
+        }
+    }
+
+    /// Runs `work` after each slice's rest.
+    pub(crate) fn between(mut self, work: Option<&'a dyn Fn()>) -> Self {
+        self.between = work;
+        self
     }
 
     pub(crate) fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -64,6 +78,9 @@ impl<'a> Paced<'a> {
         // Bounded, so that a stalled disk does not turn into minutes of rest.
         let worked = self.since.elapsed().min(std::time::Duration::from_millis(50));
         std::thread::sleep(worked * REST);
+        if let Some(work) = self.between {
+            work();
+        }
         self.since = std::time::Instant::now();
         Ok(())
     }

@@ -17,9 +17,10 @@
 //! * The upkeep thread runs under `SCHED_IDLE`: it gets the CPU only when no other thread of
 //!   the machine wants it. A merge of 16 M postings is seconds of CPU; at normal priority, on a
 //!   gateway with one core under 70 % load, it pushed the p99 of its minute from ~12 to 74 ms
-//!   even when paced to a quarter of the core. If upkeep falls behind (a saturated core),
-//!   runs and sealed tables accumulate; after [`MAX_SEALED`] sealed tables the thread that adds
-//!   postings writes one itself, so memory stays bounded.
+//!   even when paced to a quarter of the core. A merge writes the tables sealed meanwhile
+//!   between its slices. If upkeep still falls behind (a saturated core), runs and sealed
+//!   tables accumulate; after [`MAX_SEALED`] sealed tables the thread that adds postings writes
+//!   them itself, so memory stays bounded.
 //! * A crash loses at most the in-memory tables (the open one and the sealed ones), and
 //!   closing abandons a merge in progress: the durable runs say how far the index got
 //!   ([`AuditIndex::audit_indexed_seq`]) and the trail's opening re-indexes the rest. A merge
@@ -227,18 +228,19 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `postings` (sorted) as the run `first..=last`: temp file written in paced slices,
 /// fsync, rename, fsync dir. The run's length is what was written. Fails, leaving a temp file
-/// that the next open removes, once `cancel` is set.
+/// that the next open removes, once `cancel` is set; runs `between` after each slice.
 fn write_run(
     dir: &Path,
     first: u64,
     last: u64,
     postings: impl Iterator<Item = Posting>,
     cancel: Option<&AtomicBool>,
+    between: Option<&dyn Fn()>,
 ) -> std::io::Result<Run> {
     let path = dir.join(run_name(first, last));
     let tmp = dir.join(format!("{}.tmp", run_name(first, last)));
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-    let mut w = Paced::new(file, cancel);
+    let mut w = Paced::new(file, cancel).between(between);
     for p in postings {
         w.push(&p)?;
     }
@@ -486,7 +488,7 @@ impl Shared {
             let mut sorted = postings.to_vec();
             drop(postings);
             sorted.sort_unstable();
-            let run = write_run(&self.dir, first, last, sorted.into_iter(), None)?;
+            let run = write_run(&self.dir, first, last, sorted.into_iter(), None, None)?;
             tracing::debug!(
                 target: "passerelle::audit_index",
                 first,
@@ -568,7 +570,15 @@ impl Shared {
             }
             Some(p)
         });
-        let run = write_run(&self.dir, first, last, merged, Some(&self.closing));
+        // A merge of millions of postings takes tens of seconds at idle priority; tables that
+        // fill meanwhile are written between its slices, or the indexer would have to write
+        // them itself, at normal priority (a held load saw p99 reach 430 ms that way).
+        let write_tables = || {
+            if let Err(e) = self.write_sealed() {
+                tracing::warn!(target: "passerelle::audit_index", error = %e, "audit index table not written during a merge");
+            }
+        };
+        let run = write_run(&self.dir, first, last, merged, Some(&self.closing), Some(&write_tables));
         // A merged run that is not whole must not stay: at the next open it would cover, and
         // so replace, its inputs.
         let whole = match (error, run) {
@@ -743,8 +753,8 @@ mod tests {
         // Put back two of the merge's inputs, as if the crash came before their removal, plus
         // a half-written temp file.
         let one = entry(1);
-        write_run(dir.path(), 1, 10, std::iter::once(posting(&key_hash(TIME, ""), &one)), None).unwrap();
-        write_run(dir.path(), 11, 20, std::iter::empty(), None).unwrap();
+        write_run(dir.path(), 1, 10, std::iter::once(posting(&key_hash(TIME, ""), &one)), None, None).unwrap();
+        write_run(dir.path(), 11, 20, std::iter::empty(), None, None).unwrap();
         std::fs::write(dir.path().join("run-x.idx.tmp"), b"partial").unwrap();
         let idx = RunIndex::open(dir.path()).unwrap();
         assert_eq!(idx.run_count(), 1);
