@@ -66,10 +66,22 @@ impl Spare {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The state, for the audit writer: never waits. The preparing thread runs at idle
+    /// priority and may be preempted while it holds the lock; the writer, which every call
+    /// waits for, must not wait for it (it then goes without a spare this time).
+    fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, State>> {
+        match self.state.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Asks for a spare unless one is ready or being prepared.
     pub(crate) fn request(&self) {
-        let mut s = self.lock();
-        if *s == State::Idle {
+        if let Some(mut s) = self.try_lock()
+            && *s == State::Idle
+        {
             *s = State::Wanted;
             self.wake.notify_all();
         }
@@ -77,7 +89,7 @@ impl Spare {
 
     /// The prepared file, if it is ready; the caller now owns it.
     pub(crate) fn take(&self) -> Option<&Path> {
-        let mut s = self.lock();
+        let mut s = self.try_lock()?;
         (*s == State::Ready).then(|| {
             *s = State::Idle;
             self.path.as_path()
