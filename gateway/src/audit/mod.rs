@@ -10,7 +10,7 @@
 pub mod format;
 pub mod index;
 pub mod record;
-pub(crate) mod spare;
+mod spare;
 pub mod trail;
 pub mod verify;
 
