@@ -14,6 +14,12 @@ It prints, per minute: requests, answers by status, p50/p99/p99.9 and Passerelle
 RSS at start and end, the spread of the per-minute p99, and the audit records written. It
 exits non-zero if any answer differs from what the mix expects or any request gets no answer.
 
+To tell where a slow second comes from, it also samples the machine once a second (both CPUs'
+busy, iowait and steal time, the disk's writes and flushes, the gateway's CPU time and bytes
+written per thread) and prints the twelve seconds with the highest p99 beside those samples
+and the gateway's disk events (segments started, index runs and merges, slow record
+batches); everything goes to `seconds.json` in the work directory.
+
     python3 load-tests/soak.py [--rate 15348] [--minutes 10]
 
 The default rate is 70 % of the 21,925 calls/s saturation compare.py measured on this machine
@@ -30,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -119,6 +126,96 @@ def rss_kib(pid):
     return 0
 
 
+class Sampler(threading.Thread):
+    """Once a second: both CPUs' time by kind (steal shows the host taking the core), the disk's
+    writes and flushes, and the gateway's CPU time by thread name, to set beside the latency of
+    the same second."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.samples, self.stop = pid, [], threading.Event()
+        self.tick = os.sysconf("SC_CLK_TCK")
+        disks = [line.split() for line in open("/proc/diskstats")]
+        self.disk = max(disks, key=lambda f: int(f[9]))[2]  # the disk written most
+
+    def snapshot(self):
+        cpus = {}
+        for line in open("/proc/stat"):
+            f = line.split()
+            if f[0] in ("cpu0", "cpu1"):
+                cpus[f[0]] = [int(x) for x in f[1:9]]
+        disk = next(line.split()[3:] for line in open("/proc/diskstats") if line.split()[2] == self.disk)
+        threads, written = {}, {}
+        for t in os.listdir(f"/proc/{self.pid}/task"):
+            try:
+                with open(f"/proc/{self.pid}/task/{t}/stat") as f:
+                    stat = f.read()
+                with open(f"/proc/{self.pid}/task/{t}/io") as f:
+                    io = dict(line.split(": ") for line in f.read().splitlines())
+            except OSError:
+                continue
+            name = re.sub(r"[-_]?\d+$", "", stat[stat.index("(") + 1:stat.rindex(")")])
+            rest = stat[stat.rindex(")") + 2:].split()
+            threads[name] = threads.get(name, 0) + int(rest[11]) + int(rest[12])
+            written[name] = written.get(name, 0) + int(io["write_bytes"])
+        return time.time(), cpus, [int(x) for x in disk], (threads, written)
+
+    def run(self):
+        last = self.snapshot()
+        while not self.stop.wait(1.0 - (time.time() % 1.0)):
+            now = self.snapshot()
+            t, cpus, disk, threads = now
+            t0, cpus0, disk0, threads0 = last
+            (threads, written), (threads0, written0) = threads, threads0
+            ms = lambda ticks: round(ticks * 1000 / self.tick)
+            sample = {"at": t0, "seconds": t - t0}
+            for c in cpus:
+                d = [a - b for a, b in zip(cpus[c], cpus0[c])]
+                sample[c] = {"busy": ms(d[0] + d[1] + d[2] + d[5] + d[6]), "iowait": ms(d[4]), "steal": ms(d[7])}
+            d = [a - b for a, b in zip(disk, disk0)]
+            sample["disk"] = {"writes": d[4], "mb": round(d[6] * 512 / 2**20, 1), "ms_writing": d[7],
+                              "flushes": d[15] if len(d) > 16 else None, "ms_flushing": d[16] if len(d) > 16 else None}
+            sample["threads_ms"] = {n: ms(v - threads0.get(n, 0)) for n, v in threads.items() if v - threads0.get(n, 0) > 0}
+            # Bytes each thread sent to the disk (page cache writeback done on its behalf included).
+            sample["threads_mb"] = {n: round((v - written0.get(n, 0)) / 2**20, 1) for n, v in written.items()
+                                    if v - written0.get(n, 0) >= 2**20 // 10}
+            self.samples.append(sample)
+            last = now
+
+
+def worst_seconds(windows, samples, log_lines, n=12):
+    """The seconds with the highest p99, each beside the machine's state and the gateway's events."""
+    seconds = []
+    for r in windows:
+        for k, s in enumerate(r.get("per_second", [])):
+            if s["requests"]:
+                seconds.append((r["measured_from_unix"] + k, s))
+    if not seconds:
+        return []
+    by_time = {int(s["at"]): s for s in samples}
+    events = []
+    for line in log_lines:
+        m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z\s+\w+\s+\S+:\s*(.*)", line)
+        if m:
+            ts = time.mktime(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+            events.append((ts + float("0" + m.group(1)[19:]), m.group(2)[:110]))
+    p99s = sorted(s["p99"] for _, s in seconds)
+    out = [f"per-second p99 over {len(seconds)} s: median {p99s[len(p99s) // 2]} µs, "
+           f"99th percentile {p99s[int(len(p99s) * 0.99)]} µs, max {p99s[-1]} µs; the {n} worst seconds:"]
+    for at, s in sorted(seconds, key=lambda x: -x[1]["p99"])[:n]:
+        m = by_time.get(int(at)) or by_time.get(int(at) - 1) or {}
+        cpu0, cpu1, disk = m.get("cpu0", {}), m.get("cpu1", {}), m.get("disk", {})
+        threads = sorted(m.get("threads_ms", {}).items(), key=lambda x: -x[1])[:4]
+        wrote = sorted(m.get("threads_mb", {}).items(), key=lambda x: -x[1])[:4]
+        near = [e for ts, e in events if at - 3 <= ts <= at + 1]
+        out.append(f"  {time.strftime('%H:%M:%S', time.gmtime(at))} p99 {s['p99']} µs max {s['max']} µs | "
+                   f"cpu0 busy {cpu0.get('busy')} steal {cpu0.get('steal')} iowait {cpu0.get('iowait')} ms, "
+                   f"cpu1 busy {cpu1.get('busy')} steal {cpu1.get('steal')} ms | disk {disk.get('mb')} MB, "
+                   f"{disk.get('writes')} writes, {disk.get('flushes')} flushes, {disk.get('ms_writing')} ms writing | "
+                   f"gateway threads ms {dict(threads)}, MB written {dict(wrote)}" + "".join(f"\n      event: {e}" for e in near[:4]))
+    return out
+
+
 def audit_bytes(work):
     """Size of the audit trail's directory."""
     total = 0
@@ -135,6 +232,8 @@ def main():
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--skip-build", action="store_true")
     args = p.parse_args()
+    # This script (and its sampling thread) stays off the gateway's CPU 0.
+    os.sched_setaffinity(0, {1})
 
     if not args.skip_build:
         compare.run(["cargo", "build", "--release", "-j2", "-p", "gateway", "-p", "load-tests"], cwd=compare.ROOT)
@@ -164,7 +263,7 @@ def main():
             f.write(conf)
         # Index runs, merges and segment starts are logged with their times (debug), to set
         # beside the latency of each window.
-        env = {**os.environ, "PASSERELLE__LOG__FILTER": "warn,passerelle::audit_index=debug"}
+        env = {**os.environ, "PASSERELLE__LOG__FILTER": "warn,passerelle::audit_index=debug,passerelle::audit_trail=debug,gateway::audit::spare=debug"}
         pa = start([passerelle, "serve", "--config", os.path.join(work, "passerelle.toml")], port, 0,
                    stderr=open(os.path.join(work, "passerelle.log"), "w"), env=env)
         time.sleep(0.5)
@@ -185,11 +284,15 @@ def main():
         load(10, 0, "warmup")
         rss_start = rss_kib(pa.pid)
         print(f"RSS after a 10 s warm-up: {rss_start / 1024:.1f} MiB", flush=True)
+        sampler = Sampler(pa.pid)
+        sampler.start()
+        reports = []
         p99s, total, refused = [], 0, 0
         windows = int(args.minutes * 60 / args.window)
         for w in range(windows):
             began = time.time()
             r = load(args.window, 0, f"window-{w}")
+            reports.append(r)
             rss = rss_kib(pa.pid)
             lat = r["latency_us"]
             bad = r["unexpected"] + r["transport_errors"]
@@ -203,6 +306,7 @@ def main():
                   + (f", {bad} UNEXPECTED e.g. {(r['unexpected_examples'] + r['transport_examples'])[:3]}" if bad else ""),
                   flush=True)
         rss_end = rss_kib(pa.pid)
+        sampler.stop.set()
         print()
         print(f"requests {total}, intended refusals {refused} ({100 * refused / max(total, 1):.2f} %), "
               f"unexpected answers or transport errors {failed}")
@@ -220,6 +324,12 @@ def main():
         print(f"index: {len(events) - len(merges)} runs written, {len(merges)} merges:")
         for e in merges:
             print("  " + e)
+        for line in worst_seconds(reports, sampler.samples, lines):
+            print(line)
+        with open(os.path.join(work, "seconds.json"), "w") as f:
+            json.dump({"windows": [{k: r[k] for k in ("measured_from_unix", "per_second")} for r in reports],
+                       "machine": sampler.samples}, f)
+        print(f"per-second latency and machine samples: {work}/seconds.json")
         # Stopped (final checkpoint written), then verified.
         pa.send_signal(signal.SIGTERM)
         pa.wait(timeout=30)

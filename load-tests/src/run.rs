@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gateway::client::{Answer, MtlsClient};
 use hdrhistogram::Histogram;
@@ -52,6 +52,20 @@ pub struct Report {
     pub target_pid: Option<u32>,
     pub target_cpu_seconds: Option<f64>,
     pub cpu_us_per_request: Option<f64>,
+    /// Wall-clock time (seconds since the Unix epoch) at which the measured window began, to
+    /// set `per_second` beside what else happened on the machine.
+    pub measured_from_unix: f64,
+    /// Latency of the requests scheduled (or started) in each second of the measured window.
+    pub per_second: Vec<Second>,
+}
+
+/// One second of the measured window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Second {
+    pub requests: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -67,6 +81,8 @@ pub struct Percentiles {
 /// One connection's tally.
 struct Tally {
     hist: Histogram<u64>,
+    /// One coarser histogram per second of the measured window, made when first needed.
+    seconds: Vec<Histogram<u32>>,
     by_status: BTreeMap<u16, u64>,
     by_code: BTreeMap<String, u64>,
     unexpected: u64,
@@ -80,6 +96,7 @@ impl Tally {
         Tally {
             // 1 µs to 10 min, 3 significant digits.
             hist: Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds")),
+            seconds: Vec::new(),
             by_status: BTreeMap::new(),
             by_code: BTreeMap::new(),
             unexpected: 0,
@@ -89,8 +106,15 @@ impl Tally {
         }
     }
 
-    fn answer(&mut self, p: &Prepared, a: &Answer, latency: Duration) {
-        let _ = self.hist.record((latency.as_micros() as u64).max(1));
+    fn answer(&mut self, p: &Prepared, a: &Answer, second: usize, latency: Duration) {
+        let us = (latency.as_micros() as u64).max(1);
+        let _ = self.hist.record(us);
+        while self.seconds.len() <= second {
+            // 1 µs to 10 min, 2 significant digits: enough for a per-second p99.
+            let h = Histogram::new_with_bounds(1, 600_000_000, 2).unwrap_or_else(|_| unreachable!("valid bounds"));
+            self.seconds.push(h);
+        }
+        self.seconds[second].saturating_record(us);
         *self.by_status.entry(a.status.as_u16()).or_default() += 1;
         let code = a.headers.get("x-passerelle-code").and_then(|v| v.to_str().ok());
         if let Some(c) = code {
@@ -115,6 +139,13 @@ impl Tally {
 
     fn merge(&mut self, o: Tally) {
         let _ = self.hist.add(&o.hist);
+        for (k, h) in o.seconds.into_iter().enumerate() {
+            if k < self.seconds.len() {
+                let _ = self.seconds[k].add(&h);
+            } else {
+                self.seconds.push(h);
+            }
+        }
         for (k, v) in o.by_status {
             *self.by_status.entry(k).or_default() += v;
         }
@@ -172,6 +203,9 @@ pub async fn run(client: MtlsClient, prepared: Vec<Prepared>, slots: Vec<u16>, s
         }));
     }
     let ticks = crate::cpu::ticks_per_second();
+    let measured_from_unix = (SystemTime::now() + record_from.saturating_duration_since(Instant::now()))
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     tokio::time::sleep_until(record_from.into()).await;
     let cpu0 = s.pid.map(|p| crate::cpu::cpu_time(p, ticks)).transpose()?;
     tokio::time::sleep_until(end.into()).await;
@@ -207,6 +241,17 @@ pub async fn run(client: MtlsClient, prepared: Vec<Prepared>, slots: Vec<u16>, s
         target_pid: s.pid,
         target_cpu_seconds: cpu,
         cpu_us_per_request: cpu.filter(|_| requests > 0).map(|c| c * 1e6 / requests as f64),
+        measured_from_unix,
+        per_second: total
+            .seconds
+            .iter()
+            .map(|h| Second {
+                requests: h.len(),
+                p50: h.value_at_quantile(0.5),
+                p99: h.value_at_quantile(0.99),
+                max: h.max(),
+            })
+            .collect(),
     })
 }
 
@@ -296,7 +341,7 @@ impl<'a> Worker<'a> {
             return;
         }
         match result {
-            Ok(a) => self.tally.answer(p, &a, done - from),
+            Ok(a) => self.tally.answer(p, &a, (from - self.record_from).as_secs() as usize, done - from),
             Err(e) => self.tally.failed(&e),
         }
     }
