@@ -121,6 +121,8 @@ struct Writer {
     hash: [u8; 32],
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// When the current segment started (its life sets the pace of the next one's preparation).
+    seg_started: Instant,
     key: Ed25519KeyPair,
     broken: bool,
     /// Durable batches go to the indexer thread: index upkeep never delays durability.
@@ -290,6 +292,7 @@ impl AuditTrail {
             hash,
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            seg_started: Instant::now(),
             key,
             broken: false,
             index_tx: Some(index_tx),
@@ -496,6 +499,9 @@ fn reindex(segs: &[(u64, PathBuf)], indexed: u64, index: &dyn AuditIndex) -> Res
     Ok(n)
 }
 
+/// A batch (write, checkpoint, rotation) taking this long is logged at debug level.
+const SLOW_BATCH: Duration = Duration::from_millis(10);
+
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut batch: Vec<Msg> = Vec::with_capacity(self.cfg.max_batch);
@@ -521,14 +527,30 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let t0 = Instant::now();
+            let records = batch.len();
             self.commit(&mut batch, &mut buf, &mut payload);
+            let t1 = Instant::now();
             if self.since_checkpoint >= self.cfg.checkpoint_every
                 || (self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval)
             {
                 self.checkpoint();
             }
+            let t2 = Instant::now();
             if self.seg_len >= self.cfg.segment_bytes {
                 self.rotate();
+            }
+            let t3 = Instant::now();
+            // Every call in the batch waited this long: worth a line when it is unusual.
+            if t3 - t0 >= SLOW_BATCH {
+                tracing::debug!(
+                    target: "passerelle::audit_trail",
+                    records,
+                    write_us = (t1 - t0).as_micros() as u64,
+                    checkpoint_us = (t2 - t1).as_micros() as u64,
+                    rotate_us = (t3 - t2).as_micros() as u64,
+                    "slow audit batch"
+                );
             }
         }
         if self.since_checkpoint > 0 {
@@ -694,7 +716,10 @@ impl Writer {
                     prepared = was_prepared,
                     "audit segment started"
                 );
-                self.spare.request();
+                // Spread over half the last segment's life: ready in time at up to twice the
+                // present rate, and the disk sees it as a trickle.
+                self.spare.request(self.seg_started.elapsed() / 2);
+                self.seg_started = Instant::now();
                 self.checkpoint();
                 self.file = f;
                 self.seg_path = path;
