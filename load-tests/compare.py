@@ -58,6 +58,15 @@ def wait_port(port, proc, timeout=30):
     sys.exit(f"nothing listens on {port}")
 
 
+def settle_disk():
+    """Writes out what the machine holds dirty before measuring. A build leaves hundreds of MB
+    in the page cache, which the kernel writes back about 30 s later, in the middle of the
+    measurement: soaks started right after a build showed 130-200 MB/s of writes that no thread
+    of the gateway made, about 25 s in, and the audit writer's fdatasync waited behind them
+    (batches of 28-50 ms); soaks started without a build just before did not."""
+    os.sync()
+
+
 def run(cmd, **kw):
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, **kw)
@@ -230,6 +239,7 @@ def main():
 
     if not args.skip_build:
         run(["cargo", "build", "--release", "-j2", "-p", "gateway", "-p", "load-tests"], cwd=ROOT)
+    settle_disk()
     nginx = ensure_nginx()
     passerelle = os.path.join(RELEASE, "passerelle")
     args.work = tempfile.mkdtemp(prefix="passerelle-compare-")

@@ -237,6 +237,7 @@ def main():
 
     if not args.skip_build:
         compare.run(["cargo", "build", "--release", "-j2", "-p", "gateway", "-p", "load-tests"], cwd=compare.ROOT)
+    compare.settle_disk()
     passerelle = os.path.join(compare.RELEASE, "passerelle")
     work = tempfile.mkdtemp(prefix="passerelle-soak-")
     pki = os.path.join(work, "pki")
