@@ -21,6 +21,10 @@ It ends with one line of ratios Passerelle / nginx.
 `--audit-dir /dev/shm/x` puts the audit trail on tmpfs, where fdatasync costs nothing: a
 diagnostic that shows what the durable write adds to Passerelle's figures (such a trail would
 not survive a crash; never run the gateway so).
+
+`--baseline BINARY` puts another Passerelle build in nginx's place (same configuration, its own
+trail and store): an A/B of two versions, e.g. `git worktree add /tmp/old <commit>`, build it
+there, and pass `/tmp/old/target/release/passerelle`.
 """
 
 import argparse
@@ -232,6 +236,9 @@ def main():
     p.add_argument("--audit-dir", metavar="DIR",
                    help="put Passerelle's audit trail in DIR (a diagnostic: on /dev/shm, fdatasync costs nothing "
                         "and the figures show what the durable write adds; such a trail survives no crash)")
+    p.add_argument("--baseline", metavar="BINARY",
+                   help="instead of nginx, another Passerelle build (e.g. one built from an earlier commit), "
+                        "with the same configuration and full pipeline: an A/B of two versions in one run")
     p.add_argument("--perf", metavar="FILE",
                    help="record a CPU profile of Passerelle (perf -e cpu-clock -g) during its first closed-loop run")
     args = p.parse_args()
@@ -240,7 +247,8 @@ def main():
     if not args.skip_build:
         run(["cargo", "build", "--release", "-j2", "-p", "gateway", "-p", "load-tests"], cwd=ROOT)
     settle_disk()
-    nginx = ensure_nginx()
+    other = "baseline" if args.baseline else "nginx"
+    nginx = None if args.baseline else ensure_nginx()
     passerelle = os.path.join(RELEASE, "passerelle")
     args.work = tempfile.mkdtemp(prefix="passerelle-compare-")
     args.pki = os.path.join(args.work, "pki")
@@ -263,12 +271,25 @@ def main():
         with open(os.path.join(args.work, "passerelle.toml"), "w") as f:
             audit = args.audit_dir or os.path.join(args.work, "audit")
             f.write(PASSERELLE_CONF.format(work=args.work, audit=audit, upstream=upstream, port=pa_port, pki=args.pki))
-        ng = start([nginx, "-c", os.path.join(args.work, "nginx.conf"), "-p", args.work], ng_port, 0,
-                   stderr=subprocess.DEVNULL)
+        if args.baseline:
+            # Its own port, trail and store; its operations and control listeners on free ports.
+            conf = PASSERELLE_CONF.format(work=args.work, audit=os.path.join(args.work, "audit-baseline"),
+                                          upstream=upstream, port=ng_port, pki=args.pki)
+            conf = conf.replace(f"{args.work}/store", f"{args.work}/store-baseline")
+            conf += '\n[ops]\nlisten = "127.0.0.1:0"\n\n[control]\nlisten = "127.0.0.1:0"\n'
+            with open(os.path.join(args.work, "baseline.toml"), "w") as f:
+                f.write(conf)
+            ng = start([os.path.abspath(args.baseline), "serve", "--config", os.path.join(args.work, "baseline.toml")],
+                       ng_port, 0, stderr=open(os.path.join(args.work, "baseline.log"), "w"))
+            other_pid = ng.pid
+        else:
+            ng = start([nginx, "-c", os.path.join(args.work, "nginx.conf"), "-p", args.work], ng_port, 0,
+                       stderr=subprocess.DEVNULL)
+            other_pid = worker_pid(ng.pid)
         pa = start([passerelle, "serve", "--config", os.path.join(args.work, "passerelle.toml")], pa_port, 0,
                    stderr=open(os.path.join(args.work, "passerelle.log"), "w"))
         time.sleep(0.5)
-        targets = {"nginx": (ng_port, worker_pid(ng.pid)), "passerelle": (pa_port, pa.pid)}
+        targets = {other: (ng_port, other_pid), "passerelle": (pa_port, pa.pid)}
 
         # The answer size the figures are for.
         probe = load(args, pa_port, pa.pid, "closed", ["--connections", "1", "--duration", "0.5", "--warmup", "0"], "probe")
@@ -316,14 +337,14 @@ def main():
         for rate in rates:
             rows += [(f"p50 µs at {rate}/s", f"p50@{rate}", "{:.0f}"), (f"p99 µs at {rate}/s", f"p99@{rate}", "{:.0f}")]
         rows.append(("full handshakes/s", "hs", "{:.0f}"))
-        print(f"{'':24} {'nginx':>26} {'passerelle':>26}")
+        print(f"{'':24} {other:>26} {'passerelle':>26}")
         for label, key, fmt in rows:
-            print(f"{label:24} {spread(results['nginx'][key], fmt):>26} {spread(results['passerelle'][key], fmt):>26}")
-        ratio = lambda k: statistics.median(results["passerelle"][k]) / statistics.median(results["nginx"][k])
+            print(f"{label:24} {spread(results[other][key], fmt):>26} {spread(results['passerelle'][key], fmt):>26}")
+        ratio = lambda k: statistics.median(results["passerelle"][k]) / statistics.median(results[other][k])
         parts = [f"CPU/request {ratio('cpu'):.2f}", f"req/s {ratio('rps'):.2f}"]
         parts += [f"p99@{r} {ratio(f'p99@{r}'):.2f}" for r in rates]
         parts.append(f"handshakes/s {ratio('hs'):.2f}")
-        print("passerelle/nginx: " + ", ".join(parts))
+        print(f"passerelle/{other}: " + ", ".join(parts))
     finally:
         stop_all(procs)
 

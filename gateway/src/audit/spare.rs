@@ -9,18 +9,17 @@
 //!
 //! The zeros are ordinary data, not a hole or an unwritten extent (those would bring the
 //! metadata back on the first write). Readers stop at a tail of zeros ([`super::format`]). The
-//! file is prepared under `SCHED_IDLE` and in the idle I/O class, in small slices spread over
-//! half the time the last segment lasted ([`crate::background`] says why), so it takes neither
-//! the CPU nor the disk from calls. It is asked for when a segment starts, and a rotation that
-//! finds it not ready (or its preparation failed, e.g. on a full disk) creates the segment the
-//! plain way.
+//! file is prepared under `SCHED_IDLE`, in slices that keep pace with the segment being written:
+//! it may be ahead by twice what that segment holds, so it is complete when the segment is half
+//! full whatever the rate, and the disk sees it as a trickle ([`crate::background`] says why).
+//! It takes neither the CPU nor the disk from calls. It is asked for when a segment starts, and a rotation that finds it not ready
+//! (or its preparation failed, e.g. on a full disk) creates the segment the plain way.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crate::background::{PACE, Paced};
 
@@ -30,8 +29,7 @@ pub const SPARE_NAME: &str = "next-segment.spare";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Idle,
-    /// To be written over (at least) this long.
-    Wanted(Duration),
+    Wanted,
     Ready,
 }
 
@@ -43,6 +41,8 @@ pub(crate) struct Spare {
     state: Mutex<State>,
     wake: Condvar,
     closing: AtomicBool,
+    /// Bytes in the segment being written, published by the writer after each batch.
+    filled: AtomicU64,
 }
 
 impl Spare {
@@ -59,6 +59,7 @@ impl Spare {
             state: Mutex::new(State::Idle),
             wake: Condvar::new(),
             closing: AtomicBool::new(false),
+            filled: AtomicU64::new(0),
         });
         let s = spare.clone();
         let thread = std::thread::Builder::new().name("audit-spare".into()).spawn(move || s.run())?;
@@ -80,18 +81,24 @@ impl Spare {
         }
     }
 
-    /// The longest a preparation is spread over, however long the last segment lasted.
-    pub(crate) const LONGEST_SPREAD: Duration = Duration::from_secs(60);
-
-    /// Asks for a spare unless one is ready or being prepared, written over `over` (capped at
-    /// [`Self::LONGEST_SPREAD`]).
-    pub(crate) fn request(&self, over: Duration) {
+    /// Asks for a spare unless one is ready or being prepared.
+    pub(crate) fn request(&self) {
         if let Some(mut s) = self.try_lock()
             && *s == State::Idle
         {
-            *s = State::Wanted(over.min(Self::LONGEST_SPREAD));
+            *s = State::Wanted;
             self.wake.notify_all();
         }
+    }
+
+    /// The segment being written now holds `bytes` (the writer, after each batch: one store).
+    pub(crate) fn segment_filled(&self, bytes: u64) {
+        self.filled.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether the spare may hold `bytes`: twice what the segment being written holds.
+    fn may_hold(&self, bytes: u64) -> bool {
+        bytes <= self.filled.load(Ordering::Relaxed).saturating_mul(2)
     }
 
     /// The prepared file, if it is ready; the caller now owns it.
@@ -113,20 +120,20 @@ impl Spare {
     fn run(&self) {
         crate::background::idle_priority("audit-spare");
         loop {
-            let over = {
+            {
                 let mut s = self.lock();
                 loop {
                     if self.closing.load(Ordering::Acquire) {
                         return;
                     }
-                    if let State::Wanted(over) = *s {
-                        break over;
+                    if *s == State::Wanted {
+                        break;
                     }
                     s = self.wake.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
-            };
+            }
             let started = std::time::Instant::now();
-            let made = self.prepare(over);
+            let made = self.prepare();
             let mut s = self.lock();
             match made {
                 Ok(()) => {
@@ -144,9 +151,10 @@ impl Spare {
         }
     }
 
-    fn prepare(&self, over: Duration) -> std::io::Result<()> {
+    fn prepare(&self) -> std::io::Result<()> {
         let file = OpenOptions::new().write(true).create(true).truncate(true).open(&self.path)?;
-        let mut w = Paced::new(file, Some(&self.closing)).spread(self.size, over);
+        let gate = |bytes| self.may_hold(bytes);
+        let mut w = Paced::new(file, Some(&self.closing)).gate(&gate);
         let zeros = vec![0u8; PACE];
         let mut left = self.size;
         while left > 0 {

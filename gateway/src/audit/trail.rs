@@ -121,8 +121,6 @@ struct Writer {
     hash: [u8; 32],
     since_checkpoint: u64,
     last_checkpoint: Instant,
-    /// When the current segment started (its life sets the pace of the next one's preparation).
-    seg_started: Instant,
     key: Ed25519KeyPair,
     broken: bool,
     /// Durable batches go to the indexer thread: index upkeep never delays durability.
@@ -292,7 +290,6 @@ impl AuditTrail {
             hash,
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
-            seg_started: Instant::now(),
             key,
             broken: false,
             index_tx: Some(index_tx),
@@ -597,6 +594,7 @@ impl Writer {
                 self.next_seq = seq;
                 self.hash = hash;
                 self.seg_len += buf.len() as u64;
+                self.spare.segment_filled(self.seg_len);
                 self.since_checkpoint += entries.len() as u64;
                 self.status.writable.store(true, Ordering::Release);
                 self.status.last_seq.store(seq - 1, Ordering::Release);
@@ -716,10 +714,8 @@ impl Writer {
                     prepared = was_prepared,
                     "audit segment started"
                 );
-                // Spread over half the last segment's life: ready in time at up to twice the
-                // present rate, and the disk sees it as a trickle.
-                self.spare.request(self.seg_started.elapsed() / 2);
-                self.seg_started = Instant::now();
+                self.spare.segment_filled(HEADER_LEN as u64);
+                self.spare.request();
                 self.checkpoint();
                 self.file = f;
                 self.seg_path = path;

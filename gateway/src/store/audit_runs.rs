@@ -774,10 +774,9 @@ mod tests {
         assert_eq!(idx.indexed_seq(), 0, "the trail's opening re-indexes from here");
     }
 
-    /// Index upkeep must not compete with the data plane for the CPU or the disk: its thread
-    /// runs under `SCHED_IDLE` (policy 5 in `/proc/<tid>/stat`) in the idle I/O class. Other
-    /// tests' upkeep threads may be just starting, so one such thread within a second is what
-    /// is asked.
+    /// Index upkeep must not compete with the data plane for the CPU: its thread runs under
+    /// `SCHED_IDLE` (policy 5 in `/proc/<tid>/stat`). Other tests' upkeep threads may be just
+    /// starting, so one at policy 5 within a second is what is asked.
     #[test]
     fn upkeep_runs_at_idle_priority() {
         let dir = tempfile::tempdir().unwrap();
@@ -794,16 +793,13 @@ mod tests {
                 // Fields after the parenthesised name start at field 3; the policy is field 41.
                 let rest = &stat[stat.rfind(')').unwrap() + 2..];
                 let policy: u32 = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
-                // And the idle I/O class (3), set just after.
-                let tid: i32 = task.file_name().unwrap().to_str().unwrap().parse().unwrap();
-                let class = crate::background::io_class(tid).unwrap_or(-1);
-                if policy == 5 && class == 3 {
+                if policy == 5 {
                     return;
                 }
-                seen.push((policy, class));
+                seen.push(policy);
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        panic!("no index upkeep thread at SCHED_IDLE and idle I/O; (policy, class) seen: {seen:?}");
+        panic!("no index upkeep thread at SCHED_IDLE; policies seen: {seen:?}");
     }
 }
