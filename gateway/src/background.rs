@@ -44,8 +44,8 @@ pub(crate) const PACE: usize = 256 * 1024;
 /// 3 keeps the work to at most a quarter of a core and of the disk.
 const REST: u32 = 3;
 
-/// The most of a slice's time that counts for its rest (at most 1.7 MB/s while the disk or the
-/// core is slow).
+/// The most of a slice's time that counts for its rest: a slow disk or a busy core never
+/// turns into a rest longer than three times this.
 const LONGEST_WORK: Duration = Duration::from_millis(50);
 
 /// How often a gated writer looks again.
@@ -60,8 +60,8 @@ const LONGEST_REST: Duration = Duration::from_millis(100);
 ///
 /// After each slice (producing it, writing it) it rests [`REST`] times as long, then runs its
 /// `between` work; or, when [`Paced::gate`] sets a condition, it writes no slice before the
-/// condition allows it. The
-/// slices are written out, not made durable: the owner syncs the file once at the end.
+/// condition allows it. The slices are written out, not made durable: the owner syncs the file
+/// once at the end.
 pub(crate) struct Paced<'a> {
     pub(crate) file: File,
     buf: Vec<u8>,

@@ -2,18 +2,20 @@
 //! background, that the writer turns into its next segment at rotation.
 //!
 //! Why: an `fdatasync` that extends a file must also write the file's new size and block map,
-//! while one that overwrites blocks already written writes little more than the data. Measured on this machine's ext4 (1 KB writes, each followed by `fdatasync`):
-//! 131–140 µs median when appending, 87–88 µs when overwriting a file written before. Every
-//! call waits for one of these before its answer leaves, so segments are filled in place (as
-//! PostgreSQL does with its WAL segments).
+//! while one that overwrites blocks already written writes little more than the data. Measured
+//! on this machine's ext4 (1 KB writes, each followed by `fdatasync`): 131–140 µs median when
+//! appending, 87–88 µs when overwriting a file written before. Every call waits for one of these
+//! before its answer leaves, so segments are filled in place (as PostgreSQL does with its WAL
+//! segments).
 //!
 //! The zeros are ordinary data, not a hole or an unwritten extent (those would bring the
 //! metadata back on the first write). Readers stop at a tail of zeros ([`super::format`]). The
 //! file is prepared under `SCHED_IDLE`, in slices that keep pace with the segment being written:
 //! it may be ahead by twice what that segment holds, so it is complete when the segment is half
 //! full whatever the rate, and the disk sees it as a trickle ([`crate::background`] says why).
-//! It takes neither the CPU nor the disk from calls. It is asked for when a segment starts, and a rotation that finds it not ready
-//! (or its preparation failed, e.g. on a full disk) creates the segment the plain way.
+//! It takes neither the CPU nor the disk from calls. It is asked for when a segment starts, and
+//! a rotation that finds it not ready (or its preparation failed, e.g. on a full disk) creates
+//! the segment the plain way.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
