@@ -22,6 +22,11 @@ It ends with one line of ratios Passerelle / nginx.
 diagnostic that shows what the durable write adds to Passerelle's figures (such a trail would
 not survive a crash; never run the gateway so).
 
+After each of Passerelle's closed-loop runs it prints where the CPU went by thread (from
+schedstat) and the audit trail's records per group commit. `--syscalls` adds each proxy's system
+calls and context switches per request, by thread (`perf stat`, first round only); `--perf FILE`
+records a profile of Passerelle's first closed-loop run.
+
 `--baseline BINARY` puts another Passerelle build in nginx's place (same configuration, its own
 trail and store): an A/B of two versions, e.g. `git worktree add /tmp/old <commit>`, build it
 there, and pass `/tmp/old/target/release/passerelle`.
@@ -30,6 +35,7 @@ there, and pass `/tmp/old/target/release/passerelle`.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
@@ -199,6 +206,66 @@ def worker_pid(master_pid):
     return int(out[0]) if out else master_pid
 
 
+def thread_cpu_ns(pid):
+    """CPU time (ns, from schedstat) of each of `pid`'s threads, summed by thread name."""
+    out = {}
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/comm") as f:
+                name = re.sub(r"[-_]?\d+$", "", f.read().strip())
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except OSError:
+            continue
+        out[name] = out.get(name, 0) + ns
+    return out
+
+
+SYSCALL_EVENTS = [f"syscalls:sys_enter_{c}" for c in (
+    "read", "readv", "recvfrom", "recvmsg", "write", "writev", "sendto", "sendmsg", "epoll_wait",
+    "futex", "fdatasync", "pwrite64")] + ["sched:sched_switch", "sched:sched_wakeup"]
+
+
+def print_syscalls(csv, r):
+    """Per request, the counts `perf stat` wrote to `csv` (over the whole run, warm-up included)."""
+    calls = r["requests"] * (1 + 1 / args_seconds(r))
+    totals, threads = {}, {}
+    for line in open(csv):
+        f = line.strip().split(",")
+        # --per-thread lines: thread-tid, count, unit, event, ...
+        if len(f) > 3 and f[1].replace(".", "").isdigit():
+            thread = re.sub(r"-\d+$", "", f[0])
+            thread = re.sub(r"[-_]?\d+$", "", thread)
+            event = f[3].split(":")[-1].replace("sys_enter_", "")
+            totals[event] = totals.get(event, 0) + float(f[1]) / calls
+            threads.setdefault(thread, {})
+            threads[thread][event] = threads[thread].get(event, 0) + float(f[1]) / calls
+    print("        per request: " + ", ".join(f"{n} {v:.2f}" for n, v in totals.items() if v >= 0.01))
+    if len(threads) > 1:
+        for thread, events in sorted(threads.items(), key=lambda t: -sum(t[1].values())):
+            shown = [f"{n} {v:.2f}" for n, v in events.items() if v >= 0.01]
+            if shown:
+                print(f"          {thread}: " + ", ".join(shown))
+
+
+def args_seconds(r):
+    return r["requests"] / r["requests_per_second"] if r["requests_per_second"] else 1
+
+
+def audit_commits(ours):
+    """(records, group commits) so far, from Passerelle's operations listener (127.0.0.1:9090),
+    or None for another target."""
+    if not ours:
+        return None
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:9090/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    values = dict(line.split()[:2] for line in text.splitlines() if line.startswith("passerelle_audit_"))
+    return int(float(values.get("passerelle_audit_records_total", 0))), int(float(values.get("passerelle_audit_batches_total", 0)))
+
+
 def load(args, target, pid, mode, extra, name):
     out = os.path.join(args.work, f"{name}.json")
     cmd = ["taskset", "-c", "1", os.path.join(RELEASE, "passerelle-load"),
@@ -241,6 +308,9 @@ def main():
                         "with the same configuration and full pipeline: an A/B of two versions in one run")
     p.add_argument("--perf", metavar="FILE",
                    help="record a CPU profile of Passerelle (perf -e cpu-clock -g) during its first closed-loop run")
+    p.add_argument("--syscalls", action="store_true",
+                   help="count each proxy's system calls and context switches per request (perf stat) "
+                        "during its first closed-loop run")
     args = p.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r]
 
@@ -310,7 +380,15 @@ def main():
                 if args.perf and name == "passerelle" and rnd == 0:
                     perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-p", str(pid), "-o", args.perf],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                counting = None
+                if args.syscalls and rnd == 0:
+                    counting = subprocess.Popen(["perf", "stat", "--per-thread", "-x", ",", "-e", ",".join(SYSCALL_EVENTS),
+                                                 "-p", str(pid), "-o", os.path.join(args.work, f"syscalls-{name}.csv")],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(0.3)
+                before, commits = thread_cpu_ns(pid), audit_commits(pid == pa.pid)
                 r = load(args, port, pid, "closed", ["--connections", str(args.connections)], f"closed-{name}-{rnd}")
+                after = thread_cpu_ns(pid)
                 if perf:
                     perf.send_signal(signal.SIGINT)
                     perf.wait()
@@ -318,6 +396,21 @@ def main():
                 results[name]["rps"].append(r["requests_per_second"])
                 print(f"round {rnd + 1} {name:10} closed: {r['requests_per_second']:8.0f} req/s, "
                       f"{r['cpu_us_per_request']:6.1f} µs CPU/request, p99 {r['latency_us']['p99']} µs", flush=True)
+                # Where the CPU per request goes, by thread (each thread's share of the whole run,
+                # warm-up second included, applied to the measured figure).
+                used = {n: after[n] - before.get(n, 0) for n in after}
+                total = sum(used.values()) or 1
+                per = sorted(((n, r["cpu_us_per_request"] * v / total) for n, v in used.items()), key=lambda x: -x[1])
+                if len(per) > 1:
+                    print("        by thread (µs/request): " + ", ".join(f"{n} {v:.1f}" for n, v in per if v >= 0.05))
+                if counting:
+                    counting.send_signal(signal.SIGINT)
+                    counting.wait()
+                    print_syscalls(os.path.join(args.work, f"syscalls-{name}.csv"), r)
+                if commits:
+                    (r0, b0), (r1, b1) = commits, audit_commits(True)
+                    print(f"        audit: {(r1 - r0) / max(b1 - b0, 1):.1f} records per group commit, "
+                          f"{(b1 - b0) / (args.seconds + 1):.0f} commits/s")
             for rate in rates:
                 for name, (port, pid) in targets.items():
                     r = load(args, port, pid, "open", ["--rate", str(rate), "--connections", str(args.connections)],
