@@ -72,10 +72,12 @@ pub trait AuditIndex: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<Vec<SharedRecord>>, crate::store::StoreError> {
         Ok(None)
     }
-    /// How long the indexer may gather records before one update: zero for a local index; a
-    /// shared one over the network gains from fewer, larger writes.
+    /// How long the indexer gathers records before one update. Each update wakes the indexer
+    /// thread, which shares the cores with the calls: a local index takes 10 ms (a few hundred
+    /// records at load, and queries wait for the index to catch up anyway); a shared one over the
+    /// network may take longer.
     fn batch_window(&self) -> std::time::Duration {
-        std::time::Duration::ZERO
+        std::time::Duration::from_millis(10)
     }
     /// The replica whose trail this index is fed from, when several share it.
     fn replica(&self) -> Option<&str> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use record::{Outcome, Record, RecordKind, SubjectRef};
-pub use trail::{AuditError, AuditTrail, Recovery, TrailConfig};
+pub use trail::{AuditError, AuditTrail, Coming, Recovery, TrailConfig};
 
 use crate::config::AuditConfig;
 

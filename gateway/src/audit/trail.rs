@@ -15,8 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,131 @@ enum Msg {
     Sync(tokio::sync::oneshot::Sender<()>),
 }
 
+/// An answer the writer owes a waiter.
+enum Reply {
+    Append(tokio::sync::oneshot::Sender<Result<u64, AuditError>>, Result<u64, AuditError>),
+    Sync(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Reply::Append(tx, r) => {
+                let _ = tx.send(r);
+            }
+            Reply::Sync(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// How the writer answers a batch's waiters.
+///
+/// Waking a task from outside the runtime costs a system call when the worker is parked, and on
+/// a shared core the woken worker often preempts the writer at once, runs that one task, parks
+/// again, and hands the core back: a wake-up and two context switches per record. So when the
+/// trail is opened inside a runtime, the writer hands the whole batch to a task on that runtime
+/// (one wake-up per batch), which answers each waiter from inside (no system call). Without a
+/// runtime, or once it has gone, the writer answers directly.
+enum Replier {
+    Direct,
+    Runtime(tokio::sync::mpsc::UnboundedSender<Vec<Reply>>),
+}
+
+impl Replier {
+    fn start() -> Self {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return Replier::Direct };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Reply>>();
+        rt.spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                batch.into_iter().for_each(Reply::send);
+            }
+        });
+        Replier::Runtime(tx)
+    }
+
+    fn send(&self, batch: Vec<Reply>) {
+        match self {
+            Replier::Direct => batch.into_iter().for_each(Reply::send),
+            Replier::Runtime(tx) => {
+                if let Err(e) = tx.send(batch) {
+                    e.0.into_iter().for_each(Reply::send);
+                }
+            }
+        }
+    }
+}
+
+/// Group commit that waits for the records it knows are coming.
+///
+/// Each `fdatasync` costs the core tens of microseconds whatever it carries, so under load the
+/// batch size sets much of the cost per call. Left alone, a batch holds what arrived during the
+/// previous commit. The data plane counts its calls that have started but not yet handed over
+/// their record ([`AuditTrail::expect`]); when at least [`LINGER_SIBLINGS`] are on their way,
+/// the writer waits for them, up to [`LINGER_MAX`], before writing (the idea of PostgreSQL's
+/// `commit_delay` and `commit_siblings`). The last of them to hand over wakes it. At light load
+/// fewer calls overlap, nothing waits, and each record is written as soon as it comes.
+#[derive(Debug)]
+struct Gather {
+    coming: AtomicUsize,
+    lingering: AtomicBool,
+    writer: OnceLock<std::thread::Thread>,
+}
+
+/// Calls on their way at which the writer waits for them.
+const LINGER_SIBLINGS: usize = 4;
+/// The longest the writer waits for records on their way.
+const LINGER_MAX: Duration = Duration::from_micros(250);
+
+impl Gather {
+    /// One call fewer on its way; wakes a waiting writer when none is left.
+    fn arrived(&self) {
+        if self.coming.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.lingering.load(Ordering::SeqCst)
+            && let Some(w) = self.writer.get()
+        {
+            w.unpark();
+        }
+    }
+
+    /// Waits (writer thread) while at least [`LINGER_SIBLINGS`] calls are on their way, until
+    /// they have all handed over their record or [`LINGER_MAX`] has passed. Returns whether it
+    /// waited.
+    fn linger(&self) -> bool {
+        self.linger_at_most(LINGER_MAX)
+    }
+
+    fn linger_at_most(&self, longest: Duration) -> bool {
+        if self.coming.load(Ordering::SeqCst) < LINGER_SIBLINGS {
+            return false;
+        }
+        let deadline = Instant::now() + longest;
+        self.lingering.store(true, Ordering::SeqCst);
+        while self.coming.load(Ordering::SeqCst) > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+        self.lingering.store(false, Ordering::SeqCst);
+        true
+    }
+}
+
+/// A call on its way to an audit record: see [`AuditTrail::expect`].
+#[derive(Debug)]
+pub struct Coming {
+    gather: Arc<Gather>,
+}
+
+impl Drop for Coming {
+    fn drop(&mut self) {
+        self.gather.arrived();
+    }
+}
+
 /// What the index needs from a record, extracted before it goes to the writer.
 struct PendingIndex {
     time_ms: u64,
@@ -101,6 +226,7 @@ impl std::fmt::Debug for BatchObserver {
 #[derive(Debug)]
 pub struct AuditTrail {
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    gather: Arc<Gather>,
     thread: Mutex<Option<JoinHandle<()>>>,
     indexer: Mutex<Option<JoinHandle<()>>>,
     /// Tells the indexer to stop after its current batch (the rest is caught up at start).
@@ -131,6 +257,8 @@ struct Writer {
     /// The next segment, prepared in the background (see [`super::spare`]).
     spare: Arc<Spare>,
     spare_thread: Option<JoinHandle<()>>,
+    replier: Replier,
+    gather: Arc<Gather>,
 }
 
 fn open_err(dir: &Path, message: impl Into<String>) -> AuditError {
@@ -277,6 +405,11 @@ impl AuditTrail {
             .name("audit-indexer".into())
             .spawn(move || run_indexer(index.as_ref(), index_rx, &stop, &trail_dir))
             .map_err(|e| open_err(&dir, e.to_string()))?;
+        let gather = Arc::new(Gather {
+            coming: AtomicUsize::new(0),
+            lingering: AtomicBool::new(false),
+            writer: OnceLock::new(),
+        });
         let status = Arc::new(TrailStatus::default());
         status.writable.store(true, Ordering::Release);
         status.last_seq.store(last_seq, Ordering::Release);
@@ -297,15 +430,19 @@ impl AuditTrail {
             status: status.clone(),
             spare,
             spare_thread: Some(spare_thread),
+            replier: Replier::start(),
+            gather: gather.clone(),
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| open_err(&dir, e.to_string()))?;
+        let _ = gather.writer.set(thread.thread().clone());
         Ok((
             AuditTrail {
                 tx: Mutex::new(Some(tx)),
+                gather,
                 thread: Mutex::new(Some(thread)),
                 indexer: Mutex::new(Some(indexer)),
                 indexer_stop,
@@ -317,8 +454,27 @@ impl AuditTrail {
         ))
     }
 
+    /// Announces a call that will hand over a record: the writer may wait for it to fill a
+    /// batch (see [`Gather`]). The call is counted until the guard is given to
+    /// [`AuditTrail::append_coming`] or dropped.
+    pub fn expect(&self) -> Coming {
+        self.gather.coming.fetch_add(1, Ordering::SeqCst);
+        Coming { gather: self.gather.clone() }
+    }
+
+    /// [`AuditTrail::append`] for a call announced by [`AuditTrail::expect`].
+    pub async fn append_coming(&self, record: &Record, coming: Coming) -> Result<u64, AuditError> {
+        self.append_then(record, move || drop(coming)).await
+    }
+
     /// Appends a record and waits until it is durable. Returns its sequence number.
     pub async fn append(&self, record: &Record) -> Result<u64, AuditError> {
+        self.append_then(record, || ()).await
+    }
+
+    /// Appends a record, runs `handed_over` once the writer has it (or cannot), and waits until
+    /// the record is durable.
+    async fn append_then(&self, record: &Record, handed_over: impl FnOnce()) -> Result<u64, AuditError> {
         let canonical = record.canonical_without_seq();
         let index = PendingIndex {
             time_ms: record.time_ms,
@@ -326,11 +482,13 @@ impl AuditTrail {
             subjects: record.subjects.iter().map(SubjectRef::index_key).collect(),
         };
         let (reply, rx) = tokio::sync::oneshot::channel();
-        {
+        let sent = {
             let tx = self.tx.lock().map_err(|_| AuditError::Unavailable)?;
             let tx = tx.as_ref().ok_or(AuditError::Unavailable)?;
-            tx.send(Msg::Append { canonical, index, reply }).map_err(|_| AuditError::Unavailable)?;
-        }
+            tx.send(Msg::Append { canonical, index, reply }).map_err(|_| AuditError::Unavailable)
+        };
+        handed_over();
+        sent?;
         rx.await.map_err(|_| AuditError::Unavailable)?
     }
 
@@ -413,17 +571,15 @@ fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop
         if stop.load(Ordering::Acquire) {
             break;
         }
-        // Coalesce what queued up meanwhile (and, for a shared index, what arrives within its
-        // batch window): fewer, larger index batches.
-        let until = Instant::now() + window;
+        // Let the index's batch window pass, then take what queued up meanwhile: one wake-up
+        // and one index update per window, rather than per group commit.
+        if !entries.is_empty() && !window.is_zero() {
+            std::thread::sleep(window);
+        }
         while entries.len() < 16_384 {
             match rx.try_recv() {
                 Ok(more) => entries.extend(more),
-                Err(_) if window.is_zero() || entries.is_empty() => break,
-                Err(_) => match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                    Ok(more) => entries.extend(more),
-                    Err(_) => break,
-                },
+                Err(_) => break,
             }
         }
         if behind {
@@ -518,11 +674,17 @@ impl Writer {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            while batch.len() < self.cfg.max_batch {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
+            let drain = |batch: &mut Vec<Msg>| {
+                while batch.len() < self.cfg.max_batch {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
                 }
+            };
+            drain(&mut batch);
+            if batch.len() < self.cfg.max_batch && self.gather.linger() {
+                drain(&mut batch);
             }
             let t0 = Instant::now();
             let records = batch.len();
@@ -604,17 +766,17 @@ impl Writer {
                     let _ = tx.send(entries);
                 }
                 let mut s = first;
-                for m in batch.drain(..) {
-                    match m {
+                let replies = batch
+                    .drain(..)
+                    .map(|m| match m {
                         Msg::Append { reply, .. } => {
-                            let _ = reply.send(Ok(s));
                             s += 1;
+                            Reply::Append(reply, Ok(s - 1))
                         }
-                        Msg::Sync(reply) => {
-                            let _ = reply.send(());
-                        }
-                    }
-                }
+                        Msg::Sync(reply) => Reply::Sync(reply),
+                    })
+                    .collect();
+                self.replier.send(replies);
             }
             Err(e) => {
                 if !self.broken {
@@ -622,16 +784,14 @@ impl Writer {
                 }
                 self.broken = true;
                 self.status.writable.store(false, Ordering::Release);
-                for m in batch.drain(..) {
-                    match m {
-                        Msg::Append { reply, .. } => {
-                            let _ = reply.send(Err(AuditError::Unavailable));
-                        }
-                        Msg::Sync(reply) => {
-                            let _ = reply.send(());
-                        }
-                    }
-                }
+                let replies = batch
+                    .drain(..)
+                    .map(|m| match m {
+                        Msg::Append { reply, .. } => Reply::Append(reply, Err(AuditError::Unavailable)),
+                        Msg::Sync(reply) => Reply::Sync(reply),
+                    })
+                    .collect();
+                self.replier.send(replies);
             }
         }
     }
@@ -727,5 +887,69 @@ impl Writer {
                 tracing::warn!(error = %e, "cannot start a new audit segment; the current one keeps growing");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn gather() -> Arc<Gather> {
+        Arc::new(Gather { coming: AtomicUsize::new(0), lingering: AtomicBool::new(false), writer: OnceLock::new() })
+    }
+
+    fn announce(g: &Arc<Gather>, n: usize) -> Vec<Coming> {
+        (0..n)
+            .map(|_| {
+                g.coming.fetch_add(1, Ordering::SeqCst);
+                Coming { gather: g.clone() }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn few_calls_on_their_way_are_not_waited_for() {
+        let g = gather();
+        let _coming = announce(&g, LINGER_SIBLINGS - 1);
+        assert!(!g.linger(), "the writer waited at light load");
+    }
+
+    #[test]
+    fn the_last_call_handed_over_wakes_the_waiting_writer() {
+        let g = gather();
+        let coming = announce(&g, LINGER_SIBLINGS + 2);
+        let waiter = {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let _ = g.writer.set(std::thread::current());
+                let start = Instant::now();
+                (g.linger_at_most(Duration::from_secs(60)), start.elapsed())
+            })
+        };
+        while !g.lingering.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        // Handed over one by one while the writer waits; the last one ends the wait (without
+        // the wake-up it would last the whole minute).
+        for c in coming {
+            drop(c);
+        }
+        let (waited, took) = waiter.join().unwrap();
+        assert!(waited);
+        assert!(took < Duration::from_secs(30), "the writer was not woken: {took:?}");
+        assert_eq!(g.coming.load(Ordering::SeqCst), 0);
+        assert!(!g.lingering.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_call_that_never_hands_over_holds_the_writer_no_longer_than_the_limit() {
+        let g = gather();
+        let _coming = announce(&g, LINGER_SIBLINGS);
+        let start = Instant::now();
+        assert!(g.linger());
+        let waited = start.elapsed();
+        assert!(waited >= LINGER_MAX, "gave up early: {waited:?}");
+        assert!(waited < Duration::from_secs(2), "held the writer: {waited:?}");
     }
 }

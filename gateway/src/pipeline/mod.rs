@@ -59,6 +59,7 @@ impl Pipeline {
     /// durable audit record before its response does.
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
         let started = Instant::now();
+        let coming = self.audit.expect();
         let mut trace = Trace::start(&req, caller);
         let (request_id, early) = match self.ids.take(req.headers()) {
             Ok(id) => (id, None),
@@ -87,7 +88,7 @@ impl Pipeline {
         let record = trace.finish(rid, resp.status().as_u16(), code, started.elapsed());
         let mut code = code;
         let t = Instant::now();
-        if self.audit.append(&record).await.is_err() {
+        if self.audit.append_coming(&record, coming).await.is_err() {
             let refusal =
                 Refusal::new(Code::AuditUnavailable, "the call could not be recorded, so nothing is released");
             resp = error::respond(&refusal, dialect, rid);
