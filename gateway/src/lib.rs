@@ -22,4 +22,5 @@ pub mod publication;
 pub mod reload;
 pub mod server;
 pub mod store;
+pub mod timer;
 pub mod tls;

@@ -246,7 +246,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(crate::timer::CoarseTimer::spawn())
         .header_read_timeout(cfg.limits.header_read_timeout())
         .max_buf_size(cfg.limits.max_header_bytes.max(8192));
     builder
