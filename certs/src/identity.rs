@@ -106,6 +106,33 @@ impl OrgIdentity {
 
     /// The fingerprint as lowercase hex, as written in the audit trail.
     pub fn fingerprint_hex(&self) -> String {
-        self.fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+        let mut s = String::with_capacity(64);
+        hex_encode(&self.fingerprint, &mut s);
+        s
+    }
+}
+
+/// Appends `bytes` to `out` as lowercase hex.
+pub fn hex_encode(bytes: &[u8], out: &mut String) {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(H[usize::from(b >> 4)]));
+        out.push(char::from(H[usize::from(b & 15)]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hex_encode;
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut s = String::from("x");
+        hex_encode(&bytes, &mut s);
+        let expected: String =
+            std::iter::once("x".to_owned()).chain(bytes.iter().map(|b| format!("{b:02x}"))).collect();
+        assert_eq!(s, expected);
     }
 }

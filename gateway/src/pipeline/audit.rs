@@ -32,6 +32,15 @@ fn bounded(s: &str) -> String {
     s[..end].to_owned()
 }
 
+/// `METHOD /path`, bounded like any value a caller sent.
+fn operation(method: &str, path: &str) -> String {
+    let mut s = String::with_capacity((method.len() + 1 + path.len()).min(MAX_VALUE));
+    s.push_str(method);
+    s.push(' ');
+    s.push_str(path);
+    if s.len() > MAX_VALUE { bounded(&s) } else { s }
+}
+
 /// The audit record in the making.
 #[derive(Debug)]
 pub struct Trace {
@@ -65,7 +74,7 @@ impl Trace {
         };
         Trace {
             time_ms,
-            operation: bounded(&format!("{} {}", req.method(), req.uri().path())),
+            operation: operation(req.method().as_str(), req.uri().path()),
             caller: kbo,
             cert_fingerprint: fp,
             environment: None,
@@ -186,5 +195,19 @@ impl Trace {
             latency_us: elapsed.as_micros() as u64,
             justification: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_is_method_and_path_bounded_at_a_char_boundary() {
+        assert_eq!(operation("GET", "/associations/association"), "GET /associations/association");
+        let long = format!("/{}", "é".repeat(200));
+        let op = operation("POST", &long);
+        assert!(op.len() <= MAX_VALUE && op.len() >= MAX_VALUE - 1, "{}", op.len());
+        assert!(op.starts_with("POST /é"));
     }
 }

@@ -88,13 +88,7 @@ fn hex_decode(src: &[u8], out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
-pub fn hex_encode(bytes: &[u8], out: &mut String) {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(H[usize::from(b >> 4)]));
-        out.push(char::from(H[usize::from(b & 15)]));
-    }
-}
+pub use certs::hex_encode;
 
 /// The parsed envelope of one request, borrowing from its headers.
 #[derive(Debug, Clone, Copy)]
