@@ -60,20 +60,27 @@ pub struct LayoutDef {
     pub fallback: Option<Fallback>,
 }
 
-/// A layout ready for use: the schemas compiled once.
+/// A layout ready for use: the schemas compiled and the paths split once.
 #[derive(Debug)]
 pub struct Layout {
     def: LayoutDef,
     validator: jsonschema::Validator,
     request: Option<jsonschema::Validator>,
+    always: Vec<Path>,
+    fields: Vec<(&'static str, Path)>,
+    subjects: Vec<(Path, SubjectType)>,
+    identifiers: Vec<(&'static str, Path, IdKind)>,
 }
+
+/// A path's segments: `/plans/*/organiser` is `["plans", "*", "organiser"]`.
+type Path = Vec<&'static str>;
 
 /// Why a layout could not be built (a broken schema ships only through a bug).
 #[derive(Debug, thiserror::Error)]
 #[error("layout schema: {0}")]
 pub struct LayoutError(String);
 
-fn segments(path: &str) -> Vec<&str> {
+fn segments(path: &'static str) -> Path {
     path.split('/').filter(|s| !s.is_empty()).collect()
 }
 
@@ -85,7 +92,15 @@ impl Layout {
         };
         let validator = compile(def.response_schema)?;
         let request = def.request_schema.map(compile).transpose()?;
-        Ok(Layout { def, validator, request })
+        Ok(Layout {
+            def,
+            validator,
+            request,
+            always: def.always.iter().map(|p| segments(p)).collect(),
+            fields: def.fields.iter().map(|(f, p)| (*f, segments(p))).collect(),
+            subjects: def.subjects.iter().map(|(p, k)| (segments(p), *k)).collect(),
+            identifiers: def.identifiers.iter().map(|(p, k)| (*p, segments(p), *k)).collect(),
+        })
     }
 
     pub fn def(&self) -> &LayoutDef {
@@ -96,9 +111,9 @@ impl Layout {
     /// rule it breaks.
     pub fn check(&self, answer: &Value) -> Result<(), String> {
         first_error(&self.validator, answer, "answer")?;
-        for (path, kind) in self.def.identifiers {
+        for (path, segs, kind) in &self.identifiers {
             let mut bad = false;
-            collect(answer, &segments(path), &mut |v| bad |= v.as_str().is_some_and(|s| !valid(*kind, s)));
+            collect(answer, segs, &mut |v| bad |= v.as_str().is_some_and(|s| !valid(*kind, s)));
             if bad {
                 return Err(format!("at {path} the answer carries an invalid {}", kind.as_str()));
             }
@@ -132,17 +147,18 @@ impl Layout {
 
     /// Keeps only the always-kept paths and those of the granted fields.
     pub fn minimise(&self, answer: Value, granted: impl Fn(&str) -> bool) -> Value {
-        let mut keep: Vec<Vec<&str>> = self.def.always.iter().map(|p| segments(p)).collect();
-        keep.extend(self.def.fields.iter().filter(|(f, _)| granted(f)).map(|(_, p)| segments(p)));
-        let refs: Vec<&[&str]> = keep.iter().map(Vec::as_slice).collect();
-        filter(answer, &refs).unwrap_or(Value::Object(Map::new()))
+        let keep: Vec<&[&str]> = (self.always.iter())
+            .chain(self.fields.iter().filter(|(f, _)| granted(f)).map(|(_, p)| p))
+            .map(Vec::as_slice)
+            .collect();
+        filter(answer, &keep).unwrap_or(Value::Object(Map::new()))
     }
 
     /// The data subjects found in an answer (after minimisation: those that leave).
     pub fn subjects(&self, answer: &Value) -> Vec<(SubjectType, String)> {
         let mut out = Vec::new();
-        for (path, kind) in self.def.subjects {
-            collect(answer, &segments(path), &mut |v| {
+        for (path, kind) in &self.subjects {
+            collect(answer, path, &mut |v| {
                 if let Some(s) = v.as_str() {
                     out.push((*kind, s.to_owned()));
                 }
@@ -236,6 +252,10 @@ pub fn valid(kind: IdKind, s: &str) -> bool {
 }
 
 fn first_error(validator: &jsonschema::Validator, v: &Value, what: &str) -> Result<(), String> {
+    // The fast path builds no error; the errors are worked out only for a document that fails.
+    if validator.is_valid(v) {
+        return Ok(());
+    }
     match validator.iter_errors(v).next() {
         None => Ok(()),
         Some(e) => {
