@@ -129,10 +129,13 @@ impl Replier {
 /// Each `fdatasync` costs the core tens of microseconds whatever it carries, so under load the
 /// batch size sets much of the cost per call. Left alone, a batch holds what arrived during the
 /// previous commit. The data plane counts its calls that have started but not yet handed over
-/// their record ([`AuditTrail::expect`]); when at least [`LINGER_SIBLINGS`] are on their way,
-/// the writer waits for them, up to [`LINGER_MAX`], before writing (the idea of PostgreSQL's
-/// `commit_delay` and `commit_siblings`). The last of them to hand over wakes it. At light load
-/// fewer calls overlap, nothing waits, and each record is written as soon as it comes.
+/// their record ([`AuditTrail::expect`]); when at least [`LINGER_SIBLINGS`] are on their way
+/// and the previous batch held as many (the load is high, not a burst), the writer waits for
+/// them, up to [`LINGER_MAX`], before writing (the idea of PostgreSQL's `commit_delay` and
+/// `commit_siblings`). The last of them to hand over wakes it. At light and moderate load
+/// batches hold a record or two, nothing waits, and each record is written as soon as it comes:
+/// waiting there would only add to the latency of calls that no other call is sharing a commit
+/// with.
 #[derive(Debug)]
 struct Gather {
     coming: AtomicUsize,
@@ -156,15 +159,15 @@ impl Gather {
         }
     }
 
-    /// Waits (writer thread) while at least [`LINGER_SIBLINGS`] calls are on their way, until
-    /// they have all handed over their record or [`LINGER_MAX`] has passed. Returns whether it
-    /// waited.
-    fn linger(&self) -> bool {
-        self.linger_at_most(LINGER_MAX)
+    /// Waits (writer thread), when the previous batch held `last_batch` ≥ [`LINGER_SIBLINGS`]
+    /// records and at least as many calls are on their way, until they have all handed over
+    /// their record or [`LINGER_MAX`] has passed. Returns whether it waited.
+    fn linger(&self, last_batch: usize) -> bool {
+        self.linger_at_most(last_batch, LINGER_MAX)
     }
 
-    fn linger_at_most(&self, longest: Duration) -> bool {
-        if self.coming.load(Ordering::SeqCst) < LINGER_SIBLINGS {
+    fn linger_at_most(&self, last_batch: usize, longest: Duration) -> bool {
+        if last_batch < LINGER_SIBLINGS || self.coming.load(Ordering::SeqCst) < LINGER_SIBLINGS {
             return false;
         }
         let deadline = Instant::now() + longest;
@@ -660,6 +663,7 @@ impl Writer {
         let mut batch: Vec<Msg> = Vec::with_capacity(self.cfg.max_batch);
         let mut buf = Vec::with_capacity(1 << 20);
         let mut payload = Vec::with_capacity(1024);
+        let mut last_batch = 0;
         loop {
             let wait = self.cfg.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
             match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
@@ -683,11 +687,12 @@ impl Writer {
                 }
             };
             drain(&mut batch);
-            if batch.len() < self.cfg.max_batch && self.gather.linger() {
+            if batch.len() < self.cfg.max_batch && self.gather.linger(last_batch) {
                 drain(&mut batch);
             }
             let t0 = Instant::now();
             let records = batch.len();
+            last_batch = records;
             self.commit(&mut batch, &mut buf, &mut payload);
             let t1 = Instant::now();
             if self.since_checkpoint >= self.cfg.checkpoint_every
@@ -909,10 +914,12 @@ mod tests {
     }
 
     #[test]
-    fn few_calls_on_their_way_are_not_waited_for() {
+    fn few_calls_on_their_way_or_light_load_are_not_waited_for() {
         let g = gather();
         let _coming = announce(&g, LINGER_SIBLINGS - 1);
-        assert!(!g.linger(), "the writer waited at light load");
+        assert!(!g.linger(LINGER_SIBLINGS * 4), "the writer waited for too few calls");
+        let _more = announce(&g, 8);
+        assert!(!g.linger(1), "the writer waited while the load was light (batches of one)");
     }
 
     #[test]
@@ -924,7 +931,7 @@ mod tests {
             std::thread::spawn(move || {
                 let _ = g.writer.set(std::thread::current());
                 let start = Instant::now();
-                (g.linger_at_most(Duration::from_secs(60)), start.elapsed())
+                (g.linger_at_most(LINGER_SIBLINGS, Duration::from_secs(60)), start.elapsed())
             })
         };
         while !g.lingering.load(Ordering::SeqCst) {
@@ -947,7 +954,7 @@ mod tests {
         let g = gather();
         let _coming = announce(&g, LINGER_SIBLINGS);
         let start = Instant::now();
-        assert!(g.linger());
+        assert!(g.linger(LINGER_SIBLINGS));
         let waited = start.elapsed();
         assert!(waited >= LINGER_MAX, "gave up early: {waited:?}");
         assert!(waited < Duration::from_secs(2), "held the writer: {waited:?}");
