@@ -94,7 +94,9 @@ impl Reply {
 /// again, and hands the core back: a wake-up and two context switches per record. So when the
 /// trail is opened inside a runtime, the writer hands the whole batch to a task on that runtime
 /// (one wake-up per batch), which answers each waiter from inside (no system call). Without a
-/// runtime, or once it has gone, the writer answers directly.
+/// runtime, or once it has gone, the writer answers directly. Answers therefore wait for the
+/// runtime the trail was opened in to run: open it in the runtime that serves the calls (the
+/// gateway does), not in a short-lived one kept alive but idle.
 enum Replier {
     Direct,
     Runtime(tokio::sync::mpsc::UnboundedSender<Vec<Reply>>),
