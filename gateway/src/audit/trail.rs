@@ -151,6 +151,10 @@ const LINGER_SIBLINGS: usize = 4;
 const LINGER_MAX: Duration = Duration::from_micros(250);
 
 impl Gather {
+    fn new() -> Self {
+        Gather { coming: AtomicUsize::new(0), lingering: AtomicBool::new(false), writer: OnceLock::new() }
+    }
+
     /// One call fewer on its way; wakes a waiting writer when none is left.
     fn arrived(&self) {
         if self.coming.fetch_sub(1, Ordering::SeqCst) == 1
@@ -410,11 +414,7 @@ impl AuditTrail {
             .name("audit-indexer".into())
             .spawn(move || run_indexer(index.as_ref(), index_rx, &stop, &trail_dir))
             .map_err(|e| open_err(&dir, e.to_string()))?;
-        let gather = Arc::new(Gather {
-            coming: AtomicUsize::new(0),
-            lingering: AtomicBool::new(false),
-            writer: OnceLock::new(),
-        });
+        let gather = Arc::new(Gather::new());
         let status = Arc::new(TrailStatus::default());
         status.writable.store(true, Ordering::Release);
         status.last_seq.store(last_seq, Ordering::Release);
@@ -903,7 +903,7 @@ mod tests {
     use super::*;
 
     fn gather() -> Arc<Gather> {
-        Arc::new(Gather { coming: AtomicUsize::new(0), lingering: AtomicBool::new(false), writer: OnceLock::new() })
+        Arc::new(Gather::new())
     }
 
     fn announce(g: &Arc<Gather>, n: usize) -> Vec<Coming> {
