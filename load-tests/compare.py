@@ -206,13 +206,22 @@ def worker_pid(master_pid):
     return int(out[0]) if out else master_pid
 
 
+# Seconds of warm-up `load` asks of each run before it measures.
+LOAD_WARMUP = 1
+
+
+def thread_name(name):
+    """A thread's name without its number (`sled-io-3`, `tokio-rt-worker-12` → one name each)."""
+    return re.sub(r"[-_]?\d+$", "", name)
+
+
 def thread_cpu_ns(pid):
     """CPU time (ns, from schedstat) of each of `pid`'s threads, summed by thread name."""
     out = {}
     for t in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{t}/comm") as f:
-                name = re.sub(r"[-_]?\d+$", "", f.read().strip())
+                name = thread_name(f.read().strip())
             with open(f"/proc/{pid}/task/{t}/schedstat") as f:
                 ns = int(f.read().split()[0])
         except OSError:
@@ -228,14 +237,13 @@ SYSCALL_EVENTS = [f"syscalls:sys_enter_{c}" for c in (
 
 def print_syscalls(csv, r):
     """Per request, the counts `perf stat` wrote to `csv` (over the whole run, warm-up included)."""
-    calls = r["requests"] * (1 + 1 / args_seconds(r))
+    calls = run_calls(r)
     totals, threads = {}, {}
     for line in open(csv):
         f = line.strip().split(",")
         # --per-thread lines: thread-tid, count, unit, event, ...
         if len(f) > 3 and f[1].replace(".", "").isdigit():
-            thread = re.sub(r"-\d+$", "", f[0])
-            thread = re.sub(r"[-_]?\d+$", "", thread)
+            thread = thread_name(re.sub(r"-\d+$", "", f[0]))  # perf appends "-<tid>"
             event = f[3].split(":")[-1].replace("sys_enter_", "")
             totals[event] = totals.get(event, 0) + float(f[1]) / calls
             threads.setdefault(thread, {})
@@ -248,15 +256,13 @@ def print_syscalls(csv, r):
                 print(f"          {thread}: " + ", ".join(shown))
 
 
-def args_seconds(r):
-    return r["requests"] / r["requests_per_second"] if r["requests_per_second"] else 1
+def run_calls(r):
+    """Calls in a whole run of `load`, warm-up included, estimated from its measured rate."""
+    return r["requests"] + r["requests_per_second"] * LOAD_WARMUP
 
 
-def audit_commits(ours):
-    """(records, group commits) so far, from Passerelle's operations listener (127.0.0.1:9090),
-    or None for another target."""
-    if not ours:
-        return None
+def audit_commits():
+    """(records, group commits) so far, from Passerelle's operations listener (127.0.0.1:9090)."""
     try:
         with urllib.request.urlopen("http://127.0.0.1:9090/metrics", timeout=5) as resp:
             text = resp.read().decode()
@@ -275,7 +281,7 @@ def load(args, target, pid, mode, extra, name):
     if "--duration" not in extra:
         cmd += ["--duration", str(args.seconds)]
     if "--warmup" not in extra:
-        cmd += ["--warmup", "1"]
+        cmd += ["--warmup", str(LOAD_WARMUP)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(out) as f:
         r = json.load(f)
@@ -386,7 +392,7 @@ def main():
                                                  "-p", str(pid), "-o", os.path.join(args.work, f"syscalls-{name}.csv")],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.3)
-                before, commits = thread_cpu_ns(pid), audit_commits(pid == pa.pid)
+                before, commits = thread_cpu_ns(pid), audit_commits() if pid == pa.pid else None
                 r = load(args, port, pid, "closed", ["--connections", str(args.connections)], f"closed-{name}-{rnd}")
                 after = thread_cpu_ns(pid)
                 if perf:
@@ -408,9 +414,9 @@ def main():
                     counting.wait()
                     print_syscalls(os.path.join(args.work, f"syscalls-{name}.csv"), r)
                 if commits:
-                    (r0, b0), (r1, b1) = commits, audit_commits(True)
+                    (r0, b0), (r1, b1) = commits, audit_commits() or commits
                     print(f"        audit: {(r1 - r0) / max(b1 - b0, 1):.1f} records per group commit, "
-                          f"{(b1 - b0) / (args.seconds + 1):.0f} commits/s")
+                          f"{(b1 - b0) / (args.seconds + LOAD_WARMUP):.0f} commits/s")
             for rate in rates:
                 for name, (port, pid) in targets.items():
                     r = load(args, port, pid, "open", ["--rate", str(rate), "--connections", str(args.connections)],
