@@ -209,7 +209,7 @@ pub fn checkpoint_message(seq: u64, hash: &[u8; 32], time_ms: u64) -> Vec<u8> {
 
 pub fn hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
-    crate::pipeline::envelope::hex_encode(b, &mut s);
+    certs::hex_encode(b, &mut s);
     s
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use adapters::SubjectKind;
 use bytes::Bytes;
+use certs::hex_encode;
 use http::{HeaderMap, HeaderValue};
 use policies::ids::{Kbo, Niss, VCode};
 
@@ -87,8 +88,6 @@ fn hex_decode(src: &[u8], out: &mut [u8]) -> Option<()> {
     }
     Some(())
 }
-
-pub use certs::hex_encode;
 
 /// The parsed envelope of one request, borrowing from its headers.
 #[derive(Debug, Clone, Copy)]
