@@ -145,8 +145,11 @@ struct Shared {
     inner: Mutex<Inner>,
     /// Wakes the upkeep thread: a table was sealed, a run written, or the index closes.
     wake: Condvar,
-    /// Held while sealed tables are written, so that runs are appended in sequence order.
-    writing: Mutex<()>,
+    /// Held while sealed tables are written, so that runs are appended in sequence order; it
+    /// holds the buffer a table is sorted in. The buffer is kept from one table to the next:
+    /// a fresh one of a table's size (megabytes) would cost a page fault, and the kernel's
+    /// zeroing of the page, every 4 KB of it, on the gateway's core.
+    writing: Mutex<Vec<Posting>>,
     /// Set at close: the upkeep thread stops, abandoning a merge in progress.
     closing: AtomicBool,
 }
@@ -314,7 +317,7 @@ impl RunIndex {
             flush_records: AtomicU64::new(65_536),
             inner: Mutex::new(Inner { runs, last_seq, ..Inner::default() }),
             wake: Condvar::new(),
-            writing: Mutex::new(()),
+            writing: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
         });
         let upkeep = {
@@ -477,7 +480,7 @@ impl Shared {
 
     /// Writes the sealed tables as runs, oldest first.
     fn write_sealed(&self) -> std::io::Result<()> {
-        let _writing = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sorted = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             let Some((first, last, postings)) =
                 self.lock().sealed.front().map(|s| (s.first, s.last, s.postings.clone()))
@@ -485,10 +488,11 @@ impl Shared {
                 return Ok(());
             };
             let started = std::time::Instant::now();
-            let mut sorted = postings.to_vec();
+            sorted.clear();
+            sorted.extend_from_slice(&postings);
             drop(postings);
             sorted.sort_unstable();
-            let run = write_run(&self.dir, first, last, sorted.into_iter(), None, None)?;
+            let run = write_run(&self.dir, first, last, sorted.iter().copied(), None, None)?;
             tracing::debug!(
                 target: "passerelle::audit_index",
                 first,
@@ -629,10 +633,10 @@ impl Cursor {
 
     fn fill(&mut self) -> std::io::Result<()> {
         let n = (self.run.postings - self.at).min(CHUNK as u64 * 16) as usize;
-        let mut bytes = vec![0u8; n * POSTING];
-        self.run.read(self.at, &mut bytes)?;
+        // Read straight into the cursor's buffer, which one run's merge reuses throughout.
+        self.buf.resize(n, [0; POSTING]);
+        self.run.read(self.at, self.buf.as_flattened_mut())?;
         self.at += n as u64;
-        self.buf = bytes.chunks_exact(POSTING).map(|c| c.try_into().unwrap_or([0; POSTING])).collect();
         self.pos = 0;
         Ok(())
     }
