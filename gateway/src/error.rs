@@ -302,7 +302,7 @@ pub fn respond(refusal: &Refusal, dialect: Dialect, request_id: &str) -> Respons
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert("x-passerelle-code", HeaderValue::from_static(code.as_str()));
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert("x-request-id", v);
+        h.insert(crate::pipeline::envelope::REQUEST_ID, v);
     }
     resp
 }

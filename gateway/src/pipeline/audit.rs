@@ -114,10 +114,10 @@ impl Trace {
 
     /// What the caller sent, before it is checked.
     pub fn envelope_raw(&mut self, h: &HeaderMap) {
-        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(bounded);
-        self.legal_basis = get(envelope::LEGAL_BASIS);
-        self.purpose = get(envelope::PURPOSE);
-        self.end_user = get(envelope::END_USER);
+        let get = |n: &http::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(bounded);
+        self.legal_basis = get(&envelope::LEGAL_BASIS);
+        self.purpose = get(&envelope::PURPOSE);
+        self.end_user = get(&envelope::END_USER);
     }
 
     pub fn envelope(&mut self, env: &Envelope<'_>) {

@@ -10,17 +10,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use adapters::SubjectKind;
 use bytes::Bytes;
 use certs::hex_encode;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use policies::ids::{Kbo, Niss, VCode};
 
 use crate::error::{Code, Refusal};
 
-pub const LEGAL_BASIS: &str = "x-legal-basis";
-pub const PURPOSE: &str = "x-purpose";
-pub const SUBJECT: &str = "x-subject";
-pub const END_USER: &str = "x-end-user";
-pub const REQUEST_ID: &str = "x-request-id";
-pub const TRACEPARENT: &str = "traceparent";
+// Header names as `HeaderName`s: a lookup by one hashes it as it is, where a `&str` would be
+// checked and lower-cased again on every request.
+pub const LEGAL_BASIS: HeaderName = HeaderName::from_static("x-legal-basis");
+pub const PURPOSE: HeaderName = HeaderName::from_static("x-purpose");
+pub const SUBJECT: HeaderName = HeaderName::from_static("x-subject");
+pub const END_USER: HeaderName = HeaderName::from_static("x-end-user");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// Tells the source which organisation receives the data.
+pub const RECIPIENT: HeaderName = HeaderName::from_static("x-passerelle-recipient");
 
 const MAX_LEGAL_BASIS: usize = 128;
 const MAX_PURPOSE: usize = 64;
@@ -103,7 +107,7 @@ pub struct Envelope<'a> {
     pub traceparent: Option<TraceParent>,
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &'static str, max: usize) -> Result<Option<&'a str>, Refusal> {
+fn header<'a>(h: &'a HeaderMap, name: &HeaderName, max: usize) -> Result<Option<&'a str>, Refusal> {
     let mut values = h.get_all(name).iter();
     let Some(v) = values.next() else { return Ok(None) };
     if values.next().is_some() {
@@ -122,16 +126,16 @@ fn header<'a>(h: &'a HeaderMap, name: &'static str, max: usize) -> Result<Option
     Ok(Some(s))
 }
 
-fn required<'a>(h: &'a HeaderMap, name: &'static str, max: usize) -> Result<&'a str, Refusal> {
+fn required<'a>(h: &'a HeaderMap, name: &HeaderName, max: usize) -> Result<&'a str, Refusal> {
     header(h, name, max)?.ok_or_else(|| Refusal::new(Code::EnvelopeInvalid, format!("header {name} is required")))
 }
 
 impl<'a> Envelope<'a> {
     /// Parses the envelope for a service whose subject is of kind `subject`.
     pub fn parse(h: &'a HeaderMap, subject: SubjectKind) -> Result<Self, Refusal> {
-        let legal_basis = required(h, LEGAL_BASIS, MAX_LEGAL_BASIS)?;
-        let purpose = required(h, PURPOSE, MAX_PURPOSE)?;
-        let raw_subject = header(h, SUBJECT, 32)?;
+        let legal_basis = required(h, &LEGAL_BASIS, MAX_LEGAL_BASIS)?;
+        let purpose = required(h, &PURPOSE, MAX_PURPOSE)?;
+        let raw_subject = header(h, &SUBJECT, 32)?;
         let subject = match (subject, raw_subject) {
             (SubjectKind::None, None) => None,
             (SubjectKind::None, Some(_)) => {
@@ -153,8 +157,8 @@ impl<'a> Envelope<'a> {
                 Refusal::new(Code::SubjectInvalid, format!("expected a vCode or an enterprise number; {e}"))
             })?)),
         };
-        let end_user = header(h, END_USER, MAX_END_USER)?;
-        let traceparent = h.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+        let end_user = header(h, &END_USER, MAX_END_USER)?;
+        let traceparent = h.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
         Ok(Envelope { legal_basis, purpose, subject, end_user, traceparent })
     }
 }
@@ -182,7 +186,7 @@ impl RequestIds {
     /// Takes the caller's id or makes one. `Err` carries a fresh id and the refusal for a
     /// malformed one (the response must still echo an id).
     pub fn take(&self, h: &HeaderMap) -> Result<HeaderValue, (HeaderValue, Refusal)> {
-        match h.get(REQUEST_ID) {
+        match h.get(&REQUEST_ID) {
             None => Ok(self.generate()),
             Some(v) if Self::well_formed(v.as_bytes()) => Ok(v.clone()),
             Some(_) => Err((
@@ -229,10 +233,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_str(v).unwrap());
+            h.append(k.clone(), HeaderValue::from_str(v).unwrap());
         }
         h
     }

@@ -122,7 +122,7 @@ impl Upstreams {
         *req.uri_mut() = uri.clone();
         let h = req.headers_mut();
         h.insert(envelope::REQUEST_ID, request_id.clone());
-        h.insert("x-passerelle-recipient", hv(caller_kbo));
+        h.insert(envelope::RECIPIENT, hv(caller_kbo));
         h.insert(envelope::PURPOSE, hv(env.purpose));
         match env.subject {
             Some(Subject::Person(n)) => {

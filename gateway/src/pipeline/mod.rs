@@ -113,7 +113,7 @@ impl Pipeline {
             latency_us = elapsed.as_micros() as u64,
             "call"
         );
-        resp.headers_mut().insert("x-request-id", request_id);
+        resp.headers_mut().insert(envelope::REQUEST_ID, request_id);
         resp
     }
 
