@@ -12,6 +12,8 @@
 use std::fmt;
 
 use policies::ids::{Iban, IdKind, Kbo, Niss, Plate, VCode, Vin};
+
+use crate::doc::{self, Doc, DocJson};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -64,16 +66,29 @@ pub struct LayoutDef {
 #[derive(Debug)]
 pub struct Layout {
     def: LayoutDef,
-    validator: jsonschema::Validator,
+    /// The answer schema, over answers read in place.
+    validator: jsonschema::Validator<DocJson>,
     request: Option<jsonschema::Validator>,
-    always: Vec<Path>,
-    fields: Vec<(&'static str, Path)>,
+    /// The always-kept paths, then each grantable field's: bit `i` of a [`Keep`] mask stands
+    /// for `kept[i]`.
+    kept: Vec<Path>,
+    /// The mask of the always-kept paths.
+    always: Keep,
+    /// Each grantable field and its bit.
+    fields: Vec<(&'static str, Keep)>,
     subjects: Vec<(Path, SubjectType)>,
     identifiers: Vec<(&'static str, Path, IdKind)>,
 }
 
 /// A path's segments: `/plans/*/organiser` is `["plans", "*", "organiser"]`.
 type Path = Vec<&'static str>;
+
+/// A set of a layout's kept paths, one bit each: minimisation narrows it from node to node
+/// instead of building a list of paths per key.
+type Keep = u64;
+
+/// Most paths a layout may keep (always-kept and grantable together): the bits of [`Keep`].
+pub const MAX_KEPT_PATHS: usize = Keep::BITS as usize;
 
 /// Why a layout could not be built (a broken schema ships only through a bug).
 #[derive(Debug, thiserror::Error)]
@@ -86,18 +101,25 @@ fn segments(path: &'static str) -> Path {
 
 impl Layout {
     pub fn new(def: LayoutDef) -> Result<Self, LayoutError> {
-        let compile = |text: &str| -> Result<jsonschema::Validator, LayoutError> {
-            let schema: Value = serde_json::from_str(text).map_err(|e| LayoutError(e.to_string()))?;
-            jsonschema::validator_for(&schema).map_err(|e| LayoutError(e.to_string()))
-        };
-        let validator = compile(def.response_schema)?;
-        let request = def.request_schema.map(compile).transpose()?;
+        let schema = |text: &str| serde_json::from_str::<Value>(text).map_err(|e| LayoutError(e.to_string()));
+        let validator = jsonschema::options_for::<DocJson>()
+            .build(&schema(def.response_schema)?)
+            .map_err(|e| LayoutError(e.to_string()))?;
+        let request = (def.request_schema)
+            .map(|text| jsonschema::validator_for(&schema(text)?).map_err(|e| LayoutError(e.to_string())))
+            .transpose()?;
+        let kept: Vec<Path> = def.always.iter().chain(def.fields.iter().map(|(_, p)| p)).map(|p| segments(p)).collect();
+        if kept.len() > MAX_KEPT_PATHS {
+            return Err(LayoutError(format!("{} kept paths; at most {MAX_KEPT_PATHS}", kept.len())));
+        }
+        let bit = |i: usize| -> Keep { 1 << i };
         Ok(Layout {
             def,
             validator,
             request,
-            always: def.always.iter().map(|p| segments(p)).collect(),
-            fields: def.fields.iter().map(|(f, p)| (*f, segments(p))).collect(),
+            kept,
+            always: (0..def.always.len()).fold(0, |m, i| m | bit(i)),
+            fields: def.fields.iter().enumerate().map(|(i, (f, _))| (*f, bit(def.always.len() + i))).collect(),
             subjects: def.subjects.iter().map(|(p, k)| (segments(p), *k)).collect(),
             identifiers: def.identifiers.iter().map(|(p, k)| (*p, segments(p), *k)).collect(),
         })
@@ -109,7 +131,7 @@ impl Layout {
 
     /// Checks an answer against the schema; the error names the first offending path and the
     /// rule it breaks.
-    pub fn check(&self, answer: &Value) -> Result<(), String> {
+    pub fn check(&self, answer: &Doc<'_>) -> Result<(), String> {
         first_error(&self.validator, answer, "answer")?;
         for (path, segs, kind) in &self.identifiers {
             let mut bad = false;
@@ -145,17 +167,15 @@ impl Layout {
         Ok(Some(value))
     }
 
-    /// Keeps only the always-kept paths and those of the granted fields.
-    pub fn minimise(&self, answer: Value, granted: impl Fn(&str) -> bool) -> Value {
-        let keep: Vec<&[&str]> = (self.always.iter())
-            .chain(self.fields.iter().filter(|(f, _)| granted(f)).map(|(_, p)| p))
-            .map(Vec::as_slice)
-            .collect();
-        filter(answer, &keep).unwrap_or(Value::Object(Map::new()))
+    /// Keeps only the always-kept paths and those of the granted fields, removing the rest in
+    /// place (no part of the answer is copied or rebuilt).
+    pub fn minimise<'a>(&self, mut answer: Doc<'a>, granted: impl Fn(&str) -> bool) -> Doc<'a> {
+        let keep = (self.fields.iter()).filter(|(f, _)| granted(f)).fold(self.always, |m, (_, b)| m | b);
+        if retain(&mut answer, &self.kept, 0, keep) { answer } else { Doc::Object(Vec::new()) }
     }
 
     /// The data subjects found in an answer (after minimisation: those that leave).
-    pub fn subjects(&self, answer: &Value) -> Vec<(SubjectType, String)> {
+    pub fn subjects(&self, answer: &Doc<'_>) -> Vec<(SubjectType, String)> {
         let mut out = Vec::new();
         for (path, kind) in &self.subjects {
             collect(answer, path, &mut |v| {
@@ -166,6 +186,21 @@ impl Layout {
         }
         out
     }
+}
+
+/// Reads a source's JSON answer in place (see [`crate::doc`]). The body is checked as UTF-8
+/// once, as a whole. The error says what is wrong with it, never quoting it.
+pub fn parse_answer(body: &[u8]) -> Result<Doc<'_>, &'static str> {
+    let text = std::str::from_utf8(body).map_err(|_| "is not JSON (not UTF-8 text)")?;
+    doc::parse(text).map_err(|e| if e.is_data() { "repeats a key in an object" } else { "is not JSON" })
+}
+
+/// Writes a checked and minimised answer. `hint` is the length of the answer it was cut from,
+/// which it seldom exceeds: the buffer is allocated once.
+pub fn write_answer(answer: &Doc<'_>, hint: usize) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(hint);
+    serde_json::to_writer(&mut out, answer)?;
+    Ok(out)
 }
 
 /// Parses JSON like `serde_json::from_slice::<Value>`, but refuses an object that repeats a
@@ -251,9 +286,13 @@ pub fn valid(kind: IdKind, s: &str) -> bool {
     }
 }
 
-fn first_error(validator: &jsonschema::Validator, v: &Value, what: &str) -> Result<(), String> {
+fn first_error<'i, F: jsonschema::json::Json>(
+    validator: &'i jsonschema::Validator<F>,
+    v: F::Node<'i>,
+    what: &str,
+) -> Result<(), String> {
     // The fast path builds no error; the errors are worked out only for a document that fails.
-    if validator.is_valid(v) {
+    if validator.is_valid(v.clone()) {
         return Ok(());
     }
     match validator.iter_errors(v).next() {
@@ -276,44 +315,62 @@ fn first_error(validator: &jsonschema::Validator, v: &Value, what: &str) -> Resu
     }
 }
 
-/// Keeps the parts of `v` the patterns reach; a pattern that ends keeps the whole subtree.
-fn filter(v: Value, pats: &[&[&str]]) -> Option<Value> {
-    if pats.iter().any(|p| p.is_empty()) {
-        return Some(v);
+/// The paths of `live` whose segment at `depth` is `seg`.
+fn narrow(paths: &[Path], depth: usize, live: Keep, seg: &str) -> Keep {
+    let mut out = 0;
+    let mut rest = live;
+    while rest != 0 {
+        let i = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        if paths[i].get(depth).is_some_and(|s| *s == seg) {
+            out |= 1 << i;
+        }
+    }
+    out
+}
+
+/// Keeps in place the parts of `v` (at `depth`) that the paths of `live` reach; a path that
+/// ends at `v` keeps its whole subtree. Returns whether `v` itself stays: an object always
+/// does (emptied, perhaps), an array only where a path enters its elements (with the elements
+/// that stay), a scalar only where a path ends at it.
+fn retain(v: &mut Doc<'_>, paths: &[Path], depth: usize, live: Keep) -> bool {
+    let mut rest = live;
+    while rest != 0 {
+        let i = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        if paths[i].len() == depth {
+            return true;
+        }
     }
     match v {
-        Value::Object(map) => {
-            let mut out = Map::new();
-            for (k, child) in map {
-                let sub: Vec<&[&str]> = pats.iter().filter(|p| p[0] == k).map(|p| &p[1..]).collect();
-                if !sub.is_empty()
-                    && let Some(c) = filter(child, &sub)
-                {
-                    out.insert(k, c);
-                }
-            }
-            Some(Value::Object(out))
+        Doc::Object(members) => {
+            members.retain_mut(|(k, child)| {
+                let sub = narrow(paths, depth, live, k);
+                sub != 0 && retain(child, paths, depth + 1, sub)
+            });
+            true
         }
-        Value::Array(items) => {
-            let sub: Vec<&[&str]> = pats.iter().filter(|p| p[0] == "*").map(|p| &p[1..]).collect();
-            if sub.is_empty() {
-                return None;
+        Doc::Array(items) => {
+            let sub = narrow(paths, depth, live, "*");
+            if sub == 0 {
+                return false;
             }
-            Some(Value::Array(items.into_iter().filter_map(|i| filter(i, &sub)).collect()))
+            items.retain_mut(|i| retain(i, paths, depth + 1, sub));
+            true
         }
-        _ => None,
+        _ => false,
     }
 }
 
-fn collect<'v>(v: &'v Value, path: &[&str], f: &mut impl FnMut(&'v Value)) {
+fn collect<'v, 'a>(v: &'v Doc<'a>, path: &[&str], f: &mut impl FnMut(&'v Doc<'a>)) {
     let Some((first, rest)) = path.split_first() else {
         f(v);
         return;
     };
     match (v, *first) {
-        (Value::Array(items), "*") => items.iter().for_each(|i| collect(i, rest, f)),
-        (Value::Object(map), key) => {
-            if let Some(c) = map.get(key) {
+        (Doc::Array(items), "*") => items.iter().for_each(|i| collect(i, rest, f)),
+        (Doc::Object(_), key) => {
+            if let Some(c) = v.get(key) {
                 collect(c, rest, f);
             }
         }
@@ -344,33 +401,46 @@ mod tests {
         .unwrap()
     }
 
+    /// A layout check of a `Value` (the tests write their answers with `json!`).
+    fn check(l: &Layout, v: &Value) -> Result<(), String> {
+        l.check(&Doc::from_value(v))
+    }
+
     #[test]
     fn minimises_to_the_granted_fields() {
         let l = layout();
         let v =
             json!({"id": "x", "secret": "s", "items": [{"a": 1, "b": "q", "who": "85073003328"}, {"a": 2, "b": "r"}]});
-        assert!(l.check(&v).is_ok());
-        let m = l.minimise(v.clone(), |f| f == "a");
-        assert_eq!(m, json!({"id": "x", "items": [{"a": 1}, {"a": 2}]}));
+        assert!(check(&l, &v).is_ok());
+        let m = l.minimise(Doc::from_value(&v), |f| f == "a");
+        assert_eq!(m.to_value(), json!({"id": "x", "items": [{"a": 1}, {"a": 2}]}));
         assert!(l.subjects(&m).is_empty(), "the person's id did not leave");
-        let m = l.minimise(v, |f| f == "who" || f == "secret");
-        assert_eq!(m, json!({"id": "x", "secret": "s", "items": [{"who": "85073003328"}, {}]}));
+        let m = l.minimise(Doc::from_value(&v), |f| f == "who" || f == "secret");
+        assert_eq!(m.to_value(), json!({"id": "x", "secret": "s", "items": [{"who": "85073003328"}, {}]}));
         assert_eq!(l.subjects(&m), vec![(SubjectType::Person, "85073003328".to_owned())]);
+        // Nothing granted: the always-kept identifier only; an array no path enters goes.
+        let m = l.minimise(Doc::from_value(&v), |_| false);
+        assert_eq!(m.to_value(), json!({"id": "x"}));
+        // Minimised in place, the members keep the source's order.
+        let text = r#"{"secret":"s","items":[{"who":"85073003328","a":1}],"id":"x"}"#;
+        let m = l.minimise(crate::doc::parse(text).unwrap(), |_| true);
+        assert_eq!(serde_json::to_string(&m).unwrap(), text);
     }
 
     #[test]
     fn layout_errors_name_the_path_not_the_value() {
         let l = layout();
-        let e = l.check(&json!({"id": "x", "items": [{"a": "85073003328"}]})).unwrap_err();
+        let e = check(&l, &json!({"id": "x", "items": [{"a": "85073003328"}]})).unwrap_err();
         assert_eq!(e, "at /items/0/a the answer breaks the layout's 'type' rule");
-        let e = l.check(&json!({"id": "x", "items": [], "extra": 1})).unwrap_err();
+        let e = check(&l, &json!({"id": "x", "items": [], "extra": 1})).unwrap_err();
         assert!(e.contains("additionalProperties"), "{e}");
-        let e = l.check(&json!({"items": []})).unwrap_err();
+        let e = check(&l, &json!({"items": []})).unwrap_err();
         assert!(e.contains("the top") && e.contains("required"), "{e}");
         // The shape is right, the check digits are not.
-        let e = l.check(&json!({"id": "x", "items": [{"who": "85073003328"}, {"who": "85073003329"}]})).unwrap_err();
+        let e = check(&l, &json!({"id": "x", "items": [{"who": "85073003328"}, {"who": "85073003329"}]})).unwrap_err();
         assert_eq!(e, "at /items/*/who the answer carries an invalid national number (NISS/BIS)");
     }
+
     #[test]
     fn strict_parsing_is_serde_json_without_repeated_keys() {
         for text in

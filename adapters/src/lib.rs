@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod associations;
 pub mod contacts;
 pub mod div;
+pub mod doc;
 pub mod layout;
 pub mod rn;
 pub mod sandbox;

@@ -677,7 +677,11 @@ pub fn public_associations() -> Option<(String, String)> {
     let find = |public: bool| {
         all.iter().find(|v| {
             r.get(**v).is_some_and(|a| {
-                if public { adapters::associations::is_public(&a.doc) } else { a.opted_out && a.active }
+                if public {
+                    adapters::associations::is_public(&adapters::doc::Doc::from_value(&a.doc))
+                } else {
+                    a.opted_out && a.active
+                }
             })
         })
     };

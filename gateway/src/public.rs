@@ -23,7 +23,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use policies::ids::VCode;
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -124,7 +123,7 @@ impl Associations {
         let mut up = Request::new(Empty::new());
         *up.uri_mut() = self.upstream.clone();
         up.headers_mut().insert(crate::pipeline::envelope::SUBJECT, hv(&vcode.to_string()));
-        up.headers_mut().insert("x-passerelle-recipient", HeaderValue::from_static("public"));
+        up.headers_mut().insert(crate::pipeline::envelope::RECIPIENT, HeaderValue::from_static("public"));
         let unavailable = || Refusal::new(Code::UpstreamUnavailable, "the association register cannot be reached");
         let call = async {
             let resp = self.client.request(up).await.map_err(|_| unavailable())?;
@@ -141,9 +140,8 @@ impl Associations {
         if status != StatusCode::OK {
             return Err(unavailable());
         }
-        let doc: Value = serde_json::from_slice(&body).map_err(|_| {
-            Refusal::new(Code::UpstreamLayoutViolation, "the register answered something that is not JSON")
-        })?;
+        let doc = adapters::layout::parse_answer(&body)
+            .map_err(|why| Refusal::new(Code::UpstreamLayoutViolation, format!("the register's answer {why}")))?;
         self.layout
             .check(&doc)
             .map_err(|why| Refusal::new(Code::UpstreamLayoutViolation, format!("the register: {why}")))?;
@@ -151,7 +149,9 @@ impl Associations {
             return Err(not_public());
         }
         let public = self.layout.minimise(doc, |f| adapters::associations::PUBLIC_FIELDS.contains(&f));
-        let mut resp = Response::new(Full::new(Bytes::from(public.to_string())));
+        let body = adapters::layout::write_answer(&public, body.len())
+            .map_err(|_| Refusal::new(Code::Internal, "the association was not re-encoded"))?;
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(resp)
     }

@@ -127,6 +127,25 @@ async fn garbage_inside_a_well_formed_answer_is_an_upstream_layout_violation() {
 }
 
 #[tokio::test]
+async fn an_answer_that_repeats_a_key_is_an_upstream_layout_violation() {
+    // The layout would check one of the two names and the caller might read the other.
+    let doc = tests::association_doc("x").to_string();
+    let body = doc.replacen('{', r#"{"name":"SECOND-NAME-OF-THE-ANSWER","#, 1);
+    assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok(), "serde_json alone would take it");
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (url, _hits, task) = raw_upstream(reply.into_bytes(), false).await;
+    let h = harness_on(&url, &[]).await;
+    let (a, _) = call(&h, "twice").await;
+    assert_refused(&h, &a, "twice", StatusCode::BAD_GATEWAY, "UPSTREAM_LAYOUT_VIOLATION");
+    assert!(a.text().contains("repeats a key"), "{}", a.text());
+    assert!(!a.text().contains("SECOND-NAME"), "nothing of the source's answer leaves");
+    task.abort();
+}
+
+#[tokio::test]
 async fn an_answer_a_hundred_times_the_limit_is_refused_without_reading_it_all() {
     const LIMIT: usize = 8 * 1024;
     let mut doc = tests::association_doc("x");

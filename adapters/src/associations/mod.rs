@@ -72,6 +72,9 @@ pub const PUBLIC_FIELDS: &[&str] = &[
 
 /// Whether an association (as the register answers it) may be shown to the public: only
 /// active ones, and never a de facto association that asked not to be published.
-pub fn is_public(doc: &serde_json::Value) -> bool {
-    doc["status"] == "active" && !(doc["legalForm"] == "de-facto" && doc["publicationOptOut"] == true)
+pub fn is_public(doc: &crate::doc::Doc<'_>) -> bool {
+    use crate::doc::Doc;
+    let text = |k: &str| doc.get(k).and_then(Doc::as_str);
+    text("status") == Some("active")
+        && !(text("legalForm") == Some("de-facto") && doc.get("publicationOptOut") == Some(&Doc::Bool(true)))
 }

@@ -9,6 +9,7 @@
 //! value stands in for a per-service one only where the consent's scope allows it, and the
 //! subjects that leave with the answer are added to the audit record.
 
+use adapters::doc::Doc;
 use adapters::layout::{Fallback, SubjectType};
 use adapters::xml;
 use bytes::Bytes;
@@ -98,15 +99,16 @@ impl ConsentScope<'_> {
 }
 
 /// Applies the default/per-service rule to a checked answer.
-fn fall_back(rule: &Fallback, request: &Request, answer: &mut Value, scope: ConsentScope<'_>) -> Result<(), Refusal> {
-    let Some(obj) = answer.as_object_mut() else { return Ok(()) };
+fn fall_back(rule: &Fallback, request: &Request, answer: &mut Doc<'_>, scope: ConsentScope<'_>) -> Result<(), Refusal> {
+    let Doc::Object(members) = answer else { return Ok(()) };
     let key = |p: &'static str| p.trim_start_matches('/');
-    if obj.contains_key(key(rule.linked)) {
+    let has = |members: &[(_, Doc<'_>)], k: &str| members.iter().any(|(m, _)| m == k);
+    if has(members, key(rule.linked)) {
         // The citizen linked a value to this service: the default is not needed.
-        obj.remove(key(rule.default));
+        members.retain(|(m, _)| m != key(rule.default));
         return Ok(());
     }
-    if !obj.contains_key(key(rule.default)) {
+    if !has(members, key(rule.default)) {
         return Ok(());
     }
     let service = request.json.as_ref().and_then(|v| v.pointer(rule.service)).and_then(Value::as_str).unwrap_or("");
@@ -146,9 +148,8 @@ pub fn check_and_minimise(
     }
     let Some(layout) = &route.layout else { return Ok(answer) };
     refuse_status(source, answer.status)?;
-    let mut value: Value = serde_json::from_slice(&answer.body).map_err(|_| {
-        Refusal::new(Code::UpstreamLayoutViolation, format!("source {source} answered something that is not JSON"))
-    })?;
+    let mut value = adapters::layout::parse_answer(&answer.body)
+        .map_err(|why| Refusal::new(Code::UpstreamLayoutViolation, format!("source {source}: the answer {why}")))?;
     layout
         .check(&value)
         .map_err(|why| Refusal::new(Code::UpstreamLayoutViolation, format!("source {source}: {why}")))?;
@@ -158,7 +159,8 @@ pub fn check_and_minimise(
     let granted = trace.granted_fields();
     let reduced = layout.minimise(value, |f| granted.iter().any(|g| g == f));
     record_subjects(trace, layout.subjects(&reduced));
-    let body = serde_json::to_vec(&reduced).map_err(|_| Refusal::new(Code::Internal, "answer not re-encoded"))?;
+    let body = adapters::layout::write_answer(&reduced, answer.body.len())
+        .map_err(|_| Refusal::new(Code::Internal, "answer not re-encoded"))?;
     Ok(UpstreamAnswer {
         status: StatusCode::OK,
         content_type: Some(HeaderValue::from_static("application/json")),
