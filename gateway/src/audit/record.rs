@@ -6,6 +6,8 @@
 //! whitespace, absent values as `null`; the writer prefixes `"seq":N` when it assigns the
 //! sequence number, so the stored bytes are `{"seq":N,"kind":…}`.
 
+use std::io::Write as _;
+
 use serde::{Deserialize, Serialize};
 
 /// What a record is about.
@@ -135,8 +137,13 @@ impl Record {
 
     /// The canonical bytes without the sequence number: `{"kind":…}`.
     pub fn canonical_without_seq(&self) -> Vec<u8> {
+        // A data call's record is some hundreds of bytes: one allocation, not a doubling series.
+        let mut out = Vec::with_capacity(1024);
         // Serialising a struct of strings, numbers and enums cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        if serde_json::to_writer(&mut out, self).is_err() {
+            out.clear();
+        }
+        out
     }
 }
 
@@ -144,7 +151,8 @@ impl Record {
 pub fn with_seq(seq: u64, canonical: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(b"{\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
+    // Into the buffer directly: writing to a Vec cannot fail.
+    let _ = write!(out, "{seq}");
     if canonical.len() > 2 {
         out.push(b',');
         out.extend_from_slice(&canonical[1..]);
