@@ -126,6 +126,68 @@ async fn garbage_inside_a_well_formed_answer_is_an_upstream_layout_violation() {
     task.abort();
 }
 
+/// A valid association answer that leaves its connection open (no `connection: close`).
+fn kept_alive_answer() -> Vec<u8> {
+    let body = tests::association_doc("x").to_string();
+    format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
+}
+
+/// Makes `n` calls one after the other; each must be answered.
+async fn answered_in_turn(h: &Harness, prefix: &str, n: usize) {
+    for i in 0..n {
+        let (a, _) = call(h, &format!("{prefix}-{i}")).await;
+        assert_eq!(a.status, StatusCode::OK, "call {i}: {}", a.text());
+    }
+}
+
+#[tokio::test]
+async fn sequential_calls_to_a_source_share_one_kept_alive_connection() {
+    // A source that answers any number of requests per connection, counting connections.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let reply = kept_alive_answer();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    head.clear();
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    answered_in_turn(&harness_on(&url, &[]).await, "kept", 20).await;
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "the calls went over one connection");
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_source_that_closes_each_kept_alive_connection_still_answers_every_call() {
+    // The answer does not say `connection: close`, so the gateway keeps the connection for the
+    // next call; the source closes it anyway. The next call must not fail on it: it takes a
+    // new connection (a request is never sent twice).
+    let (url, hits, task) = raw_upstream(kept_alive_answer(), false).await;
+    answered_in_turn(&harness_on(&url, &[]).await, "again", 20).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 20, "one request per call, none repeated");
+    task.abort();
+}
+
 #[tokio::test]
 async fn an_answer_that_repeats_a_key_is_an_upstream_layout_violation() {
     // The layout would check one of the two names and the caller might read the other.
