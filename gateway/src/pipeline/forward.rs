@@ -1,5 +1,5 @@
-//! Step 9 — forward the call to its source over a pool of keep-alive connections (`pool.rs`),
-//! with a timeout covering the whole answer and a cap on its size. Stands after every check: nothing reaches a source
+//! Step 9 — forward the call to its source over a pooled HTTP client, with a timeout covering
+//! the whole answer and a cap on its size. Stands after every check: nothing reaches a source
 //! that the gateway would refuse.
 //!
 //! No retries: most calls are cheap to repeat but none is known idempotent at the source until
@@ -10,12 +10,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 use policies::model::Env;
 
 use super::breaker::{self, Breaker, Transition};
 use super::envelope::{self, Envelope, Subject};
-use super::pool::Pool;
 use super::route::Route;
 use crate::error::{Code, Refusal};
 
@@ -31,18 +34,24 @@ pub struct Source {
     pub tls: Option<rustls::ClientConfig>,
 }
 
-/// The upstream side: one pool of connections per source (each source may want its own client
+type SourceClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The upstream side: one pooled client per source (each source may want its own client
 /// certificate).
 #[derive(Debug)]
 pub struct Upstreams {
-    pools: Vec<Pool>,
+    clients: Vec<SourceClient>,
     /// Per source: the production side's breaker, then the test side's.
     breakers: Vec<[Breaker; 2]>,
     circuit_open: prometheus::IntGaugeVec,
     pub sources: Vec<Source>,
 }
 
-fn pool_for(source: &Source) -> Pool {
+fn client_for(source: &Source) -> SourceClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(2)));
+    http.enforce_http(false);
     // Without TLS settings, a client that trusts nothing: `https://` cannot succeed by accident.
     let tls = source.tls.clone().unwrap_or_else(|| {
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
@@ -50,7 +59,12 @@ fn pool_for(source: &Source) -> Pool {
             .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
             .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
     });
-    Pool::new(tls)
+    let connector =
+        HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
 /// What the source answered.
@@ -69,7 +83,7 @@ impl Upstreams {
             }
         }
         Upstreams {
-            pools: sources.iter().map(pool_for).collect(),
+            clients: sources.iter().map(client_for).collect(),
             breakers: sources.iter().map(|s| [Breaker::new(s.breaker), Breaker::new(s.breaker)]).collect(),
             circuit_open,
             sources,
@@ -139,7 +153,7 @@ impl Upstreams {
             )
         })?;
         let fut = async {
-            let (resp, lease) = self.pools[route.source].request(req).await.map_err(|e| {
+            let resp = self.clients[route.source].request(req).await.map_err(|e| {
                 tracing::warn!(source = %source.name, error = %e, "upstream request failed");
                 Refusal::new(Code::UpstreamUnavailable, format!("source {} cannot be reached", source.name))
             })?;
@@ -154,8 +168,6 @@ impl Upstreams {
                     Refusal::new(Code::UpstreamUnavailable, format!("source {} broke off its answer", source.name))
                 }
             })?;
-            // Read to its end: the connection can carry the next call.
-            lease.release();
             Ok(UpstreamAnswer {
                 status: parts.status,
                 content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
