@@ -211,7 +211,10 @@ LOAD_WARMUP = 1
 
 
 def thread_name(name):
-    """A thread's name without its number (`sled-io-3`, `tokio-rt-worker-12` → one name each)."""
+    """A thread's name without its number (`sled-io-3`, `tokio-rt-worker-12` → one name each).
+
+    Pinned to one CPU, the gateway runs a current-thread runtime: its data plane is then the
+    main thread, `passerelle`, where a multi-thread runtime has `tokio-rt-worker`s."""
     return re.sub(r"[-_]?\d+$", "", name)
 
 

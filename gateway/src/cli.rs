@@ -341,9 +341,22 @@ fn offline_policy(cfg: &Config) -> anyhow::Result<(crate::policy::Changes, std::
     Ok((crate::policy::Changes::new(handle, store, audit.clone()), audit))
 }
 
+/// The runtime, sized for the CPUs this process may use: on one (a one-CPU machine or
+/// container, or a process pinned to one CPU), a current-thread runtime. The multi-thread
+/// scheduler buys nothing there and costs its cross-thread machinery on every task switch
+/// (injection queue, work-stealing checks, and the main thread polling `block_on`'s future
+/// beside the one worker).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    if std::thread::available_parallelism().map_or(1, std::num::NonZero::get) == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    }
+}
+
 /// Runs a parsed command line. Returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { config } => {
