@@ -331,8 +331,15 @@ impl Demo {
     pub async fn smoke(&self) -> anyhow::Result<Vec<Check>> {
         let mut checks = Vec::new();
         let vcode = association().context("sandbox has no association")?.to_string();
-        let mut digits = [0u8; 11];
-        let person = sigedis_person().context("sandbox has no person")?.digits(&mut digits).to_owned();
+        // A person with no consent on file: in a directory an earlier smoke run used, the first
+        // person's consent was given and revoked, and a call about them is CONSENT_REVOKED.
+        let person = (adapters::sigedis::sandbox::Register::persons().into_iter())
+            .map(|n| {
+                let mut digits = [0u8; 11];
+                n.digits(&mut digits).to_owned()
+            })
+            .find(|p| self.gateway.consent.store().of_subject(p).is_ok_and(|c| c.is_empty()))
+            .context("every sandbox person already has a consent on file")?;
         let assoc = |purpose: &str| -> Vec<(&'static str, String)> {
             vec![
                 ("x-legal-basis", ASSOC_LEGAL_BASIS.to_owned()),
