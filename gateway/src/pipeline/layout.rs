@@ -100,15 +100,13 @@ impl ConsentScope<'_> {
 
 /// Applies the default/per-service rule to a checked answer.
 fn fall_back(rule: &Fallback, request: &Request, answer: &mut Doc<'_>, scope: ConsentScope<'_>) -> Result<(), Refusal> {
-    let Doc::Object(members) = answer else { return Ok(()) };
     let key = |p: &'static str| p.trim_start_matches('/');
-    let has = |members: &[(_, Doc<'_>)], k: &str| members.iter().any(|(m, _)| m == k);
-    if has(members, key(rule.linked)) {
+    if answer.get(key(rule.linked)).is_some() {
         // The citizen linked a value to this service: the default is not needed.
-        members.retain(|(m, _)| m != key(rule.default));
+        answer.remove(key(rule.default));
         return Ok(());
     }
-    if !has(members, key(rule.default)) {
+    if answer.get(key(rule.default)).is_none() {
         return Ok(());
     }
     let service = request.json.as_ref().and_then(|v| v.pointer(rule.service)).and_then(Value::as_str).unwrap_or("");
