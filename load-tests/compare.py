@@ -9,7 +9,8 @@ alone on CPU 0; the upstream (the association register sandbox) and the load gen
 CPU 1. Runs alternate A B A B A B after a warm-up, and every figure is the median of the rounds
 with its spread (min–max):
 
-* CPU µs per request of the proxy (closed loop, keep-alive, ~1 KB answers) — the main figure;
+* CPU µs per request of the proxy (closed loop, keep-alive, ~1 KB answers) — the main figure —
+  and the part of it the kernel counts as system time (socket sends and receives, waits, flushes);
 * saturation throughput (the same closed-loop runs);
 * p50 / p99 latency at fixed open-loop rates (latency from each request's schedule);
 * full mTLS handshakes per second (a new connection per request, no session resumption).
@@ -23,7 +24,8 @@ diagnostic that shows what the durable write adds to Passerelle's figures (such 
 not survive a crash; never run the gateway so).
 
 After each of Passerelle's closed-loop runs it prints where the CPU went by thread (from
-schedstat) and the audit trail's records per group commit. `--syscalls` adds each proxy's system
+schedstat; the kernel's part of each from its user and system clock ticks) and the audit trail's
+records per group commit. `--syscalls` adds each proxy's system
 calls and context switches per request, by thread (`perf stat`, first round only); `--perf FILE`
 records a profile of Passerelle's first closed-loop run.
 
@@ -219,7 +221,8 @@ def thread_name(name):
 
 
 def thread_cpu_ns(pid):
-    """CPU time (ns, from schedstat) of each of `pid`'s threads, summed by thread name."""
+    """CPU time of each of `pid`'s threads, summed by thread name: (ns from schedstat, user clock
+    ticks, system clock ticks); the ticks give the kernel's share of the precise figure."""
     out = {}
     for t in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -227,9 +230,14 @@ def thread_cpu_ns(pid):
                 name = thread_name(f.read().strip())
             with open(f"/proc/{pid}/task/{t}/schedstat") as f:
                 ns = int(f.read().split()[0])
-        except OSError:
+            with open(f"/proc/{pid}/task/{t}/stat") as f:
+                # After the name in parentheses: utime and stime are fields 14 and 15 of proc(5).
+                fields = f.read().rsplit(")", 1)[1].split()
+                user, system = int(fields[11]), int(fields[12])
+        except (OSError, IndexError, ValueError):
             continue
-        out[name] = out.get(name, 0) + ns
+        ns0, user0, system0 = out.get(name, (0, 0, 0))
+        out[name] = (ns0 + ns, user0 + user, system0 + system)
     return out
 
 
@@ -378,7 +386,7 @@ def main():
             load(args, port, pid, "closed", ["--connections", str(args.connections), "--duration", str(args.warmup)],
                  f"warmup-{name}")
 
-        results = {name: {"cpu": [], "rps": [], "hs": []} for name in targets}
+        results = {name: {"cpu": [], "kernel": [], "rps": [], "hs": []} for name in targets}
         for rate in rates:
             for name in targets:
                 results[name][f"p50@{rate}"] = []
@@ -402,16 +410,20 @@ def main():
                     perf.send_signal(signal.SIGINT)
                     perf.wait()
                 results[name]["cpu"].append(r["cpu_us_per_request"])
+                results[name]["kernel"].append(r["cpu_us_per_request_kernel"])
                 results[name]["rps"].append(r["requests_per_second"])
                 print(f"round {rnd + 1} {name:10} closed: {r['requests_per_second']:8.0f} req/s, "
-                      f"{r['cpu_us_per_request']:6.1f} µs CPU/request, p99 {r['latency_us']['p99']} µs", flush=True)
+                      f"{r['cpu_us_per_request']:6.1f} µs CPU/request ({r['cpu_us_per_request_kernel']:.1f} in the kernel), "
+                      f"p99 {r['latency_us']['p99']} µs", flush=True)
                 # Where the CPU per request goes, by thread (each thread's share of the whole run,
                 # warm-up second included, applied to the measured figure).
-                used = {n: after[n] - before.get(n, 0) for n in after}
-                total = sum(used.values()) or 1
-                per = sorted(((n, r["cpu_us_per_request"] * v / total) for n, v in used.items()), key=lambda x: -x[1])
+                used = {n: tuple(a - b for a, b in zip(after[n], before.get(n, (0, 0, 0)))) for n in after}
+                total = sum(u[0] for u in used.values()) or 1
+                per = sorted(((n, r["cpu_us_per_request"] * u[0] / total, u[2] / max(u[1] + u[2], 1))
+                              for n, u in used.items()), key=lambda x: -x[1])
                 if len(per) > 1:
-                    print("        by thread (µs/request): " + ", ".join(f"{n} {v:.1f}" for n, v in per if v >= 0.05))
+                    print("        by thread (µs/request, kernel's part): "
+                          + ", ".join(f"{n} {v:.1f} ({v * k:.1f})" for n, v, k in per if v >= 0.05))
                 if counting:
                     counting.send_signal(signal.SIGINT)
                     counting.wait()
@@ -435,7 +447,8 @@ def main():
 
         print()
         print(f"medians of {args.rounds} rounds (min–max); proxies alone on CPU 0, upstream and load on CPU 1")
-        rows = [("CPU µs per request", "cpu", "{:.1f}"), ("saturation req/s", "rps", "{:.0f}")]
+        rows = [("CPU µs per request", "cpu", "{:.1f}"), ("  of which in the kernel", "kernel", "{:.1f}"),
+                ("saturation req/s", "rps", "{:.0f}")]
         for rate in rates:
             rows += [(f"p50 µs at {rate}/s", f"p50@{rate}", "{:.0f}"), (f"p99 µs at {rate}/s", f"p99@{rate}", "{:.0f}")]
         rows.append(("full handshakes/s", "hs", "{:.0f}"))

@@ -53,6 +53,8 @@ pub struct Report {
     pub target_pid: Option<u32>,
     pub target_cpu_seconds: Option<f64>,
     pub cpu_us_per_request: Option<f64>,
+    /// The part of `cpu_us_per_request` the kernel counted as system time.
+    pub cpu_us_per_request_kernel: Option<f64>,
     /// Wall-clock time (seconds since the Unix epoch) at which the measured window began, to
     /// set `per_second` beside what else happened on the machine.
     pub measured_from_unix: f64,
@@ -225,7 +227,9 @@ pub async fn run(client: MtlsClient, prepared: Vec<Prepared>, slots: Vec<u16>, s
     }
     let requests = total.hist.len();
     let seconds = s.duration.as_secs_f64();
-    let cpu = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a).as_secs_f64());
+    let used = cpu0.zip(cpu1).map(|(a, b)| a.until(b));
+    let cpu = used.map(|u| u.total().as_secs_f64());
+    let per_request = |d: Duration| (requests > 0).then(|| d.as_secs_f64() * 1e6 / requests as f64);
     let h = &total.hist;
     Ok(Report {
         mode: s.mode,
@@ -249,7 +253,8 @@ pub async fn run(client: MtlsClient, prepared: Vec<Prepared>, slots: Vec<u16>, s
         transport_examples: total.transport_examples,
         target_pid: s.pid,
         target_cpu_seconds: cpu,
-        cpu_us_per_request: cpu.filter(|_| requests > 0).map(|c| c * 1e6 / requests as f64),
+        cpu_us_per_request: used.and_then(|u| per_request(u.total())),
+        cpu_us_per_request_kernel: used.and_then(|u| per_request(u.system)),
         measured_from_unix,
         per_second: total
             .seconds
@@ -434,7 +439,10 @@ impl Report {
             out.push_str(&format!("refusal codes: {}\n", codes.join(", ")));
         }
         if let (Some(pid), Some(cpu), Some(per)) = (self.target_pid, self.target_cpu_seconds, self.cpu_us_per_request) {
-            out.push_str(&format!("target pid {pid}: {cpu:.2} s CPU = {per:.1} µs per request\n"));
+            let kernel = self.cpu_us_per_request_kernel.unwrap_or(0.0);
+            out.push_str(&format!(
+                "target pid {pid}: {cpu:.2} s CPU = {per:.1} µs per request ({kernel:.1} in the kernel)\n"
+            ));
         }
         for e in self.unexpected_examples.iter().chain(&self.transport_examples) {
             out.push_str(&format!("  e.g. {e}\n"));

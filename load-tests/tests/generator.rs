@@ -93,7 +93,10 @@ async fn every_mode_measures_a_real_gateway() {
     let refused = closed["by_code"]["PURPOSE_NOT_ALLOWED"].as_u64().unwrap();
     assert!(refused > 0 && refused < requests / 2, "about a tenth are intended refusals: {closed}");
     assert_eq!(closed["by_status"]["200"].as_u64().unwrap() + refused, requests);
-    assert!(closed["cpu_us_per_request"].as_f64().unwrap() > 0.0, "{closed}");
+    let cpu = closed["cpu_us_per_request"].as_f64().unwrap();
+    assert!(cpu > 0.0, "{closed}");
+    let kernel = closed["cpu_us_per_request_kernel"].as_f64().unwrap();
+    assert!((0.0..=cpu).contains(&kernel), "the kernel's part is part of the whole: {closed}");
 
     // Open loop at 100 req/s for 1 s: about 100 requests, whatever the latency.
     let (d, t) = (dir.path().to_owned(), target.clone());
