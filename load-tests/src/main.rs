@@ -51,7 +51,8 @@ struct Args {
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// A process whose CPU time is divided by the requests answered (the proxy under test).
+    /// A process whose CPU time is divided by the requests answered (the proxy under test); the
+    /// report gives the whole and the part the kernel counted as system time.
     #[arg(long)]
     pid: Option<u32>,
     /// Use HTTP/2 instead of HTTP/1.1.
