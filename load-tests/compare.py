@@ -25,9 +25,9 @@ not survive a crash; never run the gateway so).
 
 After each of Passerelle's closed-loop runs it prints where the CPU went by thread (from
 schedstat; the kernel's part of each from its user and system clock ticks) and the audit trail's
-records per group commit. `--syscalls` adds each proxy's system
-calls and context switches per request, by thread (`perf stat`, first round only); `--perf FILE`
-records a profile of Passerelle's first closed-loop run.
+records per group commit. `--syscalls` adds each proxy's system calls and context switches per
+request, by thread (`perf stat`, first round only); `--perf FILE` records a profile of
+Passerelle's first closed-loop run.
 
 `--baseline BINARY` puts another Passerelle build in nginx's place (same configuration, its own
 trail and store): an A/B of two versions, e.g. `git worktree add /tmp/old <commit>`, build it
@@ -220,7 +220,7 @@ def thread_name(name):
     return re.sub(r"[-_]?\d+$", "", name)
 
 
-def thread_cpu_ns(pid):
+def thread_cpu(pid):
     """CPU time of each of `pid`'s threads, summed by thread name: (ns from schedstat, user clock
     ticks, system clock ticks); the ticks give the kernel's share of the precise figure."""
     out = {}
@@ -403,9 +403,9 @@ def main():
                                                  "-p", str(pid), "-o", os.path.join(args.work, f"syscalls-{name}.csv")],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.3)
-                before, commits = thread_cpu_ns(pid), audit_commits() if pid == pa.pid else None
+                before, commits = thread_cpu(pid), audit_commits() if pid == pa.pid else None
                 r = load(args, port, pid, "closed", ["--connections", str(args.connections)], f"closed-{name}-{rnd}")
-                after = thread_cpu_ns(pid)
+                after = thread_cpu(pid)
                 if perf:
                     perf.send_signal(signal.SIGINT)
                     perf.wait()
