@@ -24,6 +24,8 @@ pub enum IdError {
     Month { kind: IdKind, month: u8 },
     #[error("{kind}: day {day} is not a valid birth day")]
     Day { kind: IdKind, day: u8 },
+    #[error("{kind}: the birth date it encodes is in the future")]
+    FutureBirth { kind: IdKind },
     #[error("{kind}: must start with {prefix}")]
     Prefix { kind: IdKind, prefix: &'static str },
     #[error("{kind}: value is below the first one ever issued")]
@@ -100,8 +102,16 @@ pub enum Sex {
 }
 
 impl Niss {
-    /// Parses and checks a national or BIS number.
+    /// Parses and checks a national or BIS number against today's date (UTC).
     pub fn parse(s: &str) -> Result<Self, IdError> {
+        Self::parse_on(s, time::OffsetDateTime::now_utc().date())
+    }
+
+    /// Parses and checks a national or BIS number as of `today`: the check digits, and the
+    /// birth date they imply (python-stdnum's rules: the 2000s reading only for a year not
+    /// after this one; a known day must exist in its month), which may not lie in the future.
+    /// Month or day `00` mean unknown; BIS numbers add 20 or 40 to the month.
+    pub fn parse_on(s: &str, today: time::Date) -> Result<Self, IdError> {
         const K: IdKind = IdKind::Niss;
         let mut d = [0u8; 11];
         let n = collect_digits(s, b".- ", &mut d, K)?;
@@ -122,8 +132,30 @@ impl Niss {
         let before_2000 = 97 - first9 % 97 == check;
         let from_2000 = 97 - (2_000_000_000 + first9) % 97 == check;
         // 2_000_000_000 mod 97 = 68, so at most one of the two can hold.
-        if !(before_2000 || from_2000) {
-            return Err(IdError::Checksum { kind: K });
+        let year = i32::from(d[0] * 10 + d[1])
+            + match (before_2000, from_2000) {
+                (true, _) => 1900,
+                (_, true) => 2000,
+                _ => return Err(IdError::Checksum { kind: K }),
+            };
+        let month = month % 20;
+        let future = || Err(IdError::FutureBirth { kind: K });
+        if year > today.year() {
+            return future();
+        }
+        if month == 0 {
+            return Ok(Niss(digits_to_u64(&d))); // only the year is known
+        }
+        let month_t = time::Month::try_from(month).map_err(|_| IdError::Month { kind: K, month })?;
+        if (year, month) > (today.year(), u8::from(today.month())) {
+            return future();
+        }
+        if day == 0 {
+            return Ok(Niss(digits_to_u64(&d))); // the day is unknown
+        }
+        let born = time::Date::from_calendar_date(year, month_t, day).map_err(|_| IdError::Day { kind: K, day })?;
+        if born > today {
+            return future();
         }
         Ok(Niss(digits_to_u64(&d)))
     }
@@ -598,6 +630,37 @@ mod tests {
         assert!(matches!(VCode::parse("W0001001"), Err(IdError::Prefix { .. })));
     }
 
+    /// python-stdnum's rules (be.nn, be.bis) plus the birth date: check digits, the 2000s
+    /// reading only for years not after this one, a known day that exists, no future birth.
+    #[test]
+    fn niss_birth_date_rules() {
+        let today = time::macros::date!(2026 - 12 - 02);
+        let on = |s: &str| Niss::parse_on(s, today);
+        let future = Err(IdError::FutureBirth { kind: IdKind::Niss });
+        for valid in [
+            "85073003328", // 1985-07-30
+            "17073003384", // 2017-07-30
+            "98472899765", // BIS, month + 40
+            "00000100166", // the fictitious 1900-00-01: date unknown
+            "85120000125", // day unknown
+            "85000000336", // month and day unknown
+            "26120100245", // born today's month, on its 1st
+        ] {
+            assert!(on(valid).is_ok(), "{valid}: {:?}", on(valid));
+        }
+        // Check digits that hold only for a year after this one (differential run against
+        // python-stdnum): refused, whatever the rest says.
+        assert_eq!(on("27012340986"), future);
+        assert_eq!(on("84020402612"), future);
+        // Later this month: the date is known and not reached yet.
+        assert_eq!(on("26121500213"), future);
+        assert_eq!(Niss::parse_on("26121500213", time::macros::date!(2026 - 12 - 15)).map(|_| ()), Ok(()));
+        // 30 February does not exist.
+        assert_eq!(on("85023003390"), Err(IdError::Day { kind: IdKind::Niss, day: 30 }));
+        // The clock-reading parse agrees on numbers far from today.
+        assert!(Niss::parse("27012340986").is_err() && Niss::parse("85073003328").is_ok());
+    }
+
     #[test]
     fn messages_never_repeat_the_value() {
         let e = Niss::parse("85073003329").unwrap_err().to_string();
@@ -606,9 +669,16 @@ mod tests {
         assert!(!format!("{n:?}").contains("8507"));
     }
 
+    /// Numbers of people born up to today, with dates that exist (or are unknown).
     fn niss_strategy() -> impl Strategy<Value = Niss> {
-        (1900u16..=2099, prop_oneof![0u8..=12, 20u8..=32, 40u8..=52], 0u8..=31, 1u16..=998)
-            .prop_filter_map("valid parts", |(y, m, d, s)| Niss::from_parts(y, m, d, s))
+        let today = time::OffsetDateTime::now_utc().date();
+        (1900u16..=2099, prop_oneof![0u8..=12, 20u8..=32, 40u8..=52], 0u8..=31, 1u16..=998).prop_filter_map(
+            "valid parts, born by today",
+            move |(y, m, d, s)| {
+                let n = Niss::from_parts(y, m, d, s)?;
+                Niss::parse_on(&n.to_string(), today).ok().map(|_| n)
+            },
+        )
     }
 
     /// Changes digit `pos` (0-based among the digits of `s`) to another digit.
