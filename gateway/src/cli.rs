@@ -450,6 +450,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 let (changes, audit) = offline_policy(&cfg)?;
                 let files = crate::policy::bundle_files(&files)?;
                 let result = match policies::bundle::load_files(&files) {
+                    Ok(policy) if let Err(why) = crate::policy::import_guard(&policy, None) => Err(why),
                     Ok(policy) => {
                         let what = format!("imported {} bundle file(s) with passerelle policy import", files.len());
                         let op = "passerelle policy import";

@@ -497,7 +497,137 @@ impl Demo {
         let revoked = self.client(REVOKED, HttpVersion::Http1)?;
         let got = call(&revoked, ASSOCIATIONS, &assoc(ASSOC_PURPOSE)).await;
         checks.push(Check::handshake_refused("a revoked certificate", got));
+        self.smoke_authority(&mut checks, &person, &citizen).await?;
         Ok(checks)
+    }
+}
+
+impl Demo {
+    /// The smoke checks of the chain of authority: a suspended framework refuses its
+    /// children, an exceptional access is approved tacitly on the 7th day after the privacy
+    /// office's advice (the gateway's clock moved, then put back) and not before, and a
+    /// statutory ceiling refuses a widening registration. `citizen` is the National Register
+    /// person the LRA calls are about. Each leaves the policy as it found it
+    /// in force (the framework resumed, the access withdrawn), so the run can be repeated.
+    async fn smoke_authority(&self, checks: &mut Vec<Check>, person: &str, citizen: &str) -> anyhow::Result<()> {
+        let json = |v: serde_json::Value| v.to_string();
+        let sigedis = self.control_client("sigedis")?;
+        let framework = "/instruments/CSI%2FSSH%2F19%2F004/transitions";
+        let reason = "all datatransfer activities suspended (demo)";
+        let got = post(
+            &sigedis,
+            Method::POST,
+            framework,
+            &[],
+            json(serde_json::json!({"to": "suspended", "reason": reason})),
+        )
+        .await;
+        checks.push(Check::new(
+            "Sigedis suspends framework 19/004".into(),
+            "200",
+            got.map(|a| (a.status == 200, a.status.to_string())),
+        ));
+        let pension = vec![
+            ("x-legal-basis", SIGEDIS_LEGAL_BASIS.to_owned()),
+            ("x-purpose", SIGEDIS_PURPOSE.to_owned()),
+            ("x-subject", person.to_owned()),
+        ];
+        let bank = self.client(SIGEDIS_CALLER, HttpVersion::Http1)?;
+        let got = call(&bank, PENSIONS, &pension).await;
+        checks.push(Check::new(
+            "an adherent of the special authorization, framework suspended".into(),
+            "503 FLOW_SUSPENDED naming 19/004",
+            got.map(|a| {
+                let ok = a.status == 503 && a.code() == Some("FLOW_SUSPENDED") && a.text().contains("CSI/SSH/19/004");
+                (ok, format!("{} {}", a.status, a.code().unwrap_or("-")))
+            }),
+        ));
+        let got = post(&sigedis, Method::POST, framework, &[], json(serde_json::json!({"to": "active"}))).await;
+        checks.push(Check::new(
+            "Sigedis lifts the suspension".into(),
+            "200",
+            got.map(|a| (a.status == 200, a.status.to_string())),
+        ));
+
+        // Exceptional access (seed 004 §4): requested by the municipality, advised by BOSA's
+        // privacy office, approved tacitly on the 7th day unless remarked.
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let (id, user) = (format!("x-smoke-{stamp}"), format!("temp-{stamp}"));
+        let municipality = self.control_client("municipality")?;
+        let until = policies::model::Date::from_days((self.gateway.policy.now_ms() / 86_400_000) as i64 + 60)
+            .context("date out of range")?;
+        let request = serde_json::json!({
+            "id": id, "instrument": "BOSA/LRA/2024", "end_user": user, "service": "rn.person",
+            "purposes": ["LRA_REGISTRATION"], "fields": ["names", "birthDate"],
+            "justification": "temporary replacement of an officer (demo)", "valid_until": until.to_string(),
+        });
+        let got = post(&municipality, Method::POST, "/exceptional-accesses", &[], json(request)).await;
+        checks.push(Check::new(
+            "the municipality requests an exceptional access".into(),
+            "201",
+            got.map(|a| (a.status == 201, a.status.to_string())),
+        ));
+        let bosa = self.control_client("bosa")?;
+        let advice = serde_json::json!({ "reference": "BOSA-DPO-demo", "favourable": true });
+        let got = post(&bosa, Method::POST, &format!("/exceptional-accesses/{id}/advice"), &[], json(advice)).await;
+        checks.push(Check::new(
+            "BOSA's privacy office advises (the gateway's clock stamps it)".into(),
+            "200",
+            got.map(|a| (a.status == 200, a.status.to_string())),
+        ));
+        let lra = vec![
+            ("x-legal-basis", "BOSA/LRA/2024".to_owned()),
+            ("x-purpose", "LRA_REGISTRATION".to_owned()),
+            ("x-subject", citizen.to_owned()),
+            ("x-end-user", user.clone()),
+        ];
+        let officer = self.client("municipality", HttpVersion::Http1)?;
+        self.gateway.policy.advance_clock(Duration::from_secs(6 * 86_400));
+        let got = call(&officer, "/rn/person", &lra).await;
+        checks.push(Check::new(
+            "the exceptional access on day 6 after the advice".into(),
+            "403, not approved yet",
+            got.map(|a| (a.status == 403, format!("{} {}", a.status, a.code().unwrap_or("-")))),
+        ));
+        self.gateway.policy.advance_clock(Duration::from_secs(86_400));
+        let got = call(&officer, "/rn/person", &lra).await;
+        self.gateway.policy.reset_clock();
+        checks.push(Check::new(
+            "the exceptional access on day 7: approved tacitly".into(),
+            "200 with the granted fields only",
+            got.map(|a| {
+                let t = a.text();
+                (a.status == 200 && t.contains("birthDate") && !t.contains("address"), a.status.to_string())
+            }),
+        ));
+        let withdraw = serde_json::json!({ "reason": "end of the demo" });
+        let got = post(&bosa, Method::POST, &format!("/exceptional-accesses/{id}/withdraw"), &[], json(withdraw)).await;
+        checks.push(Check::new(
+            "BOSA withdraws it".into(),
+            "200",
+            got.map(|a| (a.status == 200, a.status.to_string())),
+        ));
+
+        // A statutory ceiling: the account-number source is for Flemish instances, one
+        // purpose, with consent — whatever its data owner registers.
+        let owner = self.control_client("digitaal-vlaanderen")?;
+        let widening = serde_json::json!({
+            "reference": format!("VL/WIDE/{stamp}"), "kind": "statutory", "title": "widening (demo)",
+            "law": "none", "article": "none", "status": "active",
+            "grants": [{ "id": format!("wide-{stamp}"), "recipient": {"org": "0765432146"}, "service": "accounts.iban",
+                         "purposes": ["MARKETING"], "fields": ["defaultIban"] }],
+        });
+        let got = post(&owner, Method::POST, "/instruments", &[], json(widening)).await;
+        checks.push(Check::new(
+            "a data owner opens the account-number source to a company".into(),
+            "422 POLICY_INVALID naming the ceiling",
+            got.map(|a| {
+                let ok =
+                    a.status == 422 && a.code() == Some("POLICY_INVALID") && a.text().contains("statutory ceiling");
+                (ok, format!("{} {}", a.status, a.code().unwrap_or("-")))
+            }),
+        ));
+        Ok(())
     }
 }
 

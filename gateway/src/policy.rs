@@ -185,6 +185,32 @@ impl PolicyHandle {
     pub fn advance_clock(&self, by: Duration) {
         self.clock_offset_ms.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
     }
+
+    /// Puts this gateway's clock back on the system clock.
+    pub fn reset_clock(&self) {
+        self.clock_offset_ms.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Refuses an import that would leave the gateway unmanageable: a policy with no organisation
+/// and no instrument (an empty bundle replaces everything), without an integrator, or — for
+/// an import through the control plane — without the importer's own integrator role.
+pub fn import_guard(policy: &Policy, importer: Option<Kbo>) -> Result<(), String> {
+    use policies::model::OrgKind;
+    if policy.organisations.is_empty() && policy.instruments.is_empty() {
+        return Err(
+            "the bundle holds no organisation and no instrument: importing it would remove the whole policy".into()
+        );
+    }
+    if !policy.organisations.iter().any(|o| o.kind == OrgKind::Integrator) {
+        return Err("the bundle registers no integrator: nobody could manage the gateway after it".into());
+    }
+    if let Some(k) = importer
+        && !policy.organisations.iter().any(|o| o.kbo == k && o.kind == OrgKind::Integrator)
+    {
+        return Err(format!("the bundle would remove the importer's own integrator role (organisation {k})"));
+    }
+    Ok(())
 }
 
 /// One change of the policy, as the store keeps it (`GET /changes`).

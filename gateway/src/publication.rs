@@ -9,15 +9,36 @@ use serde_json::{Value, json};
 
 use crate::error::escape_xml;
 
-/// Whether `ins` is published now.
-pub fn is_published(ins: &Instrument) -> bool {
-    match ins.kind {
+/// Whether `ins` is published now: its own state allows it, every instrument it rests on is
+/// active (a child is never more in force than its parent), and no active deliberation has
+/// replaced it.
+pub fn is_published(policy: &Policy, ins: &Instrument) -> bool {
+    let own = match ins.kind {
         InstrumentKind::Convention => ins.state == Some(ConventionState::Published),
         InstrumentKind::Deliberation | InstrumentKind::Protocol | InstrumentKind::General => {
             ins.effective_status() == Status::Active
         }
         InstrumentKind::Statutory | InstrumentKind::AccessMatrix => false,
+    };
+    let find = |r: &str| policy.instruments.iter().find(|i| i.reference == r);
+    let replaced = policy
+        .instruments
+        .iter()
+        .any(|d| d.effective_status() == Status::Active && d.replaces.contains(&ins.reference));
+    // Validation refuses cycles; the bound keeps a walk finite anyway.
+    let mut next = ins.parent.as_deref();
+    let mut parents_active = true;
+    for _ in 0..16 {
+        let Some(r) = next else { break };
+        match find(r) {
+            Some(p) if p.effective_status() == Status::Active => next = p.parent.as_deref(),
+            _ => {
+                parents_active = false;
+                break;
+            }
+        }
     }
+    own && parents_active && next.is_none() && !replaced
 }
 
 fn org_name(policy: &Policy, kbo: policies::ids::Kbo) -> String {
@@ -29,7 +50,7 @@ pub fn document(policy: &Policy) -> Value {
     let instruments: Vec<Value> = policy
         .instruments
         .iter()
-        .filter(|i| is_published(i))
+        .filter(|i| is_published(policy, i))
         .map(|ins| {
             let grants: Vec<Value> = ins
                 .grants

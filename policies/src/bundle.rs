@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::ids::Kbo;
-use crate::model::{InstrumentKind, OrgKind, Policy, Recipient, Status};
+use crate::model::{Ceiling, Instrument, InstrumentKind, OrgKind, Policy, Recipient, Status};
 
 /// One problem in a bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +248,164 @@ impl Validator {
                 }
             }
         }
+        self.authority(files);
+    }
+
+    /// The rules that bind instruments to one another and to their sources: parents form no
+    /// cycle, a deliberation replaces only protocols, an exceptional access stays within its
+    /// matrix's sources, and nothing goes beyond a source's statutory ceiling.
+    fn authority(&mut self, files: &[(String, Policy)]) {
+        let all_orgs: HashMap<Kbo, OrgKind> =
+            files.iter().flat_map(|(_, p)| p.organisations.iter().map(|o| (o.kbo, o.kind))).collect();
+        let instruments: HashMap<&str, &Instrument> =
+            files.iter().flat_map(|(_, p)| p.instruments.iter().map(|i| (i.reference.as_str(), i))).collect();
+        let ceilings: HashMap<&str, &Ceiling> = files
+            .iter()
+            .flat_map(|(_, p)| p.sources.iter().filter_map(|s| s.ceiling.as_ref().map(|c| (s.id.as_str(), c))))
+            .collect();
+        let service_source: HashMap<&str, &str> =
+            files.iter().flat_map(|(_, p)| p.services.iter().map(|s| (s.id.as_str(), s.source.as_str()))).collect();
+        for (file, p) in files {
+            let file = file.as_str();
+            for (i, s) in p.sources.iter().enumerate() {
+                let key = format!("sources[{i}]");
+                if let Some(po) = s.privacy_office
+                    && !all_orgs.contains_key(&po)
+                {
+                    self.err(file, format!("{key}.privacy_office"), format!("unknown organisation {po}"));
+                }
+                if let Some(c) = &s.ceiling {
+                    if c.basis.trim().is_empty() {
+                        self.err(file, format!("{key}.ceiling.basis"), "a ceiling names the legal text that sets it");
+                    }
+                    let fields: HashSet<&str> = files
+                        .iter()
+                        .flat_map(|(_, p)| p.services.iter().filter(|x| x.source == s.id))
+                        .flat_map(|x| x.fields.iter().map(String::as_str))
+                        .collect();
+                    for f in &c.fields {
+                        if !fields.contains(f.as_str()) {
+                            self.err(
+                                file,
+                                format!("{key}.ceiling.fields"),
+                                format!("no service of '{}' has a field '{f}'", s.id),
+                            );
+                        }
+                    }
+                }
+            }
+            for (i, ins) in p.instruments.iter().enumerate() {
+                let key = format!("instruments[{i}] \"{}\"", ins.reference);
+                // The chain of parents ends.
+                let mut seen = vec![ins.reference.as_str()];
+                let mut next = ins.parent.as_deref();
+                while let Some(parent) = next {
+                    if seen.contains(&parent) {
+                        self.err(
+                            file,
+                            format!("{key}.parent"),
+                            format!("the chain of parents loops through '{parent}'"),
+                        );
+                        break;
+                    }
+                    if seen.len() > crate::compiled::MAX_DEPTH {
+                        self.err(file, format!("{key}.parent"), "the chain of parents is deeper than 16");
+                        break;
+                    }
+                    seen.push(parent);
+                    next = instruments.get(parent).and_then(|p| p.parent.as_deref());
+                }
+                for (j, r) in ins.replaces.iter().enumerate() {
+                    match instruments.get(r.as_str()) {
+                        Some(old) if old.is_protocol() => {}
+                        Some(_) => self.err(file, format!("{key}.replaces[{j}]"), format!("'{r}' is not a protocol")),
+                        None => self.err(file, format!("{key}.replaces[{j}]"), format!("unknown instrument '{r}'")),
+                    }
+                }
+                for (j, g) in ins.grants.iter().enumerate() {
+                    let Some(c) =
+                        service_source.get(g.service.as_str()).and_then(|s| ceilings.get(s).map(|c| (*s, *c)))
+                    else {
+                        continue;
+                    };
+                    let kinds: Vec<OrgKind> = match &g.recipient {
+                        Recipient::Org(k) => all_orgs.get(k).copied().into_iter().collect(),
+                        Recipient::Kind(k) => vec![*k],
+                        Recipient::Adherents(_) => ins.eligible.clone(),
+                    };
+                    let gkey = format!("{key}.grants[{j}]");
+                    self.ceiling(file, &gkey, c, &kinds, &g.purposes, &g.fields, g.consent);
+                }
+            }
+            for (i, x) in p.exceptional_access.iter().enumerate() {
+                let key = format!("exceptional_access[{i}]");
+                if let Some(matrix) = instruments.get(x.instrument.as_str()) {
+                    let sources = matrix.sources();
+                    let source = service_source.get(x.service.as_str()).copied().unwrap_or_default();
+                    if !sources.contains(&source) {
+                        self.err(
+                            file,
+                            format!("{key}.service"),
+                            format!(
+                                "'{}' is not a service of the sources of '{}' ({}); an exceptional access stays within its matrix",
+                                x.service,
+                                x.instrument,
+                                sources.join(", ")
+                            ),
+                        );
+                    }
+                }
+                if let Some(c) = service_source.get(x.service.as_str()).and_then(|s| ceilings.get(s).map(|c| (*s, *c)))
+                {
+                    let kinds: Vec<OrgKind> = all_orgs.get(&x.org).copied().into_iter().collect();
+                    // Consent follows the ceiling for exceptional accesses: they carry no flag.
+                    self.ceiling(file, &key, c, &kinds, &x.purposes, &x.fields, c.1.consent);
+                }
+            }
+        }
+    }
+
+    /// Refuses what goes beyond `source`'s ceiling, naming the ceiling and its legal basis.
+    #[allow(clippy::too_many_arguments)]
+    fn ceiling(
+        &mut self,
+        file: &str,
+        key: &str,
+        (source, c): (&str, &Ceiling),
+        recipients: &[OrgKind],
+        purposes: &[String],
+        fields: &[String],
+        consent: bool,
+    ) {
+        let limit = |what: String| format!("exceeds the statutory ceiling of source '{source}' ({}): {what}", c.basis);
+        if !c.recipients.is_empty() {
+            for k in recipients {
+                if !c.recipients.contains(k) {
+                    let msg =
+                        format!("a {} may not receive; recipients are limited to {}", k.as_str(), kinds(&c.recipients));
+                    self.err(file, format!("{key}.recipient"), limit(msg));
+                }
+            }
+        }
+        if !c.purposes.is_empty() {
+            for p in purposes {
+                if !c.purposes.contains(p) {
+                    let msg =
+                        format!("purpose '{p}' is not allowed; purposes are limited to {}", c.purposes.join(", "));
+                    self.err(file, format!("{key}.purposes"), limit(msg));
+                }
+            }
+        }
+        if !c.fields.is_empty() {
+            for f in fields {
+                if !c.fields.contains(f) {
+                    self.err(file, format!("{key}.fields"), limit(format!("field '{f}' may not leave")));
+                }
+            }
+        }
+        if c.consent && !consent {
+            self.err(file, format!("{key}.consent"), limit("every access needs the data subject's consent".to_owned()));
+        }
     }
 
     fn service_fields(
@@ -295,20 +453,10 @@ impl Validator {
                     self.err(file, format!("{key}.date"), "is required for a deliberation or general instrument");
                 }
             }
-            InstrumentKind::Protocol => match &ins.protocol {
-                None => self.err(file, format!("{key}.protocol"), "a protocol must state the 13 elements of art. 8"),
-                Some(p) => {
-                    for (n, name, value) in p.elements() {
-                        if value.is_none_or(|s| s.trim().is_empty()) {
-                            self.err(
-                                file,
-                                format!("{key}.protocol.{name}"),
-                                format!("protocol lacks element ({n}) {name}"),
-                            );
-                        }
-                    }
-                }
-            },
+            InstrumentKind::Protocol if ins.protocol.is_none() => {
+                self.err(file, format!("{key}.protocol"), "a protocol must state the 13 elements of art. 8")
+            }
+            InstrumentKind::Protocol => {}
             InstrumentKind::Convention => {
                 if ins.state.is_none() {
                     self.err(file, format!("{key}.state"), "a convention needs its lifecycle state");
@@ -328,6 +476,26 @@ impl Validator {
                 }
             }
             InstrumentKind::AccessMatrix => {}
+        }
+        // Every protocol, general or not, states the 13 elements and carries the DPO's advice.
+        if let Some(p) = &ins.protocol {
+            if !ins.is_protocol() {
+                self.err(file, format!("{key}.protocol"), "only protocols and general protocols state art. 8 elements");
+            }
+            for (n, name, value) in p.elements() {
+                if value.is_none_or(|s| s.trim().is_empty()) {
+                    self.err(file, format!("{key}.protocol.{name}"), format!("protocol lacks element ({n}) {name}"));
+                }
+            }
+        }
+        if ins.is_protocol() && needs(&ins.dpo_advice) {
+            self.err(file, format!("{key}.dpo_advice"), "a protocol carries the advice of the data protection officer");
+        }
+        if !ins.replaces.is_empty() && !matches!(ins.kind, InstrumentKind::Deliberation | InstrumentKind::General) {
+            self.err(file, format!("{key}.replaces"), "only a deliberation replaces protocols");
+        }
+        if !ins.replaces.is_empty() && ins.is_protocol() {
+            self.err(file, format!("{key}.replaces"), "a protocol cannot replace another; a deliberation does");
         }
         if ins.kind != InstrumentKind::Convention && ins.status.is_none() {
             self.err(file, format!("{key}.status"), "is required");

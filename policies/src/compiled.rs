@@ -71,6 +71,22 @@ pub struct OrgInfo {
 pub struct ServiceInfo {
     pub id: Box<str>,
     pub fields: Vec<Box<str>>,
+    /// The statutory ceiling of the service's source, when it declares one.
+    pub ceiling: Option<CeilingInfo>,
+}
+
+/// A source's statutory ceiling, compiled for one of its services.
+#[derive(Debug, Clone)]
+pub struct CeilingInfo {
+    /// The legal text, named in refusals.
+    pub basis: Box<str>,
+    /// Bit `kind_bit(k)` set for every kind that may receive; 0: any kind.
+    pub(crate) kinds: u16,
+    pub(crate) consent: bool,
+    /// Interned purposes allowed; `None`: any.
+    pub(crate) purposes: Option<Box<[u32]>>,
+    /// The fields that may leave.
+    pub(crate) fields: FieldMask,
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +97,39 @@ pub struct InstrumentInfo {
     pub suspended_reason: Option<Box<str>>,
     pub from: i64,
     pub until: i64,
+    /// The instrument this one rests on: it is never more in force than its parent.
+    pub parent: Option<InstrumentId>,
+    /// Deliberations that replace this protocol: once one is in force, this one is not.
+    pub replaced_by: Box<[InstrumentId]>,
 }
+
+impl InstrumentInfo {
+    /// Whether the instrument itself (not its parents) is in force at `now` for `env`:
+    /// `Err` carries the refusal.
+    pub(crate) fn in_force(&self, env: Env, now: i64) -> Result<(), (crate::DenyCode, crate::Reason)> {
+        use crate::{DenyCode, Reason};
+        match self.status {
+            Status::Suspended => return Err((DenyCode::FlowSuspended, Reason::Suspended)),
+            Status::Draft => return Err((DenyCode::InstrumentNotActive, Reason::Draft)),
+            Status::Revoked => return Err((DenyCode::InstrumentNotActive, Reason::Revoked)),
+            Status::Expired => return Err((DenyCode::InstrumentNotActive, Reason::Expired)),
+            Status::Test if env == Env::Production => {
+                return Err((DenyCode::InstrumentNotActive, Reason::TestPhaseOnly));
+            }
+            Status::Test | Status::Active => {}
+        }
+        if now < self.from {
+            return Err((DenyCode::InstrumentNotActive, Reason::NotYetValid));
+        }
+        if now >= self.until {
+            return Err((DenyCode::InstrumentNotActive, Reason::Expired));
+        }
+        Ok(())
+    }
+}
+
+/// How deep a chain of parents may go; validation refuses cycles, this bounds the walk anyway.
+pub(crate) const MAX_DEPTH: usize = 16;
 
 #[derive(Debug, Clone)]
 pub(crate) struct CGrant {
@@ -177,10 +225,23 @@ impl Snapshot {
         }
         for svc in &policy.services {
             s.services.insert(svc.id.as_str().into(), s.service_info.len() as u32);
-            s.service_info.push(ServiceInfo {
-                id: svc.id.as_str().into(),
-                fields: svc.fields.iter().map(|f| f.as_str().into()).collect(),
+            let fields: Vec<Box<str>> = svc.fields.iter().map(|f| f.as_str().into()).collect();
+            let source = policy.sources.iter().find(|x| x.id == svc.source);
+            let ceiling = source.and_then(|x| x.ceiling.as_ref()).map(|c| CeilingInfo {
+                basis: c.basis.as_str().into(),
+                kinds: c.recipients.iter().fold(0, |acc, k| acc | kind_bit(*k)),
+                consent: c.consent,
+                purposes: (!c.purposes.is_empty())
+                    .then(|| c.purposes.iter().map(|p| intern(&mut s.purposes, &mut s.purpose_names, p)).collect()),
+                fields: FieldMask(fields.iter().enumerate().fold(0u64, |acc, (i, f)| {
+                    if i < 64 && (c.fields.is_empty() || c.fields.iter().any(|x| **x == **f)) {
+                        acc | 1 << i
+                    } else {
+                        acc
+                    }
+                })),
             });
+            s.service_info.push(ServiceInfo { id: svc.id.as_str().into(), fields, ceiling });
         }
         for ins in &policy.instruments {
             s.instruments.insert(ins.reference.as_str().into(), s.instrument_info.len() as u32);
@@ -191,7 +252,24 @@ impl Snapshot {
                 suspended_reason: ins.suspended_reason.as_deref().map(Into::into),
                 from: start_of(ins.valid_from.as_ref()),
                 until: end_of(ins.valid_until.as_ref()),
+                parent: None,
+                replaced_by: Box::default(),
             });
+        }
+        // Links between instruments, once every reference has its id.
+        let mut replaced: FxHashMap<u32, Vec<InstrumentId>> = FxHashMap::default();
+        for (i, ins) in policy.instruments.iter().enumerate() {
+            let parent = ins.parent.as_deref().and_then(|r| s.instruments.get(r)).copied();
+            // A parent that is the instrument itself would be a cycle (validation refuses it).
+            s.instrument_info[i].parent = parent.filter(|&p| p as usize != i).map(InstrumentId);
+            for r in &ins.replaces {
+                if let Some(&old) = s.instruments.get(r.as_str()) {
+                    replaced.entry(old).or_default().push(InstrumentId(i as u32));
+                }
+            }
+        }
+        for (old, by) in replaced {
+            s.instrument_info[old as usize].replaced_by = by.into_boxed_slice();
         }
         let mut role_names = Vec::new();
 
@@ -252,9 +330,8 @@ impl Snapshot {
             }
         }
         for x in &policy.exceptional_access {
-            if x.remark {
-                continue; // a remark within 7 days: not approved
-            }
+            // No advice yet, an unfavourable one, a remark within 7 days, or withdrawn.
+            let Some(approved_from_day) = x.approved_from_day() else { continue };
             let (Some(&ins), Some(&service), Some(&org)) = (
                 s.instruments.get(x.instrument.as_str()),
                 s.services.get(x.service.as_str()),
@@ -263,8 +340,9 @@ impl Snapshot {
                 continue;
             };
             let Some(fields) = s.field_mask(service, &x.fields) else { continue };
-            // Tacit approval: valid from the 7th day after the advice.
-            let from = x.approved_from_day() * DAY;
+            // Tacit approval: valid from the 7th day after the advice. Consent follows the
+            // source's ceiling, as for every other grant.
+            let from = approved_from_day * DAY;
             let grant = s.push_grant(
                 CGrant {
                     id: x.id.as_str().into(),
@@ -371,12 +449,18 @@ impl Snapshot {
     /// for the request path: it scans the grants).
     pub fn consent_based(&self, service: &str, purpose: &str) -> bool {
         let (Some(&svc), Some(&p)) = (self.services.get(service), self.purposes.get(purpose)) else { return false };
+        let ceiling_consent = self.service_info[svc as usize].ceiling.as_ref().is_some_and(|c| c.consent);
         self.grants.iter().any(|g| {
-            g.consent
+            (g.consent || ceiling_consent)
                 && g.service == svc
                 && self.purpose_pool[g.purposes.0 as usize..(g.purposes.0 + g.purposes.1) as usize].contains(&p)
         })
     }
+}
+
+/// The bit of an organisation kind in a ceiling's set of kinds.
+pub(crate) const fn kind_bit(k: OrgKind) -> u16 {
+    1 << (k as u16)
 }
 
 pub(crate) const fn env_bit(e: Env) -> u8 {

@@ -8,9 +8,11 @@
 //! `&str` and integer comparisons, and the decision is a small `Copy` value. A test with a
 //! counting global allocator (`tests/alloc.rs`) holds this to 0 allocations on every path.
 
-use crate::compiled::{Entry, FieldMask, GrantId, InstrumentId, OrgId, PurposeId, ServiceId, Snapshot, env_bit, key};
+use crate::compiled::{
+    Entry, FieldMask, GrantId, InstrumentId, MAX_DEPTH, OrgId, PurposeId, ServiceId, Snapshot, env_bit, key, kind_bit,
+};
 use crate::ids::Kbo;
-use crate::model::{Env, Status};
+use crate::model::Env;
 
 /// One request to decide. Everything is borrowed; `now` is Unix seconds (injectable).
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +62,16 @@ pub enum Reason {
     RoleExpired,
     RoleNotYetValid,
     NotTheNamedEndUser,
+    /// An instrument this one rests on is suspended (named in [`Deny::parent`]).
+    ParentSuspended,
+    /// An instrument this one rests on is not in force (named in [`Deny::parent`]).
+    ParentNotActive,
+    /// A deliberation now in force replaced this protocol (named in [`Deny::parent`]).
+    Replaced,
+    /// The source's statutory ceiling does not allow this kind of recipient.
+    CeilingRecipient,
+    /// The source's statutory ceiling does not allow this purpose.
+    CeilingPurpose,
 }
 
 impl Reason {
@@ -85,6 +97,11 @@ impl Reason {
             Reason::RoleExpired => "the end user's role has expired and must be renewed",
             Reason::RoleNotYetValid => "the end user's role is not valid yet",
             Reason::NotTheNamedEndUser => "this exceptional access is open to another end user only",
+            Reason::ParentSuspended => "the instrument this one rests on is suspended",
+            Reason::ParentNotActive => "the instrument this one rests on is not in force",
+            Reason::Replaced => "this protocol was replaced by a deliberation now in force",
+            Reason::CeilingRecipient => "the law that governs this source does not allow this kind of recipient",
+            Reason::CeilingPurpose => "the law that governs this source does not allow this purpose",
         }
     }
 }
@@ -120,6 +137,9 @@ pub struct Deny {
     pub instrument: Option<InstrumentId>,
     /// The grant that came closest, when one was found.
     pub grant: Option<GrantId>,
+    /// The other instrument behind the refusal: the parent that is not in force, or the
+    /// deliberation that replaced the instrument named.
+    pub parent: Option<InstrumentId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +155,7 @@ impl Decision {
 }
 
 const fn deny(code: DenyCode, reason: Reason) -> Decision {
-    Decision::Deny(Deny { code, reason, instrument: None, grant: None })
+    Decision::Deny(Deny { code, reason, instrument: None, grant: None, parent: None })
 }
 
 impl Snapshot {
@@ -151,6 +171,20 @@ impl Snapshot {
             return deny(DenyCode::NoLegalBasis, Reason::UnknownInstrument);
         };
         let purpose = self.purposes.get(q.purpose).copied();
+        // The source's statutory ceiling binds every instrument.
+        let ceiling = self.service_info[service as usize].ceiling.as_ref();
+        if let Some(c) = ceiling
+            && c.kinds != 0
+            && c.kinds & kind_bit(self.org_info[org as usize].kind) == 0
+        {
+            return Decision::Deny(Deny {
+                code: DenyCode::LegalBasisNotApplicable,
+                reason: Reason::CeilingRecipient,
+                instrument: Some(InstrumentId(instrument)),
+                grant: None,
+                parent: None,
+            });
+        }
         let entries: &[Entry] = match self.index.get(&key(org, service)) {
             Some(&(start, len)) => &self.entries[start as usize..(start + len) as usize],
             None => &[],
@@ -160,7 +194,8 @@ impl Snapshot {
         let mut best: Option<(u8, Deny)> = None;
         let mut note = |stage: u8, code: DenyCode, reason: Reason, grant: u32| {
             if best.is_none_or(|(s, _)| stage > s) {
-                best = Some((stage, Deny { code, reason, instrument: ins_id, grant: Some(GrantId(grant)) }));
+                best =
+                    Some((stage, Deny { code, reason, instrument: ins_id, grant: Some(GrantId(grant)), parent: None }));
             }
         };
         for e in entries {
@@ -172,24 +207,10 @@ impl Snapshot {
                 note(0, DenyCode::AdhesionMissing, Reason::NotAdhered, e.grant);
                 continue;
             }
-            // The instrument covers this caller and service: its own state decides first.
-            let info = &self.instrument_info[instrument as usize];
-            let refuse = |code, reason| Decision::Deny(Deny { code, reason, instrument: ins_id, grant: None });
-            match info.status {
-                Status::Suspended => return refuse(DenyCode::FlowSuspended, Reason::Suspended),
-                Status::Draft => return refuse(DenyCode::InstrumentNotActive, Reason::Draft),
-                Status::Revoked => return refuse(DenyCode::InstrumentNotActive, Reason::Revoked),
-                Status::Expired => return refuse(DenyCode::InstrumentNotActive, Reason::Expired),
-                Status::Test if q.environment == Env::Production => {
-                    return refuse(DenyCode::InstrumentNotActive, Reason::TestPhaseOnly);
-                }
-                Status::Test | Status::Active => {}
-            }
-            if q.now < info.from {
-                return refuse(DenyCode::InstrumentNotActive, Reason::NotYetValid);
-            }
-            if q.now >= info.until {
-                return refuse(DenyCode::InstrumentNotActive, Reason::Expired);
+            // The instrument covers this caller and service: its own state decides first, then
+            // that of every instrument it rests on, then whether a deliberation replaced it.
+            if let Err(d) = self.in_force(instrument, q.environment, q.now) {
+                return Decision::Deny(d);
             }
             // Purpose first: a grant for the right purpose that fails a later check is the
             // closer one, and its refusal is the more useful answer.
@@ -198,6 +219,12 @@ impl Snapshot {
                 note(1, DenyCode::PurposeNotAllowed, Reason::PurposeNotGranted, e.grant);
                 continue;
             };
+            if let Some(allowed) = ceiling.and_then(|c| c.purposes.as_deref())
+                && !allowed.contains(&purpose)
+            {
+                note(1, DenyCode::PurposeNotAllowed, Reason::CeilingPurpose, e.grant);
+                continue;
+            }
             if g.envs & env_bit(q.environment) == 0 {
                 note(2, DenyCode::InstrumentNotActive, Reason::EnvironmentNotOpen, e.grant);
                 continue;
@@ -227,8 +254,11 @@ impl Snapshot {
                 instrument: InstrumentId(instrument),
                 service: ServiceId(service),
                 purpose: PurposeId(purpose),
-                fields: g.fields,
-                consent_required: g.consent,
+                fields: match ceiling {
+                    Some(c) => FieldMask(g.fields.0 & c.fields.0),
+                    None => g.fields,
+                },
+                consent_required: g.consent || ceiling.is_some_and(|c| c.consent),
                 rate: g.rate.map(|r| RateKey {
                     grant: GrantId(e.grant),
                     org: OrgId(org),
@@ -244,8 +274,34 @@ impl Snapshot {
                 reason: Reason::NotCovered,
                 instrument: ins_id,
                 grant: None,
+                parent: None,
             }),
         }
+    }
+
+    /// Whether `instrument` is in force for `env` at `now`: its own status and window, those
+    /// of every instrument it rests on (up to the root), and no replacing deliberation in force.
+    fn in_force(&self, instrument: u32, env: Env, now: i64) -> Result<(), Deny> {
+        let ins_id = InstrumentId(instrument);
+        let refuse = |(code, reason), parent| Deny { code, reason, instrument: Some(ins_id), grant: None, parent };
+        let info = &self.instrument_info[instrument as usize];
+        info.in_force(env, now).map_err(|r| refuse(r, None))?;
+        if let Some(&by) = info.replaced_by.iter().find(|by| self.in_force(by.0, env, now).is_ok()) {
+            return Err(refuse((DenyCode::InstrumentNotActive, Reason::Replaced), Some(by)));
+        }
+        let mut next = info.parent;
+        for _ in 0..MAX_DEPTH {
+            let Some(p) = next else { return Ok(()) };
+            let parent = &self.instrument_info[p.index()];
+            if let Err((code, _)) = parent.in_force(env, now) {
+                let reason =
+                    if code == DenyCode::FlowSuspended { Reason::ParentSuspended } else { Reason::ParentNotActive };
+                return Err(refuse((code, reason), Some(p)));
+            }
+            next = parent.parent;
+        }
+        // Deeper than any chain validation lets through: refuse rather than trust it.
+        Err(refuse((DenyCode::InstrumentNotActive, Reason::ParentNotActive), next))
     }
 
     fn check_role(&self, org: u32, end_user: Option<&str>, role: u32, now: i64) -> Result<(), Reason> {

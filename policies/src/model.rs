@@ -141,6 +141,11 @@ pub struct Organisation {
     pub handle: Option<String>,
     #[serde(default)]
     pub sectors: Vec<String>,
+    /// The code under which this organisation issues deliberations (`CSI-AF`, `VTC`): it then
+    /// holds the role "deliberation authority" for the deliberations and general instruments
+    /// that name this code as their `authority`.
+    #[serde(default)]
+    pub authority: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +155,42 @@ pub struct Source {
     pub name: String,
     /// The data owner's enterprise number.
     pub owner: Kbo,
+    /// The privacy office (SSIPVP, DPO) that advises on access to this source; the data owner's
+    /// own office when absent.
+    #[serde(default)]
+    pub privacy_office: Option<Kbo>,
+    /// What the law allows whatever instrument is registered (decree of 18 July 2008 art. 5/4,
+    /// 7/4; a consent-based flow). Declared by the integrator only.
+    #[serde(default)]
+    pub ceiling: Option<Ceiling>,
+}
+
+impl Source {
+    /// The organisation that gives the privacy advice on this source.
+    pub fn privacy_office(&self) -> Kbo {
+        self.privacy_office.unwrap_or(self.owner)
+    }
+}
+
+/// The statutory limits of a source: no instrument, grant or exceptional access goes beyond
+/// them, and `decide()` applies them to every call whatever the instruments say.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ceiling {
+    /// The legal text that sets the limits, named in refusals.
+    pub basis: String,
+    /// The kinds of organisation that may receive data; empty: any.
+    #[serde(default)]
+    pub recipients: Vec<OrgKind>,
+    /// Every call needs the data subject's consent, under whatever instrument.
+    #[serde(default)]
+    pub consent: bool,
+    /// The purposes data may be obtained for; empty: any.
+    #[serde(default)]
+    pub purposes: Vec<String>,
+    /// The fields (of the source's services) that may leave; empty: all.
+    #[serde(default)]
+    pub fields: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -400,9 +441,17 @@ pub struct Instrument {
     pub number: Option<String>,
     #[serde(default)]
     pub date: Option<Date>,
-    /// A special authorization or convention rests on this instrument.
+    /// A special authorization or convention rests on this instrument: it is never more in
+    /// force than its parent.
     #[serde(default)]
     pub parent: Option<String>,
+    /// A deliberation that replaces protocols (decree of 18 July 2008, art. 8 §1/1, §2): they
+    /// stop when it comes into force.
+    #[serde(default)]
+    pub replaces: Vec<String>,
+    /// Protocols (general or not): the reference of the data protection officer's advice.
+    #[serde(default)]
+    pub dpo_advice: Option<String>,
     /// Statutory bases: the legal text and article.
     #[serde(default)]
     pub law: Option<String>,
@@ -455,6 +504,12 @@ impl Instrument {
         v
     }
 
+    /// Whether this is a protocol: one of that kind, or a general instrument that states the
+    /// art. 8 elements (a general protocol). Either must carry all 13 and the DPO's advice.
+    pub fn is_protocol(&self) -> bool {
+        self.kind == InstrumentKind::Protocol || (self.kind == InstrumentKind::General && self.protocol.is_some())
+    }
+
     /// The status the data plane applies (a convention's follows its state).
     pub fn effective_status(&self) -> Status {
         match (self.kind, self.state) {
@@ -476,8 +531,11 @@ pub struct Role {
     pub valid_until: Date,
 }
 
-/// An exceptional access outside the matrix: approved tacitly when no remark came within 7 days
-/// of the advice (seed 004). It opens one grant of its instrument to one end user.
+/// An exceptional access outside the matrix (seed 004 §4): the requesting organisation files it
+/// (purpose, data, duration, justification); the privacy office of the matrix's source gives
+/// its advice, stamped by the gateway's clock; without a remark of the data owner within 7
+/// days of that advice it is approved tacitly. The data owner may withdraw it at any time. It
+/// opens one service of the matrix's sources to one end user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExceptionalAccess {
@@ -488,10 +546,24 @@ pub struct ExceptionalAccess {
     pub service: String,
     pub purposes: Vec<String>,
     pub fields: Vec<String>,
-    pub advice_date: Date,
+    /// Why the access is needed (the requester's form).
+    #[serde(default)]
+    pub justification: Option<String>,
+    /// The day the privacy office gave its advice (the gateway's clock); none yet: pending.
+    #[serde(default)]
+    pub advice_date: Option<Date>,
+    /// The reference of the privacy office's advice.
+    #[serde(default)]
+    pub advice: Option<String>,
+    /// The advice was unfavourable: never approved.
+    #[serde(default)]
+    pub advice_unfavourable: bool,
     /// A remark was made within the 7 days: not approved.
     #[serde(default)]
     pub remark: bool,
+    /// Withdrawn (by the data owner, or by the requester): no longer approved.
+    #[serde(default)]
+    pub withdrawn: bool,
     pub valid_until: Date,
 }
 
@@ -500,9 +572,13 @@ impl ExceptionalAccess {
     pub const REMARK_DAYS: i64 = 7;
 
     /// The day (days since 1970-01-01) from which the access is approved tacitly: the 7th day
-    /// after the advice.
-    pub fn approved_from_day(&self) -> i64 {
-        self.advice_date.days() + Self::REMARK_DAYS
+    /// after a favourable advice. None while no advice was given, or when it can never be
+    /// approved (unfavourable advice, remark, withdrawal).
+    pub fn approved_from_day(&self) -> Option<i64> {
+        if self.advice_unfavourable || self.remark || self.withdrawn {
+            return None;
+        }
+        self.advice_date.map(|d| d.days() + Self::REMARK_DAYS)
     }
 }
 

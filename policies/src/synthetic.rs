@@ -2,11 +2,13 @@
 
 use crate::ids::Kbo;
 use crate::model::{
-    Env, Grant, Instrument, InstrumentKind, OrgKind, Organisation, Policy, Recipient, Service, Source, Status,
+    Ceiling, Env, Grant, Instrument, InstrumentKind, OrgKind, Organisation, Policy, Recipient, Service, Source, Status,
 };
 
 /// A policy with `orgs` organisations, 20 services of 16 fields, and `grants` grants spread over
-/// `grants / 10` deliberations (10 grants each), each grant for one organisation and service.
+/// `grants / 10` deliberations (10 grants each), each grant for one organisation and service;
+/// every deliberation rests on [`FRAME`], which rests on [`ROOT`], and the source has a
+/// statutory ceiling (organisations of kind company, which every recipient is).
 pub fn policy(orgs: usize, grants: usize) -> Policy {
     let owner = Kbo::from_first8(19_000_000).unwrap_or_else(|| unreachable!());
     let mut p = Policy::default();
@@ -16,8 +18,23 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
         kind: OrgKind::DataOwner,
         handle: None,
         sectors: vec![],
+        authority: None,
     });
-    p.sources.push(Source { id: "src".into(), name: "Source".into(), owner });
+    // A ceiling every grant stays within, so that every decision checks one.
+    let ceiling = Ceiling {
+        basis: "synthetic".into(),
+        recipients: vec![OrgKind::Company],
+        consent: false,
+        purposes: vec![],
+        fields: vec![],
+    };
+    p.sources.push(Source {
+        id: "src".into(),
+        name: "Source".into(),
+        owner,
+        privacy_office: None,
+        ceiling: Some(ceiling),
+    });
     for s in 0..20 {
         p.services.push(Service {
             id: format!("src.s{s}"),
@@ -33,32 +50,17 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
             kind: OrgKind::Company,
             handle: None,
             sectors: vec![],
+            authority: None,
         });
     }
     let date = |s: &str| s.parse().unwrap_or_else(|_| unreachable!());
+    // Deliberations rest on a chain of two frameworks, so that every decision checks an
+    // instrument three levels deep (the deliberation, its parent, and the root).
+    for (reference, parent) in [(ROOT, None), (FRAME, Some(ROOT))] {
+        p.instruments.push(deliberation(reference, parent.map(str::to_owned)));
+    }
     for d in 0..grants.div_ceil(10) {
-        let mut ins = Instrument {
-            reference: format!("DELIB/{d:05}"),
-            kind: InstrumentKind::Deliberation,
-            title: format!("Deliberation {d}"),
-            authority: Some("CSI-AF".into()),
-            number: Some(format!("{d}/2026")),
-            date: Some(date("2026-01-01")),
-            parent: None,
-            law: None,
-            article: None,
-            eligible: vec![],
-            protocol: None,
-            state: None,
-            suspended_from: None,
-            source: None,
-            status: Some(Status::Active),
-            suspended_reason: None,
-            valid_from: None,
-            valid_until: None,
-            grants: vec![],
-            adhesions: vec![],
-        };
+        let mut ins = deliberation(&format!("DELIB/{d:05}"), Some(FRAME.to_owned()));
         for g in 0..10 {
             let n = d * 10 + g;
             if n >= grants {
@@ -81,4 +83,37 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
         p.instruments.push(ins);
     }
     p
+}
+
+/// The root framework of [`policy`]'s chain.
+pub const ROOT: &str = "FRAME/ROOT";
+/// The framework between the root and every deliberation of [`policy`].
+pub const FRAME: &str = "FRAME/MID";
+
+fn deliberation(reference: &str, parent: Option<String>) -> Instrument {
+    let date = |s: &str| s.parse().unwrap_or_else(|_| unreachable!());
+    Instrument {
+        reference: reference.to_owned(),
+        kind: InstrumentKind::Deliberation,
+        title: format!("Deliberation {reference}"),
+        authority: Some("CSI-AF".into()),
+        number: Some(format!("{reference}/2026")),
+        date: Some(date("2026-01-01")),
+        parent,
+        replaces: vec![],
+        dpo_advice: None,
+        law: None,
+        article: None,
+        eligible: vec![],
+        protocol: None,
+        state: None,
+        suspended_from: None,
+        source: None,
+        status: Some(Status::Active),
+        suspended_reason: None,
+        valid_from: None,
+        valid_until: None,
+        grants: vec![],
+        adhesions: vec![],
+    }
 }

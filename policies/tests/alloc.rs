@@ -117,6 +117,7 @@ fn decide_allocates_nothing_on_any_path() {
             "valid_from = 2023-09-01\nsuspended_reason = \"audit\"",
             1,
         ),
+        "lra.toml" => t.replace("source = \"rn\"\nstatus = \"active\"", "source = \"rn\"\nstatus = \"draft\""),
         _ => t,
     });
     let more = [
@@ -132,6 +133,10 @@ fn decide_allocates_nothing_on_any_path() {
             q("0308350231", "patrimony.property", "SPF-FIN/MATRIX/2017", "FRAUD_INVESTIGATION", Some("analyst-7"), prd),
             (DenyCode::InstrumentNotActive, Reason::GrantNotYetValid),
         ),
+        (
+            q("0207000176", "rn.person", "BOSA/LRA/2024", "LRA_REGISTRATION", Some("lra-officer-1"), prd),
+            (DenyCode::InstrumentNotActive, Reason::Draft),
+        ),
     ];
     for (mut query, (code, reason)) in more {
         if reason == Reason::GrantNotYetValid {
@@ -142,6 +147,66 @@ fn decide_allocates_nothing_on_any_path() {
         let Decision::Deny(d) = d else { panic!("{query:?} permitted") };
         assert_eq!((d.code, d.reason), (code, reason));
     }
+}
+
+/// Parents and statutory ceilings are checked without allocating either: an instrument three
+/// levels deep (deliberation → framework → root), a suspended root, a replaced protocol, and
+/// the ceilings of the Flemish sources and Sigedis.
+#[test]
+fn parents_and_ceilings_allocate_nothing() {
+    use policies::model::Status;
+    let mut p = policies::synthetic::policy(50, 200);
+    let ins = &p.instruments[2];
+    let policies::model::Recipient::Org(caller) = ins.grants[0].recipient else { unreachable!() };
+    let (service, basis) = (ins.grants[0].service.clone(), ins.reference.clone());
+    let query = Query {
+        caller,
+        service: &service,
+        legal_basis: &basis,
+        purpose: "COMMON",
+        end_user: None,
+        environment: Env::Production,
+        now: NOW,
+    };
+    let s = Snapshot::compile(&p, 1);
+    let (d, allocs) = testkit::allocations(|| s.decide(&query));
+    assert!(d.is_permit(), "{d:?}");
+    assert_eq!(allocs, 0);
+    // The root two levels up is suspended: every deliberation under it refuses, naming it.
+    let root = p.instruments.iter_mut().find(|i| i.reference == policies::synthetic::ROOT).unwrap();
+    root.status = Some(Status::Suspended);
+    root.suspended_reason = Some("review".into());
+    let s = Snapshot::compile(&p, 2);
+    let (d, allocs) = testkit::allocations(|| s.decide(&query));
+    assert_eq!(allocs, 0);
+    let Decision::Deny(d) = d else { panic!("permitted under a suspended root") };
+    assert_eq!((d.code, d.reason), (DenyCode::FlowSuspended, Reason::ParentSuspended));
+    assert_eq!(s.instrument(d.parent.unwrap()).unwrap().reference.as_ref(), policies::synthetic::ROOT);
+
+    // Ceilings: a company under the statutory basis of the account-number source, and a
+    // Flemish instance for another purpose than the decree's.
+    let s = snapshot(|_, t| t);
+    let cases = [
+        (
+            q("0765432146", "accounts.iban", "VL/DECR-2008-07-18/ART-5-5", "BENEFIT_PAYMENT", None, Env::Production),
+            (DenyCode::LegalBasisNotApplicable, Reason::CeilingRecipient),
+        ),
+        (
+            q("0207123407", "accounts.iban", "VL/DECR-2008-07-18/ART-5-5", "MARKETING", None, Env::Production),
+            (DenyCode::PurposeNotAllowed, Reason::PurposeNotGranted),
+        ),
+    ];
+    for (query, (code, reason)) in cases {
+        let (d, allocs) = testkit::allocations(|| s.decide(&query));
+        assert_eq!(allocs, 0, "{query:?} allocated {allocs} times");
+        let Decision::Deny(d) = d else { panic!("{query:?} permitted") };
+        assert_eq!((d.code, d.reason), (code, reason), "{query:?}");
+    }
+    let ok = q("0207123407", "accounts.iban", "VL/DECR-2008-07-18/ART-5-5", "BENEFIT_PAYMENT", None, Env::Production);
+    let (d, allocs) = testkit::allocations(|| s.decide(&ok));
+    assert_eq!(allocs, 0);
+    let Decision::Permit(permit) = d else { panic!("{d:?}") };
+    assert!(permit.consent_required, "the ceiling requires consent");
 }
 
 #[test]

@@ -40,6 +40,7 @@ reference = "P/1"
 kind = "protocol"
 title = "A protocol"
 status = "active"
+dpo_advice = "DPO-1"
 
   [instruments.protocol]
   controllers = "x"
@@ -146,4 +147,65 @@ fn a_date_with_a_time_is_refused_and_a_string_date_is_read() {
     // Exported bundles write dates as strings; they read back the same.
     assert_eq!(errors(&instrument("\"2024-02-01\"")), Vec::<String>::new());
     assert_eq!(errors(&instrument("2024-02-01")), Vec::<String>::new());
+}
+
+#[test]
+fn a_protocol_needs_the_dpo_advice_and_a_general_protocol_all_13_elements() {
+    let e = errors(&PROTOCOL.replace("dpo_advice = \"DPO-1\"\n", ""));
+    assert_eq!(
+        e,
+        [
+            "broken.toml: instruments[0] \"P/1\".dpo_advice: a protocol carries the advice of the data protection officer"
+        ]
+    );
+    // A general protocol: the same 13 elements and the advice.
+    let general = "[[instruments]]\nreference = \"G/1\"\nkind = \"general\"\ntitle = \"t\"\nauthority = \"VTC\"\nnumber = \"1\"\ndate = 2020-01-01\neligible = [\"company\"]\nstatus = \"draft\"\n  [instruments.protocol]\n  controllers = \"x\"\n  purposes = \"x\"\n";
+    let e = errors(general);
+    assert_eq!(e.len(), 12, "11 elements and the advice: {e:?}");
+    assert!(e.iter().any(|m| m.ends_with("protocol lacks element (13) specific_measures")), "{e:?}");
+}
+
+#[test]
+fn chains_of_instruments_are_checked() {
+    let d = |r: &str, extra: &str| {
+        format!(
+            "[[instruments]]\nreference = \"{r}\"\nkind = \"deliberation\"\ntitle = \"t\"\nauthority = \"CSI\"\nnumber = \"1\"\ndate = 2020-01-01\nstatus = \"active\"\n{extra}"
+        )
+    };
+    let e = errors(&format!("{}{}", d("A", "parent = \"B\"\n"), d("B", "parent = \"A\"\n")));
+    assert!(e.iter().any(|m| m.contains("\"A\".parent: the chain of parents loops")), "{e:?}");
+    let e = errors(&format!("{}{}", d("A", ""), d("B", "replaces = [\"A\"]\n")));
+    assert_eq!(e, ["broken.toml: instruments[1] \"B\".replaces[0]: 'A' is not a protocol"]);
+    let e = errors(&format!("{PROTOCOL}{}", d("B", "replaces = [\"P/1\"]\n")));
+    assert_eq!(e, Vec::<String>::new());
+}
+
+#[test]
+fn nothing_goes_beyond_a_statutory_ceiling() {
+    let base = BASE.replace(
+        "owner = \"0872000108\"\n",
+        "owner = \"0872000108\"\n  [sources.ceiling]\n  basis = \"Decree art. 5/4\"\n  recipients = [\"flemish-instance\"]\n  consent = true\n  purposes = [\"PAY\"]\n  fields = [\"a\"]\n",
+    );
+    let statutory = "[[instruments]]\nreference = \"S/1\"\nkind = \"statutory\"\ntitle = \"t\"\nlaw = \"l\"\narticle = \"1\"\nstatus = \"active\"\n  [[instruments.grants]]\n  id = \"g\"\n  recipient = { org = \"0765432146\" }\n  service = \"src.svc\"\n  purposes = [\"MARKETING\"]\n  fields = [\"a\", \"b\"]\n";
+    let text = format!("{base}\n{statutory}");
+    let e: Vec<String> = match load_texts([("broken.toml", text.as_str())]) {
+        Ok(_) => vec![],
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    };
+    let ceiling = "exceeds the statutory ceiling of source 'src' (Decree art. 5/4)";
+    assert_eq!(
+        e,
+        [
+            format!(
+                "broken.toml: instruments[0] \"S/1\".grants[0].recipient: {ceiling}: a company may not receive; recipients are limited to flemish-instance"
+            ),
+            format!(
+                "broken.toml: instruments[0] \"S/1\".grants[0].purposes: {ceiling}: purpose 'MARKETING' is not allowed; purposes are limited to PAY"
+            ),
+            format!("broken.toml: instruments[0] \"S/1\".grants[0].fields: {ceiling}: field 'b' may not leave"),
+            format!(
+                "broken.toml: instruments[0] \"S/1\".grants[0].consent: {ceiling}: every access needs the data subject's consent"
+            ),
+        ]
+    );
 }

@@ -36,7 +36,7 @@ fn fixture() -> &'static (Policy, Snapshot) {
 /// A query built from grant `n` with one part changed (`mutation` 0 changes nothing).
 fn query_for(n: usize, mutation: u8, year: i64, other: usize) -> (Kbo, String, String, String, i64) {
     let (policy, _) = fixture();
-    let ins = &policy.instruments[n / 10];
+    let ins = &policy.instruments[2 + n / 10]; // after the two frameworks
     let g = &ins.grants[n % 10];
     let Recipient::Org(mut caller) = g.recipient else { unreachable!() };
     let mut service = g.service.clone();

@@ -184,7 +184,7 @@ async fn the_div_procedure_through_the_api_under_load() {
     let a = h.ctl("sigedis", Method::POST, "/instruments", Some(convention.clone())).await;
     assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
     let detail = a.json().unwrap()["detail"].as_str().unwrap().to_owned();
-    assert!(detail.contains("div (data owner 0511.223.355)"), "{detail}");
+    assert!(detail.contains("the data owner of div (0511.223.355)"), "{detail}");
     // A convention cannot be registered before the deliberation it rests on.
     let a = h.ctl("div", Method::POST, "/instruments", Some(convention.clone())).await;
     assert_eq!(a.code(), Some("POLICY_INVALID"), "{}", a.text());
@@ -445,6 +445,7 @@ fn protocol(reference: &str, without: Option<usize>) -> Value {
     json!({
         "reference": reference, "kind": "protocol", "source": "associations", "status": "draft",
         "title": "Protocol between the association register and agency B", "protocol": stated,
+        "dpo_advice": "DPO-DV-2026-050",
     })
 }
 
@@ -541,15 +542,35 @@ async fn an_exceptional_access_is_approved_tacitly_after_7_days_unless_remarked(
     let t = today(&h);
     let access = |id: &str, user: &str| {
         json!({
-            "id": id, "instrument": "BOSA/LRA/2024", "org": "0207000176", "end_user": user,
+            "id": id, "instrument": "BOSA/LRA/2024", "end_user": user,
             "service": "rn.person", "purposes": ["LRA_REGISTRATION"], "fields": ["names", "birthDate"],
-            "advice_date": t.to_string(), "valid_until": days_from(t, 90),
+            "justification": "replacement of an officer on leave", "valid_until": days_from(t, 90),
         })
     };
+    // The requester sets no date: an advice date in the request is refused.
+    let mut dated = access("x-temp-0", "temp-0");
+    dated["advice_date"] = json!(days_from(t, -8));
+    let a = h.ctl("municipality", Method::POST, "/exceptional-accesses", Some(dated)).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "{}", a.text());
+    assert!(a.text().contains("advice_date"), "{}", a.text());
     let a = h.ctl("municipality", Method::POST, "/exceptional-accesses", Some(access("x-temp-1", "temp-1"))).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     let a = h.ctl("municipality", Method::POST, "/exceptional-accesses", Some(access("x-temp-2", "temp-2"))).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let a = h.ctl("bosa", Method::GET, "/exceptional-accesses", None).await;
+    assert!(a.text().contains("awaiting the privacy office's advice"), "{}", a.text());
+    // Without an advice nothing happens, however long one waits.
+    h.demo.gateway.policy.advance_clock(Duration::from_secs(30 * 86_400));
+    assert_ne!(rn_person(&h, "temp-1").await.status, StatusCode::OK);
+    h.demo.gateway.policy.reset_clock();
+    // The requester cannot advise on its own request; BOSA's privacy office (BOSA) does.
+    let advice = json!({ "reference": "BOSA-DPO-2026-17", "favourable": true });
+    let a = h.ctl("municipality", Method::POST, "/exceptional-accesses/x-temp-1/advice", Some(advice.clone())).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    for id in ["x-temp-1", "x-temp-2"] {
+        let a = h.ctl("bosa", Method::POST, &format!("/exceptional-accesses/{id}/advice"), Some(advice.clone())).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    }
     // Within the 7 days: not yet approved.
     assert_ne!(rn_person(&h, "temp-1").await.status, StatusCode::OK);
     let a = h.ctl("bosa", Method::GET, "/exceptional-accesses", None).await;
@@ -568,12 +589,16 @@ async fn an_exceptional_access_is_approved_tacitly_after_7_days_unless_remarked(
     let doc = a.json().unwrap();
     assert!(doc.get("names").is_some() && doc.get("address").is_none(), "only the access's fields: {doc}");
     assert_ne!(rn_person(&h, "temp-2").await.status, StatusCode::OK, "a remark within 7 days stops it");
-    // Too late for a remark now.
+    // Too late for a remark now; the data owner withdraws it instead, at once.
     let a = h.ctl("bosa", Method::POST, "/exceptional-accesses/x-temp-1/remark", Some(remark)).await;
     assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"));
     assert!(a.text().contains("approved tacitly on"), "{}", a.text());
     let a = h.ctl("bosa", Method::GET, "/exceptional-accesses", None).await;
     assert!(a.text().contains("approved tacitly on") && a.text().contains("refused (a remark"), "{}", a.text());
+    let withdraw = json!({ "reason": "the officer is back" });
+    let a = h.ctl("bosa", Method::POST, "/exceptional-accesses/x-temp-1/withdraw", Some(withdraw)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_ne!(rn_person(&h, "temp-1").await.status, StatusCode::OK, "withdrawn: refused at once");
 }
 
 #[tokio::test]

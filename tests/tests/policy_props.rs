@@ -112,6 +112,15 @@ fn masked(all: &[&str], mask: u16) -> Vec<String> {
 
 /// Rewrites the exported policy: the two instruments' status, and their grants.
 fn edit_policy(policy: &mut Value, s: &Scenario) {
+    // Sigedis's statutory ceiling requires consent; the integrator lifts it when the scenario's
+    // grant does without (the oracle then reads the grant's own flag).
+    if !s.sigedis.consent {
+        for src in policy["sources"].as_array_mut().unwrap() {
+            if src["id"].as_str() == Some("sigedis") {
+                src.as_table_mut().unwrap().remove("ceiling");
+            }
+        }
+    }
     for ins in policy["instruments"].as_array_mut().unwrap() {
         let reference = ins["reference"].as_str().unwrap().to_owned();
         let (edit, active, service, purpose) = match reference.as_str() {

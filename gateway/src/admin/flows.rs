@@ -2,27 +2,27 @@
 //! instruments with their lifecycles, adhesions, end-user roles, exceptional accesses, the
 //! change history, and bundle import/export.
 //!
-//! Who may do what:
-//! * the integrator (an organisation of kind `integrator`) manages everything;
-//! * a data owner manages the instruments about its own sources (those its grants' services
-//!   belong to, or the one it names in `source`), and registers its sources and their services;
-//! * an organisation adheres to a general instrument itself (or its data owner records it),
-//!   manages its own end users' roles, and asks for exceptional accesses for them;
-//! * any registered organisation reads.
+//! Who may do what is the role table of [`super::authority`]: every handler names its
+//! operation there and asks [`Who::require`] on the policy as the change would leave it.
+//! Reads are need to know: an organisation sees its own roles, requests and instruments, and
+//! those about the sources it owns; the publication is the public view.
 //!
 //! Every change goes through [`Changes::apply`]: validated as a whole, committed to the store
 //! with its version, recorded in the audit trail, then swapped in for the data plane.
+
+use std::collections::BTreeSet;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use policies::ids::Kbo;
 use policies::lifecycle::{self, TransitionError};
 use policies::model::{
-    Adhesion, ConventionState, ExceptionalAccess, Instrument, InstrumentKind, OrgKind, Organisation, Policy, Role,
+    Adhesion, ConventionState, Date, ExceptionalAccess, Instrument, InstrumentKind, Organisation, Policy, Role,
     Service, Source, Status,
 };
 use serde::Deserialize;
 
+use super::authority::{Scope, Who};
 use super::routes::query_param;
 use super::{ControlPlane, json, read_json, refuse};
 use crate::error::{Body, Code, Refusal};
@@ -31,61 +31,6 @@ use crate::policy::{Actor, Change, ChangeError, Edit};
 use crate::store::StoreError;
 
 const DAY_MS: u64 = 86_400_000;
-
-/// The calling organisation, as the policy knows it.
-struct Who {
-    kbo: Kbo,
-    kind: Option<OrgKind>,
-    actor: Actor,
-}
-
-impl Who {
-    fn is_integrator(&self) -> bool {
-        self.kind == Some(OrgKind::Integrator)
-    }
-
-    fn registered(&self) -> Result<OrgKind, Refusal> {
-        self.kind.ok_or_else(|| refuse(Code::AdminRoleMissing, "the certificate's organisation is not registered"))
-    }
-
-    /// Whether this organisation manages `ins`: the integrator, or the data owner of every
-    /// source the instrument is about.
-    fn manages(&self, policy: &Policy, ins: &Instrument) -> bool {
-        if self.is_integrator() {
-            return true;
-        }
-        let sources = ins.sources();
-        self.kind == Some(OrgKind::DataOwner)
-            && !sources.is_empty()
-            && sources.iter().all(|s| policy.sources.iter().any(|x| x.id == *s && x.owner == self.kbo))
-    }
-
-    fn must_manage(&self, policy: &Policy, ins: &Instrument) -> Result<(), Refusal> {
-        if self.manages(policy, ins) {
-            return Ok(());
-        }
-        let owners: Vec<String> = ins
-            .sources()
-            .iter()
-            .map(|s| match policy.sources.iter().find(|x| x.id == *s) {
-                Some(x) => format!("{s} (data owner {})", x.owner),
-                None => format!("{s} (unknown source)"),
-            })
-            .collect();
-        Err(refuse(
-            Code::AdminRoleMissing,
-            if owners.is_empty() {
-                format!("instrument '{}' names no source; only the integrator manages it", ins.reference)
-            } else {
-                format!(
-                    "only the data owner of its sources or the integrator manages instrument '{}': {}",
-                    ins.reference,
-                    owners.join(", ")
-                )
-            },
-        ))
-    }
-}
 
 fn find_instrument<'p>(policy: &'p mut Policy, reference: &str) -> Result<&'p mut Instrument, Refusal> {
     policy
@@ -101,7 +46,7 @@ fn change_failed(e: ChangeError, prefix: Option<&str>) -> Refusal {
     match e {
         ChangeError::Refused(r) => r,
         ChangeError::Invalid(errors) => {
-            let protocol = errors.0.iter().any(|e| e.key.contains(".protocol"));
+            let protocol = errors.0.iter().any(|e| e.key.contains(".protocol") || e.key.ends_with(".dpo_advice"));
             let detail: Vec<String> = errors
                 .0
                 .iter()
@@ -175,26 +120,109 @@ struct RemarkBody {
     remark: String,
 }
 
-/// When an exceptional access is approved tacitly (Unix ms), unless remarked before.
-fn approval_ms(x: &ExceptionalAccess) -> u64 {
-    x.approved_from_day().max(0) as u64 * DAY_MS
+/// An exceptional access as its requester files it: no date (the advice starts the 7 days).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessRequest {
+    id: String,
+    instrument: String,
+    /// The requesting organisation; the caller when absent.
+    #[serde(default)]
+    org: Option<Kbo>,
+    end_user: String,
+    service: String,
+    purposes: Vec<String>,
+    fields: Vec<String>,
+    justification: String,
+    valid_until: Date,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdviceBody {
+    /// The reference of the advice (the privacy office's file).
+    reference: String,
+    favourable: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithdrawBody {
+    reason: String,
+}
+
+/// When an exceptional access is approved tacitly (Unix ms), if it can be.
+fn approval_ms(x: &ExceptionalAccess) -> Option<u64> {
+    x.approved_from_day().map(|d| d.max(0) as u64 * DAY_MS)
 }
 
 fn date_of_ms(ms: u64) -> String {
-    policies::model::Date::from_days((ms / DAY_MS) as i64).map(|d| d.to_string()).unwrap_or_default()
+    today(ms).map(|d| d.to_string()).unwrap_or_default()
+}
+
+/// The calendar day (UTC) of a time in Unix ms.
+fn today(ms: u64) -> Option<Date> {
+    Date::from_days((ms / DAY_MS) as i64)
+}
+
+/// Where an exceptional access stands, in words, at `now` (Unix ms).
+fn approval_state(x: &ExceptionalAccess, now: u64) -> String {
+    if x.withdrawn {
+        return "withdrawn".to_owned();
+    }
+    if x.remark {
+        return "refused (a remark was made within 7 days of the advice)".to_owned();
+    }
+    if x.advice_unfavourable {
+        return "refused (the privacy office's advice is unfavourable)".to_owned();
+    }
+    match approval_ms(x) {
+        None => "awaiting the privacy office's advice".to_owned(),
+        Some(deadline) if now < deadline => format!("awaiting remarks until {} (exclusive)", date_of_ms(deadline)),
+        Some(deadline) => format!("approved tacitly on {}", date_of_ms(deadline)),
+    }
+}
+
+/// The difference an import would make, by kind of item and key.
+fn diff(old: &Policy, new: &Policy) -> serde_json::Value {
+    fn part<T: serde::Serialize>(old: &[T], new: &[T], key: impl Fn(&T) -> String) -> serde_json::Value {
+        let keyed = |v: &[T]| -> std::collections::BTreeMap<String, serde_json::Value> {
+            v.iter().map(|x| (key(x), serde_json::json!(x))).collect()
+        };
+        let (a, b) = (keyed(old), keyed(new));
+        let added: Vec<&String> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+        let removed: Vec<&String> = a.keys().filter(|k| !b.contains_key(*k)).collect();
+        let changed: Vec<&String> =
+            a.iter().filter(|(k, v)| b.get(*k).is_some_and(|w| w != *v)).map(|(k, _)| k).collect();
+        serde_json::json!({ "added": added, "removed": removed, "changed": changed })
+    }
+    serde_json::json!({
+        "organisations": part(&old.organisations, &new.organisations, |o| o.kbo.to_string()),
+        "sources": part(&old.sources, &new.sources, |s| s.id.clone()),
+        "services": part(&old.services, &new.services, |s| s.id.clone()),
+        "instruments": part(&old.instruments, &new.instruments, |i| i.reference.clone()),
+        "roles": part(&old.roles, &new.roles, |r| format!("{} {} {}", r.org, r.end_user, r.role)),
+        "exceptional_access": part(&old.exceptional_access, &new.exceptional_access, |x| x.id.clone()),
+    })
 }
 
 impl ControlPlane {
-    fn who(&self, caller: &Caller) -> Result<Who, Refusal> {
+    pub(super) fn who(&self, caller: &Caller) -> Result<Who, Refusal> {
         let org = caller.org()?;
         let kind = self.changes.handle.current().organisation(org.kbo).map(|o| o.kind);
-        Ok(Who { kbo: org.kbo, kind, actor: Actor { kbo: Some(org.kbo), fingerprint: Some(org.fingerprint_hex()) } })
+        Ok(Who {
+            kbo: org.kbo,
+            kind,
+            actor: Actor { kbo: Some(org.kbo), fingerprint: Some(org.fingerprint_hex()) },
+            auditor: self.auditors.contains(&org.kbo),
+        })
     }
 
-    /// Any registered organisation reads the policy's public-sector resources.
-    fn reader(&self, caller: &Caller) -> Result<Who, Refusal> {
+    /// The caller, once it holds a role of `method path`'s row on `scope` in the policy in
+    /// force.
+    pub(super) fn allowed(&self, caller: &Caller, method: &str, path: &str, scope: &Scope) -> Result<Who, Refusal> {
         let who = self.who(caller)?;
-        who.registered()?;
+        who.require(method, path, scope, &self.changes.handle.model())?;
         Ok(who)
     }
 
@@ -204,9 +232,11 @@ impl ControlPlane {
         req: &Request<Incoming>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
-        self.reader(caller)?;
+        let who = self.allowed(caller, "GET", &format!("/{what}"), &Scope::default())?;
         let p = self.changes.handle.model();
         let query = req.uri().query();
+        let mine = who.own_sources(&p);
+        let all = who.sees_all();
         let items: Vec<serde_json::Value> = match what {
             "organisations" => p.organisations.iter().map(|o| serde_json::json!(o)).collect(),
             "sources" => p.sources.iter().map(|o| serde_json::json!(o)).collect(),
@@ -216,6 +246,7 @@ impl ControlPlane {
                 p.instruments
                     .iter()
                     .filter(|i| kind.as_deref().is_none_or(|k| i.kind.as_str() == k))
+                    .filter(|i| all || self.knows(&who, &p, i))
                     .map(instrument_view)
                     .collect()
             }
@@ -223,23 +254,31 @@ impl ControlPlane {
                 let org = query_param(query, "org")
                     .map(|o| Kbo::parse(&o).map_err(|e| refuse(Code::RequestInvalid, format!("org: {e}"))))
                     .transpose()?;
-                p.roles.iter().filter(|r| org.is_none_or(|o| r.org == o)).map(|o| serde_json::json!(o)).collect()
+                // The roles the caller's own instruments require (a data owner sees who may
+                // call its sources in which capacity).
+                let required: BTreeSet<&str> = p
+                    .instruments
+                    .iter()
+                    .filter(|i| i.sources().iter().any(|s| mine.contains(*s)))
+                    .flat_map(|i| i.grants.iter().filter_map(|g| g.end_user_role.as_deref()))
+                    .collect();
+                p.roles
+                    .iter()
+                    .filter(|r| org.is_none_or(|o| r.org == o))
+                    .filter(|r| all || r.org == who.kbo || required.contains(r.role.as_str()))
+                    .map(|o| serde_json::json!(o))
+                    .collect()
             }
             "exceptional-accesses" => {
                 let now = self.changes.handle.now_ms();
                 p.exceptional_access
                     .iter()
+                    .filter(|x| {
+                        all || x.org == who.kbo || Scope::exceptional(&p, x).sources.iter().any(|s| mine.contains(s))
+                    })
                     .map(|x| {
-                        let deadline = approval_ms(x);
-                        let status = if x.remark {
-                            "refused (a remark was made within 7 days of the advice)".to_owned()
-                        } else if now < deadline {
-                            format!("awaiting remarks until {} (exclusive)", date_of_ms(deadline))
-                        } else {
-                            format!("approved tacitly on {}", date_of_ms(deadline))
-                        };
                         let mut v = serde_json::json!(x);
-                        v["approval"] = serde_json::json!(status);
+                        v["approval"] = serde_json::json!(approval_state(x, now));
                         v
                     })
                     .collect()
@@ -252,14 +291,27 @@ impl ControlPlane {
         ))
     }
 
+    /// Whether the caller needs to know `ins`: it is about a source the caller owns or
+    /// advises on, the caller issued it, or it names the caller as a recipient.
+    fn knows(&self, who: &Who, policy: &Policy, ins: &Instrument) -> bool {
+        let scope = Scope::instrument(ins, who.registered());
+        let mine = who.own_sources(policy);
+        scope.org.is_some()
+            || scope.sources.iter().any(|s| mine.contains(s))
+            || who.holds(super::authority::Role::IssuingAuthority, &scope, policy)
+    }
+
     pub(super) async fn get_instrument(&self, reference: &str, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        self.reader(caller)?;
+        let who = self.who(caller)?;
         let p = self.changes.handle.model();
         let ins = p
             .instruments
             .iter()
             .find(|i| i.reference == reference)
             .ok_or_else(|| refuse(Code::ResourceUnknown, format!("no instrument '{reference}'")))?;
+        if !(who.sees_all() || self.knows(&who, &p, ins)) {
+            who.require("GET", "/instruments/{reference}", &Scope::instrument(ins, who.registered()), &p)?;
+        }
         Ok(json(StatusCode::OK, &instrument_view(ins)))
     }
 
@@ -284,10 +336,7 @@ impl ControlPlane {
         req: Request<Incoming>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
-        let who = self.who(caller)?;
-        if !who.is_integrator() {
-            return Err(refuse(Code::AdminRoleMissing, "only the integrator registers organisations"));
-        }
+        let who = self.allowed(caller, "POST", "/organisations", &Scope::default())?;
         let org: Organisation = read_json(req).await?;
         let item = serde_json::json!(org);
         self.commit(&who, "POST /organisations", StatusCode::CREATED, item, |p, _| {
@@ -302,17 +351,21 @@ impl ControlPlane {
     pub(super) async fn add_source(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
         let source: Source = read_json(req).await?;
-        if !(who.is_integrator() || (who.kind == Some(OrgKind::DataOwner) && source.owner == who.kbo)) {
+        if !who.is_integrator() && (source.ceiling.is_some() || source.privacy_office.is_some()) {
             return Err(refuse(
                 Code::AdminRoleMissing,
-                "a data owner registers its own sources (owner must be the caller)",
+                "only the integrator declares a source's statutory ceiling or its privacy office",
             ));
         }
         let item = serde_json::json!(source);
         self.commit(&who, "POST /sources", StatusCode::CREATED, item, |p, _| {
             let taken = p.sources.iter().any(|s| s.id == source.id);
             let target = format!("source {}", source.id);
-            append(&mut p.sources, source, taken, target, "registered".to_owned())
+            let scope = Scope::sources([source.id.clone()]);
+            let e = append(&mut p.sources, source, taken, target, "registered".to_owned())?;
+            // The roles as the policy would stand: a data owner registers its own sources.
+            who.require("POST", "/sources", &scope, p)?;
+            Ok(e)
         })
         .await
     }
@@ -322,10 +375,7 @@ impl ControlPlane {
         let service: Service = read_json(req).await?;
         let item = serde_json::json!(service);
         self.commit(&who, "POST /services", StatusCode::CREATED, item, |p, _| {
-            let owner = p.sources.iter().find(|s| s.id == service.source).map(|s| s.owner);
-            if !(who.is_integrator() || (who.kind == Some(OrgKind::DataOwner) && owner == Some(who.kbo))) {
-                return Err(refuse(Code::AdminRoleMissing, "only the data owner of the source registers its services"));
-            }
+            who.require("POST", "/services", &Scope::sources([service.source.clone()]), p)?;
             let taken = p.services.iter().any(|s| s.id == service.id);
             let (target, summary) =
                 (format!("service {}", service.id), format!("registered with {} field(s)", service.fields.len()));
@@ -360,6 +410,16 @@ impl ControlPlane {
                     ));
                 }
             },
+            // A protocol is never created in force: it follows its lifecycle from draft.
+            _ if ins.is_protocol() => match ins.status {
+                None | Some(Status::Draft) => ins.status = Some(Status::Draft),
+                Some(s) => {
+                    return Err(refuse(
+                        Code::TransitionNotAllowed,
+                        format!("a protocol starts as draft, not {}; then follow its lifecycle", s.as_str()),
+                    ));
+                }
+            },
             _ => match ins.status {
                 None => ins.status = Some(Status::Draft),
                 Some(Status::Draft | Status::Test | Status::Active) => {}
@@ -382,7 +442,9 @@ impl ControlPlane {
                         format!("instrument '{}' is already registered", ins.reference),
                     ));
                 }
-                who.must_manage(p, &ins)?;
+                let mut scope = Scope::instrument(&ins, None);
+                scope.org = None; // registering an instrument is never acting for oneself
+                who.require("POST", "/instruments", &scope, p)?;
                 prefix = format!("instruments[{}] \"{}\".", p.instruments.len(), ins.reference);
                 let e = Edit {
                     target: format!("instrument {}", ins.reference),
@@ -412,7 +474,9 @@ impl ControlPlane {
             .apply(&who.actor, op, |p, _| {
                 let snapshot = p.clone();
                 let ins = find_instrument(p, reference)?;
-                who.must_manage(&snapshot, ins)?;
+                let mut scope = Scope::instrument(ins, None);
+                scope.org = None;
+                who.require("POST", "/instruments/{reference}/transitions", &scope, &snapshot)?;
                 if ins.kind == InstrumentKind::Convention && body.to == ConventionState::DeliberationReceived.as_str() {
                     // The deliberation the convention rests on must be there and in force.
                     let parent = ins.parent.as_deref().unwrap_or_default();
@@ -436,7 +500,7 @@ impl ControlPlane {
                 Ok(Edit {
                     target: format!("instrument {reference}"),
                     summary,
-                    reason: ins.suspended_reason.clone(),
+                    reason: ins.suspended_reason.clone().or_else(|| body.reason.clone()),
                     instrument: Some(reference.to_owned()),
                 })
             })
@@ -459,9 +523,9 @@ impl ControlPlane {
             let snapshot = p.clone();
             let kind = snapshot.organisations.iter().find(|o| o.kbo == adhesion.org).map(|o| o.kind);
             let ins = find_instrument(p, reference)?;
-            if adhesion.org != who.kbo {
-                who.must_manage(&snapshot, ins)?;
-            }
+            let mut scope = Scope::instrument(ins, None);
+            scope.org = Some(adhesion.org);
+            who.require("POST", "/instruments/{reference}/adhesions", &scope, &snapshot)?;
             if ins.kind != InstrumentKind::General {
                 return Err(refuse(
                     Code::RequestInvalid,
@@ -509,9 +573,7 @@ impl ControlPlane {
     pub(super) async fn put_role(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
         let role: Role = read_json(req).await?;
-        if !(who.is_integrator() || role.org == who.kbo) {
-            return Err(refuse(Code::AdminRoleMissing, "an organisation manages the roles of its own end users"));
-        }
+        who.require("POST", "/roles", &Scope::org(role.org), &self.changes.handle.model())?;
         let item = serde_json::json!(role);
         self.commit(&who, "POST /roles", StatusCode::OK, item, |p, _| {
             let existing =
@@ -532,102 +594,200 @@ impl ControlPlane {
         .await
     }
 
+    /// An exceptional access, as its requester files it (seed 004 §4): without effect until the
+    /// privacy office advises.
     pub(super) async fn add_exceptional(
         &self,
         req: Request<Incoming>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
-        let x: ExceptionalAccess = read_json(req).await?;
-        if x.remark {
-            return Err(refuse(Code::RequestInvalid, "a remark is made with POST /exceptional-accesses/{id}/remark"));
+        let r: AccessRequest = read_json(req).await?;
+        if r.justification.trim().is_empty() {
+            return Err(refuse(Code::RequestInvalid, "justification must say why the access is needed"));
         }
+        let now = self.changes.handle.now_ms();
+        if today(now).is_some_and(|t| r.valid_until < t) {
+            return Err(refuse(Code::RequestInvalid, "valid_until is in the past"));
+        }
+        let x = ExceptionalAccess {
+            id: r.id,
+            instrument: r.instrument,
+            org: r.org.unwrap_or(who.kbo),
+            end_user: r.end_user,
+            service: r.service,
+            purposes: r.purposes,
+            fields: r.fields,
+            justification: Some(r.justification.trim().to_owned()),
+            advice_date: None,
+            advice: None,
+            advice_unfavourable: false,
+            remark: false,
+            withdrawn: false,
+            valid_until: r.valid_until,
+        };
+        who.require("POST", "/exceptional-accesses", &Scope::org(x.org), &self.changes.handle.model())?;
         let item = serde_json::json!(x);
-        self.commit(&who, "POST /exceptional-accesses", StatusCode::CREATED, item, |p, _| {
-            if x.org != who.kbo {
-                let snapshot = p.clone();
-                let ins = find_instrument(p, &x.instrument)?;
-                who.must_manage(&snapshot, ins)?;
-            }
-            if p.exceptional_access.iter().any(|e| e.id == x.id) {
-                return Err(refuse(Code::AlreadyExists, format!("exceptional access '{}' already exists", x.id)));
-            }
-            let e = Edit {
-                target: format!("exceptional access {}", x.id),
-                summary: format!("requested; advice of {}, tacit approval after 7 days", x.advice_date),
-                instrument: Some(x.instrument.clone()),
-                ..Edit::default()
-            };
-            p.exceptional_access.push(x);
-            Ok(e)
-        })
-        .await
+        let mut prefix = String::new();
+        let (change, _) = self
+            .changes
+            .apply(&who.actor, "POST /exceptional-accesses", |p, _| {
+                if p.exceptional_access.iter().any(|e| e.id == x.id) {
+                    return Err(refuse(Code::AlreadyExists, format!("exceptional access '{}' already exists", x.id)));
+                }
+                if !p.instruments.iter().any(|i| i.reference == x.instrument) {
+                    return Err(refuse(Code::ResourceUnknown, format!("no instrument '{}'", x.instrument)));
+                }
+                prefix = format!("exceptional_access[{}].", p.exceptional_access.len());
+                let e = Edit {
+                    target: format!("exceptional access {}", x.id),
+                    summary: "requested; awaiting the privacy office's advice".to_owned(),
+                    reason: x.justification.clone(),
+                    instrument: Some(x.instrument.clone()),
+                };
+                p.exceptional_access.push(x);
+                Ok(e)
+            })
+            .await
+            .map_err(|e| change_failed(e, Some(&prefix)))?;
+        Ok(changed(StatusCode::CREATED, &change, item))
     }
 
-    pub(super) async fn remark(
+    /// Changes one exceptional access for a caller holding a role of `path`'s row on it.
+    async fn change_exceptional<F>(
         &self,
         id: &str,
-        req: Request<Incoming>,
+        path: &str,
         caller: &Caller,
-    ) -> Result<Response<Body>, Refusal> {
+        edit: F,
+    ) -> Result<Response<Body>, Refusal>
+    where
+        F: FnOnce(&mut ExceptionalAccess, u64) -> Result<(String, Option<String>), Refusal>,
+    {
         let who = self.who(caller)?;
-        let body: RemarkBody = read_json(req).await?;
-        if body.remark.trim().is_empty() {
-            return Err(refuse(Code::RequestInvalid, "remark must say what the objection is"));
-        }
-        let op = "POST /exceptional-accesses/{id}/remark";
+        let op = format!("POST {path}");
         let (change, policy) = self
             .changes
-            .apply(&who.actor, op, |p, now| {
+            .apply(&who.actor, &op, |p, now| {
                 let snapshot = p.clone();
                 let x = p
                     .exceptional_access
                     .iter_mut()
                     .find(|x| x.id == id)
                     .ok_or_else(|| refuse(Code::ResourceUnknown, format!("no exceptional access '{id}'")))?;
-                let ins = snapshot.instruments.iter().find(|i| i.reference == x.instrument);
-                match ins {
-                    Some(ins) => who.must_manage(&snapshot, ins)?,
-                    None if who.is_integrator() => {}
-                    None => return Err(refuse(Code::AdminRoleMissing, "only the integrator manages this access")),
+                who.require("POST", path, &Scope::exceptional(&snapshot, x), &snapshot)?;
+                if x.withdrawn {
+                    return Err(refuse(Code::TransitionNotAllowed, "the access was withdrawn"));
                 }
-                if x.remark {
-                    return Err(refuse(Code::AlreadyExists, "a remark was already made; the access is refused"));
-                }
-                let deadline = approval_ms(x);
-                if now >= deadline {
-                    return Err(refuse(
-                        Code::TransitionNotAllowed,
-                        format!(
-                            "no remark came within 7 days of the advice of {}: the access was approved tacitly on {}",
-                            x.advice_date,
-                            date_of_ms(deadline)
-                        ),
-                    ));
-                }
-                x.remark = true;
+                let (summary, reason) = edit(x, now)?;
                 Ok(Edit {
                     target: format!("exceptional access {id}"),
-                    summary: "remark within 7 days: not approved".to_owned(),
-                    reason: Some(body.remark.trim().to_owned()),
+                    summary,
+                    reason,
                     instrument: Some(x.instrument.clone()),
                 })
             })
             .await
             .map_err(|e| change_failed(e, None))?;
-        let item = policy.exceptional_access.iter().find(|x| x.id == id).map(|x| serde_json::json!(x));
+        let now = self.changes.handle.now_ms();
+        let item = policy.exceptional_access.iter().find(|x| x.id == id).map(|x| {
+            let mut v = serde_json::json!(x);
+            v["approval"] = serde_json::json!(approval_state(x, now));
+            v
+        });
         Ok(changed(StatusCode::OK, &change, item.unwrap_or_default()))
+    }
+
+    /// The privacy office's advice: the gateway's clock stamps it, and the 7 days start.
+    pub(super) async fn advise(
+        &self,
+        id: &str,
+        req: Request<Incoming>,
+        caller: &Caller,
+    ) -> Result<Response<Body>, Refusal> {
+        let body: AdviceBody = read_json(req).await?;
+        if body.reference.trim().is_empty() {
+            return Err(refuse(Code::RequestInvalid, "reference must name the advice"));
+        }
+        self.change_exceptional(id, "/exceptional-accesses/{id}/advice", caller, |x, now| {
+            if x.advice_date.is_some() {
+                return Err(refuse(Code::AlreadyExists, "the privacy office has already given its advice"));
+            }
+            if x.remark {
+                return Err(refuse(Code::TransitionNotAllowed, "the data owner has already refused the access"));
+            }
+            let day = today(now).ok_or_else(|| refuse(Code::Internal, "the gateway's clock is out of range"))?;
+            x.advice_date = Some(day);
+            x.advice = Some(body.reference.trim().to_owned());
+            x.advice_unfavourable = !body.favourable;
+            let summary = if body.favourable {
+                format!(
+                    "favourable advice on {day}; approved tacitly on {} unless remarked",
+                    date_of_ms(approval_ms(x).unwrap_or_default())
+                )
+            } else {
+                format!("unfavourable advice on {day}: not approved")
+            };
+            Ok((summary, Some(body.reference.trim().to_owned())))
+        })
+        .await
+    }
+
+    /// The data owner's remark within 7 days of the advice: the access is not approved.
+    pub(super) async fn remark(
+        &self,
+        id: &str,
+        req: Request<Incoming>,
+        caller: &Caller,
+    ) -> Result<Response<Body>, Refusal> {
+        let body: RemarkBody = read_json(req).await?;
+        if body.remark.trim().is_empty() {
+            return Err(refuse(Code::RequestInvalid, "remark must say what the objection is"));
+        }
+        self.change_exceptional(id, "/exceptional-accesses/{id}/remark", caller, |x, now| {
+            if x.remark {
+                return Err(refuse(Code::AlreadyExists, "a remark was already made; the access is refused"));
+            }
+            if let (Some(advice), Some(deadline)) = (x.advice_date, approval_ms(x))
+                && now >= deadline
+            {
+                return Err(refuse(
+                    Code::TransitionNotAllowed,
+                    format!(
+                        "no remark came within 7 days of the advice of {advice}: the access was approved tacitly on {}; withdraw it instead",
+                        date_of_ms(deadline)
+                    ),
+                ));
+            }
+            x.remark = true;
+            Ok(("remark within 7 days: not approved".to_owned(), Some(body.remark.trim().to_owned())))
+        })
+        .await
+    }
+
+    /// Withdrawal at any time, by the data owner, the requester or the integrator.
+    pub(super) async fn withdraw(
+        &self,
+        id: &str,
+        req: Request<Incoming>,
+        caller: &Caller,
+    ) -> Result<Response<Body>, Refusal> {
+        let body: WithdrawBody = read_json(req).await?;
+        if body.reason.trim().is_empty() {
+            return Err(refuse(Code::RequestInvalid, "reason must say why the access is withdrawn"));
+        }
+        self.change_exceptional(id, "/exceptional-accesses/{id}/withdraw", caller, |x, _| {
+            x.withdrawn = true;
+            Ok(("withdrawn: no longer approved".to_owned(), Some(body.reason.trim().to_owned())))
+        })
+        .await
     }
 
     pub(super) async fn history(&self, req: &Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
-        let kind = who.registered()?;
-        if !(matches!(kind, OrgKind::Integrator | OrgKind::DataOwner) || self.auditors.contains(&who.kbo)) {
-            return Err(refuse(
-                Code::AdminRoleMissing,
-                "the change history is for the integrator, data owners and auditors",
-            ));
-        }
+        let p = self.changes.handle.model();
+        let owned = Scope::sources(p.sources.iter().filter(|s| s.owner == who.kbo).map(|s| s.id.clone()));
+        who.require("GET", "/changes", &owned, &p)?;
         let q = req.uri().query();
         let num = |name: &str| -> Result<Option<u64>, Refusal> {
             query_param(q, name)
@@ -644,10 +804,7 @@ impl ControlPlane {
     }
 
     pub(super) async fn export(&self, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        let who = self.who(caller)?;
-        if !who.is_integrator() {
-            return Err(refuse(Code::AdminRoleMissing, "only the integrator exports the policy"));
-        }
+        self.allowed(caller, "GET", "/policy/export", &Scope::default())?;
         let text = export_toml(&self.changes.handle.model(), self.changes.handle.version())
             .map_err(|e| refuse(Code::Internal, format!("export failed: {e}")))?;
         let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
@@ -656,18 +813,38 @@ impl ControlPlane {
     }
 
     pub(super) async fn import(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        let who = self.who(caller)?;
-        if !who.is_integrator() {
-            return Err(refuse(Code::AdminRoleMissing, "only the integrator imports a policy"));
-        }
+        let who = self.allowed(caller, "POST", "/policy/import", &Scope::default())?;
+        let dry_run = match query_param(req.uri().query(), "dry_run").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(refuse(Code::RequestInvalid, "dry_run must be true or false")),
+        };
         let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), super::MAX_IMPORT))
             .await
             .map_err(|_| refuse(Code::RequestInvalid, "the body is unreadable or larger than 4 MiB"))?
             .to_bytes();
         let text = std::str::from_utf8(&body).map_err(|_| refuse(Code::RequestInvalid, "the bundle is not UTF-8"))?;
+        if text.trim().is_empty() {
+            return Err(refuse(
+                Code::RequestInvalid,
+                "the body is empty: an import replaces the whole policy and needs a bundle",
+            ));
+        }
         let policy = policies::bundle::load_texts([("import", text)]).map_err(|e| {
             refuse(Code::PolicyInvalid, e.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
         })?;
+        crate::policy::import_guard(&policy, Some(who.kbo)).map_err(|m| refuse(Code::PolicyInvalid, m))?;
+        if dry_run {
+            let current = self.changes.handle.model();
+            return Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "dry_run": true,
+                    "version": self.changes.handle.version(),
+                    "diff": diff(&current, &policy),
+                }),
+            ));
+        }
         let n = policy.instruments.len();
         let change = self
             .changes
@@ -681,10 +858,8 @@ impl ControlPlane {
 impl ControlPlane {
     /// The same reload as SIGHUP: TLS material and bundles, from the configuration file.
     pub(super) async fn reload(&self, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        let who = self.who(caller)?;
-        if !who.is_integrator() {
-            return Err(refuse(Code::AdminRoleMissing, "only the integrator reloads the gateway"));
-        }
+        self.allowed(caller, "POST", "/reload", &Scope::default())?;
+
         let done = self.reloader.reload().await.map_err(|e| {
             refuse(Code::ReloadFailed, format!("nothing was changed: {}", super::first_line(&format!("{e:#}"))))
         })?;

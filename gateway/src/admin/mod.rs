@@ -24,6 +24,7 @@
 //! `GET /openapi.json` (kept in the repository as `gateway/openapi.json`). Errors are
 //! `application/problem+json` with a stable code.
 
+pub mod authority;
 pub mod flows;
 pub mod routes;
 
@@ -186,7 +187,9 @@ impl ControlPlane {
                     ("POST", "/roles") => self.put_role(req, caller).await,
                     ("GET", "/exceptional-accesses") => self.list("exceptional-accesses", &req, caller).await,
                     ("POST", "/exceptional-accesses") => self.add_exceptional(req, caller).await,
+                    ("POST", "/exceptional-accesses/{id}/advice") => self.advise(&param, req, caller).await,
                     ("POST", "/exceptional-accesses/{id}/remark") => self.remark(&param, req, caller).await,
+                    ("POST", "/exceptional-accesses/{id}/withdraw") => self.withdraw(&param, req, caller).await,
                     ("GET", "/changes") => self.history(&req, caller).await,
                     ("GET", "/policy/export") => self.export(caller).await,
                     ("POST", "/policy/import") => self.import(req, caller).await,
@@ -279,9 +282,7 @@ impl ControlPlane {
 
     async fn audit_query(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let org = caller.org()?;
-        if !self.auditors.contains(&org.kbo) {
-            return Err(refuse(Code::AdminRoleMissing, "this organisation is not designated to query the audit trail"));
-        }
+        self.allowed(caller, "POST", "/audit/queries", &authority::Scope::default())?;
         let q: Query = read_json(req).await?;
         let Some(j) = q.justification.filter(|j| {
             !j.case_reference.trim().is_empty()
@@ -333,13 +334,8 @@ impl ControlPlane {
 
     async fn subject_report(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let org = caller.org()?;
+        self.allowed(caller, "GET", "/audit/report", &authority::Scope::default())?;
         let snapshot = self.policy.current();
-        if snapshot.organisation(org.kbo).map(|o| o.kind) != Some(OrgKind::CitizenAccessPoint) {
-            return Err(refuse(
-                Code::AdminRoleMissing,
-                "only a citizen access point may ask for a data subject's report",
-            ));
-        }
         let person = SubjectRef::Person(citizen(&req)?);
         self.record_query(
             &org.kbo,
@@ -424,19 +420,13 @@ fn change_refusal(e: ChangeError) -> Refusal {
 impl ControlPlane {
     /// Who may manage consents, and through which channel: a citizen access point for the
     /// citizen, or the integrator's administrators on behalf of an instance.
-    fn consent_actor(&self, caller: &Caller) -> Result<(Kbo, bool), Refusal> {
-        let org = caller.org()?;
-        match self.policy.current().organisation(org.kbo).map(|o| o.kind) {
-            Some(OrgKind::CitizenAccessPoint) => Ok((org.kbo, true)),
-            Some(OrgKind::Integrator) => Ok((org.kbo, false)),
-            _ => {
-                Err(refuse(Code::AdminRoleMissing, "only a citizen access point or an administrator manages consents"))
-            }
-        }
+    fn consent_actor(&self, caller: &Caller, method: &str, path: &str) -> Result<(Kbo, bool), Refusal> {
+        let who = self.allowed(caller, method, path, &authority::Scope::default())?;
+        Ok((who.kbo, who.kind == Some(OrgKind::CitizenAccessPoint)))
     }
 
     async fn give_consent(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        let (actor, is_portal) = self.consent_actor(caller)?;
+        let (actor, is_portal) = self.consent_actor(caller, "POST", "/consents")?;
         let asked: NewConsent = read_json(req).await?;
         let consent = asked.validate(&self.policy.current(), actor, is_portal, now_ms()).map_err(|e| match e {
             Invalid::Subject(m) => refuse(Code::SubjectInvalid, m),
@@ -454,7 +444,8 @@ impl ControlPlane {
     }
 
     async fn change_consent(&self, id: &str, revoke: bool, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        let (actor, _) = self.consent_actor(caller)?;
+        let path = if revoke { "/consents/{id}/revoke" } else { "/consents/{id}/revalidate" };
+        let (actor, _) = self.consent_actor(caller, "POST", path)?;
         if crate::consent::ConsentId::parse(id).is_none() {
             return Err(refuse(Code::RequestInvalid, "a consent id is c- followed by 32 hex digits"));
         }
@@ -472,7 +463,7 @@ impl ControlPlane {
     }
 
     async fn list_consents(&self, req: &Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        self.consent_actor(caller)?;
+        self.consent_actor(caller, "GET", "/consents")?;
         let subject = citizen(req)?;
         let store = self.consent.store().clone();
         let list = tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, crate::store::StoreError> {

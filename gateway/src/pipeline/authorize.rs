@@ -57,9 +57,18 @@ pub fn authorize(
                 .and_then(|i| snapshot.instrument(i))
                 .filter(|_| d.code == DenyCode::FlowSuspended)
                 .and_then(|i| i.suspended_reason.as_deref());
-            let detail = match suspension {
-                Some(why) => Cow::Owned(format!("{}: {why}", d.reason.message())),
-                None => Cow::Borrowed(d.reason.message()),
+            // A refusal caused by another instrument (a parent not in force, a replacing
+            // deliberation) names it and its state.
+            let detail = match (d.parent.and_then(|p| snapshot.instrument(p)), suspension) {
+                (Some(p), _) => Cow::Owned(format!(
+                    "{}: '{}' is {}{}",
+                    d.reason.message(),
+                    p.reference,
+                    p.status.as_str(),
+                    p.suspended_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                )),
+                (None, Some(why)) => Cow::Owned(format!("{}: {why}", d.reason.message())),
+                (None, None) => Cow::Borrowed(d.reason.message()),
             };
             Err(Refusal::new(code, detail))
         }
