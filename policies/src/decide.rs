@@ -286,7 +286,11 @@ impl Snapshot {
         let refuse = |(code, reason), parent| Deny { code, reason, instrument: Some(ins_id), grant: None, parent };
         let info = &self.instrument_info[instrument as usize];
         info.in_force(env, now).map_err(|r| refuse(r, None))?;
-        if let Some(&by) = info.replaced_by.iter().find(|by| self.in_force(by.0, env, now).is_ok()) {
+        // The replacing deliberation's own state decides (a deliberation is never replaced
+        // itself, so this does not recurse).
+        if let Some(&by) =
+            info.replaced_by.iter().find(|by| self.instrument_info[by.index()].in_force(env, now).is_ok())
+        {
             return Err(refuse((DenyCode::InstrumentNotActive, Reason::Replaced), Some(by)));
         }
         let mut next = info.parent;
