@@ -237,7 +237,14 @@ def main():
         # Verify every chain written during the run (one per gateway; the replicas' under
         # audit-pg-*/replica-<name>).
         for d in sorted(glob.glob(os.path.join(args.work, "audit-*"))):
-            out = subprocess.run([passerelle, "audit", "verify", d], capture_output=True, text=True)
+            # The key is pinned from the gateway's configuration (audit-sled → sled.toml,
+            # audit-pg-a → pg-a.toml; both replicas of pg sign with the same configured key).
+            name = os.path.basename(d)[len("audit-"):]
+            conf = os.path.join(args.work, f"{name}.toml")
+            if not os.path.exists(conf):
+                conf = os.path.join(args.work, "pg-a.toml")
+            out = subprocess.run([passerelle, "audit", "verify", d, "--config", conf],
+                                 capture_output=True, text=True)
             print(f"{os.path.basename(d)}: {out.stdout.strip()}")
         if os.environ.get("KEEP_WORK") is None:
             shutil.rmtree(args.work, ignore_errors=True)

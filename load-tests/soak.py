@@ -335,7 +335,8 @@ def main():
         # Stopped (final checkpoint written), then verified.
         pa.send_signal(signal.SIGTERM)
         pa.wait(timeout=30)
-        verify = subprocess.run([passerelle, "audit", "verify", os.path.join(work, "audit")],
+        verify = subprocess.run([passerelle, "audit", "verify", os.path.join(work, "audit"),
+                                 "--config", os.path.join(work, "passerelle.toml")],
                                 capture_output=True, text=True)
         print(f"audit verify: exit {verify.returncode}: {' '.join(verify.stdout.split())[:300]}")
         if verify.returncode != 0:

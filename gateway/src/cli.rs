@@ -234,15 +234,23 @@ async fn consent_command(command: ConsentCommand, target: ConsentTarget) -> anyh
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check a trail directory: segment headers and continuity, every record's checksum,
-    /// sequence and hash chain, every checkpoint's signature and hash. Reports the first bad
-    /// record and exits 1; exits 0 when the trail verifies.
+    /// sequence and hash chain, every byte of checkpoints.log, the checkpoint chain and each
+    /// checkpoint's signature and hash. Reports the first problem, naming its place, and exits
+    /// 1; exits 0 when the trail verifies. Records after the last checkpoint are reported as
+    /// unsealed.
     Verify {
         /// The trail's directory.
         dir: PathBuf,
-        /// The checkpoint signing key's public half: 64 hex digits or a file holding them
-        /// (e.g. `audit-signing.pub`). Without it each checkpoint's own key is trusted.
+        /// The checkpoint signing key's public half, pinned: 64 hex digits or a file holding
+        /// them (e.g. `audit-signing.pub`). A key named inside the trail is never trusted.
         #[arg(long)]
         public_key: Option<String>,
+        /// Or the gateway's configuration: the public half of its `audit.signing_key`.
+        #[arg(long, conflicts_with = "public_key")]
+        config: Option<PathBuf>,
+        /// Records that no checkpoint seals yet are a failure, not a note.
+        #[arg(long)]
+        require_sealed: bool,
     },
     /// Write the records between two times, with their hashes, and the checkpoints covering
     /// them, for archiving and for verification outside the gateway.
@@ -485,18 +493,35 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(0)
             }
             Command::Consent { command, target } => consent_command(*command, *target).await,
-            Command::Audit { command: AuditCommand::Verify { dir, public_key } } => {
-                let key = public_key.as_deref().map(parse_public_key).transpose()?;
+            Command::Audit { command: AuditCommand::Verify { dir, public_key, config, require_sealed } } => {
+                let key = match (public_key, config) {
+                    (Some(k), _) => parse_public_key(&k)?,
+                    (None, Some(config)) => {
+                        let cfg = Config::load(&config, std::env::vars())?;
+                        crate::audit::trail::signing_public_key(&cfg.audit.signing_key).map_err(anyhow::Error::msg)?
+                    }
+                    (None, None) => anyhow::bail!(
+                        "verification needs the pinned public key: --public-key HEX|FILE (audit-signing.pub) or --config FILE"
+                    ),
+                };
                 // One chain, or one per replica of a shared store: each verified on its own.
                 let mut code = 0;
                 for (replica, chain) in crate::audit::verify::chains(&dir).map_err(anyhow::Error::msg)? {
-                    let r = crate::audit::verify::verify_dir(&chain, key.as_ref()).map_err(anyhow::Error::msg)?;
+                    let r = crate::audit::verify::verify_dir(&chain, &key).map_err(anyhow::Error::msg)?;
                     let which = replica.map(|n| format!(" (replica {n})")).unwrap_or_default();
                     let summary = format!(
-                        "{} segment(s), records {}..{} ({} records), {} checkpoint(s)",
-                        r.segments, r.first_seq, r.last_seq, r.records, r.checkpoints
+                        "{} segment(s), records {}..{} ({} records), {} checkpoint(s), sealed up to record {}, {} unsealed",
+                        r.segments, r.first_seq, r.last_seq, r.records, r.checkpoints, r.sealed_to, r.unsealed
                     );
                     match r.problem {
+                        None if require_sealed && r.unsealed > 0 => {
+                            println!(
+                                "audit trail{which} does NOT verify: records {}..{} are sealed by no checkpoint (--require-sealed)",
+                                r.last_seq - r.unsealed + 1,
+                                r.last_seq
+                            );
+                            code = 1;
+                        }
                         None => println!("audit trail{which} verifies: {summary}"),
                         Some(p) => {
                             println!("audit trail{which} does NOT verify: {p}");

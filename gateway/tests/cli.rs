@@ -175,9 +175,20 @@ async fn audit_verify_and_export_handle_one_chain_per_replica() {
         trail.close();
     }
     let audit = dir.path().join("audit");
+    // Without a pinned key nothing is verified: a key named inside the trail proves nothing.
     let out = passerelle().args(["audit", "verify"]).arg(&audit).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pinned public key"), "{out:?}");
+    let key = dir.path().join("key.pub");
+    let out = passerelle()
+        .args(["audit", "verify", "--require-sealed"])
+        .arg(&audit)
+        .arg("--public-key")
+        .arg(&key)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    assert!(out.status.success(), "every record sealed by the close: {text}");
     assert!(text.contains("audit trail (replica a) verifies: 1 segment(s), records 1..3"), "{text}");
     assert!(text.contains("audit trail (replica b) verifies: 1 segment(s), records 1..5"), "{text}");
 
@@ -204,7 +215,13 @@ async fn audit_verify_and_export_handle_one_chain_per_replica() {
     let at = bytes.len() - 20;
     bytes[at] ^= 0x01;
     std::fs::write(&seg, bytes).unwrap();
-    let out = passerelle().args(["audit", "verify"]).arg(&audit).output().unwrap();
+    let out = passerelle()
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .arg("--public-key")
+        .arg(dir.path().join("key.pub"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("(replica a) verifies") && text.contains("(replica b) does NOT verify"), "{text}");

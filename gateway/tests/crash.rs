@@ -133,7 +133,7 @@ async fn kill_9_under_load_loses_no_record() {
     }
 
     let audit = dir.join("audit");
-    let report = gateway::audit::verify::verify_dir(&audit, None).unwrap();
+    let report = gateway::audit::verify::verify_dir(&audit, &site.audit_key()).unwrap();
     assert_eq!(report.problem, None, "the trail must verify after {ROUNDS} kills");
     let records = gateway::audit::verify::read_records(&audit).unwrap();
     let recorded: HashSet<&str> = records.iter().map(|r| r.record.request_id.as_str()).collect();

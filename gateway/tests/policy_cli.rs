@@ -83,6 +83,8 @@ async fn export_edit_import_and_the_bundles_on_disk() {
         records.iter().filter(|r| r.record.kind == gateway::audit::RecordKind::PolicyChange).collect();
     assert_eq!(changes.len(), 3);
     assert_eq!(changes[1].record.operation, "passerelle policy import");
-    let (code, out, err) = passerelle(&["audit", "verify", audit.to_str().unwrap()]);
+    let key = site.path().join("pki/audit-signing.pub");
+    let (code, out, err) =
+        passerelle(&["audit", "verify", audit.to_str().unwrap(), "--public-key", key.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -78,7 +78,7 @@ async fn sigterm_lets_calls_in_flight_finish_with_their_records() {
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", site.data_port)).await.is_err());
 
     let audit = site.path().join("audit");
-    let report = gateway::audit::verify::verify_dir(&audit, None).unwrap();
+    let report = gateway::audit::verify::verify_dir(&audit, &site.audit_key()).unwrap();
     assert_eq!(report.problem, None);
     let records = gateway::audit::verify::read_records(&audit).unwrap();
     for i in 0..IN_FLIGHT {

@@ -82,7 +82,7 @@ async fn every_call_leaves_exactly_one_record_with_its_facts() {
     // verifies.
     assert_eq!(records[0].seq, 2);
     assert!(records.windows(2).all(|w| w[1].seq == w[0].seq + 1));
-    let report = verify_dir(&h.demo.config.audit.dir, Some(&h.demo.gateway.audit.public_key)).unwrap();
+    let report = verify_dir(&h.demo.config.audit.dir, &h.demo.gateway.audit.public_key).unwrap();
     assert_eq!(report.problem, None);
     assert_eq!(report.records, records.len() as u64 + 1, "the calls' records and the policy import");
 }
@@ -107,7 +107,7 @@ async fn verify_names_the_record_after_tampering() {
     let key = h.demo.gateway.audit.public_key;
     let (cfg, _guard) = h.stop().await; // writes the final checkpoint
     let dir = cfg.audit.dir;
-    assert_eq!(verify_dir(&dir, Some(&key)).unwrap().problem, None);
+    assert_eq!(verify_dir(&dir, &key).unwrap().problem, None);
 
     let seg = format::segments(&dir).unwrap()[0].1.clone();
     let data = std::fs::read(&seg).unwrap();
@@ -124,7 +124,7 @@ async fn verify_names_the_record_after_tampering() {
         let d = work.path().join(name);
         copy_dir(&dir, &d);
         std::fs::write(d.join(seg.file_name().unwrap()), bytes).unwrap();
-        let problem = verify_dir(&d, Some(&key)).unwrap().problem.unwrap_or_else(|| panic!("{name}: verified"));
+        let problem = verify_dir(&d, &key).unwrap().problem.unwrap_or_else(|| panic!("{name}: verified"));
         assert!(problem.contains(expect), "{name}: {problem}");
         // The gateway refuses to start on a damaged trail rather than appending to it.
     };
@@ -149,7 +149,7 @@ async fn verify_names_the_record_after_tampering() {
     let d = work.path().join("other-key");
     copy_dir(&dir, &d);
     let other = [7u8; 32];
-    assert!(verify_dir(&d, Some(&other)).unwrap().problem.unwrap().contains("bad signature"));
+    assert!(verify_dir(&d, &other).unwrap().problem.unwrap().contains("bad signature"));
 }
 
 #[tokio::test]
@@ -261,7 +261,7 @@ async fn a_full_disk_fails_closed_and_recovers() {
     let records = read_records(&mnt).unwrap();
     // The policy import of the first start, the answered calls, the call after recovery.
     assert_eq!(records.len(), answered + 2);
-    assert_eq!(verify_dir(&mnt, None).unwrap().problem, None);
+    assert_eq!(verify_dir(&mnt, &h.demo.gateway.audit.public_key).unwrap().problem, None);
 }
 
 /// A small ext4 file system on a loop device, mounted with `errors=remount-ro`, so that a
@@ -368,6 +368,148 @@ async fn a_disk_turned_read_only_fails_closed_and_the_gateway_comes_back_after_r
     let records: Vec<_> =
         read_records(&dir).unwrap().into_iter().filter(|r| r.record.kind != RecordKind::PolicyChange).collect();
     assert_eq!(records.len(), 2, "nothing of the refused calls was written");
-    assert_eq!(verify_dir(&dir, None).unwrap().problem, None);
+    let key = gateway::audit::trail::signing_public_key(&cfg.audit.signing_key).unwrap();
+    assert_eq!(verify_dir(&dir, &key).unwrap().problem, None);
     upstream.abort();
+}
+
+/// Rebuilds `checkpoints.log` from `cps`, chained and signed with `key` (what someone with
+/// write access to the files but another key could do).
+fn resign(cps: &[format::Checkpoint], key: &ring::signature::Ed25519KeyPair) -> Vec<u8> {
+    use ring::signature::KeyPair as _;
+    let mut out = Vec::new();
+    let mut prev = format::GENESIS;
+    for cp in cps {
+        let hash: [u8; 32] = format::unhex(&cp.hash).unwrap().try_into().unwrap();
+        let sig = key.sign(&format::checkpoint_message_v2(cp.seq, &hash, cp.time_ms, &prev));
+        let mut cp = cp.clone();
+        cp.prev = Some(format::hex(&prev));
+        cp.public_key = format::hex(key.public_key().as_ref());
+        cp.signature = format::hex(sig.as_ref());
+        let payload = serde_json::to_vec(&cp).unwrap();
+        let frame_hash = format::checkpoint_chain(&prev, &payload);
+        format::encode_frame(&mut out, format::KIND_CHECKPOINT, &frame_hash, &payload);
+        prev = frame_hash;
+    }
+    out
+}
+
+/// checkpoints.log is chained and read to its last byte: a flipped byte, a cut, a removed,
+/// inserted or reordered checkpoint, or checkpoints signed with another key are each reported
+/// with their place; records no checkpoint seals are counted; a trail emptied of its
+/// checkpoints cannot pass as sealed.
+#[tokio::test]
+async fn every_byte_of_checkpoints_log_counts() {
+    let h = Harness::with_overrides(&[("PASSERELLE__AUDIT__CHECKPOINT_EVERY", "2")]).await.unwrap();
+    let agency = h.client(ASSOC_CALLER);
+    for _ in 0..9 {
+        association(&agency, &vcode(), &[]).await.unwrap();
+    }
+    let key = h.demo.gateway.audit.public_key;
+    let (cfg, _guard) = h.stop().await;
+    let dir = cfg.audit.dir.clone();
+    let report = verify_dir(&dir, &key).unwrap();
+    assert_eq!((report.problem.as_deref(), report.unsealed), (None, 0), "a clean stop seals everything");
+    assert!(report.checkpoints >= 4, "{report:?}");
+    let cp_path = dir.join(format::CHECKPOINTS_FILE);
+    let log = std::fs::read(&cp_path).unwrap();
+    let (frames, stop) = format::decode_frames_strict(&log, 0);
+    assert_eq!(stop, None);
+    let span = |i: usize| frames[i].offset as usize..frames.get(i + 1).map_or(log.len(), |f| f.offset as usize);
+    let work = tempfile::tempdir().unwrap();
+    let with_log = |name: &str, bytes: &[u8]| {
+        let d = work.path().join(name);
+        copy_dir(&dir, &d);
+        std::fs::write(d.join(format::CHECKPOINTS_FILE), bytes).unwrap();
+        d
+    };
+    let problem =
+        |d: &Path| verify_dir(d, &key).unwrap().problem.unwrap_or_else(|| panic!("{}: verified", d.display()));
+
+    // One byte flipped in the second checkpoint.
+    let mut b = log.clone();
+    b[span(1).start + 60] ^= 0x01;
+    let p = problem(&with_log("flip", &b));
+    assert!(p.contains(&format!("checkpoints.log, offset {}: damaged", span(1).start)), "{p}");
+    // Cut in the middle of the last checkpoint.
+    let last = frames.len() - 1;
+    let p = problem(&with_log("cut", &log[..span(last).start + 20]));
+    assert!(p.contains(&format!("checkpoints.log, offset {}: cut short", span(last).start)), "{p}");
+    // The second checkpoint removed; the second and third swapped.
+    let mut b = log[..span(1).start].to_vec();
+    b.extend_from_slice(&log[span(2).start..]);
+    let p = problem(&with_log("removed", &b));
+    assert!(p.contains("removed, inserted or reordered"), "{p}");
+    let mut b = log[..span(1).start].to_vec();
+    b.extend_from_slice(&log[span(2)]);
+    b.extend_from_slice(&log[span(1)]);
+    b.extend_from_slice(&log[span(2).end..]);
+    let p = problem(&with_log("swapped", &b));
+    assert!(p.contains("removed, inserted or reordered"), "{p}");
+    // Every checkpoint re-signed, correctly chained, with another key.
+    let cps: Vec<format::Checkpoint> = frames.iter().map(|f| serde_json::from_slice(&f.payload).unwrap()).collect();
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let other = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let p = problem(&with_log("other-key", &resign(&cps, &other)));
+    assert!(p.contains(&format!("checkpoint at record {}: bad signature", cps[0].seq)), "{p}");
+    // Re-signed with the right key, the same chain verifies (the rebuild above is faithful).
+    let own = ring::signature::Ed25519KeyPair::from_pkcs8(&std::fs::read(&cfg.audit.signing_key).unwrap()).unwrap();
+    assert_eq!(verify_dir(&with_log("same-key", &resign(&cps, &own)), &key).unwrap().problem, None);
+    // Emptied: nothing is sealed any more, and verify says so.
+    let d = with_log("emptied", &[]);
+    let r = verify_dir(&d, &key).unwrap();
+    assert_eq!((r.problem, r.unsealed, r.checkpoints), (None, r.records, 0));
+}
+
+/// Start-up recovery never cuts an answered record: damage that records follow, or that a
+/// checkpoint sealed, stops the start without changing a byte; a torn checkpoint is moved
+/// aside before anything is appended; a clean stop right after a recovery seals the trail.
+#[tokio::test]
+async fn recovery_cuts_only_a_torn_last_write() {
+    let h = Harness::with_overrides(&[("PASSERELLE__AUDIT__CHECKPOINT_EVERY", "2")]).await.unwrap();
+    for _ in 0..5 {
+        association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap();
+    }
+    let key = h.demo.gateway.audit.public_key;
+    let (cfg, _guard) = h.stop().await;
+    let dir = cfg.audit.dir.clone();
+    let seg = format::segments(&dir).unwrap()[0].1.clone();
+    let good = std::fs::read(&seg).unwrap();
+    let (frames, _) = format::decode_frames(&good, HEADER_LEN);
+    let cp_path = dir.join(format::CHECKPOINTS_FILE);
+    let good_log = std::fs::read(&cp_path).unwrap();
+
+    // The last record damaged, but the final checkpoint sealed it: refused, untouched.
+    let mut b = good.clone();
+    let last = frames.last().unwrap();
+    b[last.offset as usize + 45] ^= 0x01;
+    std::fs::write(&seg, &b).unwrap();
+    let err = format!("{:#}", gateway::server::start(&cfg).await.unwrap_err());
+    assert!(
+        err.contains(&format!("offset {}, record {}: damaged, but checkpoint", last.offset, frames.len())),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&seg).unwrap(), b, "nothing was cut");
+    // A record in the middle damaged: refused, untouched.
+    let mut b = good.clone();
+    b[frames[2].offset as usize + 45] ^= 0x01;
+    std::fs::write(&seg, &b).unwrap();
+    let err = format!("{:#}", gateway::server::start(&cfg).await.unwrap_err());
+    assert!(err.contains(&format!("offset {}, record 3: damaged, and records follow it", frames[2].offset)), "{err}");
+    assert_eq!(std::fs::read(&seg).unwrap(), b);
+    std::fs::write(&seg, &good).unwrap();
+
+    // The last checkpoint lost to a crash (its frame torn) and a record written after it:
+    // both torn tails are moved aside; the clean stop that follows seals everything again.
+    let (cps, _) = format::decode_frames_strict(&good_log, 0);
+    let last_cp = cps.last().unwrap().offset as usize;
+    let mut torn_log = good_log[..last_cp].to_vec();
+    torn_log.extend_from_slice(&good_log[last_cp..last_cp + 25]);
+    std::fs::write(&cp_path, &torn_log).unwrap();
+    let gw = gateway::server::start(&cfg).await.unwrap();
+    gw.shutdown().await;
+    assert!(dir.join(format!("{}.torn-{last_cp}", format::CHECKPOINTS_FILE)).exists());
+    let r = verify_dir(&dir, &key).unwrap();
+    assert_eq!((r.problem, r.unsealed), (None, 0), "the stop after the recovery wrote a checkpoint");
 }

@@ -316,7 +316,7 @@ async fn the_div_procedure_through_the_api_under_load() {
     // The store is the source of truth: a restart brings the same policy back.
     let key = h.demo.gateway.audit.public_key;
     let (cfg, _dir) = h.stop().await;
-    assert_eq!(verify_dir(&cfg.audit.dir, Some(&key)).unwrap().problem, None);
+    assert_eq!(verify_dir(&cfg.audit.dir, &key).unwrap().problem, None);
     let gw = gateway::server::start(&cfg).await.unwrap();
     assert_eq!(gw.policy.version(), version);
     let model = gw.policy.model();

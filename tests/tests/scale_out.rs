@@ -133,11 +133,12 @@ async fn two_replicas_share_consents_suspensions_and_the_audit_trail() {
     assert_eq!(replicas.into_iter().collect::<Vec<_>>(), ["a", "b"], "{q}");
 
     // Both chains verify, each on its own; the CLI finds both under the audit directory.
-    let (b_dir, b_gw) = (b.config.audit.dir.clone(), b.gateway);
+    let (b_dir, b_key, b_gw) = (b.config.audit.dir.clone(), b.config.audit.signing_key.clone(), b.gateway);
     b_gw.shutdown().await;
     let (cfg, _keep) = a.stop().await;
-    for dir in [&cfg.audit.dir, &b_dir] {
-        let r = gateway::audit::verify::verify_dir(dir, None).unwrap();
+    for (dir, key) in [(&cfg.audit.dir, &cfg.audit.signing_key), (&b_dir, &b_key)] {
+        let key = gateway::audit::trail::signing_public_key(key).unwrap();
+        let r = gateway::audit::verify::verify_dir(dir, &key).unwrap();
         assert!(r.problem.is_none() && r.records > 0, "{}: {:?}", dir.display(), r.problem);
     }
     let chains = gateway::audit::verify::chains(cfg.audit.dir.parent().unwrap()).unwrap();
@@ -232,7 +233,8 @@ async fn killing_postgres_fails_closed_and_recovers() {
     let ids: std::collections::HashSet<&str> = records.iter().map(|r| r.record.request_id.as_str()).collect();
     let missing = seen.iter().filter(|s| !ids.contains(s.3.as_str())).count();
     assert_eq!(missing, 0, "answers without a record");
-    let r = gateway::audit::verify::verify_dir(&cfg.audit.dir, None).unwrap();
+    let key = gateway::audit::trail::signing_public_key(&cfg.audit.signing_key).unwrap();
+    let r = gateway::audit::verify::verify_dir(&cfg.audit.dir, &key).unwrap();
     assert!(r.problem.is_none(), "{:?}", r.problem);
 }
 

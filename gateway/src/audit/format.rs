@@ -6,7 +6,8 @@
 //! frame    = len:u32le crc:u32le kind:u8 hash:[32] payload:[len]
 //!            crc = CRC-32 (IEEE) of kind ‖ hash ‖ payload
 //! record   : kind 1, payload = canonical JSON of the record, hash = SHA-256(prev_hash ‖ payload)
-//! checkpoints.log = frame*  with kind 2, hash = the chain hash at `seq`, payload = checkpoint JSON
+//! checkpoints.log = frame*  with kind 2, payload = checkpoint JSON,
+//!            hash = SHA-256(hash of the previous checkpoint frame ‖ payload) (v2; v1: hash_seq)
 //! ```
 
 use std::fs::File;
@@ -24,8 +25,10 @@ pub const KIND_CHECKPOINT: u8 = 2;
 pub const MAX_PAYLOAD: usize = 1 << 20;
 /// The chain hash before the very first record.
 pub const GENESIS: [u8; 32] = [0; 32];
-/// Domain separation of the checkpoint signature.
+/// Domain separation of the checkpoint signature (version 1, unchained: read, never written).
 pub const CHECKPOINT_TAG: &[u8] = b"passerelle-audit-checkpoint-v1\0";
+/// Domain separation of the chained checkpoint signature (version 2).
+pub const CHECKPOINT_TAG_V2: &[u8] = b"passerelle-audit-checkpoint-v2\0";
 pub const CHECKPOINTS_FILE: &str = "checkpoints.log";
 
 pub fn chain(prev: &[u8; 32], payload: &[u8]) -> [u8; 32] {
@@ -129,6 +132,28 @@ pub fn written_end(data: &[u8], at: usize) -> usize {
     if tail >= 4096 { data.len() - tail } else { data.len() }
 }
 
+/// Decodes frames from `start` until the end of `data` or the first damage; zeros are damage
+/// here (`checkpoints.log` is never prepared in advance).
+pub fn decode_frames_strict(data: &[u8], start: usize) -> (Vec<Frame>, Option<FrameError>) {
+    decode_frames_until_damage(data, start)
+}
+
+/// Whether the damage at `at` is a torn *last* frame: a frame whose header is cut short, or
+/// whose declared extent (at most [`MAX_PAYLOAD`]) is followed by nothing but zeros to the end
+/// of `data`. A crash interrupts at most the last write; any other damage is not a crash's.
+pub fn torn_last_frame(data: &[u8], stop: &FrameError) -> bool {
+    let at = stop.offset() as usize;
+    if data.len() - at < FRAME_OVERHEAD {
+        return true;
+    }
+    let len = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+    if len > MAX_PAYLOAD {
+        return false;
+    }
+    let end = at + FRAME_OVERHEAD + len;
+    end >= data.len() || data[end..].iter().all(|&b| b == 0)
+}
+
 fn decode_frames_until_damage(data: &[u8], start: usize) -> (Vec<Frame>, Option<FrameError>) {
     let mut frames = Vec::new();
     let mut at = start;
@@ -185,19 +210,26 @@ pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(v)
 }
 
-/// A signed checkpoint: Ed25519 over `CHECKPOINT_TAG ‖ seq:u64be ‖ hash ‖ time_ms:u64be`.
+/// A signed checkpoint: Ed25519 over `CHECKPOINT_TAG_V2 ‖ seq:u64be ‖ hash ‖ time_ms:u64be ‖
+/// prev`, where `prev` is the hash of the previous checkpoint frame, so that none can be
+/// dropped, inserted or reordered without the key (docs/audit-format.md §5).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Checkpoint {
     pub seq: u64,
     /// Hex of the chain hash after record `seq`.
     pub hash: String,
     pub time_ms: u64,
-    /// Hex of the signer's Ed25519 public key.
+    /// Hex of the previous checkpoint frame's hash (64 zeros for the first). Absent in the
+    /// unchained version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    /// Hex of the signer's Ed25519 public key (to tell keys apart; never trusted).
     pub public_key: String,
     /// Hex of the signature.
     pub signature: String,
 }
 
+/// The bytes a version 1 checkpoint signs.
 pub fn checkpoint_message(seq: u64, hash: &[u8; 32], time_ms: u64) -> Vec<u8> {
     let mut m = Vec::with_capacity(CHECKPOINT_TAG.len() + 48);
     m.extend_from_slice(CHECKPOINT_TAG);
@@ -205,6 +237,22 @@ pub fn checkpoint_message(seq: u64, hash: &[u8; 32], time_ms: u64) -> Vec<u8> {
     m.extend_from_slice(hash);
     m.extend_from_slice(&time_ms.to_be_bytes());
     m
+}
+
+/// The bytes a version 2 checkpoint signs.
+pub fn checkpoint_message_v2(seq: u64, hash: &[u8; 32], time_ms: u64, prev: &[u8; 32]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CHECKPOINT_TAG_V2.len() + 80);
+    m.extend_from_slice(CHECKPOINT_TAG_V2);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(hash);
+    m.extend_from_slice(&time_ms.to_be_bytes());
+    m.extend_from_slice(prev);
+    m
+}
+
+/// The hash a version 2 checkpoint frame stores: it chains the checkpoints.
+pub fn checkpoint_chain(prev: &[u8; 32], payload: &[u8]) -> [u8; 32] {
+    chain(prev, payload)
 }
 
 pub fn hex(b: &[u8]) -> String {

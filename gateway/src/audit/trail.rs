@@ -256,6 +256,11 @@ struct Writer {
     hash: [u8; 32],
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// The hash of the last checkpoint frame, which the next one signs (the checkpoint chain).
+    last_cp_hash: [u8; 32],
+    /// The length of `checkpoints.log` after its last complete checkpoint: a failed append is
+    /// cut back to it, so nothing is ever appended after garbage.
+    cp_len: u64,
     key: Ed25519KeyPair,
     broken: bool,
     /// Durable batches go to the indexer thread: index upkeep never delays durability.
@@ -283,6 +288,23 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Loads the signing key, generating it (mode 0600) if the file does not exist.
+/// The file beside the signing key that holds its public half, 64 hex digits (what a verifier
+/// pins: `audit-signing.key` → `audit-signing.pub`).
+pub fn public_key_file(signing_key: &Path) -> PathBuf {
+    signing_key.with_extension("pub")
+}
+
+/// [`load_or_create_key`], then writes the public half beside it when it is not there.
+pub fn load_key_and_publish(path: &Path) -> Result<Ed25519KeyPair, String> {
+    let key = load_or_create_key(path)?;
+    let public = public_key_file(path);
+    if !public.exists() {
+        std::fs::write(&public, format!("{}\n", format::hex(key.public_key().as_ref())))
+            .map_err(|e| format!("cannot write {}: {e}", public.display()))?;
+    }
+    Ok(key)
+}
+
 pub fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair, String> {
     if !path.exists() {
         let rng = ring::rand::SystemRandom::new();
@@ -303,6 +325,14 @@ pub fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair, String> {
     Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| format!("{} is not a PKCS#8 Ed25519 key: {e}", path.display()))
 }
 
+/// The public half of the PKCS#8 Ed25519 signing key at `path`: the key a verifier pins.
+pub fn signing_public_key(path: &Path) -> Result<[u8; 32], String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let key = Ed25519KeyPair::from_pkcs8(&bytes)
+        .map_err(|e| format!("{} is not a PKCS#8 Ed25519 key: {e}", path.display()))?;
+    key.public_key().as_ref().try_into().map_err(|_| "bad public key".to_owned())
+}
+
 /// Reads `{"seq":N,` at the start of a record payload.
 pub fn payload_seq(payload: &[u8]) -> Option<u64> {
     let rest = payload.strip_prefix(b"{\"seq\":")?;
@@ -316,7 +346,7 @@ impl AuditTrail {
     pub fn open(cfg: TrailConfig, index: Arc<dyn AuditIndex>) -> Result<(Self, Recovery), AuditError> {
         let dir = cfg.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| open_err(&dir, e.to_string()))?;
-        let key = load_or_create_key(&cfg.signing_key).map_err(|m| open_err(&dir, m))?;
+        let key = load_key_and_publish(&cfg.signing_key).map_err(|m| open_err(&dir, m))?;
         let public_key: [u8; 32] =
             key.public_key().as_ref().try_into().map_err(|_| open_err(&dir, "bad public key"))?;
         let mut recovery = Recovery::default();
@@ -345,15 +375,40 @@ impl AuditTrail {
                 format!("{}: header names first record {}", seg_path.display(), header.first_seq),
             ));
         }
+        // Checkpoints first: a torn last checkpoint is moved aside, any other damage stops the
+        // start without touching a byte; the chain of checkpoints must hold.
+        let (stored, cp_len) = recover_checkpoints(&dir).map_err(|m| open_err(&dir, m))?;
+        check_checkpoint_chain(&stored).map_err(|m| open_err(&dir, m))?;
+        let sealed_to = stored.iter().map(|c| c.cp.seq).max().unwrap_or(0);
+        let last_cp_hash = stored.last().map_or(GENESIS, |c| c.frame_hash);
+
         let (frames, stop) = format::decode_frames(&data, HEADER_LEN);
         // The durable length; a segment prepared in advance has zeros beyond it.
         let mut seg_len = format::frames_end(&frames, HEADER_LEN);
         if let Some(stop) = stop {
-            // A crash can leave the last write incomplete. Keep the cut bytes for inspection.
             let at = stop.offset();
+            let torn_seq = seg_first + frames.len() as u64;
+            let name = seg_path.file_name().and_then(|n| n.to_str()).unwrap_or("segment").to_owned();
+            // Only a torn *last* frame, never sealed by a checkpoint, is a crash's doing.
+            if !format::torn_last_frame(&data, &stop) {
+                return Err(open_err(
+                    &dir,
+                    format!(
+                        "{name}, offset {at}, record {torn_seq}: damaged, and records follow it; nothing was changed; run `passerelle audit verify`"
+                    ),
+                ));
+            }
+            if torn_seq <= sealed_to {
+                return Err(open_err(
+                    &dir,
+                    format!(
+                        "{name}, offset {at}, record {torn_seq}: damaged, but checkpoint at record {sealed_to} sealed it; nothing was changed"
+                    ),
+                ));
+            }
+            // A crash can leave the last write incomplete. Keep the cut bytes for inspection.
             let end = format::written_end(&data, at as usize);
-            let torn =
-                dir.join(format!("{}.torn-{at}", seg_path.file_name().and_then(|n| n.to_str()).unwrap_or("segment")));
+            let torn = dir.join(format!("{name}.torn-{at}"));
             std::fs::write(&torn, &data[at as usize..end]).map_err(|e| open_err(&dir, e.to_string()))?;
             let f = OpenOptions::new().write(true).open(&seg_path).map_err(|e| open_err(&dir, e.to_string()))?;
             f.set_len(at).and_then(|()| f.sync_all()).map_err(|e| open_err(&dir, e.to_string()))?;
@@ -379,8 +434,7 @@ impl AuditTrail {
         }
         let last_seq = next_seq - 1;
         // Checkpoints must agree with the chain, and none may lie beyond its end.
-        let cps = read_checkpoints(&dir).map_err(|m| open_err(&dir, m))?;
-        for cp in &cps {
+        for cp in stored.iter().map(|c| &c.cp) {
             if cp.seq > last_seq {
                 return Err(open_err(
                     &dir,
@@ -426,8 +480,12 @@ impl AuditTrail {
             seg_first,
             next_seq,
             hash,
-            since_checkpoint: 0,
+            // Records no checkpoint seals yet (a crash before the last one): the next
+            // occasion, at the latest a clean stop, seals them.
+            since_checkpoint: last_seq.saturating_sub(sealed_to),
             last_checkpoint: Instant::now(),
+            last_cp_hash,
+            cp_len,
             key,
             broken: false,
             index_tx: Some(index_tx),
@@ -544,19 +602,115 @@ impl Drop for AuditTrail {
     }
 }
 
-pub fn read_checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
+/// A checkpoint as `checkpoints.log` holds it.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    pub offset: u64,
+    /// The frame's hash: the checkpoint chain (version 2), or the record chain hash (version 1).
+    pub frame_hash: [u8; 32],
+    /// The stored payload (what the frame hash covers).
+    pub payload: Vec<u8>,
+    pub cp: Checkpoint,
+}
+
+/// `checkpoints.log` as read: its checkpoints, its bytes, and where and how it stops when it
+/// does not end cleanly after its last complete frame.
+pub type CheckpointsRead = (Vec<StoredCheckpoint>, Vec<u8>, Option<FrameError>);
+
+/// Reads `checkpoints.log` frame by frame; every frame read must be a checkpoint.
+pub fn read_checkpoints_raw(dir: &Path) -> Result<CheckpointsRead, String> {
     let path = dir.join(format::CHECKPOINTS_FILE);
     if !path.exists() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new(), None));
     }
-    let data = format::read_all(&path).map_err(|e| e.to_string())?;
-    let (frames, _stop) = format::decode_frames(&data, 0);
-    // A torn last checkpoint (crash while writing it) is ignored; it is rewritten later.
-    frames
-        .iter()
-        .filter(|f| f.kind == KIND_CHECKPOINT)
-        .map(|f| serde_json::from_slice(&f.payload).map_err(|e| format!("checkpoint at offset {}: {e}", f.offset)))
-        .collect()
+    let data = format::read_all(&path).map_err(|e| format!("{}: {e}", format::CHECKPOINTS_FILE))?;
+    let (frames, stop) = format::decode_frames_strict(&data, 0);
+    let mut out = Vec::with_capacity(frames.len());
+    for f in frames {
+        if f.kind != KIND_CHECKPOINT {
+            return Err(format!("{}, offset {}: not a checkpoint frame", format::CHECKPOINTS_FILE, f.offset));
+        }
+        let cp = serde_json::from_slice(&f.payload)
+            .map_err(|e| format!("{}, offset {}: unreadable checkpoint: {e}", format::CHECKPOINTS_FILE, f.offset))?;
+        out.push(StoredCheckpoint { offset: f.offset, frame_hash: f.hash, payload: f.payload, cp });
+    }
+    Ok((out, data, stop))
+}
+
+/// Every checkpoint of `dir`, read strictly: any unreadable byte is an error naming its offset.
+pub fn read_checkpoints(dir: &Path) -> Result<Vec<StoredCheckpoint>, String> {
+    let (cps, _, stop) = read_checkpoints_raw(dir)?;
+    match stop {
+        None => Ok(cps),
+        Some(stop) => Err(format!(
+            "{}, offset {}: {}",
+            format::CHECKPOINTS_FILE,
+            stop.offset(),
+            match stop {
+                FrameError::Truncated { .. } => "cut short",
+                FrameError::Corrupt { .. } => "damaged (checksum mismatch)",
+            }
+        )),
+    }
+}
+
+/// At start: a torn last checkpoint (a crash while writing it) is moved aside to
+/// `checkpoints.log.torn-<offset>`; any other damage is an error and nothing is changed.
+/// Returns the checkpoints and the file's length.
+fn recover_checkpoints(dir: &Path) -> Result<(Vec<StoredCheckpoint>, u64), String> {
+    let (cps, data, stop) = read_checkpoints_raw(dir)?;
+    let Some(stop) = stop else { return Ok((cps, data.len() as u64)) };
+    let at = stop.offset();
+    if !format::torn_last_frame(&data, &stop) {
+        return Err(format!(
+            "{}, offset {at}: damaged, and bytes follow it; nothing was changed; run `passerelle audit verify`",
+            format::CHECKPOINTS_FILE
+        ));
+    }
+    let path = dir.join(format::CHECKPOINTS_FILE);
+    std::fs::write(dir.join(format!("{}.torn-{at}", format::CHECKPOINTS_FILE)), &data[at as usize..])
+        .map_err(|e| e.to_string())?;
+    let f = OpenOptions::new().write(true).open(&path).map_err(|e| e.to_string())?;
+    f.set_len(at).and_then(|()| f.sync_all()).map_err(|e| e.to_string())?;
+    tracing::warn!(offset = at, "cut an incomplete checkpoint from the end of checkpoints.log");
+    Ok((cps, at))
+}
+
+/// The checkpoints form a chain: each version 2 checkpoint names the hash of the frame before
+/// it (zeros for the first) and its frame hash is `SHA-256(prev ‖ payload)`; version 1
+/// checkpoints (unchained) may only come before the first version 2 one; sequence numbers
+/// never go back.
+pub fn check_checkpoint_chain(cps: &[StoredCheckpoint]) -> Result<(), String> {
+    let mut prev = GENESIS;
+    let mut chained = false;
+    let mut last_seq = 0;
+    for (i, c) in cps.iter().enumerate() {
+        let at = format!("{}, offset {}, checkpoint at record {}", format::CHECKPOINTS_FILE, c.offset, c.cp.seq);
+        match c.cp.prev.as_deref() {
+            Some(p) => {
+                if p != format::hex(&prev) {
+                    let why = if i == 0 {
+                        "the first checkpoint must follow 64 zeros"
+                    } else {
+                        "a checkpoint before it was removed, inserted or reordered"
+                    };
+                    return Err(format!("{at}: does not follow the previous checkpoint ({why})"));
+                }
+                if format::checkpoint_chain(&prev, &c.payload) != c.frame_hash {
+                    return Err(format!("{at}: its frame hash does not chain"));
+                }
+                chained = true;
+            }
+            None if chained => return Err(format!("{at}: an unchained (version 1) checkpoint after chained ones")),
+            None => {}
+        }
+        if c.cp.seq < last_seq {
+            return Err(format!("{at}: goes back from record {last_seq}"));
+        }
+        last_seq = c.cp.seq;
+        prev = c.frame_hash;
+    }
+    Ok(())
 }
 
 /// Keeps the index up with the trail. The index can always be rebuilt from the trail, so a
@@ -827,27 +981,35 @@ impl Writer {
         if seq == 0 {
             return;
         }
-        let sig = self.key.sign(&format::checkpoint_message(seq, &self.hash, time_ms));
+        let prev = self.last_cp_hash;
+        let sig = self.key.sign(&format::checkpoint_message_v2(seq, &self.hash, time_ms, &prev));
         let cp = Checkpoint {
             seq,
             hash: format::hex(&self.hash),
             time_ms,
+            prev: Some(format::hex(&prev)),
             public_key: format::hex(self.key.public_key().as_ref()),
             signature: format::hex(sig.as_ref()),
         };
         let payload = serde_json::to_vec(&cp).unwrap_or_default();
+        let frame_hash = format::checkpoint_chain(&prev, &payload);
         let mut buf = Vec::with_capacity(payload.len() + 64);
-        format::encode_frame(&mut buf, KIND_CHECKPOINT, &self.hash, &payload);
+        format::encode_frame(&mut buf, KIND_CHECKPOINT, &frame_hash, &payload);
         let path = self.cfg.dir.join(format::CHECKPOINTS_FILE);
-        let r = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(&buf).and_then(|()| f.sync_data()));
+        let r = OpenOptions::new().create(true).write(true).truncate(false).open(&path).and_then(|f| {
+            let written = f.write_all_at(&buf, self.cp_len).and_then(|()| f.sync_data());
+            if written.is_err() {
+                // Never leave a partial checkpoint for the next one to follow.
+                let _ = f.set_len(self.cp_len);
+            }
+            written
+        });
         match r {
             Ok(()) => {
                 self.since_checkpoint = 0;
                 self.last_checkpoint = Instant::now();
+                self.last_cp_hash = frame_hash;
+                self.cp_len += buf.len() as u64;
             }
             // Records are durable already; the checkpoint is retried at the next occasion.
             Err(e) => tracing::warn!(error = %e, "audit checkpoint could not be written"),

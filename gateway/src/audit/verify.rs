@@ -8,7 +8,7 @@ use std::path::Path;
 use ring::signature::{ED25519, UnparsedPublicKey};
 
 use super::format::{self, Checkpoint, HEADER_LEN, KIND_RECORD};
-use super::trail::{payload_seq, read_checkpoints};
+use super::trail::{StoredCheckpoint, check_checkpoint_chain, payload_seq, read_checkpoints};
 
 /// The outcome of a verification.
 #[derive(Debug, Default)]
@@ -18,6 +18,10 @@ pub struct Report {
     pub first_seq: u64,
     pub last_seq: u64,
     pub checkpoints: usize,
+    /// The last record a checkpoint seals.
+    pub sealed_to: u64,
+    /// Records after the last checkpoint: intact, but nothing signed vouches for them yet.
+    pub unsealed: u64,
     /// The first problem found, naming the record; `None` when the trail verifies.
     pub problem: Option<String>,
 }
@@ -26,29 +30,47 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
     format::unhex(s)?.try_into().ok()
 }
 
-/// Checks a checkpoint's signature with `key` (its own key when `None`).
-pub fn checkpoint_signature_ok(cp: &Checkpoint, key: Option<&[u8; 32]>) -> bool {
-    let (Some(hash), Some(sig), Some(own)) = (hex32(&cp.hash), format::unhex(&cp.signature), hex32(&cp.public_key))
-    else {
+/// Checks a checkpoint's signature with the pinned `key` (never with the key it names).
+pub fn checkpoint_signature_ok(cp: &Checkpoint, key: &[u8; 32]) -> bool {
+    let (Some(hash), Some(sig)) = (hex32(&cp.hash), format::unhex(&cp.signature)) else {
         return false;
     };
-    let key = key.unwrap_or(&own);
-    UnparsedPublicKey::new(&ED25519, key).verify(&format::checkpoint_message(cp.seq, &hash, cp.time_ms), &sig).is_ok()
+    let message = match cp.prev.as_deref() {
+        Some(prev) => match hex32(prev) {
+            Some(prev) => format::checkpoint_message_v2(cp.seq, &hash, cp.time_ms, &prev),
+            None => return false,
+        },
+        None => format::checkpoint_message(cp.seq, &hash, cp.time_ms),
+    };
+    UnparsedPublicKey::new(&ED25519, key).verify(&message, &sig).is_ok()
 }
 
-/// Verifies every segment of `dir`: headers and their continuity, frame checksums, sequence
-/// numbers, the hash chain, and every checkpoint (signature with `public_key`, hash at its
-/// record, and that no checkpoint lies beyond the end of the trail).
-pub fn verify_dir(dir: &Path, public_key: Option<&[u8; 32]>) -> Result<Report, String> {
+/// Verifies every segment of `dir` against the pinned `public_key`: headers and their
+/// continuity, frame checksums, sequence numbers, the hash chain; every byte of
+/// `checkpoints.log` (an unreadable one is a problem, never an end of input), the checkpoint
+/// chain, each checkpoint's signature and its hash at its record, no checkpoint beyond the end
+/// of the trail, and every record of a segment other than the last sealed by a checkpoint
+/// (the gateway writes one whenever it starts a segment). Records after the last checkpoint
+/// are counted in [`Report::unsealed`].
+pub fn verify_dir(dir: &Path, public_key: &[u8; 32]) -> Result<Report, String> {
     let segs = format::segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut report = Report { segments: segs.len(), ..Report::default() };
-    let cps = read_checkpoints(dir)?;
-    report.checkpoints = cps.len();
-    let mut hashes: std::collections::HashMap<u64, [u8; 32]> = cps.iter().map(|c| (c.seq, [0; 32])).collect();
     let fail = |mut r: Report, msg: String| {
         r.problem = Some(msg);
         Ok(r)
     };
+    let stored: Vec<StoredCheckpoint> = match read_checkpoints(dir) {
+        Ok(c) => c,
+        Err(problem) => return fail(report, problem),
+    };
+    if let Err(problem) = check_checkpoint_chain(&stored) {
+        return fail(report, problem);
+    }
+    let cps: Vec<&Checkpoint> = stored.iter().map(|c| &c.cp).collect();
+    report.checkpoints = cps.len();
+    report.sealed_to = cps.iter().map(|c| c.seq).max().unwrap_or(0);
+    let mut hashes: std::collections::HashMap<u64, [u8; 32]> = cps.iter().map(|c| (c.seq, [0; 32])).collect();
+    let mut last_of_segment: Vec<(String, u64)> = Vec::new();
     let mut expected_seq: Option<u64> = None;
     let mut prev_hash: Option<[u8; 32]> = None;
     for (first, path) in &segs {
@@ -123,9 +145,10 @@ pub fn verify_dir(dir: &Path, public_key: Option<&[u8; 32]>) -> Result<Report, S
         }
         expected_seq = Some(seq);
         prev_hash = Some(hash);
+        last_of_segment.push((name, seq - 1));
     }
     let first_retained = report.first_seq;
-    for cp in &cps {
+    for cp in cps.iter().copied() {
         if !checkpoint_signature_ok(cp, public_key) {
             return fail(report, format!("checkpoint at record {}: bad signature", cp.seq));
         }
@@ -141,6 +164,17 @@ pub fn verify_dir(dir: &Path, public_key: Option<&[u8; 32]>) -> Result<Report, S
             return fail(report, format!("checkpoint at record {}: the chain does not match it", cp.seq));
         }
     }
+    // A checkpoint is written whenever a segment starts: a closed segment is always sealed.
+    if let Some((_, closed)) = last_of_segment.split_last() {
+        for (name, last) in closed {
+            if *last >= first_retained && *last > report.sealed_to {
+                let msg =
+                    format!("{name}: its records up to {last} are sealed by no checkpoint (checkpoints were removed)");
+                return fail(report, msg);
+            }
+        }
+    }
+    report.unsealed = report.last_seq.saturating_sub(report.sealed_to.max(first_retained.saturating_sub(1)));
     Ok(report)
 }
 
@@ -177,7 +211,7 @@ pub fn export(dir: &Path, from_ms: u64, to_ms: u64, out: &mut dyn Write) -> Resu
             prev = f.hash;
         }
     }
-    for cp in read_checkpoints(dir)? {
+    for cp in read_checkpoints(dir)?.into_iter().map(|c| c.cp) {
         if n > 0 && cp.seq >= lo {
             let mut v = serde_json::to_value(&cp).map_err(|e| e.to_string())?;
             v["type"] = "checkpoint".into();
@@ -307,13 +341,13 @@ mod tests {
         trail.close();
         let before = format::segments(&cfg.dir).unwrap().len();
         assert!(before > 5, "{before} segments");
-        let report = verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap();
+        let report = verify_dir(&cfg.dir, &trail.public_key).unwrap();
         assert_eq!((report.problem, report.records), (None, 40));
 
         // Keep the last 15 days.
         let removed = prune(&cfg.dir, 25 * 86_400_000).unwrap();
         assert!(!removed.is_empty());
-        let report = verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap();
+        let report = verify_dir(&cfg.dir, &trail.public_key).unwrap();
         assert_eq!(report.problem, None);
         assert!(report.first_seq > 1 && report.first_seq <= 26, "first retained {}", report.first_seq);
         assert_eq!(report.last_seq, 40);
@@ -328,7 +362,7 @@ mod tests {
         assert_eq!(rec.last_seq, 40);
         assert_eq!(trail.append(&record(41 * 86_400_000)).await.unwrap(), 41);
         trail.close();
-        assert_eq!(verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap().problem, None);
+        assert_eq!(verify_dir(&cfg.dir, &trail.public_key).unwrap().problem, None);
     }
 
     /// Segments after the first are prepared in advance (zeros written and synced) and filled
@@ -383,7 +417,7 @@ mod tests {
         let end = format::frames_end(&frames, HEADER_LEN);
         assert_eq!(stop, None);
         assert!(end < size && data[end as usize..].iter().all(|&b| b == 0));
-        let report = verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap();
+        let report = verify_dir(&cfg.dir, &trail.public_key).unwrap();
         assert_eq!((report.problem, report.records), (None, n));
 
         // Reopened, it goes on from its last record, in place.
@@ -394,19 +428,37 @@ mod tests {
         trail.close();
         assert_eq!(std::fs::metadata(last).unwrap().len(), size);
 
-        // A torn write in the prepared space: 30 bytes cut, the zeros after them not counted.
+        // A torn write in the prepared space: the first 30 bytes of a frame written, the zeros
+        // after them not counted.
         let data = std::fs::read(last).unwrap();
         let (frames, _) = format::decode_frames(&data, HEADER_LEN);
         let end = format::frames_end(&frames, HEADER_LEN);
+        let mut frame = Vec::new();
+        format::encode_frame(&mut frame, format::KIND_RECORD, &[7; 32], &[b'x'; 200]);
         {
             use std::os::unix::fs::FileExt as _;
             let f = std::fs::OpenOptions::new().write(true).open(last).unwrap();
-            f.write_all_at(&[0xAB; 30], end).unwrap();
+            f.write_all_at(&frame[..30], end).unwrap();
         }
-        let (trail, rec) = AuditTrail::open(cfg.clone(), store).unwrap();
+        let (trail, rec) = AuditTrail::open(cfg.clone(), store.clone()).unwrap();
         assert_eq!((rec.last_seq, rec.torn_bytes), (n, 30));
         trail.close();
         assert_eq!(std::fs::metadata(last).unwrap().len(), end);
-        assert_eq!(verify_dir(&cfg.dir, Some(&trail.public_key)).unwrap().problem, None);
+        assert_eq!(verify_dir(&cfg.dir, &trail.public_key).unwrap().problem, None);
+
+        // Damage with records after it is no crash's: the start is refused, naming the place,
+        // and not a byte changes.
+        let data = std::fs::read(last).unwrap();
+        let (frames, _) = format::decode_frames(&data, HEADER_LEN);
+        let victim = &frames[frames.len() - 3];
+        let mut damaged = data.clone();
+        damaged[victim.offset as usize + 50] ^= 0x01;
+        std::fs::write(last, &damaged).unwrap();
+        let err = AuditTrail::open(cfg.clone(), store).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("offset {}, record {}: damaged, and records follow it", victim.offset, n - 2)),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(last).unwrap(), damaged, "the trail was left as it was");
     }
 }

@@ -48,6 +48,12 @@ impl Site {
         Site { dir, config, pki, data_port, control_port, ops_port, sandboxes: vec![sigedis, assoc, rn] }
     }
 
+    /// The public half of the site's audit signing key: the key a verifier pins.
+    pub fn audit_key(&self) -> [u8; 32] {
+        gateway::audit::trail::signing_public_key(&self.path().join("pki/audit-signing.key"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
