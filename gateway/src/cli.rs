@@ -252,19 +252,35 @@ pub enum AuditCommand {
         #[arg(long)]
         require_sealed: bool,
     },
-    /// Write the records between two times, with their hashes, and the checkpoints covering
-    /// them, for archiving and for verification outside the gateway.
+    /// Write a range of records that proves itself (docs/audit-format.md §8): the records, with
+    /// their hashes, between a signed anchor checkpoint and a signed seal, for archiving and
+    /// for verification outside the gateway (`audit verify-export`).
     Export {
         dir: PathBuf,
-        /// From this time (RFC 3339, or a date `YYYY-MM-DD` meaning its start, UTC).
+        /// From this record (sequence number).
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        from_seq: Option<u64>,
+        /// Up to this record (sequence number; the last sealed one by default).
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        to_seq: Option<u64>,
+        /// From this time, inclusive (RFC 3339, or a date `YYYY-MM-DD` meaning its start, UTC):
+        /// translated to the smallest and largest sequence numbers of records in the time range.
         #[arg(long)]
         from: Option<String>,
-        /// Up to this time (RFC 3339, or a date meaning its end, UTC).
+        /// Up to this time, inclusive (RFC 3339, or a date meaning its end, UTC).
         #[arg(long)]
         to: Option<String>,
         /// Output format; `jsonl` is the only one.
         #[arg(long, default_value = "jsonl")]
         format: String,
+    },
+    /// Check an export from its lines alone against a pinned key: the anchor and seal
+    /// signatures and every record's hash and link. Exits 0 when it verifies, 1 otherwise.
+    VerifyExport {
+        file: PathBuf,
+        /// The checkpoint signing key's public half: 64 hex digits or a file holding them.
+        #[arg(long)]
+        public_key: String,
     },
     /// Remove whole segments whose records are all older than the retention period, oldest
     /// first; the chain stays verifiable from the oldest segment kept.
@@ -532,12 +548,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 Ok(code)
             }
-            Command::Audit { command: AuditCommand::Export { dir, from, to, format } } => {
+            Command::Audit { command: AuditCommand::Export { dir, from_seq, to_seq, from, to, format } } => {
                 if format != "jsonl" {
                     anyhow::bail!("unknown format '{format}': only jsonl");
                 }
-                let from = from.as_deref().map(|s| parse_time_ms(s, false)).transpose()?.unwrap_or(0);
-                let to = to.as_deref().map(|s| parse_time_ms(s, true)).transpose()?.unwrap_or(u64::MAX);
+                let selection = if from.is_some() || to.is_some() {
+                    let from_ms = from.as_deref().map(|s| parse_time_ms(s, false)).transpose()?.unwrap_or(0);
+                    let to_ms = to.as_deref().map(|s| parse_time_ms(s, true)).transpose()?.unwrap_or(u64::MAX);
+                    crate::audit::verify::Selection::Time { from_ms, to_ms }
+                } else {
+                    crate::audit::verify::Selection::Seq { from: from_seq.unwrap_or(1), to: to_seq }
+                };
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::new(stdout.lock());
                 let mut n = 0;
@@ -548,11 +569,37 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                         let line = serde_json::json!({ "type": "chain", "replica": name });
                         std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())?;
                     }
-                    n += crate::audit::verify::export(&chain, from, to, &mut out).map_err(anyhow::Error::msg)?;
+                    n += crate::audit::verify::export(&chain, selection, &mut out).map_err(anyhow::Error::msg)?;
                 }
                 std::io::Write::flush(&mut out)?;
                 eprintln!("{n} record(s) exported");
                 Ok(0)
+            }
+            Command::Audit { command: AuditCommand::VerifyExport { file, public_key } } => {
+                let key = parse_public_key(&public_key)?;
+                let text =
+                    std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                match crate::audit::verify::verify_export(&text, &key) {
+                    Ok(reports) => {
+                        for r in reports {
+                            let which = r.replica.map(|n| format!(" (replica {n})")).unwrap_or_default();
+                            if r.from_seq == 0 {
+                                println!("export{which} verifies: no records selected");
+                                continue;
+                            }
+                            let anchor = r.anchor.map_or("the start of the trail".to_owned(), |a| format!("checkpoint {a}"));
+                            println!(
+                                "export{which} verifies: records {}..{}, anchored at {anchor}, sealed at checkpoint {} ({} context record(s))",
+                                r.from_seq, r.to_seq, r.seal, r.context
+                            );
+                        }
+                        Ok(0)
+                    }
+                    Err(problem) => {
+                        println!("export does NOT verify: {problem}");
+                        Ok(1)
+                    }
+                }
             }
             Command::Audit { command: AuditCommand::Prune { dir, retention_days } } => {
                 let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000;

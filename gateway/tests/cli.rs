@@ -199,6 +199,13 @@ async fn audit_verify_and_export_handle_one_chain_per_replica() {
     let chains: Vec<_> = lines.iter().filter(|l| l["type"] == "chain").map(|l| l["replica"].clone()).collect();
     assert_eq!(chains, ["a", "b"]);
     assert_eq!(lines.iter().filter(|l| l["type"] == "record").count(), 8);
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let out = passerelle().args(["audit", "verify-export"]).arg(&file).arg("--public-key").arg(&key).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("export (replica a) verifies: records 1..3"), "{text}");
+    assert!(text.contains("export (replica b) verifies: records 1..5"), "{text}");
 
     // One byte changed in replica b's chain: b fails, a still verifies, exit 1.
     let seg = dir.path().join("audit/replica-b/segment-00000000000000000001.log");

@@ -376,20 +376,11 @@ async fn a_disk_turned_read_only_fails_closed_and_the_gateway_comes_back_after_r
 /// Rebuilds `checkpoints.log` from `cps`, chained and signed with `key` (what someone with
 /// write access to the files but another key could do).
 fn resign(cps: &[format::Checkpoint], key: &ring::signature::Ed25519KeyPair) -> Vec<u8> {
-    use ring::signature::KeyPair as _;
     let mut out = Vec::new();
     let mut prev = format::GENESIS;
     for cp in cps {
         let hash: [u8; 32] = format::unhex(&cp.hash).unwrap().try_into().unwrap();
-        let sig = key.sign(&format::checkpoint_message_v2(cp.seq, &hash, cp.time_ms, &prev));
-        let mut cp = cp.clone();
-        cp.prev = Some(format::hex(&prev));
-        cp.public_key = format::hex(key.public_key().as_ref());
-        cp.signature = format::hex(sig.as_ref());
-        let payload = serde_json::to_vec(&cp).unwrap();
-        let frame_hash = format::checkpoint_chain(&prev, &payload);
-        format::encode_frame(&mut out, format::KIND_CHECKPOINT, &frame_hash, &payload);
-        prev = frame_hash;
+        prev = format::signed_checkpoint(&mut out, key, cp.seq, &hash, cp.time_ms, &prev);
     }
     out
 }
@@ -512,4 +503,64 @@ async fn recovery_cuts_only_a_torn_last_write() {
     assert!(dir.join(format!("{}.torn-{last_cp}", format::CHECKPOINTS_FILE)).exists());
     let r = verify_dir(&dir, &key).unwrap();
     assert_eq!((r.problem, r.unsealed), (None, 0), "the stop after the recovery wrote a checkpoint");
+}
+
+/// An export proves itself: a range by sequence number (or by time, translated to one),
+/// between a signed anchor and a signed seal, checked from its lines alone; any edit of it is
+/// named by line.
+#[tokio::test]
+async fn an_export_proves_itself_and_any_edit_is_caught() {
+    use gateway::audit::verify::{Selection, export, verify_export};
+    let h = Harness::with_overrides(&[("PASSERELLE__AUDIT__CHECKPOINT_EVERY", "3")]).await.unwrap();
+    let agency = h.client(ASSOC_CALLER);
+    for _ in 0..10 {
+        association(&agency, &vcode(), &[]).await.unwrap();
+    }
+    let key = h.demo.gateway.audit.public_key;
+    let (cfg, _guard) = h.stop().await;
+    let dir = cfg.audit.dir.clone();
+    let mut out = Vec::new();
+    assert_eq!(export(&dir, Selection::Seq { from: 5, to: Some(7) }, &mut out).unwrap(), 3);
+    let text = String::from_utf8(out).unwrap();
+    let reports = verify_export(&text, &key).unwrap();
+    assert_eq!((reports[0].from_seq, reports[0].to_seq), (5, 7));
+    let anchor = reports[0].anchor.expect("anchored on a checkpoint before record 5");
+    assert!(anchor < 5 && reports[0].seal >= 7, "{reports:?}");
+    assert_eq!(reports[0].context, (5 - anchor - 1) + (reports[0].seal - 7));
+    let lines: Vec<&str> = text.lines().collect();
+    let edited = |f: &dyn Fn(&mut Vec<String>)| {
+        let mut v: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+        f(&mut v);
+        verify_export(&(v.join("\n") + "\n"), &key).unwrap_err()
+    };
+    let in_range = lines.iter().position(|l| l.contains("\"in_range\":true")).unwrap();
+    // A record's content changed (its hash kept): named.
+    let e = edited(&|v| v[in_range] = v[in_range].replace("\"outcome\\\":\\\"granted", "\"outcome\\\":\\\"refused"));
+    assert!(e.contains(&format!("line {}: record 5: altered", in_range + 1)), "{e}");
+    // A record removed: the next one does not continue the chain.
+    let e = edited(&|v| {
+        v.remove(in_range);
+    });
+    assert!(e.contains("expected record 5"), "{e}");
+    // The anchor removed: the records no longer start from a signed point.
+    let e = edited(&|v| {
+        v.remove(1);
+    });
+    assert!(e.contains("no anchor checkpoint before it"), "{e}");
+    // The seal's signature forged.
+    let last = lines.len() - 1;
+    let e = edited(&|v| {
+        let mut seal: serde_json::Value = serde_json::from_str(&v[last]).unwrap();
+        seal["signature"] = format::hex(&[1u8; 64]).into();
+        v[last] = seal.to_string();
+    });
+    assert!(e.contains("seal checkpoint") && e.contains("bad signature"), "{e}");
+    // Another key: nothing verifies.
+    assert!(verify_export(&text, &[9u8; 32]).unwrap_err().contains("bad signature"));
+
+    // By time: the whole day, translated to records 1..last, contiguous.
+    let mut out = Vec::new();
+    let n = export(&dir, Selection::Time { from_ms: 0, to_ms: u64::MAX }, &mut out).unwrap();
+    let r = verify_export(&String::from_utf8(out).unwrap(), &key).unwrap();
+    assert_eq!((r[0].from_seq, r[0].to_seq, n), (1, 11, 11), "{r:?}");
 }

@@ -250,6 +250,34 @@ pub fn checkpoint_message_v2(seq: u64, hash: &[u8; 32], time_ms: u64, prev: &[u8
     m
 }
 
+/// A version 2 checkpoint of record `seq` (chain hash `hash`) signed with `key` after the
+/// checkpoint frame whose hash is `prev`: its frame bytes (appended to `out`) and the frame's
+/// hash, which the next checkpoint names.
+pub fn signed_checkpoint(
+    out: &mut Vec<u8>,
+    key: &ring::signature::Ed25519KeyPair,
+    seq: u64,
+    hash: &[u8; 32],
+    time_ms: u64,
+    prev: &[u8; 32],
+) -> [u8; 32] {
+    use ring::signature::KeyPair as _;
+    let sig = key.sign(&checkpoint_message_v2(seq, hash, time_ms, prev));
+    let cp = Checkpoint {
+        seq,
+        hash: hex(hash),
+        time_ms,
+        prev: Some(hex(prev)),
+        public_key: hex(key.public_key().as_ref()),
+        signature: hex(sig.as_ref()),
+    };
+    // Serialising a struct of strings and integers cannot fail.
+    let payload = serde_json::to_vec(&cp).unwrap_or_default();
+    let frame_hash = checkpoint_chain(prev, &payload);
+    encode_frame(out, KIND_CHECKPOINT, &frame_hash, &payload);
+    frame_hash
+}
+
 /// The hash a version 2 checkpoint frame stores: it chains the checkpoints.
 pub fn checkpoint_chain(prev: &[u8; 32], payload: &[u8]) -> [u8; 32] {
     chain(prev, payload)

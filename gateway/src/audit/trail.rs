@@ -981,20 +981,8 @@ impl Writer {
         if seq == 0 {
             return;
         }
-        let prev = self.last_cp_hash;
-        let sig = self.key.sign(&format::checkpoint_message_v2(seq, &self.hash, time_ms, &prev));
-        let cp = Checkpoint {
-            seq,
-            hash: format::hex(&self.hash),
-            time_ms,
-            prev: Some(format::hex(&prev)),
-            public_key: format::hex(self.key.public_key().as_ref()),
-            signature: format::hex(sig.as_ref()),
-        };
-        let payload = serde_json::to_vec(&cp).unwrap_or_default();
-        let frame_hash = format::checkpoint_chain(&prev, &payload);
-        let mut buf = Vec::with_capacity(payload.len() + 64);
-        format::encode_frame(&mut buf, KIND_CHECKPOINT, &frame_hash, &payload);
+        let mut buf = Vec::with_capacity(512);
+        let frame_hash = format::signed_checkpoint(&mut buf, &self.key, seq, &self.hash, time_ms, &self.last_cp_hash);
         let path = self.cfg.dir.join(format::CHECKPOINTS_FILE);
         let r = OpenOptions::new().create(true).write(true).truncate(false).open(&path).and_then(|f| {
             let written = f.write_all_at(&buf, self.cp_len).and_then(|()| f.sync_data());

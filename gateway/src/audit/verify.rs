@@ -178,50 +178,261 @@ pub fn verify_dir(dir: &Path, public_key: &[u8; 32]) -> Result<Report, String> {
     Ok(report)
 }
 
-/// Writes the records whose time is within `[from_ms, to_ms]` as JSON lines, each with its
-/// sequence number, the chain hash before and after it and its canonical bytes; then the
-/// checkpoints covering them.
-pub fn export(dir: &Path, from_ms: u64, to_ms: u64, out: &mut dyn Write) -> Result<u64, String> {
-    let segs = format::segments(dir).map_err(|e| e.to_string())?;
-    let mut n = 0;
-    let (mut lo, mut hi) = (u64::MAX, 0);
-    for (_, path) in &segs {
-        let data = format::read_all(path).map_err(|e| e.to_string())?;
-        let header = format::decode_header(&data).ok_or_else(|| format!("{}: damaged header", path.display()))?;
+/// What an export selects.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection {
+    /// Records by sequence number, inclusive; `None` at the end: the last sealed record.
+    Seq { from: u64, to: Option<u64> },
+    /// Records whose `time_ms` lies in `[from_ms, to_ms]`; `time_ms` is not monotonic in
+    /// `seq`, so this is translated to the smallest and largest such sequence numbers, and
+    /// every record between them is exported.
+    Time { from_ms: u64, to_ms: u64 },
+}
+
+/// One record as the trail holds it, for exports.
+struct Held {
+    seq: u64,
+    prev: [u8; 32],
+    hash: [u8; 32],
+    payload: Vec<u8>,
+    time_ms: u64,
+}
+
+fn held_records(dir: &Path) -> Result<Vec<Held>, String> {
+    let mut out = Vec::new();
+    for (_, path) in format::segments(dir).map_err(|e| e.to_string())? {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_owned();
+        let data = format::read_all(&path).map_err(|e| format!("{name}: {e}"))?;
+        let header = format::decode_header(&data).ok_or_else(|| format!("{name}: the segment header is damaged"))?;
+        let (frames, stop) = format::decode_frames(&data, HEADER_LEN);
+        if let Some(stop) = stop {
+            return Err(format!("{name}, offset {}: damaged; run `passerelle audit verify`", stop.offset()));
+        }
         let mut prev = header.prev_hash;
-        let (frames, _) = format::decode_frames(&data, HEADER_LEN);
         for f in frames {
-            let text = std::str::from_utf8(&f.payload).map_err(|e| e.to_string())?;
-            let time =
-                serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v["time_ms"].as_u64()).unwrap_or(0);
-            if (from_ms..=to_ms).contains(&time) {
-                let seq = payload_seq(&f.payload).unwrap_or(0);
-                let line = serde_json::json!({
-                    "type": "record",
-                    "seq": seq,
-                    "prev_hash": format::hex(&prev),
-                    "hash": format::hex(&f.hash),
-                    "canonical": text,
-                });
-                writeln!(out, "{line}").map_err(|e| e.to_string())?;
-                lo = lo.min(seq);
-                hi = hi.max(seq);
-                n += 1;
-            }
+            let seq =
+                payload_seq(&f.payload).ok_or_else(|| format!("{name}, offset {}: unreadable record", f.offset))?;
+            let time_ms = serde_json::from_slice::<serde_json::Value>(&f.payload)
+                .ok()
+                .and_then(|v| v["time_ms"].as_u64())
+                .unwrap_or(0);
+            out.push(Held { seq, prev, hash: f.hash, payload: f.payload, time_ms });
             prev = f.hash;
         }
     }
-    for cp in read_checkpoints(dir)?.into_iter().map(|c| c.cp) {
-        if n > 0 && cp.seq >= lo {
-            let mut v = serde_json::to_value(&cp).map_err(|e| e.to_string())?;
-            v["type"] = "checkpoint".into();
-            writeln!(out, "{v}").map_err(|e| e.to_string())?;
-            if cp.seq >= hi {
-                break; // the first checkpoint at or past the range seals it
+    Ok(out)
+}
+
+fn checkpoint_line(kind: &str, cp: &Checkpoint) -> Result<serde_json::Value, String> {
+    let mut v = serde_json::to_value(cp).map_err(|e| e.to_string())?;
+    v["type"] = kind.into();
+    Ok(v)
+}
+
+/// Writes an export that proves itself (docs/audit-format.md §8): a header naming the selected
+/// sequence range, the last checkpoint before it (the anchor; none when the range starts at
+/// record 1), every record from just after the anchor to the first checkpoint at or after the
+/// range's end (the seal) — those outside the selection marked `"in_range":false`, because
+/// the chain cannot link the range to signed checkpoints without them — and the seal.
+/// Returns the number of records selected.
+pub fn export(dir: &Path, selection: Selection, out: &mut dyn Write) -> Result<u64, String> {
+    let records = held_records(dir)?;
+    let cps: Vec<Checkpoint> = read_checkpoints(dir)?.into_iter().map(|c| c.cp).collect();
+    let sealed_to = cps.iter().map(|c| c.seq).max().unwrap_or(0);
+    let (lo, hi, time) = match selection {
+        Selection::Seq { from, to } => (from.max(1), to.unwrap_or(sealed_to), None),
+        Selection::Time { from_ms, to_ms } => {
+            let inside = records.iter().filter(|r| (from_ms..=to_ms).contains(&r.time_ms)).map(|r| r.seq);
+            let (lo, hi) = inside.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
+            (lo, hi, Some((from_ms, to_ms)))
+        }
+    };
+    let write = |out: &mut dyn Write, v: serde_json::Value| writeln!(out, "{v}").map_err(|e| e.to_string());
+    let header = |lo: Option<u64>, hi: Option<u64>| {
+        serde_json::json!({
+            "type": "export", "version": 2, "from_seq": lo, "to_seq": hi,
+            "from_ms": time.map(|t: (u64, u64)| t.0), "to_ms": time.map(|t: (u64, u64)| t.1),
+        })
+    };
+    if lo > hi {
+        write(out, header(None, None))?;
+        return Ok(0);
+    }
+    let Some(seal) = cps.iter().filter(|c| c.seq >= hi).min_by_key(|c| c.seq) else {
+        return Err(format!(
+            "records up to {hi} are not sealed by a checkpoint yet (the last seals record {sealed_to}); export them after the next checkpoint"
+        ));
+    };
+    let anchor = cps.iter().filter(|c| c.seq < lo).max_by_key(|c| c.seq);
+    let start = anchor.map_or(1, |a| a.seq + 1);
+    let first_held = records.first().map_or(1, |r| r.seq);
+    if start < first_held {
+        return Err(format!(
+            "no checkpoint between the oldest retained record ({first_held}) and record {lo}: the export cannot be anchored"
+        ));
+    }
+    write(out, header(Some(lo), Some(hi)))?;
+    if let Some(a) = anchor {
+        write(out, checkpoint_line("anchor", a)?)?;
+    }
+    for r in records.iter().filter(|r| (start..=seal.seq).contains(&r.seq)) {
+        let text = std::str::from_utf8(&r.payload).map_err(|e| format!("record {}: {e}", r.seq))?;
+        write(
+            out,
+            serde_json::json!({
+                "type": "record",
+                "seq": r.seq,
+                "in_range": (lo..=hi).contains(&r.seq),
+                "prev_hash": format::hex(&r.prev),
+                "hash": format::hex(&r.hash),
+                "canonical": text,
+            }),
+        )?;
+    }
+    write(out, checkpoint_line("seal", seal)?)?;
+    Ok(hi - lo + 1)
+}
+
+/// What [`verify_export`] found in one chain's section of an export.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExportReport {
+    pub replica: Option<String>,
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub context: u64,
+    pub anchor: Option<u64>,
+    pub seal: u64,
+}
+
+/// One chain's section of an export, while it is read.
+struct Section {
+    report: ExportReport,
+    /// The hash the next record must continue from (the anchor's, or the last record's).
+    last_hash: Option<[u8; 32]>,
+    next_seq: u64,
+    range: Option<(u64, u64)>,
+}
+
+/// Verifies an export from its lines alone, with the pinned key: for each chain, the anchor
+/// checkpoint's signature (or the genesis hash when the records start at 1), every record's
+/// `hash = SHA-256(prev_hash ‖ canonical)` and its link to the line before, its `seq`, the
+/// seal's signature and that it seals the last record, and that the records marked in range
+/// are exactly the header's range. The first problem is returned with its line number.
+pub fn verify_export(text: &str, key: &[u8; 32]) -> Result<Vec<ExportReport>, String> {
+    let mut reports = Vec::new();
+    let mut cur: Option<Section> = None;
+    let mut replica: Option<String> = None;
+    let finish = |cur: &mut Option<Section>, reports: &mut Vec<ExportReport>, line: usize| -> Result<(), String> {
+        if let Some(sec) = cur.take() {
+            if sec.range.is_some() && sec.report.seal == 0 {
+                return Err(format!("line {line}: the export ends without its seal"));
             }
+            reports.push(sec.report);
+        }
+        Ok(())
+    };
+    let mut n = 0;
+    for (i, raw) in text.lines().enumerate() {
+        n = i + 1;
+        let at = |m: String| format!("line {n}: {m}");
+        let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| at(format!("not JSON: {e}")))?;
+        match v["type"].as_str() {
+            Some("chain") => {
+                finish(&mut cur, &mut reports, n)?;
+                replica = v["replica"].as_str().map(str::to_owned);
+            }
+            Some("export") => {
+                finish(&mut cur, &mut reports, n)?;
+                let range = match (v["from_seq"].as_u64(), v["to_seq"].as_u64()) {
+                    (Some(a), Some(b)) if a <= b => Some((a, b)),
+                    (None, None) => None,
+                    _ => return Err(at("from_seq and to_seq must be a range".into())),
+                };
+                let (from_seq, to_seq) = range.unwrap_or((0, 0));
+                let report = ExportReport { replica: replica.clone(), from_seq, to_seq, ..ExportReport::default() };
+                cur = Some(Section { report, last_hash: None, next_seq: 0, range });
+            }
+            Some(kind @ ("anchor" | "seal")) => {
+                let Some(Section { report: r, last_hash, next_seq, .. }) = cur.as_mut() else {
+                    return Err(at("a checkpoint before the export's header".into()));
+                };
+                let cp: Checkpoint =
+                    serde_json::from_value(v.clone()).map_err(|e| at(format!("bad checkpoint: {e}")))?;
+                if !checkpoint_signature_ok(&cp, key) {
+                    return Err(at(format!("{kind} checkpoint at record {}: bad signature", cp.seq)));
+                }
+                let hash = hex32(&cp.hash).ok_or_else(|| at("bad checkpoint hash".into()))?;
+                if kind == "anchor" {
+                    if last_hash.is_some() || r.anchor.is_some() {
+                        return Err(at("the anchor must come before the records".into()));
+                    }
+                    r.anchor = Some(cp.seq);
+                    *last_hash = Some(hash);
+                    *next_seq = cp.seq + 1;
+                } else {
+                    if *next_seq == 0 || cp.seq + 1 != *next_seq || *last_hash != Some(hash) {
+                        return Err(at(format!(
+                            "the seal at record {} does not seal the last record exported",
+                            cp.seq
+                        )));
+                    }
+                    r.seal = cp.seq;
+                }
+            }
+            Some("record") => {
+                let Some(Section { report: r, last_hash, next_seq, range }) = cur.as_mut() else {
+                    return Err(at("a record before the export's header".into()));
+                };
+                if r.seal != 0 {
+                    return Err(at("a record after the seal".into()));
+                }
+                let seq = v["seq"].as_u64().ok_or_else(|| at("seq missing".into()))?;
+                if last_hash.is_none() {
+                    // No anchor: the records must start at the very first one.
+                    if seq != 1 {
+                        return Err(at(format!("record {seq}: no anchor checkpoint before it")));
+                    }
+                    *last_hash = Some(format::GENESIS);
+                    *next_seq = 1;
+                }
+                if seq != *next_seq {
+                    return Err(at(format!("record {seq}: expected record {}", *next_seq)));
+                }
+                let prev = v["prev_hash"].as_str().and_then(hex32).ok_or_else(|| at("prev_hash missing".into()))?;
+                if Some(prev) != *last_hash {
+                    return Err(at(format!("record {seq}: prev_hash does not continue the chain")));
+                }
+                let canonical = v["canonical"].as_str().ok_or_else(|| at("canonical missing".into()))?;
+                if payload_seq(canonical.as_bytes()) != Some(seq) {
+                    return Err(at(format!("record {seq}: its canonical bytes name another record")));
+                }
+                let hash = format::chain(&prev, canonical.as_bytes());
+                if v["hash"].as_str() != Some(format::hex(&hash).as_str()) {
+                    return Err(at(format!("record {seq}: altered (hash mismatch)")));
+                }
+                let in_range = range.is_some_and(|(a, b)| (a..=b).contains(&seq));
+                if v["in_range"].as_bool() != Some(in_range) {
+                    return Err(at(format!("record {seq}: in_range does not match the header's range")));
+                }
+                if !in_range {
+                    r.context += 1;
+                }
+                *last_hash = Some(hash);
+                *next_seq = seq + 1;
+            }
+            _ => return Err(at("unknown line type".into())),
         }
     }
-    Ok(n)
+    finish(&mut cur, &mut reports, n)?;
+    for r in &reports {
+        if r.from_seq != 0 && r.seal < r.to_seq {
+            return Err(format!("the records up to {} are not all present and sealed", r.to_seq));
+        }
+    }
+    if reports.is_empty() {
+        return Err("no export header".into());
+    }
+    Ok(reports)
 }
 
 /// The chains under `dir`: `dir` itself when it holds segments, otherwise each `replica-<name>`
