@@ -284,11 +284,18 @@ pub enum AuditCommand {
     },
     /// Remove whole segments whose records are all older than the retention period, oldest
     /// first; the chain stays verifiable from the oldest segment kept.
+    /// A running gateway prunes on its own, daily, after `audit.retention_days` and never
+    /// before the longest retention a source declares; this is for a stopped one.
     Prune {
         dir: PathBuf,
-        /// Retention in days (10 years by default).
+        /// Retention in days (10 years by default); refused when shorter than a source's
+        /// declared minimum (`audit_retention_days`).
         #[arg(long, default_value_t = 3653)]
         retention_days: u32,
+        /// The gateway's configuration: its store holds the policy, whose sources declare
+        /// their minimum retention.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -601,7 +608,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     }
                 }
             }
-            Command::Audit { command: AuditCommand::Prune { dir, retention_days } } => {
+            Command::Audit { command: AuditCommand::Prune { dir, retention_days, config } } => {
+                let cfg = Config::load(&config, std::env::vars())?;
+                let (store, ..) = crate::server::open_store(&cfg).context(
+                    "cannot open the store to read the sources' minimum retention (a running gateway prunes on its own)",
+                )?;
+                let handle = crate::policy::PolicyHandle::from_store(store.as_ref())?;
+                if let Some((floor, source)) = handle.model().audit_retention_floor()
+                    && retention_days < floor
+                {
+                    eprintln!(
+                        "refused: source '{source}' requires its audit records to be kept {floor} days; --retention-days {retention_days} is shorter"
+                    );
+                    return Ok(2);
+                }
                 let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000;
                 let cutoff = now.saturating_sub(u64::from(retention_days) * 86_400_000);
                 let removed = crate::audit::verify::prune(&dir, cutoff).map_err(anyhow::Error::msg)?;

@@ -332,16 +332,29 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         }
         None => None,
     };
+    // Retention: once a day, whole segments older than the retention are removed — never
+    // sooner than the longest minimum a source declares (seed 003: ten years).
+    tokio::spawn(prune_daily(
+        pipeline.audit.dir.clone(),
+        cfg.audit.retention_days,
+        policy.clone(),
+        shutdown_rx.clone(),
+    ));
+    // Refused handshakes on the mTLS listeners, written once a second (seed 004: attempts too).
+    let attempts = Arc::new(crate::audit::attempts::Attempts::default());
+    let attempts_task = tokio::spawn(attempts.clone().run(pipeline.audit.clone(), shutdown_rx.clone()));
     let control_task = control.map(|(l, plane)| {
         let handler = move |req: Request<Incoming>, caller: Arc<Caller>| {
             let plane = plane.clone();
             async move { plane.handle(req, &caller).await }
         };
-        let listen = Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "control");
+        let mut listen = Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "control");
+        listen.attempts = Some(attempts.clone());
         tokio::spawn(serve_mtls(l, listen, builder.clone(), shutdown_rx.clone(), handler))
     });
     let data_pipeline = pipeline.clone();
-    let listen = Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "data");
+    let mut listen = Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "data");
+    listen.attempts = Some(attempts.clone());
     let data_task = tokio::spawn(serve_mtls(
         listener,
         listen,
@@ -357,6 +370,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         if let Some(t) = control_task {
             let _ = t.await;
         }
+        // The refused handshakes of the last second, before the trail closes.
+        let _ = attempts_task.await;
         // Everything answered has its record durable already; write the final checkpoint.
         let trail = pipeline.audit.clone();
         drop(pipeline);
@@ -379,6 +394,55 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     })
 }
 
+/// The retention in force: the configured one, or a source's longer minimum.
+pub fn retention_days(configured: u32, policy: &policies::model::Policy) -> u32 {
+    policy.audit_retention_floor().map_or(configured, |(floor, _)| configured.max(floor))
+}
+
+#[cfg(test)]
+mod retention_tests {
+    #[test]
+    fn a_source_minimum_outlasts_a_shorter_configured_retention() {
+        let policy = policies::bundle::load_texts(policies::seed::BUNDLES.iter().copied()).unwrap_or_default();
+        assert_eq!(policy.audit_retention_floor(), Some((3653, "rn")));
+        assert_eq!(super::retention_days(30, &policy), 3653);
+        assert_eq!(super::retention_days(4000, &policy), 4000);
+        assert_eq!(super::retention_days(30, &policies::model::Policy::default()), 30);
+    }
+}
+
+/// Prunes the trail in `dir` a minute after start, then every day, until `shutdown`.
+async fn prune_daily(
+    dir: std::path::PathBuf,
+    configured: u32,
+    policy: Arc<crate::policy::PolicyHandle>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        wait = Duration::from_secs(86_400);
+        let days = retention_days(configured, &policy.model());
+        let cutoff = policy.now_ms().saturating_sub(u64::from(days) * 86_400_000);
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || crate::audit::verify::prune(&d, cutoff)).await {
+            Ok(Ok(removed)) if !removed.is_empty() => {
+                tracing::info!(
+                    segments = removed.len(),
+                    retention_days = days,
+                    "audit segments past retention removed"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "audit pruning failed"),
+            Err(e) => tracing::warn!(error = %e, "audit pruning failed"),
+        }
+    }
+}
+
 /// What a TLS listener needs per connection: the server configuration in force (swapped on
 /// reload), the handshake deadline, and where to count.
 #[derive(Clone)]
@@ -390,6 +454,8 @@ pub(crate) struct Listen {
     pub name: &'static str,
     /// Its open-connections gauge, resolved once.
     pub open: prometheus::IntGauge,
+    /// Where refused handshakes are noted for the audit trail (the mTLS listeners).
+    pub attempts: Option<Arc<crate::audit::attempts::Attempts>>,
 }
 
 impl Listen {
@@ -400,7 +466,7 @@ impl Listen {
         name: &'static str,
     ) -> Self {
         let open = metrics.connections.with_label_values(&[name]);
-        Listen { tls, handshake_timeout, metrics, name, open }
+        Listen { tls, handshake_timeout, metrics, name, open, attempts: None }
     }
 }
 
@@ -422,23 +488,36 @@ impl Listen {
         peer: SocketAddr,
     ) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, OpenConnection)> {
         let acceptor = TlsAcceptor::from(self.tls.load_full());
-        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await {
+        // The verifier leaves a refused certificate in PRESENTED, for the attempt's record.
+        let (outcome, presented) = crate::audit::attempts::PRESENTED
+            .scope(std::cell::RefCell::new(None), async {
+                let outcome = tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await;
+                let presented = crate::audit::attempts::PRESENTED.with(|p| p.borrow_mut().take());
+                (outcome, presented)
+            })
+            .await;
+        let reason = match outcome {
             Ok(Ok(s)) => {
                 self.open.inc();
-                Some((s, OpenConnection(self.open.clone())))
+                return Some((s, OpenConnection(self.open.clone())));
             }
             Ok(Err(e)) => {
                 let reason = crate::metrics::tls_reason(&e);
-                self.metrics.tls_failures.with_label_values(&[self.name, reason]).inc();
                 tracing::debug!(%peer, reason, error = %e, "TLS handshake refused");
-                None
+                reason
             }
             Err(_) => {
-                self.metrics.tls_failures.with_label_values(&[self.name, "timeout"]).inc();
                 tracing::debug!(%peer, "TLS handshake timed out");
-                None
+                "timeout"
             }
+        };
+        self.metrics.tls_failures.with_label_values(&[self.name, reason]).inc();
+        // A connection closed before it said anything TLS (a port probe, a load balancer's
+        // health check) is no attempted access; everything else is recorded.
+        if let Some(a) = self.attempts.as_ref().filter(|_| reason != "io") {
+            a.note(self.name, reason, presented.as_deref(), peer.ip());
         }
+        None
     }
 }
 

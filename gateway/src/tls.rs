@@ -111,10 +111,16 @@ impl ClientCertVerifier for ChainLimit {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        if intermediates.len() > self.max_intermediates {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
+        let verdict = if intermediates.len() > self.max_intermediates {
+            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+        } else {
+            self.inner.verify_client_cert(end_entity, intermediates, now)
+        };
+        if verdict.is_err() {
+            // For the audit record of the attempt (only refused certificates are kept).
+            crate::audit::attempts::note_refused_certificate(end_entity.as_ref());
         }
-        self.inner.verify_client_cert(end_entity, intermediates, now)
+        verdict
     }
     fn verify_tls12_signature(
         &self,

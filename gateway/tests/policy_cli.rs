@@ -87,4 +87,14 @@ async fn export_edit_import_and_the_bundles_on_disk() {
     let (code, out, err) =
         passerelle(&["audit", "verify", audit.to_str().unwrap(), "--public-key", key.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
+
+    // Pruning by hand never goes below a source's declared minimum: the National Register's
+    // LRA flows keep ten years (seed 003).
+    let dir = audit.to_str().unwrap();
+    let (code, out, err) = passerelle(&["audit", "prune", dir, "--retention-days", "30", "--config", &config]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("source 'rn' requires its audit records to be kept 3653 days"), "{err}");
+    let (code, out, err) = passerelle(&["audit", "prune", dir, "--retention-days", "3653", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 segment(s) removed"), "{out}");
 }

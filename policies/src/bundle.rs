@@ -269,6 +269,9 @@ impl Validator {
             let file = file.as_str();
             for (i, s) in p.sources.iter().enumerate() {
                 let key = format!("sources[{i}]");
+                if s.audit_retention_days == Some(0) {
+                    self.err(file, format!("{key}.audit_retention_days"), "must be at least 1 day");
+                }
                 if let Some(po) = s.privacy_office
                     && !all_orgs.contains_key(&po)
                 {

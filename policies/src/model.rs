@@ -163,6 +163,17 @@ pub struct Source {
     /// 7/4; a consent-based flow). Declared by the integrator only.
     #[serde(default)]
     pub ceiling: Option<Ceiling>,
+    /// The fewest days the audit trail must keep the records of calls to this source (seed
+    /// 003: ten years); the gateway never prunes sooner.
+    #[serde(default)]
+    pub audit_retention_days: Option<u32>,
+}
+
+impl Policy {
+    /// The longest minimum audit retention a source declares, with that source.
+    pub fn audit_retention_floor(&self) -> Option<(u32, &str)> {
+        self.sources.iter().filter_map(|s| s.audit_retention_days.map(|d| (d, s.id.as_str()))).max_by_key(|(d, _)| *d)
+    }
 }
 
 impl Source {

@@ -34,6 +34,7 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
         owner,
         privacy_office: None,
         ceiling: Some(ceiling),
+        audit_retention_days: None,
     });
     for s in 0..20 {
         p.services.push(Service {

@@ -564,3 +564,58 @@ async fn an_export_proves_itself_and_any_edit_is_caught() {
     let r = verify_export(&String::from_utf8(out).unwrap(), &key).unwrap();
     assert_eq!((r[0].from_seq, r[0].to_seq, n), (1, 11, 11), "{r:?}");
 }
+
+/// Attempted accesses are logged too (seed 004 §3, §6): refused handshakes on the data plane
+/// become records, one per (reason, certificate, peer) and second with their count, and an
+/// auditor's query by organisation finds those that presented its enterprise number.
+#[tokio::test]
+async fn refused_handshakes_are_recorded_and_found_by_organisation() {
+    let h = Harness::start().await.unwrap();
+    // An expired certificate of agency A, five times; no certificate at all, twice.
+    for _ in 0..5 {
+        assert!(association(&h.client(tests::EXPIRED), &vcode(), &[]).await.is_err(), "an expired certificate");
+    }
+    for _ in 0..2 {
+        assert!(association(&h.anonymous(), &vcode(), &[]).await.is_err(), "no certificate");
+    }
+    // The records are written within the second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let attempts = loop {
+        let records = read_records(&h.demo.config.audit.dir).unwrap();
+        let a: Vec<StoredRecord> =
+            records.into_iter().filter(|r| r.record.kind == RecordKind::HandshakeRefused).collect();
+        let count = |r: &StoredRecord| {
+            r.record.justification.as_deref().and_then(|j| j.split(' ').next()).and_then(|n| n.parse::<u64>().ok())
+        };
+        if a.iter().filter_map(count).sum::<u64>() >= 7 {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "refused handshakes not recorded: {a:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let agency = tests::Harness::agency_kbo_static().to_string().replace('.', "");
+    let expired: Vec<&StoredRecord> = attempts.iter().filter(|r| r.record.caller.as_deref() == Some(&agency)).collect();
+    assert!(!expired.is_empty(), "{attempts:?}");
+    for r in &expired {
+        assert_eq!(r.record.outcome, Outcome::Refused);
+        assert_eq!(r.record.operation, "TLS handshake on data");
+        assert!(r.record.cert_fingerprint.as_deref().is_some_and(|f| f.len() == 64));
+        let j = r.record.justification.as_deref().unwrap();
+        assert!(j.contains("attempt(s) from 127.0.0.1; certificate subject:"), "{j}");
+    }
+    assert!(attempts.len() <= 4, "aggregated per second, not one record per attempt: {}", attempts.len());
+    let anonymous: Vec<&StoredRecord> = attempts.iter().filter(|r| r.record.cert_fingerprint.is_none()).collect();
+    assert!(!anonymous.is_empty(), "{attempts:?}");
+
+    // An auditor asking about agency A's calls sees its attempts.
+    let body = serde_json::json!({
+        "caller": agency,
+        "justification": { "case_reference": "SSIPVP/2026/3", "legal_ground": "RD 10/12/2017 §6", "requested_by": "SSIPVP" },
+    });
+    let a = send(&h.control_client("admin"), Method::POST, "/audit/queries", &[], Bytes::from(body.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let found = a.json().unwrap()["records"].as_array().unwrap().clone();
+    assert!(found.iter().any(|r| r["kind"] == "handshake-refused"), "{found:?}");
+}

@@ -6,7 +6,9 @@
 //! * [`trail`]: the writer — group commit, fail-closed, recovery at start.
 //! * [`index`]: indexes by subject, caller and time, in the store.
 //! * [`verify`]: `passerelle audit verify` and `export`.
+//! * [`attempts`]: refused TLS handshakes, aggregated per second into records.
 
+pub mod attempts;
 pub mod format;
 pub mod index;
 pub mod record;

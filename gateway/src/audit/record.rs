@@ -21,6 +21,9 @@ pub enum RecordKind {
     /// A change of the policy (an instrument registered, a lifecycle step, an adhesion, a role,
     /// a bundle import): who made it and what changed, in `justification`.
     PolicyChange,
+    /// TLS handshakes refused on an mTLS listener within one second, from one address with one
+    /// certificate for one reason (`audit::attempts`): an attempted access.
+    HandshakeRefused,
 }
 
 /// A data subject named in a call or found in its answer.
