@@ -31,7 +31,8 @@ Passerelle's first closed-loop run.
 
 `--baseline BINARY` puts another Passerelle build in nginx's place (same configuration, its own
 trail and store): an A/B of two versions, e.g. `git worktree add /tmp/old <commit>`, build it
-there, and pass `/tmp/old/target/release/passerelle`.
+there, and pass `/tmp/old/target/release/passerelle` (with `--baseline-bundles
+/tmp/old/policies/bundles` when the older build cannot read this tree's bundles).
 """
 
 import argparse
@@ -158,11 +159,12 @@ headers = {{ x-legal-basis = "VL/PROT/2022/017", x-purpose = "SUBSIDY_HANDLING",
 """
 
 
-def prepare_bundles(work):
-    """The seed bundles in `work/bundles`, with the association protocol's periodicity (2,000
-    calls a day) raised so that the rate check runs on every call but never refuses one."""
-    bundles = os.path.join(work, "bundles")
-    shutil.copytree(os.path.join(ROOT, "policies", "bundles"), bundles)
+def prepare_bundles(work, source=None, name="bundles"):
+    """The seed bundles (of this tree, or of `source`) in `work/<name>`, with the association
+    protocol's periodicity (2,000 calls a day) raised so that the rate check runs on every call
+    but never refuses one."""
+    bundles = os.path.join(work, name)
+    shutil.copytree(source or os.path.join(ROOT, "policies", "bundles"), bundles)
     path = os.path.join(bundles, "associations.toml")
     with open(path) as f:
         text = f.read()
@@ -320,6 +322,9 @@ def main():
     p.add_argument("--audit-dir", metavar="DIR",
                    help="put Passerelle's audit trail in DIR (a diagnostic: on /dev/shm, fdatasync costs nothing "
                         "and the figures show what the durable write adds; such a trail survives no crash)")
+    p.add_argument("--baseline-bundles", metavar="DIR",
+                   help="the seed bundles the --baseline build reads (its tree's policies/bundles), "
+                        "when it cannot read this tree's")
     p.add_argument("--baseline", metavar="BINARY",
                    help="instead of nginx, another Passerelle build (e.g. one built from an earlier commit), "
                         "with the same configuration and full pipeline: an A/B of two versions in one run")
@@ -363,6 +368,10 @@ def main():
             conf = PASSERELLE_CONF.format(work=args.work, audit=os.path.join(args.work, "audit-baseline"),
                                           upstream=upstream, port=ng_port, pki=args.pki)
             conf = conf.replace(f"{args.work}/store", f"{args.work}/store-baseline")
+            if args.baseline_bundles:
+                # An older build may not read this tree's bundles: it gets those of its own.
+                prepare_bundles(args.work, args.baseline_bundles, "bundles-baseline")
+                conf = conf.replace(f"{args.work}/bundles", f"{args.work}/bundles-baseline")
             conf += '\n[ops]\nlisten = "127.0.0.1:0"\n\n[control]\nlisten = "127.0.0.1:0"\n'
             with open(os.path.join(args.work, "baseline.toml"), "w") as f:
                 f.write(conf)
