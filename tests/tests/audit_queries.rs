@@ -61,6 +61,20 @@ async fn auditor_queries_need_a_justification_and_are_themselves_audited() {
     let doc = a.json().unwrap();
     let ids: Vec<&str> = doc["records"].as_array().unwrap().iter().map(|r| r["request_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["assoc-0", "assoc-1", "assoc-2", "assoc-refused"]);
+    assert_eq!(doc["truncated"], false);
+    // A limit never cuts silently: the answer says more records matched.
+    let a = send(
+        &auditor,
+        Method::POST,
+        "/audit/queries",
+        &[],
+        query(serde_json::json!({ "subject": v, "limit": 2, "justification": justification })),
+    )
+    .await
+    .unwrap();
+    tests::openapi::check("POST", "/audit/queries", &a);
+    let doc = a.json().unwrap();
+    assert_eq!((doc["count"].as_u64(), doc["truncated"].as_bool()), (Some(2), Some(true)), "{doc}");
     // By caller: only bank A's call.
     let a = send(
         &auditor,
@@ -79,7 +93,7 @@ async fn auditor_queries_need_a_justification_and_are_themselves_audited() {
     // Each query is an audit record with its justification.
     let records = read_records(&h.demo.config.audit.dir).unwrap();
     let queries: Vec<_> = records.iter().filter(|r| r.record.kind == RecordKind::AuditQuery).collect();
-    assert_eq!(queries.len(), 2, "the two answered queries (refused ones return nothing and record nothing)");
+    assert_eq!(queries.len(), 3, "the three answered queries (refused ones return nothing and record nothing)");
     assert!(queries[0].record.justification.as_deref().unwrap().contains("PV/2026/0815"));
     assert_eq!(queries[0].record.caller.as_deref(), Some("0123456749"));
 }

@@ -314,8 +314,11 @@ impl ControlPlane {
             format!("case {}; legal ground: {}; requested by: {}", j.case_reference, j.legal_ground, j.requested_by);
         let query_seq =
             self.record_query(&org.kbo, org.fingerprint_hex(), "POST /audit/queries", subjects, justification).await?;
-        // The trail as it stood when the query was made: not the query's own record.
-        let found = self.find(selector, from, to, limit, query_seq).await?;
+        // The trail as it stood when the query was made: not the query's own record. One more
+        // than the limit is read, to say whether the answer is cut (never silently).
+        let mut found = self.find(selector, from, to, limit + 1, query_seq).await?;
+        let truncated = found.len() > limit;
+        found.truncate(limit);
         let records: Vec<serde_json::Value> = found
             .into_iter()
             .map(|(replica, r)| {
@@ -328,7 +331,9 @@ impl ControlPlane {
             .collect();
         Ok(json(
             StatusCode::OK,
-            &serde_json::json!({ "query_record": query_seq, "count": records.len(), "records": records }),
+            &serde_json::json!({
+                "query_record": query_seq, "count": records.len(), "truncated": truncated, "records": records,
+            }),
         ))
     }
 
