@@ -28,7 +28,7 @@ fn python_rejects(schema: &str, answers: &[serde_json::Value]) -> usize {
     let out = Command::new("python3").arg("-c").arg(CHECK).arg(&s).arg(&a).output().expect("python3");
     assert!(
         out.status.success(),
-        "the independent validator did not run (.ci/run installs Python's jsonschema): {}",
+        "the independent validator did not run (scripts/test installs Python's jsonschema): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()

@@ -1,6 +1,6 @@
 //! The DIV layout is a real contract: requests and answers recorded from the DIV sandbox over
 //! a real socket, and the same answers reduced to several grants, are validated against the
-//! published XSD by `xmllint --schema` (libxml2; `.ci/run` installs it) — and documents the
+//! published XSD by `xmllint --schema` (libxml2; `scripts/test` installs it) — and documents the
 //! gateway refuses for their layout are refused by `xmllint` too. So the gateway's XML layout
 //! and the XSD agree, both ways, on these documents.
 
@@ -30,7 +30,7 @@ fn xmllint_accepts(docs: &[String]) -> Vec<bool> {
                 .arg(&schema)
                 .arg(&f)
                 .output()
-                .expect("xmllint (package libxml2-utils; .ci/run installs it)");
+                .expect("xmllint (package libxml2-utils; scripts/test installs it)");
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(!stderr.contains("failed to compile"), "the XSD does not compile: {stderr}");
             out.status.success()

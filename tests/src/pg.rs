@@ -1,5 +1,5 @@
 //! A throw-away PostgreSQL cluster for the scale-out tests: Debian's server binaries
-//! (`postgresql` package; `.ci/run` installs it), a data directory in a temp dir, a free port
+//! (`postgresql` package; `scripts/test` installs it), a data directory in a temp dir, a free port
 //! on 127.0.0.1, trust authentication. Run as the `postgres` user when the tests run as root
 //! (`initdb` refuses root).
 
@@ -64,7 +64,7 @@ impl PgCluster {
                 "{REQUIRE_ENV} is set but no PostgreSQL server binaries were found (/usr/lib/postgresql/*/bin)"
             );
             eprintln!(
-                "\n*** SKIPPED {test}: no PostgreSQL server binaries (install Debian's `postgresql`; .ci/run does) ***\n"
+                "\n*** SKIPPED {test}: no PostgreSQL server binaries (install Debian's `postgresql`; scripts/test does) ***\n"
             );
             return Ok(None);
         };

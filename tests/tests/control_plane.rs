@@ -635,7 +635,7 @@ async fn bundle_export_and_import_go_the_same_way() {
 #[tokio::test]
 async fn the_openapi_document_validates_and_matches_the_served_api() {
     let h = Harness::start().await.unwrap();
-    // A real OpenAPI validator (.ci/run installs openapi-spec-validator).
+    // A real OpenAPI validator (scripts/test installs openapi-spec-validator).
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway/openapi.json");
     let out = std::process::Command::new("python3")
         .args([
@@ -647,7 +647,7 @@ async fn the_openapi_document_validates_and_matches_the_served_api() {
         .unwrap();
     assert!(
         out.status.success(),
-        "openapi.json does not validate (or openapi-spec-validator is missing; .ci/run installs it): {}",
+        "openapi.json does not validate (or openapi-spec-validator is missing; scripts/test installs it): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     // The served document is the one in the repository.

@@ -59,7 +59,7 @@ async fn metrics_count_the_calls_and_parse_as_prometheus_text() {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "the exposition did not parse (.ci/run installs prometheus_client): {}",
+        "the exposition did not parse (scripts/test installs prometheus_client): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let mut samples: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
