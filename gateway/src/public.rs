@@ -89,11 +89,11 @@ impl Public {
         if req.method() != Method::GET {
             return Err(Refusal::new(Code::MethodNotAllowed, "the publication is read with GET"));
         }
-        let policy = self.policy.model();
+        let (policy, snapshot, now) = (self.policy.model(), self.policy.current(), self.policy.now_secs());
         let (body, ct) = if req.uri().path().ends_with(".html") {
-            (crate::publication::html(&policy), "text/html; charset=utf-8")
+            (crate::publication::html(&policy, &snapshot, now), "text/html; charset=utf-8")
         } else {
-            (crate::publication::document(&policy).to_string(), "application/json")
+            (crate::publication::document(&policy, &snapshot, now).to_string(), "application/json")
         };
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));

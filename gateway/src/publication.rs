@@ -4,15 +4,16 @@
 //! state, and active general instruments with their adherents. Built from the policy in force
 //! at each call, so a change is visible at once; as JSON and as a plain HTML page.
 
-use policies::model::{ConventionState, Instrument, InstrumentKind, Policy, Recipient, Status};
+use policies::Snapshot;
+use policies::model::{ConventionState, Env, Instrument, InstrumentKind, Policy, Recipient, Status};
 use serde_json::{Value, json};
 
 use crate::error::escape_xml;
 
-/// Whether `ins` is published now: its own state allows it, every instrument it rests on is
-/// active (a child is never more in force than its parent), and no active deliberation has
-/// replaced it.
-pub fn is_published(policy: &Policy, ins: &Instrument) -> bool {
+/// Whether `ins` is published now: its own state allows it, and what it rests on holds it in
+/// force — every parent in force and no replacing deliberation in force — by the same rule as
+/// `decide()` (`Snapshot::rests_in_force`, for production at `now`, Unix seconds).
+pub fn is_published(snapshot: &Snapshot, ins: &Instrument, now: i64) -> bool {
     let own = match ins.kind {
         InstrumentKind::Convention => ins.state == Some(ConventionState::Published),
         InstrumentKind::Deliberation | InstrumentKind::Protocol | InstrumentKind::General => {
@@ -20,37 +21,20 @@ pub fn is_published(policy: &Policy, ins: &Instrument) -> bool {
         }
         InstrumentKind::Statutory | InstrumentKind::AccessMatrix => false,
     };
-    let find = |r: &str| policy.instruments.iter().find(|i| i.reference == r);
-    let replaced = policy
-        .instruments
-        .iter()
-        .any(|d| d.effective_status() == Status::Active && d.replaces.contains(&ins.reference));
-    // Validation refuses cycles; the bound keeps a walk finite anyway.
-    let mut next = ins.parent.as_deref();
-    let mut parents_active = true;
-    for _ in 0..16 {
-        let Some(r) = next else { break };
-        match find(r) {
-            Some(p) if p.effective_status() == Status::Active => next = p.parent.as_deref(),
-            _ => {
-                parents_active = false;
-                break;
-            }
-        }
-    }
-    own && parents_active && next.is_none() && !replaced
+    own && snapshot.rests_in_force(&ins.reference, Env::Production, now)
 }
 
 fn org_name(policy: &Policy, kbo: policies::ids::Kbo) -> String {
     policy.organisations.iter().find(|o| o.kbo == kbo).map_or_else(|| kbo.to_string(), |o| o.name.clone())
 }
 
-/// The publication as a JSON document.
-pub fn document(policy: &Policy) -> Value {
+/// The publication as a JSON document: `policy` and its compiled `snapshot`, at `now` (Unix
+/// seconds).
+pub fn document(policy: &Policy, snapshot: &Snapshot, now: i64) -> Value {
     let instruments: Vec<Value> = policy
         .instruments
         .iter()
-        .filter(|i| is_published(policy, i))
+        .filter(|i| is_published(snapshot, i, now))
         .map(|ins| {
             let grants: Vec<Value> = ins
                 .grants
@@ -110,8 +94,8 @@ fn text(v: &Value) -> String {
 }
 
 /// The publication as a plain, readable HTML page (every value escaped).
-pub fn html(policy: &Policy) -> String {
-    let doc = document(policy);
+pub fn html(policy: &Policy, snapshot: &Snapshot, now: i64) -> String {
+    let doc = document(policy, snapshot, now);
     let mut out = String::with_capacity(4096);
     out.push_str(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Published data flows</title>",

@@ -279,13 +279,33 @@ impl Snapshot {
         }
     }
 
-    /// Whether `instrument` is in force for `env` at `now`: its own status and window, those
-    /// of every instrument it rests on (up to the root), and no replacing deliberation in force.
+    /// Whether `instrument` is in force for `env` at `now`: its own status and window, then
+    /// [`Self::chain_in_force`].
     fn in_force(&self, instrument: u32, env: Env, now: i64) -> Result<(), Deny> {
+        let own = self.instrument_info[instrument as usize].in_force(env, now);
+        own.map_err(|(code, reason)| Deny {
+            code,
+            reason,
+            instrument: Some(InstrumentId(instrument)),
+            grant: None,
+            parent: None,
+        })?;
+        self.chain_in_force(instrument, env, now)
+    }
+
+    /// Whether the instrument with this `reference` is held in force by what it rests on, for
+    /// `env` at `now` (its own state aside): see [`Self::chain_in_force`]. The publication
+    /// uses it, so that it applies the data plane's rule.
+    pub fn rests_in_force(&self, reference: &str, env: Env, now: i64) -> bool {
+        self.instruments.get(reference).is_some_and(|&i| self.chain_in_force(i, env, now).is_ok())
+    }
+
+    /// No deliberation in force replaced `instrument`, and every instrument it rests on (up to
+    /// the root) is in force.
+    fn chain_in_force(&self, instrument: u32, env: Env, now: i64) -> Result<(), Deny> {
         let ins_id = InstrumentId(instrument);
         let refuse = |(code, reason), parent| Deny { code, reason, instrument: Some(ins_id), grant: None, parent };
         let info = &self.instrument_info[instrument as usize];
-        info.in_force(env, now).map_err(|r| refuse(r, None))?;
         // The replacing deliberation's own state decides (a deliberation is never replaced
         // itself, so this does not recurse).
         if let Some(&by) =

@@ -10,7 +10,7 @@
 //! Every change goes through [`Changes::apply`]: validated as a whole, committed to the store
 //! with its version, recorded in the audit trail, then swapped in for the data plane.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -246,7 +246,7 @@ impl ControlPlane {
                 p.instruments
                     .iter()
                     .filter(|i| kind.as_deref().is_none_or(|k| i.kind.as_str() == k))
-                    .filter(|i| all || self.knows(&who, &p, i))
+                    .filter(|i| all || Self::knows(&who, &p, &mine, i))
                     .map(instrument_view)
                     .collect()
             }
@@ -292,10 +292,10 @@ impl ControlPlane {
     }
 
     /// Whether the caller needs to know `ins`: it is about a source the caller owns or
-    /// advises on, the caller issued it, or it names the caller as a recipient.
-    fn knows(&self, who: &Who, policy: &Policy, ins: &Instrument) -> bool {
+    /// advises on (`mine`, [`Who::own_sources`]), the caller issued it, or it names the caller
+    /// as a recipient.
+    fn knows(who: &Who, policy: &Policy, mine: &HashSet<String>, ins: &Instrument) -> bool {
         let scope = Scope::instrument(ins, who.registered());
-        let mine = who.own_sources(policy);
         scope.org.is_some()
             || scope.sources.iter().any(|s| mine.contains(s))
             || who.holds(super::authority::Role::IssuingAuthority, &scope, policy)
@@ -309,7 +309,7 @@ impl ControlPlane {
             .iter()
             .find(|i| i.reference == reference)
             .ok_or_else(|| refuse(Code::ResourceUnknown, format!("no instrument '{reference}'")))?;
-        if !(who.sees_all() || self.knows(&who, &p, ins)) {
+        if !(who.sees_all() || Self::knows(&who, &p, &who.own_sources(&p), ins)) {
             who.require("GET", "/instruments/{reference}", &Scope::instrument(ins, who.registered()), &p)?;
         }
         Ok(json(StatusCode::OK, &instrument_view(ins)))
@@ -442,9 +442,8 @@ impl ControlPlane {
                         format!("instrument '{}' is already registered", ins.reference),
                     ));
                 }
-                let mut scope = Scope::instrument(&ins, None);
-                scope.org = None; // registering an instrument is never acting for oneself
-                who.require("POST", "/instruments", &scope, p)?;
+                // Registering an instrument is never acting for oneself: no caller in the scope.
+                who.require("POST", "/instruments", &Scope::instrument(&ins, None), p)?;
                 prefix = format!("instruments[{}] \"{}\".", p.instruments.len(), ins.reference);
                 let e = Edit {
                     target: format!("instrument {}", ins.reference),
@@ -474,8 +473,7 @@ impl ControlPlane {
             .apply(&who.actor, op, |p, _| {
                 let snapshot = p.clone();
                 let ins = find_instrument(p, reference)?;
-                let mut scope = Scope::instrument(ins, None);
-                scope.org = None;
+                let scope = Scope::instrument(ins, None);
                 who.require("POST", "/instruments/{reference}/transitions", &scope, &snapshot)?;
                 if ins.kind == InstrumentKind::Convention && body.to == ConventionState::DeliberationReceived.as_str() {
                     // The deliberation the convention rests on must be there and in force.
