@@ -30,6 +30,11 @@ pub const FLEET: &str = "fleet";
 pub const FLEET_INT: &str = "fleet-int";
 /// Its enterprise number (synthetic, valid mod 97).
 pub const FLEET_KBO: &str = "0412345614";
+/// A public prosecutor's office the seed policy does not know: the a-posteriori control's
+/// tests register it and designate it as a requester.
+pub const PROSECUTOR: &str = "prosecutor";
+/// Its enterprise number (synthetic, valid mod 97).
+pub const PROSECUTOR_KBO: &str = "0310002003";
 
 fn extra_clients() -> Vec<DevClient> {
     let kbo = demo::org_kbo(ASSOC_CALLER).unwrap_or_else(|| unreachable!("the seed policy has agency A"));
@@ -52,6 +57,8 @@ fn extra_clients() -> Vec<DevClient> {
     let fleet = ClientSpec::org("Fleet lessor", fleet_kbo);
     let mut fleet_int = ClientSpec::org("Fleet lessor (integration)", fleet_kbo);
     fleet_int.environment = Some(certs::Environment::Integration);
+    let prosecutor_kbo = Kbo::parse(PROSECUTOR_KBO).unwrap_or_else(|_| unreachable!("a valid enterprise number"));
+    let prosecutor = ClientSpec::org("Public prosecutor's office (synthetic)", prosecutor_kbo);
     [
         (EXPIRED, expired),
         (NOT_YET_VALID, future),
@@ -61,6 +68,7 @@ fn extra_clients() -> Vec<DevClient> {
         (AGENCY_A_INT, int),
         (FLEET, fleet),
         (FLEET_INT, fleet_int),
+        (PROSECUTOR, prosecutor),
     ]
     .into_iter()
     .map(|(n, spec)| DevClient { name: n.to_owned(), spec, revoked: false })

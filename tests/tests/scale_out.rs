@@ -291,3 +291,63 @@ async fn replicas_reach_the_database_over_tls_only() {
     assert!(format!("{refused:#}").contains("PostgreSQL"), "{refused:#}");
     h.stop().await;
 }
+
+/// The a-posteriori control on a shared store: an inquiry filed on one replica is advised on
+/// the other and read on the first; a second advice on either replica is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inquiry_moves_between_replicas() {
+    use serde_json::json;
+    use tests::{PROSECUTOR, PROSECUTOR_KBO};
+    let Some(pg) = PgCluster::start("an_inquiry_moves_between_replicas").unwrap() else {
+        return;
+    };
+    let a = on_postgres(&pg, "a").await;
+    let b = Replica::start(&a, "b").await.unwrap();
+    let subject = person();
+    sigedis(&a.client(tests::SIGEDIS_CALLER), &subject, &[("x-request-id", "on-a")]).await.unwrap();
+    sigedis(&b.client(&a, tests::SIGEDIS_CALLER), &subject, &[("x-request-id", "on-b")]).await.unwrap();
+    let org = json!({ "kbo": PROSECUTOR_KBO, "name": "Public prosecutor's office (synthetic)", "kind": "external-authority" });
+    assert_eq!(post(&a.control_client("admin"), "/organisations", org).await.status, StatusCode::CREATED);
+    let designation = json!({
+        "organisation": PROSECUTOR_KBO, "role": "investigating-judge", "owner": "0872000108",
+        "designation": "Juge d'instruction, Bruxelles", "valid_until": "2099-12-31"
+    });
+    // The policy change reaches replica b through the store's notifications.
+    let (_, _) = until(
+        Duration::from_secs(10),
+        || {
+            let (c, d) = (b.control_client(&a, "sigedis"), designation.clone());
+            async move { Ok(post(&c, "/audit/requesters", d).await) }
+        },
+        |ans| ans.status == StatusCode::CREATED,
+    )
+    .await;
+    let again = post(&a.control_client("sigedis"), "/audit/requesters", designation).await;
+    assert_eq!(again.code(), Some("ALREADY_EXISTS"), "the designation made on b is seen on a");
+    let filed = post(
+        &a.control_client(PROSECUTOR),
+        "/audit/requests",
+        json!({ "owner": "0872000108", "subject": subject, "justification": {
+            "case_reference": "IS 26/123", "legal_ground": "Code of criminal procedure, art. 88bis",
+            "requested_by": "Investigating judge, Brussels" } }),
+    )
+    .await;
+    assert_eq!(filed.status, StatusCode::CREATED, "{}", filed.text());
+    let id = filed.json().unwrap()["id"].as_str().unwrap().to_owned();
+    let advice = format!("/audit/requests/{id}/advice");
+    let favourable = json!({ "favourable": true, "reason": "warrant seen" });
+    let a1 = post(&b.control_client(&a, "sigedis"), &advice, favourable.clone()).await;
+    assert_eq!(a1.status, StatusCode::OK, "{}", a1.text());
+    let a2 = post(&a.control_client("sigedis"), &advice, favourable).await;
+    assert_eq!(a2.code(), Some("TRANSITION_NOT_ALLOWED"), "advised once, whichever replica");
+    let read =
+        send(&a.control_client(PROSECUTOR), Method::GET, &format!("/audit/requests/{id}/results"), &[], Bytes::new())
+            .await
+            .unwrap();
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text());
+    let doc = read.json().unwrap();
+    let mut ids: Vec<&str> =
+        doc["records"].as_array().unwrap().iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["on-a", "on-b"], "both replicas' calls about the subject");
+}

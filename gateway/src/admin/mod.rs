@@ -26,6 +26,7 @@
 
 pub mod authority;
 pub mod flows;
+pub mod inquiries;
 pub mod routes;
 
 use std::collections::HashSet;
@@ -38,7 +39,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use policies::ids::{Kbo, Niss, VCode};
 use policies::model::OrgKind;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::index::{AuditIndex, Selector, read_record};
 use crate::audit::record::StoredRecord;
@@ -66,6 +67,8 @@ pub struct ControlPlane {
     index: Arc<dyn AuditIndex>,
     auditors: HashSet<Kbo>,
     consent: Arc<Registry>,
+    /// Where the a-posteriori control keeps its requesters and inquiries.
+    store: Arc<dyn crate::store::Store>,
 }
 
 /// The body of an audit query.
@@ -79,19 +82,44 @@ struct Query {
     /// RFC 3339 times bounding the records' time (inclusive).
     from: Option<String>,
     to: Option<String>,
+    /// At most this many records a page (1,000 when absent, at most 10,000).
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
     justification: Option<Justification>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The justification of a query of the trail: what a designated person's form states.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Justification {
+pub struct Justification {
     /// The documented request: a case or file reference.
-    case_reference: String,
+    pub case_reference: String,
     /// The legal ground of the query.
-    legal_ground: String,
+    pub legal_ground: String,
+    /// The apostille's number or another reference of the legal act (required of the police
+    /// in an inquiry).
+    #[serde(default)]
+    pub legal_reference: Option<String>,
     /// Who asks (the prosecutor, the DPO, …), as documented in the request.
-    requested_by: String,
+    pub requested_by: String,
+}
+
+impl Justification {
+    /// The justification, when it states a case reference, a legal ground and who asks.
+    fn required(j: Option<Justification>) -> Result<Justification, Refusal> {
+        j.filter(|j| {
+            !j.case_reference.trim().is_empty()
+                && !j.legal_ground.trim().is_empty()
+                && !j.requested_by.trim().is_empty()
+        })
+        .ok_or_else(|| {
+            refuse(
+                Code::JustificationMissing,
+                "justification.case_reference, justification.legal_ground and justification.requested_by are required",
+            )
+        })
+    }
 }
 
 fn refuse(code: Code, detail: impl Into<std::borrow::Cow<'static, str>>) -> Refusal {
@@ -127,6 +155,24 @@ fn subject_ref(s: &str) -> Result<SubjectRef, Refusal> {
     Err(refuse(Code::SubjectInvalid, "subject must be a NISS/BIS number, an enterprise number or a vCode"))
 }
 
+/// What a query selects: the records about a subject, those of a calling organisation, or
+/// all in the time range; and the subjects its own record names.
+fn selector(subject: Option<&str>, caller: Option<&str>) -> Result<(Selector, Vec<SubjectRef>), Refusal> {
+    match (subject, caller) {
+        (Some(s), None) => {
+            let r = subject_ref(s)?;
+            Ok((Selector::Subject(r.index_key()), vec![r]))
+        }
+        (None, Some(c)) => {
+            let k = Kbo::parse(c).map_err(|e| refuse(Code::RequestInvalid, format!("caller: {e}")))?;
+            let mut d = [0u8; 10];
+            Ok((Selector::Caller(k.digits(&mut d).to_owned()), vec![]))
+        }
+        (None, None) => Ok((Selector::Time, vec![])),
+        (Some(_), Some(_)) => Err(refuse(Code::RequestInvalid, "give either subject or caller, not both")),
+    }
+}
+
 /// The citizen named in `X-Subject`, as 11 digits.
 fn citizen(req: &Request<Incoming>) -> Result<String, Refusal> {
     let raw = req
@@ -143,6 +189,62 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Where the next page of an audit query starts: the time of the last record delivered, how
+/// many records of that millisecond were delivered, and the bound of the first page (this
+/// gateway's records from that sequence number on are left out, so later pages do not grow
+/// with the queries' own records). Written `<time_ms>.<count>.<bound>`, opaque to the caller,
+/// who hands back the `next_cursor` of one answer to get the next page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    time_ms: u64,
+    skip: usize,
+    before: u64,
+}
+
+impl Cursor {
+    fn parse(s: &str) -> Result<Cursor, Refusal> {
+        let mut parts = s.split('.');
+        let mut next = || parts.next().and_then(|p| p.parse::<u64>().ok());
+        match (next(), next(), next(), next()) {
+            (Some(time_ms), Some(skip), Some(before), None) => {
+                Ok(Cursor { time_ms, skip: usize::try_from(skip).unwrap_or(usize::MAX), before })
+            }
+            _ => Err(refuse(Code::RequestInvalid, "cursor must be a next_cursor value from an earlier page")),
+        }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.time_ms, self.skip, self.before)
+    }
+}
+
+/// A record the index found: already read (a shared index keeps the records) or located in
+/// the local trail.
+enum Found {
+    Record(Box<StoredRecord>),
+    At(crate::audit::index::Location),
+}
+
+/// One page of an audit query's answer.
+#[derive(Debug)]
+struct Page {
+    records: Vec<(Option<String>, StoredRecord)>,
+    /// Where the next page starts; `None` when this page is the last.
+    next: Option<Cursor>,
+}
+
+/// A record as the control plane shows it: its JSON, with the replica that wrote it when
+/// several share the store.
+fn record_json(replica: Option<String>, r: &StoredRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let (Some(name), Some(o)) = (replica, v.as_object_mut()) {
+        o.insert("replica".into(), name.into());
+    }
+    v
+}
+
 impl ControlPlane {
     pub fn new(
         cfg: &ControlConfig,
@@ -151,11 +253,12 @@ impl ControlPlane {
         audit: Arc<AuditTrail>,
         index: Arc<dyn AuditIndex>,
         consent: Arc<Registry>,
+        store: Arc<dyn crate::store::Store>,
     ) -> Self {
         // Config validation has checked every entry parses.
         let auditors = cfg.auditors.iter().filter_map(|a| Kbo::parse(a).ok()).collect();
         let policy = changes.handle.clone();
-        ControlPlane { changes, reloader, policy, audit, index, auditors, consent }
+        ControlPlane { changes, reloader, policy, audit, index, auditors, consent, store }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
@@ -168,6 +271,14 @@ impl ControlPlane {
                     ("GET", "/openapi.json") => Ok(openapi()),
                     ("POST", "/audit/queries") => self.audit_query(req, caller).await,
                     ("GET", "/audit/report") => self.subject_report(req, caller).await,
+                    ("GET", "/audit/requesters") => self.list_requesters(caller).await,
+                    ("POST", "/audit/requesters") => self.add_requester(req, caller).await,
+                    ("POST", "/audit/requesters/{id}/end") => self.end_requester(&param, caller).await,
+                    ("GET", "/audit/requests") => self.list_inquiries(caller).await,
+                    ("POST", "/audit/requests") => self.file_inquiry(req, caller).await,
+                    ("GET", "/audit/requests/{id}") => self.get_inquiry(&param, caller).await,
+                    ("POST", "/audit/requests/{id}/advice") => self.advise_inquiry(&param, req, caller).await,
+                    ("GET", "/audit/requests/{id}/results") => self.inquiry_results(&param, &req, caller).await,
                     ("POST", "/consents") => self.give_consent(req, caller).await,
                     ("GET", "/consents") => self.list_consents(&req, caller).await,
                     ("POST", "/consents/{id}/revoke") => self.change_consent(&param, true, caller).await,
@@ -204,22 +315,24 @@ impl ControlPlane {
         }
     }
 
-    /// Records an audit query durably before its result may be returned.
-    async fn record_query(
+    /// Records a query of the trail, or a step of the a-posteriori control (`request_id` the
+    /// inquiry's or the requester's id), durably before it is answered; its sequence number.
+    async fn record_step(
         &self,
-        caller: &Kbo,
-        fingerprint: String,
+        caller: &Caller,
+        request_id: &str,
         operation: &str,
         subjects: Vec<SubjectRef>,
         justification: String,
     ) -> Result<u64, Refusal> {
+        let org = caller.org()?;
         let mut d = [0u8; 10];
         let mut record = Record::control(
             RecordKind::AuditQuery,
             now_ms(),
-            format!("audit-query-{}", now_ms()),
-            Some(caller.digits(&mut d).to_owned()),
-            Some(fingerprint),
+            request_id.to_owned(),
+            Some(org.kbo.digits(&mut d).to_owned()),
+            Some(org.fingerprint_hex()),
             operation,
         );
         record.subjects = subjects;
@@ -227,21 +340,24 @@ impl ControlPlane {
         self.audit
             .append(&record)
             .await
-            .map_err(|_| refuse(Code::AuditUnavailable, "the query could not be recorded, so nothing is returned"))
+            .map_err(|_| refuse(Code::AuditUnavailable, "this could not be recorded, so nothing was done or returned"))
     }
 
-    /// Waits until the index has caught up with this gateway's trail, then finds the records
-    /// `selector` matches: in the local trail (embedded store), or in the shared index, which
-    /// holds the records of every replica (each named by its chain). `before` leaves out this
-    /// gateway's own records from that sequence number on (the query's own record).
-    async fn find(
+    /// Waits until the index has caught up with this gateway's trail, then reads one page of
+    /// the records `selector` matches between `from` and `to`, in time order: from the local
+    /// trail (embedded store), or from the shared index, which holds the records of every
+    /// replica (each named by its chain). `before` leaves out this gateway's own records from
+    /// that sequence number on (a query's own record, what came after an approval), or from
+    /// the cursor's bound when that is lower. The page starts at `cursor` (the previous page's
+    /// [`Page::next`]) and holds at most `limit` records.
+    async fn find_page(
         &self,
         selector: Selector,
-        from: u64,
-        to: u64,
+        (from, to): (u64, u64),
+        cursor: Option<Cursor>,
         limit: usize,
         before: u64,
-    ) -> Result<Vec<(Option<String>, StoredRecord)>, Refusal> {
+    ) -> Result<Page, Refusal> {
         let (audit, index) = (self.audit.clone(), self.index.clone());
         let index_failed = |e: crate::store::StoreError| {
             tracing::error!(error = %e, "audit index query failed");
@@ -251,112 +367,115 @@ impl ControlPlane {
                 refuse(Code::Internal, "query failed")
             }
         };
+        let unreadable = |e: String| {
+            tracing::error!(error = %e, "audit record unreadable");
+            refuse(Code::Internal, "a record could not be read; run passerelle audit verify")
+        };
+        // The page starts at the cursor's millisecond, past the records of that millisecond
+        // that earlier pages delivered (the index's order is total: time, then chain and seq).
+        let (start, skip) = match cursor {
+            Some(c) if c.time_ms >= from => (c.time_ms, c.skip),
+            _ => (from, 0),
+        };
+        let before = cursor.map_or(before, |c| c.before.min(before));
+        let limit = limit.max(1);
+        let want = skip + limit + 1;
         tokio::task::spawn_blocking(move || {
             if !audit.wait_indexed(index.as_ref(), Duration::from_secs(5)) {
                 tracing::warn!("audit index lags behind the trail; the query may miss the newest records");
             }
-            if let Some(shared) = index.audit_shared(&selector, from, to, limit + 1).map_err(index_failed)? {
-                let own = index.replica().map(str::to_owned);
-                return Ok(shared
-                    .into_iter()
-                    .filter(|r| own.as_deref() != Some(r.replica.as_str()) || r.record.seq < before)
-                    .take(limit)
-                    .map(|r| (Some(r.replica), r.record))
-                    .collect());
-            }
-            let mut locations = index.audit_query(&selector, from, to, limit + 1).map_err(index_failed)?;
-            locations.retain(|l| l.seq < before);
-            locations.truncate(limit);
-            locations
-                .into_iter()
-                .map(|l| read_record(&audit.dir, l).map(|r| (None, r)))
-                .collect::<Result<Vec<_>, String>>()
-                .map_err(|e| {
-                    tracing::error!(error = %e, "audit record unreadable");
-                    refuse(Code::Internal, "a record could not be read; run passerelle audit verify")
+            let own = index.replica().map(str::to_owned);
+            // Ask for more until `want` records survive the `before` filter or the index runs dry.
+            let mut ask = want;
+            let mut found: Vec<(Option<String>, Found)> = loop {
+                let (rows, n): (Vec<_>, usize) =
+                    if let Some(shared) = index.audit_shared(&selector, start, to, ask).map_err(index_failed)? {
+                        let n = shared.len();
+                        let kept = shared
+                            .into_iter()
+                            .filter(|r| own.as_deref() != Some(r.replica.as_str()) || r.record.seq < before)
+                            .map(|r| (Some(r.replica), Found::Record(Box::new(r.record))))
+                            .collect();
+                        (kept, n)
+                    } else {
+                        let locations = index.audit_query(&selector, start, to, ask).map_err(index_failed)?;
+                        let n = locations.len();
+                        (locations.into_iter().filter(|l| l.seq < before).map(|l| (None, Found::At(l))).collect(), n)
+                    };
+                if rows.len() >= want || n < ask {
+                    break rows;
+                }
+                ask = ask.saturating_mul(2);
+            };
+            let more = found.len() > skip + limit;
+            found.truncate(skip + limit);
+            let records = found
+                .drain(skip.min(found.len())..)
+                .map(|(replica, f)| match f {
+                    Found::Record(r) => Ok((replica, *r)),
+                    Found::At(l) => read_record(&audit.dir, l).map(|r| (replica, r)).map_err(unreadable),
                 })
+                .collect::<Result<Vec<_>, Refusal>>()?;
+            let next = records.last().filter(|_| more).map(|(_, last)| {
+                let t = last.record.time_ms;
+                let same = records.iter().rev().take_while(|(_, r)| r.record.time_ms == t).count();
+                Cursor { time_ms: t, skip: same + if t == start { skip } else { 0 }, before }
+            });
+            Ok(Page { records, next })
         })
         .await
         .map_err(|_| refuse(Code::Internal, "query failed"))?
     }
 
     async fn audit_query(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        let org = caller.org()?;
+        caller.org()?;
         self.allowed(caller, "POST", "/audit/queries", &authority::Scope::default())?;
         let q: Query = read_json(req).await?;
-        let Some(j) = q.justification.filter(|j| {
-            !j.case_reference.trim().is_empty()
-                && !j.legal_ground.trim().is_empty()
-                && !j.requested_by.trim().is_empty()
-        }) else {
-            return Err(refuse(
-                Code::JustificationMissing,
-                "justification.case_reference, justification.legal_ground and justification.requested_by are required",
-            ));
-        };
+        let j = Justification::required(q.justification)?;
         let from = q.from.as_deref().map(|s| time_ms(s, "from")).transpose()?.unwrap_or(0);
         let to = q.to.as_deref().map(|s| time_ms(s, "to")).transpose()?.unwrap_or(u64::MAX);
-        let limit = q.limit.unwrap_or(1_000).min(MAX_RESULTS);
-        let (selector, subjects) = match (q.subject.as_deref(), q.caller.as_deref()) {
-            (Some(s), None) => {
-                let r = subject_ref(s)?;
-                (Selector::Subject(r.index_key()), vec![r])
-            }
-            (None, Some(c)) => {
-                let k = Kbo::parse(c).map_err(|e| refuse(Code::RequestInvalid, format!("caller: {e}")))?;
-                let mut d = [0u8; 10];
-                (Selector::Caller(k.digits(&mut d).to_owned()), vec![])
-            }
-            (None, None) => (Selector::Time, vec![]),
-            (Some(_), Some(_)) => return Err(refuse(Code::RequestInvalid, "give either subject or caller, not both")),
-        };
-        let justification =
-            format!("case {}; legal ground: {}; requested by: {}", j.case_reference, j.legal_ground, j.requested_by);
-        let query_seq =
-            self.record_query(&org.kbo, org.fingerprint_hex(), "POST /audit/queries", subjects, justification).await?;
-        // The trail as it stood when the query was made: not the query's own record. One more
-        // than the limit is read, to say whether the answer is cut (never silently).
-        let mut found = self.find(selector, from, to, limit + 1, query_seq).await?;
-        let truncated = found.len() > limit;
-        found.truncate(limit);
-        let records: Vec<serde_json::Value> = found
-            .into_iter()
-            .map(|(replica, r)| {
-                let mut v = serde_json::to_value(&r).unwrap_or_default();
-                if let (Some(name), Some(o)) = (replica, v.as_object_mut()) {
-                    o.insert("replica".into(), name.into());
-                }
-                v
-            })
-            .collect();
+        let limit = q.limit.unwrap_or(1_000).clamp(1, MAX_RESULTS);
+        let cursor = q.cursor.as_deref().map(Cursor::parse).transpose()?;
+        let (selector, subjects) = selector(q.subject.as_deref(), q.caller.as_deref())?;
+        let justification = format!(
+            "case {}; legal ground: {}{}; requested by: {}",
+            j.case_reference,
+            j.legal_ground,
+            j.legal_reference.as_deref().map(|r| format!("; legal reference: {r}")).unwrap_or_default(),
+            j.requested_by
+        );
+        let rid = format!("audit-query-{}", now_ms());
+        let query_seq = self.record_step(caller, &rid, "POST /audit/queries", subjects, justification).await?;
+        // The trail as it stood when the query was made: not the query's own record.
+        let page = self.find_page(selector, (from, to), cursor, limit, query_seq).await?;
+        let records: Vec<serde_json::Value> = page.records.into_iter().map(|(rep, r)| record_json(rep, &r)).collect();
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({
-                "query_record": query_seq, "count": records.len(), "truncated": truncated, "records": records,
+                "query_record": query_seq, "count": records.len(), "truncated": page.next.is_some(),
+                "next_cursor": page.next.map(|c| c.to_string()), "records": records,
             }),
         ))
     }
 
     async fn subject_report(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        let org = caller.org()?;
+        caller.org()?;
         self.allowed(caller, "GET", "/audit/report", &authority::Scope::default())?;
         let snapshot = self.policy.current();
         let person = SubjectRef::Person(citizen(&req)?);
-        self.record_query(
-            &org.kbo,
-            org.fingerprint_hex(),
+        self.record_step(
+            caller,
+            &format!("audit-query-{}", now_ms()),
             "GET /audit/report",
             vec![person.clone()],
             "the data subject's own request, through a citizen access point".to_owned(),
         )
         .await?;
-        // In time order, whichever replica wrote each record.
-        let records: Vec<StoredRecord> = self
-            .find(Selector::Subject(person.index_key()), 0, u64::MAX, MAX_RESULTS, u64::MAX)
-            .await?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
+        // In time order, whichever replica wrote each record; a page at a time.
+        let cursor = routes::query_param(req.uri().query(), "cursor").map(|c| Cursor::parse(&c)).transpose()?;
+        let page =
+            self.find_page(Selector::Subject(person.index_key()), (0, u64::MAX), cursor, MAX_RESULTS, u64::MAX).await?;
+        let records: Vec<StoredRecord> = page.records.into_iter().map(|(_, r)| r).collect();
         let accesses: Vec<serde_json::Value> = records
             .iter()
             .filter(|r| r.record.kind == RecordKind::DataCall)
@@ -379,7 +498,10 @@ impl ControlPlane {
             .collect();
         Ok(json(
             StatusCode::OK,
-            &serde_json::json!({ "subject": person, "count": accesses.len(), "accesses": accesses }),
+            &serde_json::json!({
+                "subject": person, "count": accesses.len(), "accesses": accesses,
+                "next_cursor": page.next.map(|c| c.to_string()),
+            }),
         ))
     }
 }

@@ -58,6 +58,14 @@ pub trait Store: AuditIndex + Send + Sync + std::fmt::Debug {
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes `value` under `key`; durable when it returns.
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Writes `value` under `key` only when `key` is absent; whether it did. Durable when it
+    /// returns.
+    fn meta_create(&self, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    /// Replaces `old` by `new` under `key` only when `key` still holds `old` (another replica
+    /// may have changed it); whether it did. Durable when it returns.
+    fn meta_swap(&self, key: &str, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;
+    /// Every key that begins with `prefix`, with its value, in key order.
+    fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
     /// The policy in force (the control plane's source of truth): its version and document.
     fn policy_current(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
@@ -143,6 +151,28 @@ impl Store for SledStore {
         self.meta.insert(key, value)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    fn meta_create(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let created = self.meta.compare_and_swap(key, None::<&[u8]>, Some(value))?.is_ok();
+        self.db.flush()?;
+        Ok(created)
+    }
+
+    fn meta_swap(&self, key: &str, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        let swapped = self.meta.compare_and_swap(key, Some(old), Some(new))?.is_ok();
+        self.db.flush()?;
+        Ok(swapped)
+    }
+
+    fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.meta
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
     }
 
     fn policy_current(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
@@ -244,6 +274,20 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.meta_get("k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(s.meta_get("format").unwrap().as_deref(), Some(&b"passerelle-store-2"[..]));
+    }
+
+    #[test]
+    fn meta_create_swap_and_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.meta_create("x/1", b"a").unwrap());
+        assert!(!s.meta_create("x/1", b"b").unwrap(), "a second create of one key");
+        assert!(!s.meta_swap("x/1", b"b", b"c").unwrap(), "a swap from a value the key does not hold");
+        assert!(s.meta_swap("x/1", b"a", b"c").unwrap());
+        assert!(s.meta_create("x/2", b"d").unwrap());
+        assert!(s.meta_create("y/1", b"e").unwrap());
+        let found = s.meta_scan("x/").unwrap();
+        assert_eq!(found, vec![("x/1".to_owned(), b"c".to_vec()), ("x/2".to_owned(), b"d".to_vec())]);
     }
 
     #[test]

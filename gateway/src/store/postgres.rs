@@ -367,6 +367,47 @@ impl Store for PgStore {
         })
     }
 
+    fn meta_create(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let (key, value) = (key.to_owned(), value.to_vec());
+        self.call(move |c| {
+            Box::pin(async move {
+                let n = c
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                        &[&key, &value],
+                    )
+                    .await?;
+                Ok(n == 1)
+            })
+        })
+    }
+
+    fn meta_swap(&self, key: &str, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        let (key, old, new) = (key.to_owned(), old.to_vec(), new.to_vec());
+        self.call(move |c| {
+            Box::pin(async move {
+                let n =
+                    c.execute("UPDATE meta SET value = $3 WHERE key = $1 AND value = $2", &[&key, &old, &new]).await?;
+                Ok(n == 1)
+            })
+        })
+    }
+
+    fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.call(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT key, value FROM meta WHERE left(key, char_length($1)) = $1 ORDER BY key COLLATE \"C\"",
+                        &[&prefix],
+                    )
+                    .await?;
+                Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, Vec<u8>>(1))).collect())
+            })
+        })
+    }
+
     fn policy_current(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         self.call(|c| {
             Box::pin(async move {
