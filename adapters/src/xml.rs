@@ -136,7 +136,20 @@ pub fn parse(doc: &str, limits: Limits) -> Result<Element, String> {
                 return Err("a DOCTYPE is not accepted: no DTD, no entity declarations".into());
             }
             Event::PI(_) => return Err("processing instructions are not accepted".into()),
-            Event::Decl(_) | Event::Comment(_) => {}
+            Event::Decl(d) => {
+                // The body is read as UTF-8: a declaration of any other encoding is a lie
+                // about the bytes (or bytes we would misread), never forwarded as received.
+                if let Some(enc) = d.encoding() {
+                    let enc = enc.map_err(|_| "the XML declaration's encoding is unreadable".to_owned())?;
+                    if !enc.eq_ignore_ascii_case("UTF-8") {
+                        return Err(format!(
+                            "the XML declaration names the encoding {:?}; the layout requires UTF-8",
+                            enc.chars().take(40).collect::<String>()
+                        ));
+                    }
+                }
+            }
+            Event::Comment(_) => {}
             Event::Eof => break,
         }
     }
@@ -524,6 +537,26 @@ mod tests {
         ];
         for (inner, want) in cases {
             assert_eq!(layout().check_request(doc(inner).as_bytes()).unwrap_err(), want);
+        }
+    }
+
+    #[test]
+    fn only_utf8_may_be_declared() {
+        let inner = r#"<a:Answer xmlns:a="urn:test"><a:Item><a:Id>1</a:Id></a:Item></a:Answer>"#;
+        let with =
+            |decl: &str| format!(r#"{decl}<s:Envelope xmlns:s="{SOAP_NS}"><s:Body>{inner}</s:Body></s:Envelope>"#);
+        for ok in [
+            r#"<?xml version="1.0"?>"#,
+            r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+            r#"<?xml version="1.0" encoding='utf-8'?>"#,
+            "",
+        ] {
+            assert!(layout().check_request(with(ok).as_bytes()).is_ok(), "{ok}");
+        }
+        for bad in ["UTF-16", "ISO-8859-1", "windows-1252", "UTF8"] {
+            let d = with(&format!(r#"<?xml version="1.0" encoding="{bad}"?>"#));
+            let e = layout().check_request(d.as_bytes()).unwrap_err();
+            assert!(e.contains("requires UTF-8") && e.contains(bad), "{bad}: {e}");
         }
     }
 

@@ -70,6 +70,9 @@ pub struct OrgIdentity {
     pub environment: Option<Environment>,
     /// SHA-256 of the certificate's DER encoding.
     pub fingerprint: [u8; 32],
+    /// The end of the certificate's validity, in Unix seconds: a connection opened with it
+    /// ends then.
+    pub not_after: i64,
 }
 
 impl OrgIdentity {
@@ -101,7 +104,8 @@ impl OrgIdentity {
             }
         }
         let kbo = kbo.ok_or(IdentityError::MissingEnterpriseNumber)?;
-        Ok(OrgIdentity { kbo, environment, fingerprint: Sha256::digest(der).into() })
+        let not_after = cert.validity().not_after.timestamp();
+        Ok(OrgIdentity { kbo, environment, fingerprint: Sha256::digest(der).into(), not_after })
     }
 
     /// The fingerprint as lowercase hex, as written in the audit trail.

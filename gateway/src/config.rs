@@ -73,6 +73,10 @@ pub struct Config {
     /// The public listener: the association register's public subset, without a certificate.
     #[serde(default)]
     pub public: PublicConfig,
+    /// What a client may hold open on each listener (`[connections.data]`, `.control`,
+    /// `.public`, `.ops`): timeouts, maximum age, connections at once, per address.
+    #[serde(default)]
+    pub connections: crate::conn::ConnectionsConfig,
     /// Upstream sources by name (`sigedis`, `div`, …): where the gateway forwards to.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
@@ -460,6 +464,10 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.audit.max_batch == 0 || self.audit.checkpoint_every == 0 {
             return Err(ConfigError::Invalid("audit.max_batch and audit.checkpoint_every must be at least 1".into()));
+        }
+        let c = &self.connections;
+        for (name, b) in [("data", &c.data), ("control", &c.control), ("public", &c.public), ("ops", &c.ops)] {
+            crate::conn::Bounds::of(name, b).check(name).map_err(ConfigError::Invalid)?;
         }
         for (i, a) in self.control.auditors.iter().enumerate() {
             policies::ids::Kbo::parse(a)

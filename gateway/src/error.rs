@@ -43,6 +43,9 @@ pub enum Code {
     UpstreamLayoutViolation,
     AuditUnavailable,
     ClientCertInvalid,
+    /// The connection's certificate was revoked (or its organisation left the policy) while it
+    /// was open.
+    ClientCertRevoked,
     /// A required envelope header is missing or malformed.
     EnvelopeInvalid,
     /// No service at this path.
@@ -114,6 +117,7 @@ impl Code {
             Code::UpstreamLayoutViolation => "UPSTREAM_LAYOUT_VIOLATION",
             Code::AuditUnavailable => "AUDIT_UNAVAILABLE",
             Code::ClientCertInvalid => "CLIENT_CERT_INVALID",
+            Code::ClientCertRevoked => "CLIENT_CERT_REVOKED",
             Code::EnvelopeInvalid => "ENVELOPE_INVALID",
             Code::ServiceUnknown => "SERVICE_UNKNOWN",
             Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -153,6 +157,7 @@ impl Code {
             | Code::ConsentScopeExceeded
             | Code::EndUserRoleMissing
             | Code::ClientCertInvalid
+            | Code::ClientCertRevoked
             | Code::AdminRoleMissing
             | Code::AdhesionNotEligible => StatusCode::FORBIDDEN,
             Code::AlreadyExists | Code::TransitionNotAllowed | Code::ConcurrentChange => StatusCode::CONFLICT,
@@ -201,6 +206,7 @@ impl Code {
             Code::UpstreamLayoutViolation => "The source answered outside its imposed layout",
             Code::AuditUnavailable => "The audit trail cannot be written; no data is released",
             Code::ClientCertInvalid => "The client certificate does not identify an organisation",
+            Code::ClientCertRevoked => "The client certificate was revoked while the connection was open",
             Code::EnvelopeInvalid => "The request envelope is incomplete or malformed",
             Code::ServiceUnknown => "No service at this path",
             Code::MethodNotAllowed => "Method not allowed for this service",

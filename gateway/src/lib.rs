@@ -10,6 +10,7 @@ mod background;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod consent;
 pub mod demo;
 pub mod error;

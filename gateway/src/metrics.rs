@@ -63,6 +63,9 @@ pub struct Metrics {
     pub tls_failures: IntCounterVec,
     /// Open client connections by listener.
     pub connections: IntGaugeVec,
+    /// Connections the gateway ended (or refused at accept), by listener and reason
+    /// (`revoked`, `expired`, `organisation`, `idle`, `age`, `limit`, `peer-limit`).
+    pub connections_closed: IntCounterVec,
     /// Reloads (SIGHUP or control plane) by outcome.
     pub reloads: IntCounterVec,
     /// 1 while a source side's circuit breaker is open, by source and side
@@ -114,6 +117,10 @@ impl Metrics {
         )?;
         let connections =
             IntGaugeVec::new(Opts::new("connections_active", "Open client connections, by listener"), &["listener"])?;
+        let connections_closed = IntCounterVec::new(
+            Opts::new("connections_closed_total", "Connections the gateway ended or refused, by listener and reason"),
+            &["listener", "reason"],
+        )?;
         let reloads = IntCounterVec::new(Opts::new("reloads_total", "Reloads, by outcome"), &["outcome"])?;
         let circuit_open = IntGaugeVec::new(
             Opts::new("upstream_circuit_open", "1 while the circuit breaker of a source side is open"),
@@ -146,6 +153,7 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(tls_failures.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(connections_closed.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(circuit_open.clone()))?;
         Ok(Metrics {
@@ -164,6 +172,7 @@ impl Metrics {
             upstream_errors,
             tls_failures,
             connections,
+            connections_closed,
             reloads,
             circuit_open,
         })

@@ -95,21 +95,38 @@ impl Ops {
 }
 
 /// Serves the operations endpoints on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, ops: Arc<Ops>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    ops: Arc<Ops>,
+    admission: Arc<crate::conn::Admission>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let bounds = admission.bounds;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(bounds.header_read_timeout);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue } },
             _ = shutdown.changed() => return,
         };
-        let ops = ops.clone();
+        let Some(admitted) = admission.admit(peer.ip()) else { continue };
+        let (ops, builder, shutdown) = (ops.clone(), builder.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let _admitted = admitted;
+            let state = Arc::new(crate::conn::ConnState::default());
+            let requests = state.clone();
+            let closed = ops.metrics.connections_closed.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let ops = ops.clone();
-                async move { Ok::<_, std::convert::Infallible>(ops.handle(req).await) }
+                let in_flight = requests.request();
+                async move {
+                    let answer = ops.handle(req).await;
+                    drop(in_flight);
+                    Ok::<_, std::convert::Infallible>(answer)
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                .await;
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
+            let _ = crate::conn::drive(conn, &state, &bounds, None, shutdown, &closed, "ops").await;
         });
     }
 }

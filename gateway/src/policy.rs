@@ -44,6 +44,9 @@ pub struct PolicyHandle {
     /// Serialises installs, so that a refresh from a shared store (read, compare, install)
     /// never puts back a version older than one installed meanwhile.
     installing: std::sync::Mutex<()>,
+    /// The version in force, for those that act on a change (the connections of organisations
+    /// that left the policy end).
+    installed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Expands the configured paths: files as given, directories to their `*.toml` files, sorted.
@@ -85,6 +88,7 @@ impl PolicyHandle {
             installed_ms: AtomicU64::new(system_ms()),
             clock_offset_ms: AtomicI64::new(0),
             installing: std::sync::Mutex::new(()),
+            installed: tokio::sync::watch::Sender::new(version),
         }
     }
 
@@ -168,6 +172,12 @@ impl PolicyHandle {
         self.model.store(Arc::new(policy));
         self.version.store(version, Ordering::Release);
         self.installed_ms.store(system_ms(), Ordering::Relaxed);
+        self.installed.send_replace(version);
+    }
+
+    /// Sees each version installed from now on.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.installed.subscribe()
     }
 
     /// The time decisions are taken at (Unix ms): the system clock plus the offset.

@@ -164,24 +164,38 @@ pub(crate) async fn serve(
     public: Arc<Public>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let bounds = listen.admission.bounds;
+    let builder = crate::server::http_builder(&bounds, &crate::config::Limits::default());
     loop {
         let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
-        let (listen, public) = (listen.clone(), public.clone());
+        // Anyone may connect here: each address holds at most `max_per_peer` connections.
+        let Some(admitted) = listen.admit(peer) else { continue };
+        let (listen, public, builder, shutdown) = (listen.clone(), public.clone(), builder.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let _admitted = admitted;
             let Some((tls, _open)) = listen.handshake(tcp, peer).await else { return };
+            let state = Arc::new(crate::conn::ConnState::default());
+            let requests = state.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let public = public.clone();
-                async move { Ok::<_, std::convert::Infallible>(public.handle(req).await) }
+                let in_flight = requests.request();
+                async move {
+                    let answer = public.handle(req).await;
+                    drop(in_flight);
+                    Ok::<_, std::convert::Infallible>(answer)
+                }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
+            let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
+            let closed = &listen.metrics.connections_closed;
+            let _ = crate::conn::drive(conn, &state, &bounds, None, shutdown, closed, listen.name).await;
         });
     }
+    drop(listener);
+    listen.drained().await;
 }

@@ -13,7 +13,6 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +22,7 @@ use crate::admin::ControlPlane;
 use crate::audit::index::AuditIndex;
 use crate::audit::{self, AuditTrail, Recovery};
 use crate::config::{Config, StoreKind};
+use crate::conn::{Admission, Bounds, ConnState, Connections};
 use crate::consent::{ConsentStore, Registry};
 use crate::error::Body;
 use crate::pipeline::Pipeline;
@@ -242,18 +242,19 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let listener =
         TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
     let data_addr = listener.local_addr()?;
-    let reloader = Arc::new(Reloader::new(cfg, tls, changes.clone(), pipeline.metrics.clone()));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(crate::timer::CoarseTimer::spawn())
-        .header_read_timeout(cfg.limits.header_read_timeout())
-        .max_buf_size(cfg.limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(cfg.limits.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(cfg.limits.max_header_bytes).unwrap_or(u32::MAX));
+    let connections = Arc::new(Connections::default());
+    let reloader = Arc::new(Reloader::new(cfg, tls, connections.clone(), changes.clone(), pipeline.metrics.clone()));
+    // The data and control planes read headers within `limits.header_read_timeout_ms` unless
+    // their `[connections.*]` table says otherwise.
+    let mtls_bounds = |name: &str, c: &crate::conn::BoundsConfig| {
+        let mut b = Bounds::of(name, c);
+        if c.header_read_timeout_ms.is_none() {
+            b.header_read_timeout = cfg.limits.header_read_timeout();
+        }
+        b
+    };
+    let data_bounds = mtls_bounds("data", &cfg.connections.data);
+    let control_bounds = mtls_bounds("control", &cfg.connections.control);
     let handshake_timeout = Duration::from_millis(cfg.tls.handshake_timeout_ms);
     tracing::info!(addr = %data_addr, services = pipeline.routes.len(), "data plane listening");
 
@@ -293,6 +294,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                         .collect::<Vec<_>>()
                 })
                 .collect();
+            let admission = Admission::new("ops", Bounds::of("ops", &cfg.connections.ops), pipeline.metrics.clone());
             let ops = Arc::new(crate::ops::Ops {
                 metrics: pipeline.metrics.clone(),
                 store: store.clone(),
@@ -301,7 +303,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 upstreams,
                 sync: sync.clone(),
             });
-            tokio::spawn(crate::ops::serve(l, ops, shutdown_rx.clone()));
+            tokio::spawn(crate::ops::serve(l, ops, admission, shutdown_rx.clone()));
             tracing::info!(addr = %a, "operations listening");
             Some(a)
         }
@@ -326,7 +328,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 .transpose()
                 .context("public listener")?;
             let public = crate::public::Public::new(policy.clone(), associations, pipeline.metrics.clone());
-            let listen = Listen::new(reloader.public.clone(), handshake_timeout, pipeline.metrics.clone(), "public");
+            let bounds = Bounds::of("public", &cfg.connections.public);
+            let listen =
+                Listen::new(reloader.public.clone(), handshake_timeout, pipeline.metrics.clone(), "public", bounds);
             tokio::spawn(crate::public::serve(l, listen, Arc::new(public), shutdown_rx.clone()));
             tracing::info!(addr = %a, "public listener");
             Some(a)
@@ -349,17 +353,24 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
             let plane = plane.clone();
             async move { plane.handle(req, &caller).await }
         };
-        let mut listen = Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "control");
+        let mut listen =
+            Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "control", control_bounds);
         listen.attempts = Some(attempts.clone());
-        tokio::spawn(serve_mtls(l, listen, builder.clone(), shutdown_rx.clone(), handler))
+        listen.registry = Some(connections.clone());
+        let builder = http_builder(&control_bounds, &cfg.limits);
+        tokio::spawn(serve_mtls(l, listen, builder, shutdown_rx.clone(), handler))
     });
     let data_pipeline = pipeline.clone();
-    let mut listen = Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "data");
+    let mut listen =
+        Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "data", data_bounds);
     listen.attempts = Some(attempts.clone());
+    listen.registry = Some(connections.clone());
+    // Organisations that leave the policy lose their open connections too.
+    tokio::spawn(end_departed(policy.clone(), connections.clone(), shutdown_rx.clone()));
     let data_task = tokio::spawn(serve_mtls(
         listener,
         listen,
-        builder,
+        http_builder(&data_bounds, &cfg.limits),
         shutdown_rx,
         move |req: Request<Incoming>, caller: Arc<Caller>| {
             let pipeline = data_pipeline.clone();
@@ -457,6 +468,10 @@ pub(crate) struct Listen {
     pub open: prometheus::IntGauge,
     /// Where refused handshakes are noted for the audit trail (the mTLS listeners).
     pub attempts: Option<Arc<crate::audit::attempts::Attempts>>,
+    /// What the listener admits and how long a connection may live.
+    pub admission: Arc<Admission>,
+    /// Where the mTLS listeners register their connections, for reloads to check again.
+    pub registry: Option<Arc<Connections>>,
 }
 
 impl Listen {
@@ -465,9 +480,28 @@ impl Listen {
         handshake_timeout: Duration,
         metrics: crate::metrics::Metrics,
         name: &'static str,
+        bounds: Bounds,
     ) -> Self {
         let open = metrics.connections.with_label_values(&[name]);
-        Listen { tls, handshake_timeout, metrics, name, open, attempts: None }
+        let admission = Admission::new(name, bounds, metrics.clone());
+        Listen { tls, handshake_timeout, metrics, name, open, attempts: None, admission, registry: None }
+    }
+
+    /// Admits a connection from `peer` within the listener's bounds, or closes it.
+    pub(crate) fn admit(&self, peer: SocketAddr) -> Option<crate::conn::Admitted> {
+        self.admission.admit(peer.ip())
+    }
+
+    /// Waits (up to [`SHUTDOWN_GRACE`]) for the listener's connections to end.
+    pub(crate) async fn drained(&self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(1);
+        while self.admission.open() > 0 {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(listener = self.name, "in-flight calls did not finish within the shutdown grace period");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -528,9 +562,45 @@ impl std::fmt::Debug for Listen {
     }
 }
 
+/// The HTTP/1.1 and HTTP/2 server settings of a listener with `bounds`.
+pub(crate) fn http_builder(bounds: &Bounds, limits: &crate::config::Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(crate::timer::CoarseTimer::spawn())
+        .header_read_timeout(bounds.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(bounds.keepalive_interval))
+        .keep_alive_timeout(bounds.keepalive_interval);
+    builder
+}
+
+/// Ends the open connections of organisations that leave the policy, at each change.
+async fn end_departed(policy: Arc<PolicyHandle>, connections: Arc<Connections>, mut shutdown: watch::Receiver<bool>) {
+    let mut installed = policy.watch();
+    loop {
+        tokio::select! {
+            changed = installed.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let snapshot = policy.current();
+        let ended = connections.recheck_orgs(|k| snapshot.organisation(k).is_some());
+        if ended > 0 {
+            tracing::info!(ended, "connections of organisations no longer in the policy ended");
+        }
+    }
+}
+
 /// Serves mutual-TLS connections on `listener` with `handle` until `shutdown` turns true, then
 /// stops accepting and lets in-flight calls finish (up to [`SHUTDOWN_GRACE`]). The caller's
-/// identity is read once per connection and handed to every request on it.
+/// identity is read once per connection and handed to every request on it; each connection
+/// lives within the listener's bounds and is registered for reloads to check again
+/// ([`crate::conn`]).
 async fn serve_mtls<F, Fut>(
     listener: TcpListener,
     listen: Listen,
@@ -541,7 +611,6 @@ async fn serve_mtls<F, Fut>(
     F: Fn(Request<Incoming>, Arc<Caller>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -555,26 +624,40 @@ async fn serve_mtls<F, Fut>(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(admitted) = listen.admit(peer) else { continue };
         let _ = tcp.set_nodelay(true);
         let handle = handle.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let listen = listen.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             let Some((tls, _open)) = listen.handshake(tcp, peer).await else { return };
-            let caller = Arc::new(Caller::from_peer_chain(tls.get_ref().1.peer_certificates(), peer));
+            let state = Arc::new(ConnState::default());
+            let chain: Vec<_> = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
+            let caller = Caller::from_peer_chain(Some(&chain), peer).on(state.clone());
+            let (org, not_after) = caller.identity.as_ref().map_or((None, None), |i| (Some(i.kbo), Some(i.not_after)));
+            let _registered = listen.registry.as_ref().map(|r| r.register(&chain, org, state.clone()));
+            drop(chain);
+            let caller = Arc::new(caller);
+            let requests = state.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let in_flight = requests.request();
                 let fut = handle(req, caller.clone());
-                async move { Ok::<_, Infallible>(fut.await) }
+                async move {
+                    let answer = fut.await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(answer)
+                }
             });
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
+            let bounds = listen.admission.bounds;
+            let closed = &listen.metrics.connections_closed;
+            if let Err(e) = crate::conn::drive(conn, &state, &bounds, not_after, shutdown, closed, listen.name).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-        tracing::warn!("in-flight calls did not finish within the shutdown grace period");
-    }
+    listen.drained().await;
 }

@@ -69,30 +69,95 @@ fn read_crls(paths: &[impl AsRef<Path>]) -> Result<Vec<CertificateRevocationList
 
 /// The data plane's server configuration.
 pub fn server_config(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    Ok(server_config_and_verifier(cfg)?.0)
+}
+
+/// The mutual-TLS server configuration and its client certificate verifier, with which open
+/// connections are checked again after a reload ([`crate::conn::Registry::recheck`]).
+pub fn server_config_and_verifier(cfg: &TlsConfig) -> Result<(ServerConfig, Arc<dyn ClientCertVerifier>), TlsError> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
+    let mut anchors = Vec::new();
     for ca in read_certs("client CA bundle", &cfg.client_ca)? {
+        anchors.push(Anchor::of(&ca, &cfg.client_ca)?);
         roots.add(ca)?;
     }
+    // webpki keeps a trust anchor's name constraints but not its path-length constraint:
+    // [`ChainLimit`] enforces that one.
+    anchors.retain(|a| a.max_intermediates.is_some());
     let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .with_crls(read_crls(&cfg.crls)?)
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let verifier = Arc::new(ChainLimit { inner: webpki, max_intermediates: cfg.max_intermediates });
+    let verifier: Arc<dyn ClientCertVerifier> =
+        Arc::new(ChainLimit { inner: webpki, max_intermediates: cfg.max_intermediates, anchors });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(read_certs("server certificate", &cfg.cert)?, read_key(&cfg.key)?)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, verifier))
 }
 
 /// webpki's client verification, refusing first a chain with more intermediates than allowed
 /// (`CertificateError::ApplicationVerificationFailure`, counted as `chain-too-long`).
+/// A trust anchor's path-length constraint (`pathLenConstraint` of its basic constraints):
+/// at most that many intermediates between it and a client certificate.
+#[derive(Debug)]
+struct Anchor {
+    subject: Vec<u8>,
+    max_intermediates: Option<u32>,
+}
+
+impl Anchor {
+    fn of(der: &CertificateDer<'_>, path: &Path) -> Result<Anchor, TlsError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Pem {
+            what: "client CA bundle",
+            path: path.display().to_string(),
+            message: format!("a CA certificate does not parse: {e}"),
+        })?;
+        let max_intermediates = match cert.basic_constraints() {
+            Ok(Some(bc)) => bc.value.path_len_constraint,
+            Ok(None) => None,
+            Err(e) => {
+                return Err(TlsError::Verifier(format!(
+                    "a CA of {} has unreadable basic constraints: {e}",
+                    path.display()
+                )));
+            }
+        };
+        Ok(Anchor { subject: cert.subject().as_raw().to_vec(), max_intermediates })
+    }
+}
+
+/// The intermediates between `end_entity` and the first certificate issued by an anchor of
+/// `anchors`, following issuer names through `intermediates`: the anchor's constraint and the
+/// count, when the chain reaches a constrained anchor.
+fn path_to_anchor(end_entity: &[u8], intermediates: &[CertificateDer<'_>], anchors: &[Anchor]) -> Option<(u32, u32)> {
+    let parsed: Vec<_> =
+        intermediates.iter().filter_map(|c| x509_parser::parse_x509_certificate(c).ok().map(|(_, c)| c)).collect();
+    let (_, leaf) = x509_parser::parse_x509_certificate(end_entity).ok()?;
+    let mut issuer = leaf.issuer().as_raw();
+    let mut used = 0u32;
+    loop {
+        if let Some(a) = anchors.iter().find(|a| a.subject == issuer) {
+            return a.max_intermediates.map(|max| (max, used));
+        }
+        let next = parsed.iter().find(|c| c.subject().as_raw() == issuer)?;
+        used += 1;
+        if used as usize > parsed.len() {
+            return None;
+        }
+        issuer = next.issuer().as_raw();
+    }
+}
+
 #[derive(Debug)]
 struct ChainLimit {
     inner: Arc<dyn ClientCertVerifier>,
     max_intermediates: usize,
+    /// The trust anchors with a path-length constraint.
+    anchors: Vec<Anchor>,
 }
 
 impl ClientCertVerifier for ChainLimit {
@@ -111,10 +176,19 @@ impl ClientCertVerifier for ChainLimit {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        let refused = || Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
         let verdict = if intermediates.len() > self.max_intermediates {
-            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+            refused()
         } else {
-            self.inner.verify_client_cert(end_entity, intermediates, now)
+            match self.inner.verify_client_cert(end_entity, intermediates, now) {
+                // With no intermediate, any path-length constraint holds.
+                Ok(v) if intermediates.is_empty() || self.anchors.is_empty() => Ok(v),
+                Ok(v) => match path_to_anchor(end_entity, intermediates, &self.anchors) {
+                    Some((max, used)) if used > max => refused(),
+                    _ => Ok(v),
+                },
+                Err(e) => Err(e),
+            }
         };
         if verdict.is_err() {
             // For the audit record of the attempt (only refused certificates are kept).

@@ -213,6 +213,12 @@ fn corpus() -> Vec<Case> {
         div_call("xml-two-plates", soap("<Plate>1-ABC-123</Plate><Plate>2-XYZ-999</Plate>")),
         div_call("xml-plate-and-vin", soap("<Plate>1-ABC-123</Plate><Vin>WVWZZZ1JZXW000001</Vin>")),
         div_call("xml-processing-instruction", soap("<?evil?><Plate>1-ABC-123</Plate>")),
+        // A declaration that lies about the bytes (UTF-8 sent, UTF-16 declared).
+        div_call(
+            "xml-declared-utf16",
+            soap("<Plate>1-ABC-123</Plate>")
+                .replace(r#"<?xml version="1.0"?>"#, r#"<?xml version="1.0" encoding="UTF-16"?>"#),
+        ),
         div_call("xml-wide-text", soap(&format!("<Plate>{}</Plate>", "1".repeat(20_000)))),
         // --- Invalid plates and VINs where DIV takes them.
         div_call("plate-old-format", soap("<Plate>ABC-123</Plate>")),

@@ -1,12 +1,15 @@
 //! Step 1 — who is calling. rustls has verified the chain and the CRLs during the handshake;
 //! here the organisation is read from the certificate **once per connection** and shared by
 //! every request on it. A verified certificate that names no valid enterprise number is still
-//! refused, on every request, with `CLIENT_CERT_INVALID`.
+//! refused, on every request, with `CLIENT_CERT_INVALID`. A connection the gateway ended for
+//! its certificate ([`crate::conn`]: revoked at a reload, expired, its organisation gone)
+//! refuses the requests that still arrive on it with `CLIENT_CERT_REVOKED`.
 
 use std::net::SocketAddr;
 
 use certs::{IdentityError, OrgIdentity};
 
+use crate::conn::Ended;
 use crate::error::{Code, Refusal};
 
 /// The caller behind a connection.
@@ -14,6 +17,8 @@ use crate::error::{Code, Refusal};
 pub struct Caller {
     pub identity: Result<OrgIdentity, IdentityError>,
     pub peer: SocketAddr,
+    /// The connection's state, when a listener drives it.
+    pub conn: Option<std::sync::Arc<crate::conn::ConnState>>,
 }
 
 impl Caller {
@@ -24,11 +29,26 @@ impl Caller {
             // The verifier requires a certificate, so this only happens if it is misconfigured.
             None => Err(IdentityError::Unparsable),
         };
-        Caller { identity, peer }
+        Caller { identity, peer, conn: None }
+    }
+
+    /// The same caller, on the connection whose state is `conn`.
+    pub fn on(mut self, conn: std::sync::Arc<crate::conn::ConnState>) -> Self {
+        self.conn = Some(conn);
+        self
     }
 
     /// The organisation, or the refusal every request on this connection gets.
     pub fn org(&self) -> Result<&OrgIdentity, Refusal> {
+        if let Some(ended) = self.conn.as_ref().and_then(|c| c.ended()).filter(|e| e.refuses_calls()) {
+            return Err(match ended {
+                Ended::Expired => Refusal::new(Code::ClientCertInvalid, "the client certificate has expired"),
+                Ended::Organisation => {
+                    Refusal::new(Code::ClientCertRevoked, "the certificate's organisation is no longer registered")
+                }
+                _ => Refusal::new(Code::ClientCertRevoked, "the client certificate was revoked"),
+            });
+        }
         self.identity.as_ref().map_err(|e| Refusal::new(Code::ClientCertInvalid, e.to_string()))
     }
 }
