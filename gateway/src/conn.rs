@@ -1,30 +1,36 @@
 //! Connections: what a client may hold open on each listener, and the end of connections
 //! whose certificate or organisation no longer holds.
 //!
-//! Every listener (data, control, public, operations) admits a connection only within its
-//! [`Bounds`] — at most `max_connections` at once, and `max_per_peer` from one address — and
-//! drives it with [`drive`]: a connection that carries no request for `idle_timeout`, that is
-//! older than `max_age`, whose certificate expires, or that [`Connections::recheck`] finds revoked
-//! or without its organisation is shut down gracefully (HTTP/2 GOAWAY, HTTP/1.1 `Connection:
-//! close` after the call in flight), and dropped if it has not drained after [`DRAIN`]. A
-//! request that arrives on a connection already ended for its certificate is refused with
-//! `CLIENT_CERT_REVOKED` by [`crate::pipeline::identity::Caller::org`], with its audit record.
+//! Every listener (data, control, public, operations) has its [`Connections`]: it admits a
+//! connection only within the listener's [`Bounds`] — at most `max_connections` at once, and
+//! `max_per_peer` from one address — and keeps the open ones in a table that one sweeper task
+//! per listener walks a few times a second. The sweeper ends a connection that carried no
+//! request for `idle_timeout`, that is older than `max_age` or whose certificate expired;
+//! [`Connections::recheck`] ends those a reload finds revoked, [`Connections::recheck_orgs`]
+//! those whose organisation left the policy. An ended connection is shut down gracefully by
+//! [`drive`] (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` after the call in flight) and
+//! dropped if it has not drained [`DRAIN`] later. A request that still arrives on a connection
+//! ended for its certificate is refused with `CLIENT_CERT_REVOKED` by
+//! [`crate::pipeline::identity::Caller::org`], with its audit record.
 //!
-//! The cost per call is one relaxed increment of the connection's request counter and one
-//! load of its state; the checks run per connection, on timers and on reloads.
+//! The connection's own task does no timekeeping: per poll it loads one flag and registers its
+//! waker; per call it counts the request in two relaxed counters. Everything else happens in
+//! the sweeper, on reloads and on policy changes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::task::AtomicWaker;
 use hyper_util::server::graceful::GracefulConnection;
 use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Deserialize;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
@@ -195,81 +201,19 @@ impl Bounds {
     }
 }
 
-/// What a listener admits: a count of open connections, and one per address when bounded.
-#[derive(Debug)]
-pub struct Admission {
-    pub bounds: Bounds,
-    listener: &'static str,
-    open: AtomicUsize,
-    per_peer: Mutex<HashMap<IpAddr, usize>>,
-    metrics: Metrics,
-}
-
-/// An admitted connection; it leaves the counts when dropped.
-#[derive(Debug)]
-pub struct Admitted {
-    admission: Arc<Admission>,
-    peer: IpAddr,
-}
-
-impl Admission {
-    pub fn new(listener: &'static str, bounds: Bounds, metrics: Metrics) -> Arc<Self> {
-        Arc::new(Admission { bounds, listener, open: AtomicUsize::new(0), per_peer: Mutex::default(), metrics })
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
-    /// Admits a connection from `peer`, or counts why not (the caller closes the socket).
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Admitted> {
-        if self.open.fetch_add(1, Ordering::AcqRel) >= self.bounds.max_connections {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.connections_closed.with_label_values(&[self.listener, "limit"]).inc();
-            return None;
-        }
-        if self.bounds.max_per_peer > 0 {
-            let mut map = self.per_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = map.entry(peer).or_insert(0);
-            if *n >= self.bounds.max_per_peer {
-                drop(map);
-                self.open.fetch_sub(1, Ordering::AcqRel);
-                self.metrics.connections_closed.with_label_values(&[self.listener, "peer-limit"]).inc();
-                return None;
-            }
-            *n += 1;
-        }
-        Some(Admitted { admission: self.clone(), peer })
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let a = &self.admission;
-        if a.bounds.max_per_peer > 0 {
-            let mut map = a.per_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(n) = map.get_mut(&self.peer) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&self.peer);
-                }
-            }
-        }
-        a.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The state of one open connection, shared by its driver, its requests and the registry.
+/// The state of one open connection, shared by its task, its requests and the sweeper.
 #[derive(Debug, Default)]
 pub struct ConnState {
     /// 0 while open; otherwise the [`Ended`] reason.
     ended: AtomicU8,
+    /// Set when the connection did not drain in time: its task drops it.
+    kill: AtomicBool,
     /// Requests received so far (for the idle check).
     requests: AtomicU64,
     /// Requests still being answered.
     in_flight: AtomicUsize,
-    wake: Notify,
+    /// The connection's task, woken when the connection must end.
+    waker: AtomicWaker,
 }
 
 impl ConnState {
@@ -278,11 +222,14 @@ impl ConnState {
         Ended::from_u8(self.ended.load(Ordering::Acquire))
     }
 
-    /// Ends the connection for `why` (the first reason stays), waking its driver.
-    pub fn end(&self, why: Ended) {
-        if self.ended.compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.wake.notify_one();
+    /// Ends the connection for `why`, waking its task; false when it had already ended (the
+    /// first reason stays).
+    fn end(&self, why: Ended) -> bool {
+        let first = self.ended.compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if first {
+            self.waker.wake();
         }
+        first
     }
 
     /// Counts a request for the time it is answered.
@@ -303,46 +250,96 @@ impl Drop for InFlight {
     }
 }
 
-/// What the registry knows of one mutual-TLS connection.
+/// What the sweeper knows of one open connection.
 #[derive(Debug)]
-struct Peer {
+struct Entry {
+    state: Arc<ConnState>,
+    /// The peer's certificate chain (mutual-TLS listeners), checked again at reloads.
     chain: Vec<CertificateDer<'static>>,
     org: Option<policies::ids::Kbo>,
-    state: Arc<ConnState>,
+    opened: Instant,
+    expires: Option<Instant>,
+    /// The request count the sweeper last saw, and since when it has not moved.
+    seen: u64,
+    quiet_since: Instant,
+    ended_at: Option<Instant>,
 }
 
-/// The open mutual-TLS connections (data and control planes), so that a reload or a policy
-/// change can end those whose certificate or organisation no longer holds.
 #[derive(Debug, Default)]
-pub struct Connections {
-    open: Mutex<HashMap<u64, Peer>>,
-    next: AtomicU64,
+struct Table {
+    open: HashMap<u64, Entry>,
+    per_peer: HashMap<IpAddr, usize>,
+    next: u64,
 }
 
-/// A connection's place in the registry; it leaves when dropped.
+/// The connections of one listener: admission within its bounds, the table of open ones, and
+/// their ends.
 #[derive(Debug)]
-pub struct Listed {
-    registry: Arc<Connections>,
-    id: u64,
+pub struct Connections {
+    pub bounds: Bounds,
+    listener: &'static str,
+    /// Connections admitted (from accept to close, the handshake included).
+    admitted: AtomicUsize,
+    table: Mutex<Table>,
+    closed: prometheus::IntCounterVec,
 }
 
-impl Drop for Listed {
-    fn drop(&mut self) {
-        self.registry.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
-    }
+/// An admitted connection; it leaves the counts (and the table) when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    connections: Arc<Connections>,
+    peer: IpAddr,
+    id: Option<u64>,
 }
 
 impl Connections {
-    pub fn register(
-        self: &Arc<Self>,
-        chain: &[CertificateDer<'_>],
-        org: Option<policies::ids::Kbo>,
-        state: Arc<ConnState>,
-    ) -> Listed {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let chain = chain.iter().map(|c| c.clone().into_owned()).collect();
-        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, Peer { chain, org, state });
-        Listed { registry: self.clone(), id }
+    pub fn new(listener: &'static str, bounds: Bounds, metrics: &Metrics) -> Arc<Self> {
+        Arc::new(Connections {
+            bounds,
+            listener,
+            admitted: AtomicUsize::new(0),
+            table: Mutex::default(),
+            closed: metrics.connections_closed.clone(),
+        })
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Connections admitted now.
+    pub fn open(&self) -> usize {
+        self.admitted.load(Ordering::Acquire)
+    }
+
+    /// Admits a connection from `peer`, or counts why not (the caller closes the socket).
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.bounds.max_connections {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            self.closed.with_label_values(&[self.listener, "limit"]).inc();
+            return None;
+        }
+        if self.bounds.max_per_peer > 0 {
+            let mut t = self.table();
+            let n = t.per_peer.entry(peer).or_insert(0);
+            if *n >= self.bounds.max_per_peer {
+                drop(t);
+                self.admitted.fetch_sub(1, Ordering::AcqRel);
+                self.closed.with_label_values(&[self.listener, "peer-limit"]).inc();
+                return None;
+            }
+            *n += 1;
+        }
+        Some(Slot { connections: self.clone(), peer, id: None })
+    }
+
+    /// Ends `state` for `why` and counts it (a stop of the gateway is not counted).
+    fn end(&self, state: &ConnState, why: Ended) -> bool {
+        let first = state.end(why);
+        if first && why != Ended::Shutdown {
+            self.closed.with_label_values(&[self.listener, why.as_str()]).inc();
+        }
+        first
     }
 
     /// Verifies every open connection's certificate chain again with `verifier` (the CRLs and
@@ -350,27 +347,25 @@ impl Connections {
     /// Returns how many it ended.
     pub fn recheck(&self, verifier: &dyn ClientCertVerifier, known: impl Fn(policies::ids::Kbo) -> bool) -> usize {
         let now = UnixTime::now();
-        let peers: Vec<(Vec<CertificateDer<'static>>, Option<policies::ids::Kbo>, Arc<ConnState>)> = self
+        let peers: Vec<_> = self
+            .table()
             .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
-            .filter(|p| p.state.ended().is_none())
-            .map(|p| (p.chain.clone(), p.org, p.state.clone()))
+            .filter(|e| e.state.ended().is_none() && !e.chain.is_empty())
+            .map(|e| (e.chain.clone(), e.org, e.state.clone()))
             .collect();
         let mut ended = 0;
         for (chain, org, state) in peers {
-            let why = match chain.split_first() {
-                Some((leaf, rest)) => match verifier.verify_client_cert(leaf, rest, now) {
-                    Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)) => Some(Ended::Expired),
-                    Err(_) => Some(Ended::Revoked),
-                    Ok(_) if org.is_some_and(|k| !known(k)) => Some(Ended::Organisation),
-                    Ok(_) => None,
-                },
-                None => Some(Ended::Revoked),
+            let Some((leaf, rest)) = chain.split_first() else { continue };
+            let why = match verifier.verify_client_cert(leaf, rest, now) {
+                Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)) => Some(Ended::Expired),
+                Err(_) => Some(Ended::Revoked),
+                Ok(_) if org.is_some_and(|k| !known(k)) => Some(Ended::Organisation),
+                Ok(_) => None,
             };
-            if let Some(why) = why {
-                state.end(why);
+            if let Some(why) = why
+                && self.end(&state, why)
+            {
                 ended += 1;
             }
         }
@@ -381,100 +376,172 @@ impl Connections {
     /// policy); returns how many. No certificate is verified again: a policy change does not
     /// change the CAs or CRLs.
     pub fn recheck_orgs(&self, known: impl Fn(policies::ids::Kbo) -> bool) -> usize {
-        let open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut ended = 0;
-        for p in open.values() {
-            if p.state.ended().is_none() && p.org.is_some_and(|k| !known(k)) {
-                p.state.end(Ended::Organisation);
-                ended += 1;
+        let states: Vec<_> = self
+            .table()
+            .open
+            .values()
+            .filter(|e| e.state.ended().is_none() && e.org.is_some_and(|k| !known(k)))
+            .map(|e| e.state.clone())
+            .collect();
+        states.iter().filter(|s| self.end(s, Ended::Organisation)).count()
+    }
+
+    /// One pass over the open connections at `now`: ends the idle, the too old and the
+    /// expired ones, drops those that did not drain in time. `stopping`: ends them all.
+    fn sweep(&self, now: Instant, stopping: bool) {
+        let mut to_end = Vec::new();
+        {
+            let mut t = self.table();
+            for e in t.open.values_mut() {
+                if let Some(at) = e.ended_at {
+                    if now.duration_since(at) >= DRAIN && !e.state.kill.swap(true, Ordering::AcqRel) {
+                        tracing::debug!(listener = self.listener, "connection did not drain; dropped");
+                        e.state.waker.wake();
+                    }
+                    continue;
+                }
+                if e.state.ended().is_some() {
+                    e.ended_at = Some(now);
+                    continue;
+                }
+                let requests = e.state.requests.load(Ordering::Relaxed);
+                if requests != e.seen || e.state.in_flight.load(Ordering::Relaxed) > 0 {
+                    (e.seen, e.quiet_since) = (requests, now);
+                }
+                let why = if stopping {
+                    Ended::Shutdown
+                } else if e.expires.is_some_and(|x| now >= x) {
+                    Ended::Expired
+                } else if now.duration_since(e.opened) >= self.bounds.max_age {
+                    Ended::Age
+                } else if now.duration_since(e.quiet_since) >= self.bounds.idle_timeout {
+                    Ended::Idle
+                } else {
+                    continue;
+                };
+                e.ended_at = Some(now);
+                to_end.push((e.state.clone(), why));
             }
         }
-        ended
+        for (state, why) in to_end {
+            self.end(&state, why);
+        }
     }
 
-    /// Open mutual-TLS connections.
-    pub fn len(&self) -> usize {
-        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    /// Sweeps the table a few times a second (a quarter of the idle timeout, at least every
+    /// second) until `shutdown`; then ends every connection and keeps sweeping until they are
+    /// gone or have had [`DRAIN`] to finish.
+    pub async fn sweeper(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let tick = (self.bounds.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut every = tokio::time::interval(tick);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                changed = shutdown.changed(), if !stopping => {
+                    stopping = changed.is_err() || *shutdown.borrow();
+                }
+            }
+            self.sweep(Instant::now(), stopping);
+            if stopping && self.open() == 0 {
+                return;
+            }
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Waits (up to [`DRAIN`] and a second) until every admitted connection has closed.
+    pub async fn drained(&self) {
+        let deadline = Instant::now() + DRAIN + Duration::from_secs(1);
+        while self.open() > 0 {
+            if Instant::now() > deadline {
+                tracing::warn!(
+                    listener = self.listener,
+                    "in-flight calls did not finish within the shutdown grace period"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
-/// Drives `conn` to its end within `bounds`: shuts it down gracefully when it has been idle
-/// for the idle timeout, when it reaches the maximum age, when `not_after` (Unix seconds)
-/// passes, when its state is ended (a reload found its certificate revoked), or when
-/// `shutdown` turns true; drops it if it has not drained [`DRAIN`] later. Counts why it ended.
-pub async fn drive<C>(
-    conn: C,
-    state: &ConnState,
-    bounds: &Bounds,
-    not_after: Option<i64>,
-    mut shutdown: watch::Receiver<bool>,
-    closed: &prometheus::IntCounterVec,
-    listener: &'static str,
-) -> Result<(), C::Error>
+impl Slot {
+    /// Enters the connection, once its handshake is done, in the listener's table: `chain` (the
+    /// peer's certificates, for mutual-TLS listeners) and `org` are checked again at reloads and
+    /// policy changes; `not_after` (Unix seconds) ends it when the certificate expires.
+    pub fn open(
+        &mut self,
+        chain: &[CertificateDer<'_>],
+        org: Option<policies::ids::Kbo>,
+        not_after: Option<i64>,
+    ) -> Arc<ConnState> {
+        let now = Instant::now();
+        let expires = not_after.map(|t| {
+            let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            now + Duration::from_secs(u64::try_from(t).unwrap_or(0).saturating_sub(unix))
+        });
+        let state = Arc::new(ConnState::default());
+        let entry = Entry {
+            state: state.clone(),
+            chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            org,
+            opened: now,
+            expires,
+            seen: 0,
+            quiet_since: now,
+            ended_at: None,
+        };
+        let mut t = self.connections.table();
+        let id = t.next;
+        t.next += 1;
+        t.open.insert(id, entry);
+        self.id = Some(id);
+        state
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let c = &self.connections;
+        {
+            let mut t = c.table();
+            if let Some(id) = self.id {
+                t.open.remove(&id);
+            }
+            if c.bounds.max_per_peer > 0
+                && let Some(n) = t.per_peer.get_mut(&self.peer)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    t.per_peer.remove(&self.peer);
+                }
+            }
+        }
+        c.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Drives `conn` to its end: shuts it down gracefully once `state` is ended, drops it when the
+/// sweeper says it did not drain in time. Per poll: one flag and the waker's registration.
+pub async fn drive<C>(conn: C, state: &ConnState) -> Result<(), C::Error>
 where
     C: GracefulConnection,
 {
     let mut conn = pin!(conn);
-    let started = Instant::now();
-    let age_limit = started + bounds.max_age;
-    let expiry = not_after.map(|t| {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        started + Duration::from_secs(u64::try_from(t).unwrap_or(0).saturating_sub(now))
-    });
-    // The idle check looks at the request counter every quarter of the idle timeout.
-    let tick = (bounds.idle_timeout / 4).max(Duration::from_millis(50));
-    let (mut seen, mut quiet_since) = (0u64, started);
-    let mut drain_until: Option<Instant> = None;
-    loop {
-        let next = match drain_until {
-            Some(d) => d,
-            None => {
-                let mut n = (Instant::now() + tick).min(age_limit);
-                if let Some(e) = expiry {
-                    n = n.min(e);
-                }
-                n
-            }
-        };
-        let why = tokio::select! {
-            done = conn.as_mut() => return done,
-            () = state.wake.notified(), if drain_until.is_none() => state.ended(),
-            _ = shutdown.changed(), if drain_until.is_none() => Some(Ended::Shutdown),
-            () = tokio::time::sleep_until(next) => {
-                if drain_until.is_some() {
-                    // It did not drain in time: drop it.
-                    tracing::debug!(listener, "connection did not drain; dropped");
-                    return Ok(());
-                }
-                let now = Instant::now();
-                let requests = state.requests.load(Ordering::Relaxed);
-                if requests != seen || state.in_flight.load(Ordering::Relaxed) > 0 {
-                    (seen, quiet_since) = (requests, now);
-                }
-                if expiry.is_some_and(|e| now >= e) {
-                    state.end(Ended::Expired);
-                    Some(Ended::Expired)
-                } else if now >= age_limit {
-                    Some(Ended::Age)
-                } else if now.duration_since(quiet_since) >= bounds.idle_timeout {
-                    Some(Ended::Idle)
-                } else {
-                    None
-                }
-            }
-        };
-        if let Some(why) = why {
-            if why != Ended::Shutdown {
-                closed.with_label_values(&[listener, why.as_str()]).inc();
-            }
-            conn.as_mut().graceful_shutdown();
-            drain_until = Some(Instant::now() + DRAIN);
+    let mut shutting = false;
+    std::future::poll_fn(|cx| {
+        state.waker.register(cx.waker());
+        if state.kill.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
         }
-    }
+        if !shutting && state.ended.load(Ordering::Acquire) != 0 {
+            shutting = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -486,7 +553,7 @@ mod tests {
     fn admission_bounds_the_listener_and_each_address() {
         let metrics = Metrics::new().unwrap();
         let bounds = Bounds { max_connections: 3, max_per_peer: 2, ..Bounds::default_for("public") };
-        let a = Admission::new("public", bounds, metrics.clone());
+        let a = Connections::new("public", bounds, &metrics);
         let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let one = a.admit(x).unwrap();
         let two = a.admit(x).unwrap();
@@ -498,16 +565,57 @@ mod tests {
         drop((two, three));
         assert_eq!(metrics.connections_closed.with_label_values(&["public", "peer-limit"]).get(), 1);
         assert_eq!(metrics.connections_closed.with_label_values(&["public", "limit"]).get(), 1);
-        assert_eq!(a.open.load(Ordering::Relaxed), 1);
-        assert_eq!(a.per_peer.lock().unwrap().len(), 1, "an address with no connection leaves the map");
+        assert_eq!(a.open(), 1);
+        assert_eq!(a.table().per_peer.len(), 1, "an address with no connection leaves the map");
+    }
+
+    #[test]
+    fn the_sweeper_ends_idle_old_and_expired_connections() {
+        let metrics = Metrics::new().unwrap();
+        let bounds = Bounds {
+            idle_timeout: Duration::from_secs(10),
+            max_age: Duration::from_secs(100),
+            ..Bounds::default_for("data")
+        };
+        let c = Connections::new("data", bounds, &metrics);
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let now = Instant::now();
+        let (mut busy, mut idle, mut expiring) =
+            (c.admit(peer).unwrap(), c.admit(peer).unwrap(), c.admit(peer).unwrap());
+        let busy_state = busy.open(&[], None, None);
+        let idle_state = idle.open(&[], None, None);
+        let in_5s = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 + 5;
+        let expiring_state = expiring.open(&[], None, Some(in_5s));
+        // 6 s: the busy one took a call; nothing ends yet.
+        let _call = busy_state.request();
+        c.sweep(now + Duration::from_secs(6), false);
+        assert!(busy_state.ended().is_none() && idle_state.ended().is_none());
+        assert_eq!(expiring_state.ended(), Some(Ended::Expired), "its certificate expired at 5 s");
+        // 11 s: the quiet one is idle; the one with a call in flight is not.
+        c.sweep(now + Duration::from_secs(11), false);
+        assert_eq!(idle_state.ended(), Some(Ended::Idle));
+        assert!(busy_state.ended().is_none());
+        // One that did not drain is dropped DRAIN after it was ended.
+        c.sweep(now + Duration::from_secs(12), false);
+        assert!(!idle_state.kill.load(Ordering::Relaxed));
+        c.sweep(now + Duration::from_secs(11) + DRAIN, false);
+        assert!(idle_state.kill.load(Ordering::Relaxed));
+        // Past the maximum age, even a busy connection is drained.
+        c.sweep(now + Duration::from_secs(101), false);
+        assert_eq!(busy_state.ended(), Some(Ended::Age));
+        for reason in ["expired", "idle", "age"] {
+            assert_eq!(metrics.connections_closed.with_label_values(&["data", reason]).get(), 1, "{reason}");
+        }
+        drop((busy, idle, expiring));
+        assert_eq!((c.open(), c.table().open.len()), (0, 0));
     }
 
     #[test]
     fn the_first_reason_to_end_stays() {
         let s = Arc::new(ConnState::default());
         assert_eq!(s.ended(), None);
-        s.end(Ended::Revoked);
-        s.end(Ended::Idle);
+        assert!(s.end(Ended::Revoked));
+        assert!(!s.end(Ended::Idle));
         assert_eq!(s.ended(), Some(Ended::Revoked));
         assert!(Ended::Revoked.refuses_calls() && !Ended::Idle.refuses_calls());
         let f = s.request();

@@ -42,8 +42,10 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
 impl Ops {
     fn refresh(&self) {
         let s = &self.audit.status;
-        self.metrics.audit_records.set(s.records.load(Ordering::Relaxed) as i64);
-        self.metrics.audit_batches.set(s.batches.load(Ordering::Relaxed) as i64);
+        // The trail counts since start; the counters catch up with it (never down).
+        let catch_up = |c: &prometheus::IntCounter, now: u64| c.inc_by(now.saturating_sub(c.get()));
+        catch_up(&self.metrics.audit_records, s.records.load(Ordering::Relaxed));
+        catch_up(&self.metrics.audit_batches, s.batches.load(Ordering::Relaxed));
         self.metrics.audit_writable.set(i64::from(s.writable.load(Ordering::Acquire)));
         self.metrics.policy_version.set(self.policy.current().version() as i64);
         self.metrics.policy_age.set(self.policy.age().as_secs_f64());
@@ -98,24 +100,21 @@ impl Ops {
 pub async fn serve(
     listener: TcpListener,
     ops: Arc<Ops>,
-    admission: Arc<crate::conn::Admission>,
+    connections: Arc<crate::conn::Connections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let bounds = admission.bounds;
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(bounds.header_read_timeout);
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(connections.bounds.header_read_timeout);
     loop {
         let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue } },
             _ = shutdown.changed() => return,
         };
-        let Some(admitted) = admission.admit(peer.ip()) else { continue };
-        let (ops, builder, shutdown) = (ops.clone(), builder.clone(), shutdown.clone());
+        let Some(mut slot) = connections.admit(peer.ip()) else { continue };
+        let (ops, builder) = (ops.clone(), builder.clone());
         tokio::spawn(async move {
-            let _admitted = admitted;
-            let state = Arc::new(crate::conn::ConnState::default());
+            let state = slot.open(&[], None, None);
             let requests = state.clone();
-            let closed = ops.metrics.connections_closed.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let ops = ops.clone();
                 let in_flight = requests.request();
@@ -126,7 +125,8 @@ pub async fn serve(
                 }
             });
             let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
-            let _ = crate::conn::drive(conn, &state, &bounds, None, shutdown, &closed, "ops").await;
+            let _ = crate::conn::drive(conn, &state).await;
+            drop(slot);
         });
     }
 }

@@ -37,6 +37,7 @@ pub struct Public {
     policy: Arc<crate::policy::PolicyHandle>,
     associations: Option<Associations>,
     metrics: crate::metrics::Metrics,
+    ids: crate::pipeline::envelope::RequestIds,
 }
 
 /// The association register's public subset.
@@ -56,12 +57,19 @@ impl Public {
         associations: Option<Associations>,
         metrics: crate::metrics::Metrics,
     ) -> Self {
-        Public { policy, associations, metrics }
+        Public { policy, associations, metrics, ids: crate::pipeline::envelope::RequestIds::new() }
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        // The caller's request id, echoed on every answer (one is made when it sent none).
+        let (rid, malformed) = match self.ids.take(req.headers()) {
+            Ok(rid) => (rid, None),
+            Err((rid, refusal)) => (rid, Some(refusal)),
+        };
         let path = req.uri().path();
-        let (label, result) = if path == "/public/instruments" || path == "/public/instruments.html" {
+        let (label, result) = if let Some(refusal) = malformed {
+            ("unknown", Err(refusal))
+        } else if path == "/public/instruments" || path == "/public/instruments.html" {
             ("publication", self.publication(&req))
         } else if path.starts_with(PREFIX) {
             let r = match &self.associations {
@@ -76,10 +84,13 @@ impl Public {
             ));
             ("unknown", r)
         };
-        let (resp, code) = match result {
+        let (mut resp, code) = match result {
             Ok(r) => (r, ""),
-            Err(refusal) => (error::respond(&refusal, Dialect::Json, ""), refusal.code.as_str()),
+            Err(refusal) => {
+                (error::respond(&refusal, Dialect::Json, rid.to_str().unwrap_or_default()), refusal.code.as_str())
+            }
         };
+        resp.headers_mut().insert(crate::pipeline::envelope::REQUEST_ID, rid);
         let outcome = if code.is_empty() { "granted" } else { "refused" };
         self.metrics.requests.with_label_values(&[label, "public", outcome, code]).inc();
         resp
@@ -87,7 +98,7 @@ impl Public {
 
     fn publication(&self, req: &Request<Incoming>) -> Result<Response<Body>, Refusal> {
         if req.method() != Method::GET {
-            return Err(Refusal::new(Code::MethodNotAllowed, "the publication is read with GET"));
+            return Err(Refusal::method_not_allowed("the publication is read with GET", "GET"));
         }
         let (policy, snapshot, now) = (self.policy.model(), self.policy.current(), self.policy.now_secs());
         let (body, ct) = if req.uri().path().ends_with(".html") {
@@ -116,7 +127,7 @@ impl Associations {
             return Err(Refusal::new(Code::ServiceUnknown, "the public listener serves /public/associations/{vCode}"));
         };
         if req.method() != Method::GET {
-            return Err(Refusal::new(Code::MethodNotAllowed, "this service is called with GET"));
+            return Err(Refusal::method_not_allowed("this service is called with GET", "GET"));
         }
         let vcode = VCode::parse(raw).map_err(|e| Refusal::new(Code::SubjectInvalid, format!("vCode: {e}")))?;
         let not_public = || Refusal::new(Code::SubjectNotFound, "no public association has this vCode");
@@ -164,8 +175,7 @@ pub(crate) async fn serve(
     public: Arc<Public>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let bounds = listen.admission.bounds;
-    let builder = crate::server::http_builder(&bounds, &crate::config::Limits::default());
+    let builder = crate::server::http_builder(&listen.connections.bounds, &crate::config::Limits::default());
     loop {
         let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -175,12 +185,11 @@ pub(crate) async fn serve(
             _ = shutdown.changed() => break,
         };
         // Anyone may connect here: each address holds at most `max_per_peer` connections.
-        let Some(admitted) = listen.admit(peer) else { continue };
-        let (listen, public, builder, shutdown) = (listen.clone(), public.clone(), builder.clone(), shutdown.clone());
+        let Some(mut slot) = listen.admit(peer) else { continue };
+        let (listen, public, builder) = (listen.clone(), public.clone(), builder.clone());
         tokio::spawn(async move {
-            let _admitted = admitted;
             let Some((tls, _open)) = listen.handshake(tcp, peer).await else { return };
-            let state = Arc::new(crate::conn::ConnState::default());
+            let state = slot.open(&[], None, None);
             let requests = state.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let public = public.clone();
@@ -192,8 +201,8 @@ pub(crate) async fn serve(
                 }
             });
             let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
-            let closed = &listen.metrics.connections_closed;
-            let _ = crate::conn::drive(conn, &state, &bounds, None, shutdown, closed, listen.name).await;
+            let _ = crate::conn::drive(conn, &state).await;
+            drop(slot);
         });
     }
     drop(listener);

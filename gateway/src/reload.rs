@@ -59,8 +59,8 @@ pub struct Reloader {
     pub mtls: Arc<ArcSwap<ServerConfig>>,
     /// The public listener's (no client certificate).
     pub public: Arc<ArcSwap<ServerConfig>>,
-    /// The open mutual-TLS connections.
-    pub connections: Arc<crate::conn::Connections>,
+    /// The open mutual-TLS connections (data and control planes).
+    pub connections: Vec<Arc<crate::conn::Connections>>,
     changes: Arc<Changes>,
     metrics: Metrics,
     config: std::sync::Mutex<Config>,
@@ -78,7 +78,7 @@ impl Reloader {
     pub fn new(
         cfg: &Config,
         tls: TlsMaterial,
-        connections: Arc<crate::conn::Connections>,
+        connections: Vec<Arc<crate::conn::Connections>>,
         changes: Arc<Changes>,
         metrics: Metrics,
     ) -> Self {
@@ -117,8 +117,11 @@ impl Reloader {
         self.public.store(Arc::new(public));
         // New handshakes use the new material from here; open connections are checked now.
         let policy = self.changes.handle.clone();
-        let connections_ended =
-            self.connections.recheck(verifier.as_ref(), |k| policy.current().organisation(k).is_some());
+        let connections_ended = self
+            .connections
+            .iter()
+            .map(|c| c.recheck(verifier.as_ref(), |k| policy.current().organisation(k).is_some()))
+            .sum();
         let imported = match bundles {
             Some(b) => Some(self.changes.import_bundles(b).await?),
             None => None,

@@ -22,7 +22,7 @@ use crate::admin::ControlPlane;
 use crate::audit::index::AuditIndex;
 use crate::audit::{self, AuditTrail, Recovery};
 use crate::config::{Config, StoreKind};
-use crate::conn::{Admission, Bounds, ConnState, Connections};
+use crate::conn::{Bounds, Connections};
 use crate::consent::{ConsentStore, Registry};
 use crate::error::Body;
 use crate::pipeline::Pipeline;
@@ -98,6 +98,7 @@ pub fn build_pipeline(
             tracing::warn!(service = r.service.id, "no bundle declares this service: every call to it is refused");
         }
     }
+    metrics.sources(sources.iter().map(|s| s.name.as_str()));
     let upstreams = Upstreams::new(sources, metrics.circuit_open.clone());
     Ok(Pipeline {
         audit,
@@ -242,8 +243,6 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let listener =
         TcpListener::bind(cfg.data.listen).await.with_context(|| format!("cannot listen on {}", cfg.data.listen))?;
     let data_addr = listener.local_addr()?;
-    let connections = Arc::new(Connections::default());
-    let reloader = Arc::new(Reloader::new(cfg, tls, connections.clone(), changes.clone(), pipeline.metrics.clone()));
     // The data and control planes read headers within `limits.header_read_timeout_ms` unless
     // their `[connections.*]` table says otherwise.
     let mtls_bounds = |name: &str, c: &crate::conn::BoundsConfig| {
@@ -255,6 +254,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     };
     let data_bounds = mtls_bounds("data", &cfg.connections.data);
     let control_bounds = mtls_bounds("control", &cfg.connections.control);
+    let data_conns = Connections::new("data", data_bounds, &pipeline.metrics);
+    let control_conns = Connections::new("control", control_bounds, &pipeline.metrics);
+    let mtls_conns = vec![data_conns.clone(), control_conns.clone()];
+    let reloader = Arc::new(Reloader::new(cfg, tls, mtls_conns.clone(), changes.clone(), pipeline.metrics.clone()));
     let handshake_timeout = Duration::from_millis(cfg.tls.handshake_timeout_ms);
     tracing::info!(addr = %data_addr, services = pipeline.routes.len(), "data plane listening");
 
@@ -294,7 +297,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            let admission = Admission::new("ops", Bounds::of("ops", &cfg.connections.ops), pipeline.metrics.clone());
+            let conns = Connections::new("ops", Bounds::of("ops", &cfg.connections.ops), &pipeline.metrics);
+            tokio::spawn(conns.clone().sweeper(shutdown_rx.clone()));
             let ops = Arc::new(crate::ops::Ops {
                 metrics: pipeline.metrics.clone(),
                 store: store.clone(),
@@ -303,7 +307,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 upstreams,
                 sync: sync.clone(),
             });
-            tokio::spawn(crate::ops::serve(l, ops, admission, shutdown_rx.clone()));
+            tokio::spawn(crate::ops::serve(l, ops, conns, shutdown_rx.clone()));
             tracing::info!(addr = %a, "operations listening");
             Some(a)
         }
@@ -328,9 +332,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 .transpose()
                 .context("public listener")?;
             let public = crate::public::Public::new(policy.clone(), associations, pipeline.metrics.clone());
-            let bounds = Bounds::of("public", &cfg.connections.public);
+            let conns = Connections::new("public", Bounds::of("public", &cfg.connections.public), &pipeline.metrics);
+            tokio::spawn(conns.clone().sweeper(shutdown_rx.clone()));
             let listen =
-                Listen::new(reloader.public.clone(), handshake_timeout, pipeline.metrics.clone(), "public", bounds);
+                Listen::new(reloader.public.clone(), handshake_timeout, pipeline.metrics.clone(), "public", conns);
             tokio::spawn(crate::public::serve(l, listen, Arc::new(public), shutdown_rx.clone()));
             tracing::info!(addr = %a, "public listener");
             Some(a)
@@ -353,20 +358,20 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
             let plane = plane.clone();
             async move { plane.handle(req, &caller).await }
         };
+        tokio::spawn(control_conns.clone().sweeper(shutdown_rx.clone()));
         let mut listen =
-            Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "control", control_bounds);
+            Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "control", control_conns);
         listen.attempts = Some(attempts.clone());
-        listen.registry = Some(connections.clone());
         let builder = http_builder(&control_bounds, &cfg.limits);
         tokio::spawn(serve_mtls(l, listen, builder, shutdown_rx.clone(), handler))
     });
     let data_pipeline = pipeline.clone();
+    tokio::spawn(data_conns.clone().sweeper(shutdown_rx.clone()));
     let mut listen =
-        Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "data", data_bounds);
+        Listen::new(reloader.mtls.clone(), handshake_timeout, pipeline.metrics.clone(), "data", data_conns);
     listen.attempts = Some(attempts.clone());
-    listen.registry = Some(connections.clone());
     // Organisations that leave the policy lose their open connections too.
-    tokio::spawn(end_departed(policy.clone(), connections.clone(), shutdown_rx.clone()));
+    tokio::spawn(end_departed(policy.clone(), mtls_conns, shutdown_rx.clone()));
     let data_task = tokio::spawn(serve_mtls(
         listener,
         listen,
@@ -468,10 +473,8 @@ pub(crate) struct Listen {
     pub open: prometheus::IntGauge,
     /// Where refused handshakes are noted for the audit trail (the mTLS listeners).
     pub attempts: Option<Arc<crate::audit::attempts::Attempts>>,
-    /// What the listener admits and how long a connection may live.
-    pub admission: Arc<Admission>,
-    /// Where the mTLS listeners register their connections, for reloads to check again.
-    pub registry: Option<Arc<Connections>>,
+    /// What the listener admits, and its open connections.
+    pub connections: Arc<Connections>,
 }
 
 impl Listen {
@@ -480,28 +483,20 @@ impl Listen {
         handshake_timeout: Duration,
         metrics: crate::metrics::Metrics,
         name: &'static str,
-        bounds: Bounds,
+        connections: Arc<Connections>,
     ) -> Self {
         let open = metrics.connections.with_label_values(&[name]);
-        let admission = Admission::new(name, bounds, metrics.clone());
-        Listen { tls, handshake_timeout, metrics, name, open, attempts: None, admission, registry: None }
+        Listen { tls, handshake_timeout, metrics, name, open, attempts: None, connections }
     }
 
     /// Admits a connection from `peer` within the listener's bounds, or closes it.
-    pub(crate) fn admit(&self, peer: SocketAddr) -> Option<crate::conn::Admitted> {
-        self.admission.admit(peer.ip())
+    pub(crate) fn admit(&self, peer: SocketAddr) -> Option<crate::conn::Slot> {
+        self.connections.admit(peer.ip())
     }
 
     /// Waits (up to [`SHUTDOWN_GRACE`]) for the listener's connections to end.
     pub(crate) async fn drained(&self) {
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(1);
-        while self.admission.open() > 0 {
-            if tokio::time::Instant::now() > deadline {
-                tracing::warn!(listener = self.name, "in-flight calls did not finish within the shutdown grace period");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.connections.drained().await;
     }
 }
 
@@ -526,7 +521,7 @@ impl Listen {
         // The verifier leaves a refused certificate in PRESENTED, for the attempt's record.
         let (outcome, presented) = crate::audit::attempts::PRESENTED
             .scope(std::cell::RefCell::new(None), async {
-                let outcome = tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await;
+                let outcome = tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp).into_fallible()).await;
                 let presented = crate::audit::attempts::PRESENTED.with(|p| p.borrow_mut().take());
                 (outcome, presented)
             })
@@ -536,9 +531,10 @@ impl Listen {
                 self.open.inc();
                 return Some((s, OpenConnection(self.open.clone())));
             }
-            Ok(Err(e)) => {
+            Ok(Err((e, tcp))) => {
                 let reason = crate::metrics::tls_reason(&e);
                 tracing::debug!(%peer, reason, error = %e, "TLS handshake refused");
+                linger(tcp).await;
                 reason
             }
             Err(_) => {
@@ -554,6 +550,28 @@ impl Listen {
         }
         None
     }
+}
+
+/// Closes a connection whose handshake failed so that the alert rustls wrote reaches the
+/// client: the write side first (FIN after the alert), then what the client still sends is read
+/// and dropped for a moment. Closing with unread bytes would make the kernel answer with a
+/// reset, which the client sees before the alert (curl: "Connection reset" instead of "alert
+/// certificate required": in TLS 1.3 the client sends its request before it learns that its
+/// missing certificate was refused).
+async fn linger(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let drain = async {
+        let _ = tcp.shutdown().await;
+        let mut buf = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
 }
 
 impl std::fmt::Debug for Listen {
@@ -581,7 +599,11 @@ pub(crate) fn http_builder(bounds: &Bounds, limits: &crate::config::Limits) -> a
 }
 
 /// Ends the open connections of organisations that leave the policy, at each change.
-async fn end_departed(policy: Arc<PolicyHandle>, connections: Arc<Connections>, mut shutdown: watch::Receiver<bool>) {
+async fn end_departed(
+    policy: Arc<PolicyHandle>,
+    connections: Vec<Arc<Connections>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut installed = policy.watch();
     loop {
         tokio::select! {
@@ -589,7 +611,7 @@ async fn end_departed(policy: Arc<PolicyHandle>, connections: Arc<Connections>, 
             _ = shutdown.changed() => return,
         }
         let snapshot = policy.current();
-        let ended = connections.recheck_orgs(|k| snapshot.organisation(k).is_some());
+        let ended: usize = connections.iter().map(|c| c.recheck_orgs(|k| snapshot.organisation(k).is_some())).sum();
         if ended > 0 {
             tracing::info!(ended, "connections of organisations no longer in the policy ended");
         }
@@ -624,22 +646,18 @@ async fn serve_mtls<F, Fut>(
             },
             _ = shutdown.changed() => break,
         };
-        let Some(admitted) = listen.admit(peer) else { continue };
+        let Some(mut slot) = listen.admit(peer) else { continue };
         let _ = tcp.set_nodelay(true);
         let handle = handle.clone();
         let builder = builder.clone();
         let listen = listen.clone();
-        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let _admitted = admitted;
             let Some((tls, _open)) = listen.handshake(tcp, peer).await else { return };
-            let state = Arc::new(ConnState::default());
-            let chain: Vec<_> = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
-            let caller = Caller::from_peer_chain(Some(&chain), peer).on(state.clone());
+            let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+            let caller = Caller::from_peer_chain(Some(chain), peer);
             let (org, not_after) = caller.identity.as_ref().map_or((None, None), |i| (Some(i.kbo), Some(i.not_after)));
-            let _registered = listen.registry.as_ref().map(|r| r.register(&chain, org, state.clone()));
-            drop(chain);
-            let caller = Arc::new(caller);
+            let state = slot.open(chain, org, not_after);
+            let caller = Arc::new(caller.on(state.clone()));
             let requests = state.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let in_flight = requests.request();
@@ -651,11 +669,10 @@ async fn serve_mtls<F, Fut>(
                 }
             });
             let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
-            let bounds = listen.admission.bounds;
-            let closed = &listen.metrics.connections_closed;
-            if let Err(e) = crate::conn::drive(conn, &state, &bounds, not_after, shutdown, closed, listen.name).await {
+            if let Err(e) = crate::conn::drive(conn, &state).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

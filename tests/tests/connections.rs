@@ -302,3 +302,29 @@ async fn public_tls_try(h: &Harness, from: &str) -> Option<tokio_rustls::client:
 async fn public_tls(h: &Harness, from: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     public_tls_try(h, from).await.expect("a TLS connection to the public listener")
 }
+
+/// Without a client certificate, curl itself hears TLS 1.3's `certificate_required` alert every
+/// time (not "Connection reset": the gateway lets the alert out before it closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_without_a_certificate_hears_certificate_required() {
+    let h = Harness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, h.demo.pki.ca.cert_pem()).unwrap();
+    let url = format!("https://localhost:{}/associations/association", h.demo.gateway.data_addr.port());
+    for round in 0..10 {
+        let (ca, url) = (ca.clone(), url.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "5", "--cacert"])
+                .arg(&ca)
+                .arg(&url)
+                .output()
+                .expect("curl (scripts/test installs it)")
+        })
+        .await
+        .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("certificate required"), "round {round}: curl said {said:?}");
+    }
+}
