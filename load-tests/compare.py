@@ -275,9 +275,9 @@ def run_calls(r):
 
 
 def audit_commits():
-    """(records, group commits) so far, from Passerelle's operations listener (127.0.0.1:9090)."""
+    """(records, group commits) so far, from Passerelle's operations listener (127.0.0.1:9464)."""
     try:
-        with urllib.request.urlopen("http://127.0.0.1:9090/metrics", timeout=5) as resp:
+        with urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=5) as resp:
             text = resp.read().decode()
     except OSError:
         return None

@@ -24,6 +24,11 @@ use crate::layout::SubjectType;
 /// The SOAP 1.1 envelope namespace.
 pub const SOAP_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 
+/// The refusal of an `Envelope` in another namespace than SOAP 1.1's (SOAP 1.2's, or another
+/// version): SOAP 1.1 §4.4.1 answers it with a `VersionMismatch` Fault.
+pub const VERSION_MISMATCH: &str =
+    "the Envelope is not in the SOAP 1.1 namespace (http://schemas.xmlsoap.org/soap/envelope/)";
+
 /// Caps on what the reader accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -409,7 +414,10 @@ pub fn fault(code: &str, message: &str) -> String {
 pub fn open_envelope(doc: &[u8], limits: Limits) -> Result<Element, String> {
     let doc = std::str::from_utf8(doc).map_err(|_| "the body is not UTF-8")?;
     let root = parse(doc, limits)?;
-    if root.ns != SOAP_NS || root.name != "Envelope" {
+    if root.name == "Envelope" && root.ns != SOAP_NS {
+        return Err(VERSION_MISMATCH.into());
+    }
+    if root.name != "Envelope" {
         return Err("the document is not a SOAP 1.1 Envelope".into());
     }
     only_whitespace(&root, "/Envelope")?;

@@ -31,9 +31,18 @@ pub enum Command {
         /// Working directory for the PKI, the store and the generated config.
         #[arg(long, default_value = "var/demo")]
         dir: PathBuf,
-        /// Data-plane port (0 picks a free one).
+        /// Data-plane port (0 picks a free one for every listener not given a port).
         #[arg(long, default_value_t = 8443)]
         port: u16,
+        /// Control-plane port [default: 9443]
+        #[arg(long)]
+        control_port: Option<u16>,
+        /// Operations listener port (/healthz, /readyz, /metrics) [default: 9464]
+        #[arg(long)]
+        ops_port: Option<u16>,
+        /// Public listener port [default: 8444]
+        #[arg(long)]
+        public_port: Option<u16>,
         /// Run the demo calls, print a report and exit: 0 only if every outcome was as expected.
         #[arg(long)]
         smoke: bool,
@@ -83,11 +92,14 @@ pub struct ConsentTarget {
     /// Work through a running gateway's control plane at this address.
     #[arg(long, global = true)]
     control: Option<SocketAddr>,
-    /// With --control: the CA bundle, and the client certificate and key to present.
+    /// With --control: the CA bundle (PEM) that signed the gateway's server certificate.
     #[arg(long, global = true)]
     ca: Option<PathBuf>,
+    /// With --control: the client certificate (PEM) to present — a citizen access point's, or
+    /// the integrator's (the demo's is pki/clients/admin.pem).
     #[arg(long, global = true)]
     cert: Option<PathBuf>,
+    /// With --control: the private key (PEM) of --cert.
     #[arg(long, global = true)]
     key: Option<PathBuf>,
 }
@@ -105,13 +117,16 @@ pub enum ConsentCommand {
         /// …or a kind of organisation (e.g. flemish-instance).
         #[arg(long)]
         recipient_kind: Option<String>,
+        /// The service the consent is for (`source.service`, e.g. sigedis.pensions).
         #[arg(long)]
         service: String,
+        /// The purpose the consent is for, as the instrument names it.
         #[arg(long)]
         purpose: String,
         /// RFC 3339 time or a YYYY-MM-DD date (valid through that day).
         #[arg(long)]
         valid_until: String,
+        /// Where the consent was given and how it can be shown (a portal session, a form).
         #[arg(long)]
         evidence: String,
         /// The instance through which the citizen gave it (administrators only).
@@ -122,9 +137,13 @@ pub enum ConsentCommand {
         scope: Vec<String>,
     },
     /// Revoke a consent by its id.
-    Revoke { id: String },
+    Revoke {
+        /// The consent's id (c- and 32 hex digits).
+        id: String,
+    },
     /// List a subject's consents with their history.
     List {
+        /// The data subject's NISS or BIS number.
         #[arg(long)]
         subject: String,
     },
@@ -256,6 +275,7 @@ pub enum AuditCommand {
     /// their hashes, between a signed anchor checkpoint and a signed seal, for archiving and
     /// for verification outside the gateway (`audit verify-export`).
     Export {
+        /// The trail's directory (`audit.dir`).
         dir: PathBuf,
         /// From this record (sequence number).
         #[arg(long, conflicts_with_all = ["from", "to"])]
@@ -277,6 +297,7 @@ pub enum AuditCommand {
     /// Check an export from its lines alone against a pinned key: the anchor and seal
     /// signatures and every record's hash and link. Exits 0 when it verifies, 1 otherwise.
     VerifyExport {
+        /// The export (JSON lines) written by `audit export`.
         file: PathBuf,
         /// The checkpoint signing key's public half: 64 hex digits or a file holding them.
         #[arg(long)]
@@ -287,6 +308,7 @@ pub enum AuditCommand {
     /// A running gateway prunes on its own, daily, after `audit.retention_days` and never
     /// before the longest retention a source declares; this is for a stopped one.
     Prune {
+        /// The trail's directory (`audit.dir`).
         dir: PathBuf,
         /// Retention in days (10 years by default); refused when shorter than a source's
         /// declared minimum (`audit_retention_days`).
@@ -322,6 +344,7 @@ pub enum PolicyCommand {
     /// Load and validate bundle files (or directories of them) together; print every problem
     /// with its file and key. Exits 0 only if there is none.
     Check {
+        /// Bundle files, or directories whose `*.toml` files are read.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -329,13 +352,16 @@ pub enum PolicyCommand {
     /// versioned and recorded in the audit trail like every change. (A running gateway takes
     /// `POST /policy/import` on the control plane, or SIGHUP after its bundles were edited.)
     Import {
+        /// The stopped gateway's config file.
         #[arg(long, env = "PASSERELLE_CONFIG")]
         config: PathBuf,
+        /// Bundle files, or directories whose `*.toml` files are read.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Print the policy in the store of a stopped gateway as one TOML bundle (re-importable).
     Export {
+        /// The stopped gateway's config file.
         #[arg(long, env = "PASSERELLE_CONFIG")]
         config: PathBuf,
     },
@@ -346,6 +372,7 @@ pub enum CertsCommand {
     /// Write a dev PKI: CA, server certificate for localhost, organisation and admin client
     /// certificates, and a CRL revoking one of them.
     Init {
+        /// Where to write it (keys with mode 0600).
         #[arg(long, default_value = "var/pki")]
         dir: PathBuf,
     },
@@ -419,10 +446,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 gw.wait().await;
                 Ok(0)
             }
-            Command::Demo { dir, port, smoke } => {
+            Command::Demo { dir, port, control_port, ops_port, public_port, smoke } => {
                 init_tracing(LogFormat::Text, "warn");
                 let port = if smoke && port == 8443 { 0 } else { port };
-                let demo = Demo::start(DemoOptions::new(dir, port)).await?;
+                let mut opts = DemoOptions::new(dir, port);
+                (opts.control_port, opts.ops_port, opts.public_port) = (control_port, ops_port, public_port);
+                // The same `PASSERELLE__…` overrides as `serve`.
+                opts.overrides = std::env::vars().collect();
+                let demo = Demo::start(opts).await?;
                 if smoke {
                     let checks = demo.smoke().await?;
                     let ok = demo::print_report(&checks);
@@ -433,6 +464,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("Passerelle demo: data plane on https://localhost:{}", demo.gateway.data_addr.port());
                 if let Some(a) = demo.gateway.public_addr {
                     println!("Public listener (no certificate) on https://localhost:{}", a.port());
+                }
+                if let Some(a) = demo.gateway.control_addr {
+                    println!("Control plane (the integrator's certificate is pki/clients/admin.pem) on https://localhost:{}", a.port());
+                }
+                if let Some(a) = demo.gateway.ops_addr {
+                    println!("Operations (/healthz, /readyz, /metrics) on http://{a}");
                 }
                 println!("Working directory: {}", demo.dir.display());
                 for (name, s) in &demo.sandboxes {
@@ -673,5 +710,35 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             return;
         }
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// `--help` explains every flag and argument of every command.
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "passerelle", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
     }
 }

@@ -192,7 +192,7 @@ pub struct OpsConfig {
 
 impl Default for OpsConfig {
     fn default() -> Self {
-        OpsConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))) }
+        OpsConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))) }
     }
 }
 

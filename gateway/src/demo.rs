@@ -35,8 +35,13 @@ pub const REVOKED: &str = "revoked";
 pub struct DemoOptions {
     /// Working directory (PKI, store, config).
     pub dir: PathBuf,
-    /// Data-plane port; 0 picks a free one.
+    /// Data-plane port; 0 picks a free one (and, unless given, for every other listener too).
     pub port: u16,
+    /// The control plane's, operations listener's and public listener's ports; absent: 9443,
+    /// 9464 and 8444, or free ones when `port` is 0.
+    pub control_port: Option<u16>,
+    pub ops_port: Option<u16>,
+    pub public_port: Option<u16>,
     /// More client certificates to issue (tests add faulty ones).
     pub extra_clients: Vec<DevClient>,
     /// Config overrides, as `PASSERELLE__…` environment pairs.
@@ -47,7 +52,16 @@ pub struct DemoOptions {
 
 impl DemoOptions {
     pub fn new(dir: impl Into<PathBuf>, port: u16) -> Self {
-        DemoOptions { dir: dir.into(), port, extra_clients: Vec::new(), overrides: Vec::new(), bundle_edit: None }
+        DemoOptions {
+            dir: dir.into(),
+            port,
+            control_port: None,
+            ops_port: None,
+            public_port: None,
+            extra_clients: Vec::new(),
+            overrides: Vec::new(),
+            bundle_edit: None,
+        }
     }
 }
 
@@ -166,6 +180,27 @@ bundles = ["bundles"]
     text
 }
 
+/// Refuses, naming the listener, a configuration whose ports are taken (port 0 picks a free
+/// one and is always fine).
+fn check_ports_free(cfg: &Config) -> anyhow::Result<()> {
+    let listeners = [
+        ("the data plane", Some(cfg.data.listen), "--port or PASSERELLE__DATA__LISTEN"),
+        ("the control plane", cfg.control.listen, "--control-port or PASSERELLE__CONTROL__LISTEN"),
+        ("the operations listener", cfg.ops.listen, "--ops-port or PASSERELLE__OPS__LISTEN"),
+        ("the public listener", cfg.public.listen, "--public-port or PASSERELLE__PUBLIC__LISTEN"),
+    ];
+    for (what, addr, how) in listeners {
+        let Some(addr) = addr.filter(|a| a.port() != 0) else { continue };
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            anyhow::bail!(
+                "port {} ({what}, {addr}) is not free ({e}); choose another with {how}; nothing was written",
+                addr.port()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A known person in the Sigedis sandbox.
 pub fn sigedis_person() -> Option<Niss> {
     adapters::sigedis::sandbox::Register::persons().first().copied()
@@ -180,9 +215,25 @@ impl Demo {
     /// Generates everything under `opts.dir` and starts sandboxes and gateway.
     pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
         let dir = opts.dir;
+        let mut sandboxes = Vec::new();
+        for (name, serve) in SANDBOXES {
+            sandboxes.push((*name, serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?)?));
+        }
+        // The configuration first, in memory with the overrides: every port it asks for must be
+        // free before anything is written under `dir`.
+        let sources: Vec<(&str, String)> = sandboxes.iter().map(|(n, s)| (*n, s.url())).collect();
+        let defaults = if opts.port == 0 { (0, 0, 0) } else { (9443, 9464, 8444) };
+        let (control, ops, public) = (
+            opts.control_port.unwrap_or(defaults.0),
+            opts.ops_port.unwrap_or(defaults.1),
+            opts.public_port.unwrap_or(defaults.2),
+        );
+        let text = site_config(opts.port, control, ops, public, &sources, 1000);
+        let planned = Config::from_toml(&text, &dir, opts.overrides.clone())?;
+        check_ports_free(&planned)?;
+
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let (pki, paths) = init_pki(&dir.join("pki"), &opts.extra_clients)?;
-
         let bundles = dir.join("bundles");
         std::fs::create_dir_all(&bundles)?;
         for (name, text) in policies::seed::BUNDLES {
@@ -192,20 +243,10 @@ impl Demo {
             };
             std::fs::write(bundles.join(name), text)?;
         }
-        let mut sandboxes = Vec::new();
-        for (name, serve) in SANDBOXES {
-            sandboxes.push((*name, serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?)?));
-        }
-
         let config_path = dir.join("passerelle.toml");
-        let sources: Vec<(&str, String)> = sandboxes.iter().map(|(n, s)| (*n, s.url())).collect();
-        let (control, ops, public) = if opts.port == 0 { (0, 0, 0) } else { (9443, 9090, 8444) };
-        let text = site_config(opts.port, control, ops, public, &sources, 1000);
         std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
         let config = Config::load(&config_path, opts.overrides)?;
-        let gateway = server::start(&config).await.with_context(|| {
-            format!("cannot start the gateway (is port {} free? choose another with --port)", opts.port)
-        })?;
+        let gateway = server::start(&config).await.context("cannot start the gateway")?;
         Ok(Demo { dir, pki, paths, config_path, config, gateway, sandboxes })
     }
 
@@ -267,12 +308,18 @@ impl Demo {
                 tls(SIGEDIS_CALLER)
             ),
             format!(
-                "# The citizen consents through the citizen portal (control plane); then the call above passes\n\
+                "# The citizen consents through the citizen portal (control plane)…\n\
                  curl -sS {} -X POST https://localhost:{control}/consents -d '{{\"subject\":\"{person}\",\
                  \"recipient\":{{\"org\":\"0456123494\"}},\"service\":\"sigedis.pensions\",\
                  \"purpose\":\"{SIGEDIS_PURPOSE}\",\"valid_until\":\"2030-12-31\",\"evidence\":\"demo\"}}'",
                 tls("citizen-portal"),
                 control = self.gateway.control_addr.map_or(0, |a| a.port()),
+            ),
+            format!(
+                "# …and now the same call as bank A gets the pensions\n\
+                 curl -sS {} -H 'X-Legal-Basis: {SIGEDIS_LEGAL_BASIS}' -H 'X-Purpose: {SIGEDIS_PURPOSE}' \\\n  \
+                 -H 'X-Subject: {person}' https://localhost:{port}/sigedis/pensions",
+                tls(SIGEDIS_CALLER)
             ),
         ];
         let (plate, _) = div_vehicle().unwrap_or_default();

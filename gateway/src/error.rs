@@ -39,6 +39,8 @@ pub enum Code {
     RateExceeded,
     SubjectInvalid,
     LayoutViolation,
+    /// A SOAP service received an Envelope of another SOAP version (a `VersionMismatch` Fault).
+    SoapVersionMismatch,
     UpstreamUnavailable,
     UpstreamLayoutViolation,
     AuditUnavailable,
@@ -113,6 +115,7 @@ impl Code {
             Code::RateExceeded => "RATE_EXCEEDED",
             Code::SubjectInvalid => "SUBJECT_INVALID",
             Code::LayoutViolation => "LAYOUT_VIOLATION",
+            Code::SoapVersionMismatch => "SOAP_VERSION_MISMATCH",
             Code::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             Code::UpstreamLayoutViolation => "UPSTREAM_LAYOUT_VIOLATION",
             Code::AuditUnavailable => "AUDIT_UNAVAILABLE",
@@ -172,7 +175,7 @@ impl Code {
             Code::SubjectInvalid | Code::EnvelopeInvalid | Code::JustificationMissing | Code::RequestInvalid => {
                 StatusCode::BAD_REQUEST
             }
-            Code::LayoutViolation => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::LayoutViolation | Code::SoapVersionMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Code::UpstreamUnavailable | Code::UpstreamLayoutViolation | Code::UpstreamAnswerTooLarge => {
                 StatusCode::BAD_GATEWAY
             }
@@ -202,6 +205,7 @@ impl Code {
             Code::RateExceeded => "The grant's periodicity is exceeded",
             Code::SubjectInvalid => "The data subject's identifier is invalid",
             Code::LayoutViolation => "The request does not follow the imposed layout",
+            Code::SoapVersionMismatch => "The service speaks SOAP 1.1; the Envelope is of another version",
             Code::UpstreamUnavailable => "The source is unavailable",
             Code::UpstreamLayoutViolation => "The source answered outside its imposed layout",
             Code::AuditUnavailable => "The audit trail cannot be written; no data is released",
@@ -239,11 +243,18 @@ impl Code {
 pub struct Refusal {
     pub code: Code,
     pub detail: Cow<'static, str>,
+    /// For `METHOD_NOT_ALLOWED`: the methods the resource takes, sent as `Allow`.
+    pub allow: Option<&'static str>,
 }
 
 impl Refusal {
     pub fn new(code: Code, detail: impl Into<Cow<'static, str>>) -> Self {
-        Refusal { code, detail: detail.into() }
+        Refusal { code, detail: detail.into(), allow: None }
+    }
+
+    /// `METHOD_NOT_ALLOWED` for a resource that takes `allow` (`GET`, `GET, POST`, …).
+    pub fn method_not_allowed(detail: impl Into<Cow<'static, str>>, allow: &'static str) -> Self {
+        Refusal { code: Code::MethodNotAllowed, detail: detail.into(), allow: Some(allow) }
     }
 }
 
@@ -283,7 +294,9 @@ pub fn respond(refusal: &Refusal, dialect: Dialect, request_id: &str) -> Respons
         Dialect::Soap => {
             // WS-I Basic Profile R1126: a Fault travels with HTTP 500. The stable code is in
             // the Fault detail and in the X-Passerelle-Code header.
-            let faultcode = if code.status().is_client_error() || code.status() == StatusCode::FORBIDDEN {
+            let faultcode = if code == Code::SoapVersionMismatch {
+                "soap:VersionMismatch"
+            } else if code.status().is_client_error() || code.status() == StatusCode::FORBIDDEN {
                 "soap:Client"
             } else {
                 "soap:Server"
@@ -307,6 +320,9 @@ pub fn respond(refusal: &Refusal, dialect: Dialect, request_id: &str) -> Respons
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert("x-passerelle-code", HeaderValue::from_static(code.as_str()));
+    if let Some(allow) = refusal.allow {
+        h.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(crate::pipeline::envelope::REQUEST_ID, v);
     }

@@ -34,6 +34,30 @@ pub struct ConsentChecks {
     pub expired: IntCounter,
 }
 
+/// The reasons of `connections_closed_total` (`conn::Ended` and the two refusals at accept).
+pub const CLOSE_REASONS: [&str; 7] = ["revoked", "expired", "organisation", "idle", "age", "limit", "peer-limit"];
+
+/// The kinds of `upstream_errors_total`.
+pub const UPSTREAM_ERROR_KINDS: [&str; 5] = ["unavailable", "timeout", "layout", "too_large", "circuit_open"];
+
+/// The reasons of `tls_handshake_failures_total` that [`tls_reason`] gives.
+pub const TLS_REASONS: [&str; 14] = [
+    "no-certificate",
+    "expired",
+    "not-yet-valid",
+    "revoked",
+    "unknown-issuer",
+    "wrong-key-usage",
+    "chain-too-long",
+    "bad-certificate",
+    "crl",
+    "incompatible",
+    "alert-received",
+    "protocol",
+    "timeout",
+    "io",
+];
+
 /// The gateway's metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -43,8 +67,9 @@ pub struct Metrics {
     /// Time from receipt to the answer, audit commit included, by service.
     pub latency: HistogramVec,
     /// Audit records made durable, and the batches (fdatasync) they took.
-    pub audit_records: IntGauge,
-    pub audit_batches: IntGauge,
+    /// Counters fed at each scrape from the trail's own counts (see `ops::Ops::refresh`).
+    pub audit_records: IntCounter,
+    pub audit_batches: IntCounter,
     /// 1 while the audit trail can be written.
     pub audit_writable: IntGauge,
     /// Records per durable batch, and the time each batch's write and fdatasync took.
@@ -135,8 +160,8 @@ impl Metrics {
                 .buckets(STAGE_BUCKETS.to_vec()),
         )?;
         let policy_age = Gauge::new("policy_age_seconds", "Seconds since the policy version in force was installed")?;
-        let audit_records = IntGauge::new("audit_records_total", "Audit records made durable since start")?;
-        let audit_batches = IntGauge::new("audit_batches_total", "Audit group commits (fdatasync) since start")?;
+        let audit_records = IntCounter::new("audit_records_total", "Audit records made durable since start")?;
+        let audit_batches = IntCounter::new("audit_batches_total", "Audit group commits (fdatasync) since start")?;
         let audit_writable = IntGauge::new("audit_writable", "1 while the audit trail can be written")?;
         let policy_version = IntGauge::new("policy_version", "Version of the policy snapshot in force")?;
         registry.register(Box::new(requests.clone()))?;
@@ -156,6 +181,22 @@ impl Metrics {
         registry.register(Box::new(connections_closed.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(circuit_open.clone()))?;
+        // Every series an alert or the dashboard reads exists from the start, at 0: `increase()`
+        // over a series that appears at its first event misses that event.
+        for outcome in ["ok", "failed"] {
+            reloads.with_label_values(&[outcome]);
+        }
+        for listener in ["data", "control", "public", "ops"] {
+            for reason in CLOSE_REASONS {
+                connections_closed.with_label_values(&[listener, reason]);
+            }
+        }
+        for listener in ["data", "control", "public"] {
+            connections.with_label_values(&[listener]);
+            for reason in TLS_REASONS {
+                tls_failures.with_label_values(&[listener, reason]);
+            }
+        }
         Ok(Metrics {
             registry,
             requests,
@@ -179,6 +220,16 @@ impl Metrics {
     }
 
     /// The exposition text.
+    /// Makes the upstream errors of every kind exist at 0 for each configured source (the
+    /// breaker's gauges are set by `Upstreams::new`).
+    pub fn sources<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
+        for source in sources {
+            for kind in UPSTREAM_ERROR_KINDS {
+                self.upstream_errors.with_label_values(&[source, kind]);
+            }
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {

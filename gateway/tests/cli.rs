@@ -71,6 +71,38 @@ fn demo_smoke_passes_and_logs_no_personal_data() {
     assert!(dir.path().join("store").is_dir());
 }
 
+/// A second demo beside a first: every port it asks for is checked before anything is
+/// written, a taken one is named with the flag that changes it, and `PASSERELLE__…` overrides
+/// apply to the demo as to `serve`.
+#[test]
+fn demo_names_a_taken_port_and_writes_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("second");
+    for (flag, what) in [("--control-port", "control plane"), ("--ops-port", "operations"), ("--public-port", "public")]
+    {
+        let out = passerelle().args(["demo", "--port", "0", flag, &port, "--dir"]).arg(&work).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: started on a taken port");
+        assert!(
+            stderr.contains(&format!("port {port}")) && stderr.contains(what) && stderr.contains(flag),
+            "{flag}: {stderr}"
+        );
+        assert!(!work.exists(), "{flag}: something was written under --dir");
+    }
+    // The same through an environment override, as `serve` takes it.
+    let out = passerelle()
+        .args(["demo", "--port", "0", "--dir"])
+        .arg(&work)
+        .env("PASSERELLE__CONTROL__LISTEN", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("PASSERELLE__CONTROL__LISTEN"), "{stderr}");
+    assert!(!work.exists());
+}
+
 #[test]
 fn certs_init_writes_a_pki_with_private_keys_0600() {
     let dir = tempfile::tempdir().unwrap();

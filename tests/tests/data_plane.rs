@@ -152,6 +152,7 @@ async fn routing_and_envelope_refusals_are_precise() {
     }
     let a = send(&agency, Method::POST, "/associations/association", &env, Bytes::new()).await.unwrap();
     assert_eq!(a.code(), Some("METHOD_NOT_ALLOWED"));
+    assert_eq!(a.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET"), "RFC 9110 §15.5.6");
     let a = association(&agency, "V12", &[]).await.unwrap();
     assert_eq!(a.code(), Some("SUBJECT_INVALID"));
     assert!(a.json().unwrap()["detail"].as_str().unwrap().contains("expected 8"));

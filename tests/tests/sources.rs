@@ -148,6 +148,35 @@ async fn div_bodies_outside_the_layout_never_reach_the_source() {
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
+/// An XML service refuses in SOAP, whatever the refusal: `GET ?wsdl` on a POST-only service is
+/// a SOAP Fault with `Allow`, and a SOAP 1.2 Envelope gets SOAP 1.1's `VersionMismatch`.
+#[tokio::test]
+async fn an_xml_service_refuses_in_soap() {
+    let h = Harness::start().await.unwrap();
+    let headers = [("x-legal-basis", DIV_LEGAL_BASIS), ("x-purpose", DIV_PURPOSE)];
+    let a = send(&h.client(DIV_CALLER), Method::GET, "/div/vehicle?wsdl", &headers, Bytes::new()).await.unwrap();
+    assert_eq!((a.status, a.code()), (StatusCode::INTERNAL_SERVER_ERROR, Some("METHOD_NOT_ALLOWED")), "{}", a.text());
+    assert!(a.text().contains("<faultcode>soap:Client</faultcode>"), "{}", a.text());
+    assert_eq!(a.headers.get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+    assert!(a.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("text/xml")));
+    let soap12 = adapters::div::request_by_plate("1-ABC-123")
+        .replace(adapters::xml::SOAP_NS, "http://www.w3.org/2003/05/soap-envelope");
+    let a = div(&h, soap12, "soap-1-2").await;
+    assert_eq!(
+        (a.status, a.code()),
+        (StatusCode::INTERNAL_SERVER_ERROR, Some("SOAP_VERSION_MISMATCH")),
+        "{}",
+        a.text()
+    );
+    assert!(a.text().contains("<faultcode>soap:VersionMismatch</faultcode>"), "{}", a.text());
+    let records = read_records(&h.demo.config.audit.dir).unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.record.request_id == "soap-1-2" && r.record.code.as_deref() == Some("SOAP_VERSION_MISMATCH"))
+    );
+}
+
 #[tokio::test]
 async fn a_div_answer_outside_the_layout_never_leaves() {
     let register = Register::generate();

@@ -69,6 +69,7 @@ pub struct ControlPlane {
     consent: Arc<Registry>,
     /// Where the a-posteriori control keeps its requesters and inquiries.
     store: Arc<dyn crate::store::Store>,
+    ids: crate::pipeline::envelope::RequestIds,
 }
 
 /// The body of an audit query.
@@ -258,12 +259,30 @@ impl ControlPlane {
         // Config validation has checked every entry parses.
         let auditors = cfg.auditors.iter().filter_map(|a| Kbo::parse(a).ok()).collect();
         let policy = changes.handle.clone();
-        ControlPlane { changes, reloader, policy, audit, index, auditors, consent, store }
+        ControlPlane {
+            changes,
+            reloader,
+            policy,
+            audit,
+            index,
+            auditors,
+            consent,
+            store,
+            ids: crate::pipeline::envelope::RequestIds::new(),
+        }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
-        let rid = format!("ctl-{}", now_ms());
-        let result = match routes::find(req.method().as_str(), req.uri().path()) {
+        // The caller's request id, echoed on every answer (one is made when it sent none).
+        let (rid, malformed) = match self.ids.take(req.headers()) {
+            Ok(rid) => (rid, None),
+            Err((rid, refusal)) => (rid, Some(refusal)),
+        };
+        let found = match malformed {
+            Some(refusal) => Err(refusal),
+            None => routes::find(req.method().as_str(), req.uri().path()),
+        };
+        let result = match found {
             Err(refusal) => Err(refusal),
             Ok(m) => {
                 let param = m.params.first().cloned().unwrap_or_default();
@@ -309,10 +328,12 @@ impl ControlPlane {
                 }
             }
         };
-        match result {
+        let mut resp = match result {
             Ok(r) => r,
-            Err(refusal) => error::respond(&refusal, Dialect::Json, &rid),
-        }
+            Err(refusal) => error::respond(&refusal, Dialect::Json, rid.to_str().unwrap_or_default()),
+        };
+        resp.headers_mut().insert(crate::pipeline::envelope::REQUEST_ID, rid);
+        resp
     }
 
     /// Records a query of the trail, or a step of the a-posteriori control (`request_id` the
@@ -434,7 +455,10 @@ impl ControlPlane {
         let j = Justification::required(q.justification)?;
         let from = q.from.as_deref().map(|s| time_ms(s, "from")).transpose()?.unwrap_or(0);
         let to = q.to.as_deref().map(|s| time_ms(s, "to")).transpose()?.unwrap_or(u64::MAX);
-        let limit = q.limit.unwrap_or(1_000).clamp(1, MAX_RESULTS);
+        let limit = q.limit.unwrap_or(1_000);
+        if !(1..=MAX_RESULTS).contains(&limit) {
+            return Err(refuse(Code::RequestInvalid, "limit must be between 1 and 10000"));
+        }
         let cursor = q.cursor.as_deref().map(Cursor::parse).transpose()?;
         let (selector, subjects) = selector(q.subject.as_deref(), q.caller.as_deref())?;
         let justification = format!(

@@ -59,7 +59,7 @@ pub struct Matched {
 /// reference such as `DIV/CONV/2023/0042` travels as `DIV%2FCONV%2F2023%2F0042`).
 pub fn find(method: &str, path: &str) -> Result<Matched, Refusal> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let mut path_known = false;
+    let (mut get, mut post) = (false, false);
     for (m, template) in ROUTES {
         let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
         if parts.len() != segments.len() {
@@ -82,15 +82,18 @@ pub fn find(method: &str, path: &str) -> Result<Matched, Refusal> {
         if !fits {
             continue;
         }
-        path_known = true;
         if *m == method {
             return Ok(Matched { method: m, template, params });
         }
+        get |= *m == "GET";
+        post |= *m == "POST";
     }
-    if path_known {
-        Err(Refusal::new(Code::MethodNotAllowed, "this control-plane resource does not take this method"))
-    } else {
-        Err(Refusal::new(Code::ServiceUnknown, "no control-plane resource at this path"))
+    let detail = "this control-plane resource does not take this method";
+    match (get, post) {
+        (true, true) => Err(Refusal::method_not_allowed(detail, "GET, POST")),
+        (true, false) => Err(Refusal::method_not_allowed(detail, "GET")),
+        (false, true) => Err(Refusal::method_not_allowed(detail, "POST")),
+        (false, false) => Err(Refusal::new(Code::ServiceUnknown, "no control-plane resource at this path")),
     }
 }
 
@@ -113,7 +116,9 @@ mod tests {
         assert_eq!(m.template, "/instruments/{reference}/transitions");
         assert_eq!(m.params, ["DIV/CONV/2023/0042"]);
         assert_eq!(find("GET", "/instruments").unwrap().template, "/instruments");
-        assert_eq!(find("DELETE", "/instruments").unwrap_err().code, Code::MethodNotAllowed);
+        let refused = find("DELETE", "/instruments").unwrap_err();
+        assert_eq!((refused.code, refused.allow), (Code::MethodNotAllowed, Some("GET, POST")));
+        assert_eq!(find("GET", "/reload").unwrap_err().allow, Some("POST"));
         assert_eq!(find("GET", "/nothing/here").unwrap_err().code, Code::ServiceUnknown);
         assert_eq!(find("POST", "/instruments//transitions").unwrap_err().code, Code::ServiceUnknown);
         assert_eq!(query_param(Some("after=3&org=0411330181"), "org").as_deref(), Some("0411330181"));

@@ -41,7 +41,11 @@ pub fn check_request(route: &Route, body: &Bytes) -> Result<Request, Refusal> {
                 format!("the request is larger than this layout allows ({MAX_SOAP_REQUEST_BYTES} bytes)"),
             ));
         }
-        soap.check_request(body).map_err(|why| Refusal::new(Code::LayoutViolation, why))?;
+        soap.check_request(body).map_err(|why| {
+            let code =
+                if why == adapters::xml::VERSION_MISMATCH { Code::SoapVersionMismatch } else { Code::LayoutViolation };
+            Refusal::new(code, why)
+        })?;
         return Ok(Request::default());
     }
     match &route.layout {

@@ -140,7 +140,16 @@ impl Pipeline {
         let _permit = self.limits.admit()?;
         self.limits.check_announced(req.headers())?;
         // 3. Route.
-        let route = self.routes.lookup(req.method(), req.uri().path())?;
+        let route = match self.routes.lookup(req.method(), req.uri().path()) {
+            Ok(route) => route,
+            Err((refusal, known)) => {
+                if let Some(route) = known {
+                    *dialect = route.dialect();
+                    trace.service(route.service.id);
+                }
+                return Err(refusal);
+            }
+        };
         *dialect = route.dialect();
         trace.service(route.service.id);
         // 4. Envelope.

@@ -54,15 +54,23 @@ impl Table {
         Table { by_path: routes.into_iter().map(|r| (r.service.path, r)).collect() }
     }
 
-    pub fn lookup(&self, method: &Method, path: &str) -> Result<&Route, Refusal> {
+    /// The route of `method path`. A refusal for a known path carries its route, so that the
+    /// refusal is answered in the service's dialect (a SOAP Fault for an XML service).
+    pub fn lookup(&self, method: &Method, path: &str) -> Result<&Route, (Refusal, Option<&Route>)> {
         let route = self
             .by_path
             .get(path)
-            .ok_or_else(|| Refusal::new(Code::ServiceUnknown, "no service is published at this path"))?;
+            .ok_or_else(|| (Refusal::new(Code::ServiceUnknown, "no service is published at this path"), None))?;
         if route.method() != method {
-            return Err(Refusal::new(
-                Code::MethodNotAllowed,
-                format!("this service is called with {}", route.method()),
+            let allow = match *route.method() {
+                Method::POST => "POST",
+                Method::PUT => "PUT",
+                Method::DELETE => "DELETE",
+                _ => "GET",
+            };
+            return Err((
+                Refusal::method_not_allowed(format!("this service is called with {allow}"), allow),
+                Some(route),
             ));
         }
         Ok(route)
