@@ -683,4 +683,9 @@ async fn the_openapi_document_validates_and_matches_the_served_api() {
     let a = h.ctl("div", Method::DELETE, "/instruments", None).await;
     assert_eq!(a.code(), Some("METHOD_NOT_ALLOWED"));
     assert_eq!(a.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST"), "RFC 9110 §15.5.6");
+    // Parameters outside the documented schema are refused, not ignored (Schemathesis ST201).
+    for path in ["/changes?limit=0", "/instruments?kind=null", "/instruments?kind=protocol&kind=protocol"] {
+        let a = h.ctl("admin", Method::GET, path, None).await;
+        assert_eq!(a.code(), Some("REQUEST_INVALID"), "{path}: {}", a.text());
+    }
 }

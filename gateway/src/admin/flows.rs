@@ -243,6 +243,17 @@ impl ControlPlane {
             "services" => p.services.iter().map(|o| serde_json::json!(o)).collect(),
             "instruments" => {
                 let kind = query_param(query, "kind");
+                const KINDS: [&str; 6] =
+                    ["deliberation", "general", "protocol", "convention", "statutory", "access-matrix"];
+                if let Some(k) = kind.as_deref().filter(|k| !KINDS.contains(k)) {
+                    return Err(refuse(
+                        Code::RequestInvalid,
+                        format!("kind must be one of {}, not {k:?}", KINDS.join(", ")),
+                    ));
+                }
+                if query.is_some_and(|q| q.split('&').filter(|kv| kv.starts_with("kind=")).count() > 1) {
+                    return Err(refuse(Code::RequestInvalid, "kind is given once"));
+                }
                 p.instruments
                     .iter()
                     .filter(|i| kind.as_deref().is_none_or(|k| i.kind.as_str() == k))
@@ -793,7 +804,11 @@ impl ControlPlane {
                 .transpose()
         };
         let after = num("after")?.unwrap_or(0);
-        let limit = num("limit")?.unwrap_or(1000).min(10_000) as usize;
+        let limit = num("limit")?.unwrap_or(1000);
+        if !(1..=10_000).contains(&limit) {
+            return Err(refuse(Code::RequestInvalid, "limit must be between 1 and 10000"));
+        }
+        let limit = limit as usize;
         let changes = self.changes.history(after, limit).await.map_err(|e| change_failed(e, None))?;
         Ok(json(
             StatusCode::OK,
