@@ -142,6 +142,9 @@ impl Validator {
         for (file, p) in files {
             for (i, o) in p.organisations.iter().enumerate() {
                 let key = format!("organisations[{i}]");
+                if o.name.trim().is_empty() {
+                    self.err(file, format!("{key}.name"), "is empty");
+                }
                 match orgs.get(&o.kbo) {
                     Some((kind, name)) if *kind != o.kind || *name != o.name => {
                         self.err(file, key, format!("enterprise number {} is declared twice, differently", o.kbo));
@@ -152,6 +155,11 @@ impl Validator {
                 }
             }
             for (i, s) in p.sources.iter().enumerate() {
+                for (what, value) in [("id", &s.id), ("name", &s.name)] {
+                    if value.trim().is_empty() {
+                        self.err(file, format!("sources[{i}].{what}"), "is empty");
+                    }
+                }
                 if !sources.insert(s.id.as_str()) {
                     self.err(file, format!("sources[{i}].id"), format!("source '{}' is declared twice", s.id));
                 }

@@ -137,8 +137,8 @@ pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> 
 fn time_ms(s: &str, what: &str) -> Result<u64, Refusal> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|_| refuse(Code::RequestInvalid, format!("{what} must be an RFC 3339 time")))?;
-    u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| refuse(Code::RequestInvalid, format!("{what} is before 1970")))
+    // The trail begins after 1970: an earlier bound is the beginning.
+    Ok(u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
 }
 
 fn subject_ref(s: &str) -> Result<SubjectRef, Refusal> {
@@ -548,8 +548,76 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incom
         .await
         .map_err(|_| refuse(Code::RequestInvalid, "the body is unreadable or larger than 16 KiB"))?
         .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| refuse(Code::RequestInvalid, format!("the body is not valid JSON of the documented shape: {e}")))
+    let shape = |e: serde_json::Error| {
+        refuse(Code::RequestInvalid, format!("the body is not valid JSON of the documented shape: {e}"))
+    };
+    let Strict(value) = serde_json::from_slice(&body).map_err(shape)?;
+    serde_json::from_value(value).map_err(shape)
+}
+
+/// A JSON document read strictly and with JSON's own notion of numbers: a key given twice in
+/// one object is refused (a plain `serde_json::Value` would keep the last), and a number with no
+/// fractional part becomes an integer — JSON has one kind of number, and JSON Schema counts
+/// `444.0` as an integer, as the OpenAPI document's `integer` fields do.
+struct Strict(serde_json::Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        // Integral and exactly representable: an integer.
+        if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+            return Ok((v as i64).into());
+        }
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(out.into())
+    }
 }
 
 fn change_refusal(e: ChangeError) -> Refusal {
@@ -634,5 +702,20 @@ impl ControlPlane {
             refuse(Code::Internal, "listing failed")
         })?;
         Ok(json(StatusCode::OK, &serde_json::json!({ "count": list.len(), "consents": list })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::Strict;
+
+    #[test]
+    fn json_bodies_are_read_strictly_with_integral_numbers() {
+        let Strict(v) = serde_json::from_str(r#"{"a":444.0,"b":1.5,"c":[2.0,{"d":-3.0}],"e":null}"#).unwrap();
+        assert_eq!(v, serde_json::json!({"a":444,"b":1.5,"c":[2,{"d":-3}],"e":null}));
+        assert!(v["a"].is_i64() && v["b"].is_f64());
+        let dup = serde_json::from_str::<Strict>(r#"{"kbo":"1","x":{"y":1,"y":2}}"#).err().unwrap();
+        assert!(dup.to_string().contains("duplicate field `y`"), "{dup}");
     }
 }
