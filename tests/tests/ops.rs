@@ -68,7 +68,8 @@ async fn metrics_count_the_calls_and_parse_as_prometheus_text() {
         samples,
         [
             "associations.association|0207123407|granted||3",
-            "none|unregistered|refused|CLIENT_CERT_INVALID|1",
+            // The service asked for is named even when the certificate is refused.
+            "associations.association|unregistered|refused|CLIENT_CERT_INVALID|1",
             // Both consent-based calls were checked and found no consent.
             "passerelle_consent_checks_total|expired|0",
             "passerelle_consent_checks_total|missing|2",

@@ -169,6 +169,10 @@ async fn an_xml_service_refuses_in_soap() {
         a.text()
     );
     assert!(a.text().contains("<faultcode>soap:VersionMismatch</faultcode>"), "{}", a.text());
+    // A certificate without an enterprise number is refused before any work — in SOAP too.
+    let a = send(&h.client(tests::NO_KBO), Method::POST, DIV, &headers, Bytes::new()).await.unwrap();
+    assert_eq!(a.code(), Some("CLIENT_CERT_INVALID"));
+    assert!(a.text().contains("<faultcode>soap:Client</faultcode>"), "{}", a.text());
     let records = read_records(&h.demo.config.audit.dir).unwrap();
     assert!(
         records

@@ -125,6 +125,14 @@ impl Pipeline {
         dialect: &mut Dialect,
         trace: &mut Trace,
     ) -> Result<Response<Body>, Refusal> {
+        // The service, looked up first only so that every refusal, including those of the
+        //    steps before the route's own (identity, limits), speaks the service's dialect: a
+        //    SOAP Fault for an XML service. Its own refusal comes in step 3.
+        let looked_up = self.routes.lookup(req.method(), req.uri().path());
+        if let Ok(route) | Err((_, Some(route))) = &looked_up {
+            *dialect = route.dialect();
+            trace.service(route.service.id);
+        }
         // 1. Identity: read once per connection; a certificate without a valid enterprise
         //    number is refused on every request.
         let org = caller.org()?;
@@ -140,18 +148,7 @@ impl Pipeline {
         let _permit = self.limits.admit()?;
         self.limits.check_announced(req.headers())?;
         // 3. Route.
-        let route = match self.routes.lookup(req.method(), req.uri().path()) {
-            Ok(route) => route,
-            Err((refusal, known)) => {
-                if let Some(route) = known {
-                    *dialect = route.dialect();
-                    trace.service(route.service.id);
-                }
-                return Err(refusal);
-            }
-        };
-        *dialect = route.dialect();
-        trace.service(route.service.id);
+        let route = looked_up.map_err(|(refusal, _)| refusal)?;
         // 4. Envelope.
         let (parts, body) = req.into_parts();
         trace.envelope_raw(&parts.headers);
