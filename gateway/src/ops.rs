@@ -30,6 +30,8 @@ pub struct Ops {
     pub upstreams: Vec<(String, String)>,
     /// A replica of a shared store: whether it holds every change of the other replicas.
     pub sync: Option<Arc<crate::store::postgres::SyncState>>,
+    /// Request ids: the caller's `X-Request-Id` is echoed, as on every listener.
+    pub ids: crate::pipeline::envelope::RequestIds,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -84,15 +86,25 @@ impl Ops {
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        match req.uri().path() {
-            "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-            "/readyz" => self.ready().await,
-            "/metrics" => {
-                self.refresh();
-                reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render())
+        // A malformed id is replaced by a fresh one: this listener refuses nothing for it.
+        let rid = self.ids.take(req.headers()).unwrap_or_else(|(fresh, _)| fresh);
+        let mut resp = if !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+            let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "read with GET\n".into());
+            r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+            r
+        } else {
+            match req.uri().path() {
+                "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+                "/readyz" => self.ready().await,
+                "/metrics" => {
+                    self.refresh();
+                    reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render())
+                }
+                _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
             }
-            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-        }
+        };
+        resp.headers_mut().insert(crate::pipeline::envelope::REQUEST_ID, rid);
+        resp
     }
 }
 

@@ -306,6 +306,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 policy: policy.clone(),
                 upstreams,
                 sync: sync.clone(),
+                ids: crate::pipeline::envelope::RequestIds::new(),
             });
             tokio::spawn(crate::ops::serve(l, ops, conns, shutdown_rx.clone()));
             tracing::info!(addr = %a, "operations listening");

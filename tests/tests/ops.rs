@@ -96,6 +96,54 @@ async fn metrics_count_the_calls_and_parse_as_prometheus_text() {
     assert!(text.contains("passerelle_request_duration_seconds_bucket"));
 }
 
+/// Every listener echoes the caller's request id; the operations listener is read-only.
+#[tokio::test]
+async fn the_operations_listener_echoes_request_ids_and_reads_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start().await.unwrap();
+    let addr = h.demo.gateway.ops_addr.unwrap();
+    for (request, status, allow) in [
+        ("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: probe-7\r\nConnection: close\r\n\r\n", "200", None),
+        (
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nX-Request-Id: probe-7\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "405",
+            Some("allow: get, head"),
+        ),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        let head = answer.to_ascii_lowercase();
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(head.contains("x-request-id: probe-7"), "{answer}");
+        if let Some(allow) = allow {
+            assert!(head.contains(allow), "{answer}");
+        }
+    }
+    // The control plane and the public listener echo it too.
+    let a = tests::send(
+        &h.control_client("admin"),
+        http::Method::GET,
+        "/sources",
+        &[("x-request-id", "ctl-probe")],
+        bytes::Bytes::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.headers.get("x-request-id").and_then(|v| v.to_str().ok()), Some("ctl-probe"));
+    let a = tests::send(
+        &h.public_client(),
+        http::Method::GET,
+        "/public/instruments",
+        &[("x-request-id", "pub-probe")],
+        bytes::Bytes::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.headers.get("x-request-id").and_then(|v| v.to_str().ok()), Some("pub-probe"));
+}
+
 /// `promtool check metrics` (Prometheus's own linter) finds nothing to say about a live
 /// exposition after a mixed run; the series alerts read exist at 0 before their first event.
 #[tokio::test]
