@@ -33,6 +33,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::error::Body;
 use crate::metrics::Metrics;
 
 /// How long a connection told to end may take to answer its calls in flight.
@@ -233,11 +234,37 @@ impl ConnState {
     }
 
     /// Counts a request for the time it is answered.
-    pub fn request(self: &Arc<Self>) -> InFlight {
+    fn request(self: &Arc<Self>) -> InFlight {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
+}
+
+/// The service of a connection whose state is `state`: `handle` answers each request, counted
+/// in flight until its answer is ready (the sweeper's idle check reads the counts).
+pub fn counted<F, Fut>(
+    state: Arc<ConnState>,
+    handle: F,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<Output = Result<http::Response<Body>, std::convert::Infallible>> + Send + 'static,
+> + Clone
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = http::Response<Body>> + Send + 'static,
+{
+    hyper::service::service_fn(move |req| {
+        let in_flight = state.request();
+        let answer = handle(req);
+        async move {
+            let answer = answer.await;
+            drop(in_flight);
+            Ok(answer)
+        }
+    })
 }
 
 /// A request being answered; it leaves the count when dropped.

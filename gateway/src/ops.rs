@@ -126,15 +126,9 @@ pub async fn serve(
         let (ops, builder) = (ops.clone(), builder.clone());
         tokio::spawn(async move {
             let state = slot.open(&[], None, None);
-            let requests = state.clone();
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let svc = crate::conn::counted(state.clone(), move |req| {
                 let ops = ops.clone();
-                let in_flight = requests.request();
-                async move {
-                    let answer = ops.handle(req).await;
-                    drop(in_flight);
-                    Ok::<_, std::convert::Infallible>(answer)
-                }
+                async move { ops.handle(req).await }
             });
             let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
             let _ = crate::conn::drive(conn, &state).await;

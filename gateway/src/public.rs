@@ -190,15 +190,9 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let Some((tls, _open)) = listen.handshake(tcp, peer).await else { return };
             let state = slot.open(&[], None, None);
-            let requests = state.clone();
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let svc = crate::conn::counted(state.clone(), move |req| {
                 let public = public.clone();
-                let in_flight = requests.request();
-                async move {
-                    let answer = public.handle(req).await;
-                    drop(in_flight);
-                    Ok::<_, std::convert::Infallible>(answer)
-                }
+                async move { public.handle(req).await }
             });
             let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
             let _ = crate::conn::drive(conn, &state).await;

@@ -1,7 +1,6 @@
 //! The data-plane listener: TCP accept → TLS handshake (client certificate required) → the
 //! caller's identity, read once per connection → HTTP/1.1 or HTTP/2 (ALPN) → [`Pipeline`].
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -659,16 +658,7 @@ async fn serve_mtls<F, Fut>(
             let (org, not_after) = caller.identity.as_ref().map_or((None, None), |i| (Some(i.kbo), Some(i.not_after)));
             let state = slot.open(chain, org, not_after);
             let caller = Arc::new(caller.on(state.clone()));
-            let requests = state.clone();
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let in_flight = requests.request();
-                let fut = handle(req, caller.clone());
-                async move {
-                    let answer = fut.await;
-                    drop(in_flight);
-                    Ok::<_, Infallible>(answer)
-                }
-            });
+            let svc = crate::conn::counted(state.clone(), move |req| handle(req, caller.clone()));
             let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
             if let Err(e) = crate::conn::drive(conn, &state).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -161,7 +161,7 @@ fn date_of_ms(ms: u64) -> String {
 }
 
 /// The calendar day (UTC) of a time in Unix ms.
-fn today(ms: u64) -> Option<Date> {
+pub(super) fn today(ms: u64) -> Option<Date> {
     Date::from_days((ms / DAY_MS) as i64)
 }
 
@@ -804,11 +804,7 @@ impl ControlPlane {
                 .transpose()
         };
         let after = num("after")?.unwrap_or(0);
-        let limit = num("limit")?.unwrap_or(1000);
-        if !(1..=10_000).contains(&limit) {
-            return Err(refuse(Code::RequestInvalid, "limit must be between 1 and 10000"));
-        }
-        let limit = limit as usize;
+        let limit = super::page_limit(num("limit")?)?;
         let changes = self.changes.history(after, limit).await.map_err(|e| change_failed(e, None))?;
         Ok(json(
             StatusCode::OK,

@@ -27,9 +27,11 @@ use policies::ids::Kbo;
 use policies::model::Date;
 use serde::{Deserialize, Serialize};
 
-use super::authority::Scope;
+use super::authority::{Scope, Who};
+use super::flows::today;
 use super::{
-    ControlPlane, Cursor, Justification, MAX_RESULTS, json, read_json, record_json, refuse, routes, selector, time_ms,
+    ControlPlane, Cursor, Justification, json, page_limit, read_json, record_json, refuse, rfc3339, routes, selector,
+    time_ms,
 };
 use crate::audit::SubjectRef;
 use crate::audit::index::Selector;
@@ -39,7 +41,6 @@ use crate::store::{Store, StoreError};
 
 const REQUESTERS: &str = "audit-requester/";
 const INQUIRIES: &str = "audit-request/";
-const DAY_MS: u64 = 86_400_000;
 
 /// The persons seed 004 §6 designates to ask for the a-posteriori control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +82,7 @@ pub struct Requester {
 
 impl Requester {
     fn holds_at(&self, now_ms: u64) -> bool {
-        self.ended_at_ms.is_none() && day(now_ms).is_some_and(|d| d <= self.valid_until)
+        self.ended_at_ms.is_none() && today(now_ms).is_some_and(|d| d <= self.valid_until)
     }
 }
 
@@ -157,10 +158,6 @@ struct NewAdvice {
     reason: String,
 }
 
-fn day(ms: u64) -> Option<Date> {
-    Date::from_days((ms / DAY_MS) as i64)
-}
-
 fn digits(k: Kbo) -> String {
     let mut d = [0u8; 10];
     k.digits(&mut d).to_owned()
@@ -168,12 +165,6 @@ fn digits(k: Kbo) -> String {
 
 fn kbo(s: &str, what: &str) -> Result<Kbo, Refusal> {
     Kbo::parse(s).map_err(|e| refuse(Code::RequestInvalid, format!("{what}: {e}")))
-}
-
-fn rfc3339(ms: u64) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
 }
 
 fn store_failed(e: StoreError) -> Refusal {
@@ -285,7 +276,7 @@ impl ControlPlane {
             return Err(refuse(Code::RequestInvalid, "designation must name the designated office"));
         }
         let now = self.changes.handle.now_ms();
-        if day(now).is_some_and(|t| r.valid_until < t) {
+        if today(now).is_some_and(|t| r.valid_until < t) {
             return Err(refuse(Code::RequestInvalid, "valid_until is in the past"));
         }
         let requester = Requester {
@@ -445,8 +436,7 @@ impl ControlPlane {
 
     /// Whether the caller may see `q`: its requester, or the privacy office of its data
     /// owner's sources.
-    fn may_see(&self, caller: &Caller, path: &str, q: &Inquiry) -> Result<(), Refusal> {
-        let who = self.who(caller)?;
+    fn may_see(&self, who: &Who, path: &str, q: &Inquiry) -> Result<(), Refusal> {
         let owner = kbo(&q.owner, "owner")?;
         let mut scope = self.owner_scope(owner);
         scope.org = Kbo::parse(&q.requester).ok();
@@ -455,20 +445,20 @@ impl ControlPlane {
     }
 
     pub(super) async fn list_inquiries(&self, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        self.allowed(caller, "GET", "/audit/requests", &Scope::default())?;
+        let who = self.allowed(caller, "GET", "/audit/requests", &Scope::default())?;
         let all: Vec<Inquiry> = blocking(&self.store, |s| s.meta_scan(INQUIRIES))
             .await?
             .iter()
             .map(|(_, v)| decode(v))
             .collect::<Result<_, _>>()?;
         let items: Vec<serde_json::Value> =
-            all.iter().filter(|q| self.may_see(caller, "/audit/requests/{id}", q).is_ok()).map(inquiry_view).collect();
+            all.iter().filter(|q| self.may_see(&who, "/audit/requests/{id}", q).is_ok()).map(inquiry_view).collect();
         Ok(json(StatusCode::OK, &serde_json::json!({ "count": items.len(), "items": items })))
     }
 
     pub(super) async fn get_inquiry(&self, id: &str, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let (q, _) = self.inquiry(id).await?;
-        self.may_see(caller, "/audit/requests/{id}", &q)?;
+        self.may_see(&self.who(caller)?, "/audit/requests/{id}", &q)?;
         Ok(json(StatusCode::OK, &inquiry_view(&q)))
     }
 
@@ -537,20 +527,16 @@ impl ControlPlane {
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let (q, _) = self.inquiry(id).await?;
-        self.may_see(caller, "/audit/requests/{id}/results", &q)?;
+        self.may_see(&self.who(caller)?, "/audit/requests/{id}/results", &q)?;
         let Some(advice) = q.advice.as_ref().filter(|_| q.state == State::Approved) else {
             return Err(refuse(Code::TransitionNotAllowed, "the inquiry has no favourable advice; nothing runs"));
         };
         let query = req.uri().query();
         let cursor = routes::query_param(query, "cursor").map(|c| Cursor::parse(&c)).transpose()?;
-        let limit = match routes::query_param(query, "limit") {
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
-                .filter(|l| (1..=MAX_RESULTS).contains(l))
-                .ok_or_else(|| refuse(Code::RequestInvalid, "limit must be between 1 and 10000"))?,
-            None => 1_000,
-        };
+        let limit = routes::query_param(query, "limit")
+            .map(|l| l.parse::<u64>().map_err(|_| refuse(Code::RequestInvalid, "limit must be between 1 and 10000")))
+            .transpose()?;
+        let limit = page_limit(limit)?;
         let selector = match (&q.subject, &q.caller) {
             (Some(s), _) => Selector::Subject(s.index_key()),
             (None, Some(c)) => Selector::Caller(c.clone()),

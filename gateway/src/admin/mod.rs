@@ -84,7 +84,7 @@ struct Query {
     from: Option<String>,
     to: Option<String>,
     /// At most this many records a page (1,000 when absent, at most 10,000).
-    limit: Option<usize>,
+    limit: Option<u64>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     justification: Option<Justification>,
@@ -132,6 +132,22 @@ pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> 
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     r
+}
+
+/// Unix milliseconds as an RFC 3339 time, as answers show times.
+fn rfc3339(ms: u64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+}
+
+/// The records a page of an audit read holds: `limit` as asked (1,000 when absent), refused
+/// outside 1..=10,000.
+fn page_limit(limit: Option<u64>) -> Result<usize, Refusal> {
+    match limit.unwrap_or(1_000) {
+        n @ 1..=10_000 => Ok(n as usize),
+        _ => Err(refuse(Code::RequestInvalid, "limit must be between 1 and 10000")),
+    }
 }
 
 fn time_ms(s: &str, what: &str) -> Result<u64, Refusal> {
@@ -455,10 +471,7 @@ impl ControlPlane {
         let j = Justification::required(q.justification)?;
         let from = q.from.as_deref().map(|s| time_ms(s, "from")).transpose()?.unwrap_or(0);
         let to = q.to.as_deref().map(|s| time_ms(s, "to")).transpose()?.unwrap_or(u64::MAX);
-        let limit = q.limit.unwrap_or(1_000);
-        if !(1..=MAX_RESULTS).contains(&limit) {
-            return Err(refuse(Code::RequestInvalid, "limit must be between 1 and 10000"));
-        }
+        let limit = page_limit(q.limit)?;
         let cursor = q.cursor.as_deref().map(Cursor::parse).transpose()?;
         let (selector, subjects) = selector(q.subject.as_deref(), q.caller.as_deref())?;
         let justification = format!(
@@ -506,9 +519,7 @@ impl ControlPlane {
             .map(|r| {
                 let org = r.record.caller.as_deref().and_then(|c| Kbo::parse(c).ok());
                 let name = org.and_then(|k| snapshot.organisation(k)).map(|o| o.name.to_string());
-                let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.record.time_ms) * 1_000_000)
-                    .ok()
-                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+                let when = rfc3339(r.record.time_ms);
                 serde_json::json!({
                     "time": when,
                     "organisation": { "enterprise_number": r.record.caller, "name": name },
