@@ -86,7 +86,9 @@ fn bench(c: &mut Criterion) {
     let hits: Vec<_> = people[..N].iter().step_by(2).take(10_000).copied().collect();
     let misses: Vec<_> = people[N..].to_vec();
     assert!(hits.iter().all(|p| {
-        registry.check(*p, bank_a, None, "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", 1_800_000_000_000).is_ok()
+        registry
+            .check(*p, bank_a, None, "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", 1_800_000_000_000, None)
+            .is_ok()
     }));
     let mut g = c.benchmark_group("consent_check_1m");
     let mut i = 0;
@@ -100,6 +102,7 @@ fn bench(c: &mut Criterion) {
                 "sigedis.pensions",
                 "SUPPLEMENTARY_PENSION_INFO",
                 1_800_000_000_000,
+                None,
             ))
         })
     });
@@ -113,6 +116,7 @@ fn bench(c: &mut Criterion) {
                 "sigedis.pensions",
                 "SUPPLEMENTARY_PENSION_INFO",
                 1_800_000_000_000,
+                None,
             ))
         })
     });

@@ -35,6 +35,10 @@ pub enum Code {
     ConsentExpired,
     /// A default value would stand in for a service the consent's scope does not cover.
     ConsentScopeExceeded,
+    /// The source stops using a consent the citizen has not re-validated in time.
+    ConsentRevalidationDue,
+    /// The grant's "where" (application, network zone) or "when" (time window) does not hold.
+    AccessConditionNotMet,
     EndUserRoleMissing,
     RateExceeded,
     SubjectInvalid,
@@ -111,6 +115,8 @@ impl Code {
             Code::ConsentRevoked => "CONSENT_REVOKED",
             Code::ConsentExpired => "CONSENT_EXPIRED",
             Code::ConsentScopeExceeded => "CONSENT_SCOPE_EXCEEDED",
+            Code::ConsentRevalidationDue => "CONSENT_REVALIDATION_DUE",
+            Code::AccessConditionNotMet => "ACCESS_CONDITION_NOT_MET",
             Code::EndUserRoleMissing => "END_USER_ROLE_MISSING",
             Code::RateExceeded => "RATE_EXCEEDED",
             Code::SubjectInvalid => "SUBJECT_INVALID",
@@ -158,6 +164,8 @@ impl Code {
             | Code::ConsentRevoked
             | Code::ConsentExpired
             | Code::ConsentScopeExceeded
+            | Code::ConsentRevalidationDue
+            | Code::AccessConditionNotMet
             | Code::EndUserRoleMissing
             | Code::ClientCertInvalid
             | Code::ClientCertRevoked
@@ -201,6 +209,8 @@ impl Code {
             Code::ConsentRevoked => "The data subject revoked the consent",
             Code::ConsentExpired => "The data subject's consent has expired",
             Code::ConsentScopeExceeded => "The data subject did not consent to this use of the value",
+            Code::ConsentRevalidationDue => "The data subject has not re-validated the consent in time",
+            Code::AccessConditionNotMet => "The call is outside the grant's place or time",
             Code::EndUserRoleMissing => "The end user does not hold the required role",
             Code::RateExceeded => "The grant's periodicity is exceeded",
             Code::SubjectInvalid => "The data subject's identifier is invalid",

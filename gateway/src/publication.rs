@@ -71,10 +71,17 @@ pub fn document(policy: &Policy, snapshot: &Snapshot, now: i64) -> Value {
             }
             if ins.kind == InstrumentKind::General {
                 v["eligible"] = json!(ins.eligible.iter().map(|k| k.as_str()).collect::<Vec<_>>());
+                // Adherents in force only, with the day their adhesion took effect: a request
+                // under examination, a refused or a withdrawn one is not public.
                 v["adherents"] = json!(
                     ins.adhesions
                         .iter()
-                        .map(|a| json!({ "organisation": a.org, "name": org_name(policy, a.org), "date": a.date }))
+                        .filter(|a| a.in_force())
+                        .map(|a| json!({
+                            "organisation": a.org,
+                            "name": org_name(policy, a.org),
+                            "date": a.active_since.unwrap_or(a.date),
+                        }))
                         .collect::<Vec<_>>()
                 );
             }

@@ -53,7 +53,8 @@ fn check_allocates_nothing() {
         (people[3], agency, Some(OrgKind::FlemishInstance), "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", Ok(4)),
     ];
     for (subject, recipient, kind, service, purpose, expect) in cases {
-        let (got, allocs) = testkit::allocations(|| registry.check(subject, recipient, kind, service, purpose, now));
+        let (got, allocs) =
+            testkit::allocations(|| registry.check(subject, recipient, kind, service, purpose, now, Some(365)));
         assert_eq!(allocs, 0, "{service} {purpose}: {allocs} allocations");
         assert_eq!(got.map(|id| id.0), expect);
     }

@@ -1,5 +1,8 @@
 //! `decide()` over a generated policy of 10,000 grants and 1,000 organisations; every
-//! deliberation rests on a framework that rests on a root, so each permit checks three levels.
+//! deliberation rests on a framework that rests on a root, so each permit checks three levels,
+//! and every grant has a "where" (a network zone) and a "when" (a weekly window in Belgian
+//! time), so each permit checks both. `permit_unconditioned` is the same policy with the
+//! conditions removed, side by side in the same run, to show what they cost.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,6 +14,12 @@ use std::hint::black_box;
 fn bench(c: &mut Criterion) {
     let policy = policies::synthetic::policy(1_000, 10_000);
     let snap = Snapshot::compile(&policy, 1);
+    let mut bare = policy.clone();
+    for g in bare.instruments.iter_mut().flat_map(|i| i.grants.iter_mut()) {
+        g.origin = None;
+        g.when.clear();
+    }
+    let bare = Snapshot::compile(&bare, 1);
     assert_eq!(snap.grant_count(), 10_000);
     // Queries that exercise the index: permits across the whole policy, and refusals.
     let mut permits = Vec::new();
@@ -28,6 +37,8 @@ fn bench(c: &mut Criterion) {
             end_user: None,
             environment: Env::Production,
             now: 1_795_435_200,
+            certificate: None,
+            peer: Some(std::net::IpAddr::from([127, 0, 0, 1])),
         };
         permits.push(mk("COMMON"));
         denies.push(mk("NOT_GRANTED"));
@@ -40,6 +51,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % permits.len();
             black_box(snap.decide(black_box(&permits[i])))
+        })
+    });
+    g.bench_function("permit_unconditioned", |b| {
+        b.iter(|| {
+            i = (i + 1) % permits.len();
+            black_box(bare.decide(black_box(&permits[i])))
         })
     });
     g.bench_function("deny_purpose", |b| {

@@ -98,6 +98,8 @@ pub fn load_texts<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Re
             merged.instruments.extend(p.instruments);
             merged.roles.extend(p.roles);
             merged.exceptional_access.extend(p.exceptional_access);
+            merged.dam_sheets.extend(p.dam_sheets);
+            merged.zones.extend(p.zones);
         }
         Ok(merged)
     } else {
@@ -257,6 +259,168 @@ impl Validator {
             }
         }
         self.authority(files);
+        self.procedures(files);
+    }
+
+    fn document(&mut self, file: &str, key: &str, d: &crate::model::Document) {
+        if d.title.trim().is_empty() {
+            self.err(file, format!("{key}.documents"), "a document has a title");
+        }
+        match &d.sha256 {
+            Some(h) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                self.err(file, format!("{key}.documents"), format!("sha256 of '{}' is not 64 hex digits", d.title))
+            }
+            None if d.reference.as_deref().is_none_or(|r| r.trim().is_empty()) => self.err(
+                file,
+                format!("{key}.documents"),
+                format!("document '{}' needs a reference or its sha256", d.title),
+            ),
+            _ => {}
+        }
+    }
+
+    /// Zones, DAM sheets, role validity limits, and the other parts added with the seeds'
+    /// procedures.
+    fn procedures(&mut self, files: &[(String, Policy)]) {
+        let all_orgs: HashMap<Kbo, OrgKind> =
+            files.iter().flat_map(|(_, p)| p.organisations.iter().map(|o| (o.kbo, o.kind))).collect();
+        let instruments: HashMap<&str, &Instrument> =
+            files.iter().flat_map(|(_, p)| p.instruments.iter().map(|i| (i.reference.as_str(), i))).collect();
+        let services: HashMap<&str, &[String]> =
+            files.iter().flat_map(|(_, p)| p.services.iter().map(|s| (s.id.as_str(), s.fields.as_slice()))).collect();
+        let service_source: HashMap<&str, &str> =
+            files.iter().flat_map(|(_, p)| p.services.iter().map(|s| (s.id.as_str(), s.source.as_str()))).collect();
+        let ceilings: HashMap<&str, &Ceiling> = files
+            .iter()
+            .flat_map(|(_, p)| p.sources.iter().filter_map(|s| s.ceiling.as_ref().map(|c| (s.id.as_str(), c))))
+            .collect();
+        let mut zone_names = HashSet::new();
+        for (file, p) in files {
+            for (i, z) in p.zones.iter().enumerate() {
+                let key = format!("zones[{i}]");
+                if z.name.trim().is_empty() || !zone_names.insert(z.name.as_str()) {
+                    self.err(file, format!("{key}.name"), format!("zone name '{}' is empty or taken", z.name));
+                }
+                if z.networks.is_empty() {
+                    self.err(file, format!("{key}.networks"), "a zone holds at least one network");
+                }
+                for n in &z.networks {
+                    if let Err(m) = crate::conditions::Net::parse(n) {
+                        self.err(file, format!("{key}.networks"), m);
+                    }
+                }
+            }
+        }
+        // The longest validity of a role: the least any instrument requiring it allows.
+        let mut limits: HashMap<&str, (u32, &str)> = HashMap::new();
+        for ins in instruments.values() {
+            let Some(days) = ins.role_validity_days else { continue };
+            for g in &ins.grants {
+                if let Some(r) = g.end_user_role.as_deref() {
+                    let e = limits.entry(r).or_insert((days, ins.reference.as_str()));
+                    if days < e.0 {
+                        *e = (days, ins.reference.as_str());
+                    }
+                }
+            }
+        }
+        for (file, p) in files {
+            let file = file.as_str();
+            for (i, o) in p.organisations.iter().enumerate() {
+                if let Some(v) = &o.vcode
+                    && crate::ids::VCode::parse(v).is_err()
+                {
+                    self.err(file, format!("organisations[{i}].vcode"), format!("'{v}' is not a vCode"));
+                }
+            }
+            for (i, s) in p.sources.iter().enumerate() {
+                if let Some(k) = s.ict_office
+                    && !all_orgs.contains_key(&k)
+                {
+                    self.err(file, format!("sources[{i}].ict_office"), format!("unknown organisation {k}"));
+                }
+                if s.revalidation.is_some_and(|r| r.days == 0) {
+                    self.err(file, format!("sources[{i}].revalidation.days"), "must be at least 1 day");
+                }
+            }
+            for (i, ins) in p.instruments.iter().enumerate() {
+                for (j, g) in ins.grants.iter().enumerate() {
+                    for z in g.origin.iter().flat_map(|o| &o.zones) {
+                        if !zone_names.contains(z.as_str()) {
+                            self.err(
+                                file,
+                                format!("instruments[{i}] \"{}\".grants[{j}].where.zones", ins.reference),
+                                format!("no zone '{z}' is declared (the integrator names zones)"),
+                            );
+                        }
+                    }
+                }
+            }
+            for (i, r) in p.roles.iter().enumerate() {
+                let Some((days, by)) = limits.get(r.role.as_str()) else { continue };
+                let length = r.valid_until.days() - r.valid_from.days() + 1;
+                if r.withdrawn.is_none() && length > i64::from(*days) {
+                    self.err(
+                        file,
+                        format!("roles[{i}].valid_until"),
+                        format!(
+                            "the role '{}' is valid {length} days; '{by}' allows at most {days}: renew it instead",
+                            r.role
+                        ),
+                    );
+                }
+            }
+            for (i, d) in p.dam_sheets.iter().enumerate() {
+                let key = format!("dam_sheets[{i}]");
+                let matrix = instruments.get(d.instrument.as_str());
+                match matrix {
+                    Some(m) if m.kind == InstrumentKind::AccessMatrix => {}
+                    Some(_) => self.err(file, format!("{key}.instrument"), "must name an access-matrix instrument"),
+                    None => {
+                        self.err(file, format!("{key}.instrument"), format!("unknown instrument '{}'", d.instrument))
+                    }
+                }
+                if !all_orgs.contains_key(&d.org) {
+                    self.err(file, format!("{key}.org"), format!("unknown organisation {}", d.org));
+                }
+                if !crate::model::DAM_ROLES.contains(&d.end_user_role.as_str()) {
+                    self.err(
+                        file,
+                        format!("{key}.end_user_role"),
+                        format!("a DAM sheet opens access to {} only", crate::model::DAM_ROLES.join(", ")),
+                    );
+                }
+                for (what, text) in [("objectives", &d.objectives), ("methodology", &d.methodology)] {
+                    if text.trim().is_empty() {
+                        self.err(file, format!("{key}.{what}"), "the DAM sheet states it");
+                    }
+                }
+                if d.purposes.is_empty() {
+                    self.err(file, format!("{key}.purposes"), "must name at least one purpose");
+                }
+                if d.access.is_empty() {
+                    self.err(file, format!("{key}.access"), "names at least one service");
+                }
+                for (j, a) in d.access.iter().enumerate() {
+                    let akey = format!("{key}.access[{j}]");
+                    self.service_fields(file, &akey, &a.service, &a.fields, &services);
+                    let source = service_source.get(a.service.as_str()).copied().unwrap_or_default();
+                    if let Some(m) = matrix
+                        && !m.sources().contains(&source)
+                    {
+                        self.err(
+                            file,
+                            format!("{akey}.service"),
+                            format!("'{}' is not a service of the sources of '{}'", a.service, d.instrument),
+                        );
+                    }
+                    if let Some(c) = ceilings.get(source) {
+                        let kinds: Vec<OrgKind> = all_orgs.get(&d.org).copied().into_iter().collect();
+                        self.ceiling(file, &akey, (source, c), &kinds, &d.purposes, &a.fields, c.consent);
+                    }
+                }
+            }
+        }
     }
 
     /// The rules that bind instruments to one another and to their sources: parents form no
@@ -499,8 +663,12 @@ impl Validator {
                 }
             }
         }
-        if ins.is_protocol() && needs(&ins.dpo_advice) {
+        // A protocol may be drafted before its DPO advice, never put in force without it.
+        if ins.is_protocol() && needs(&ins.dpo_advice) && ins.effective_status() != Status::Draft {
             self.err(file, format!("{key}.dpo_advice"), "a protocol carries the advice of the data protection officer");
+        }
+        if ins.role_validity_days == Some(0) {
+            self.err(file, format!("{key}.role_validity_days"), "must be at least 1 day");
         }
         if !ins.replaces.is_empty() && !matches!(ins.kind, InstrumentKind::Deliberation | InstrumentKind::General) {
             self.err(file, format!("{key}.replaces"), "only a deliberation replaces protocols");
@@ -541,8 +709,23 @@ impl Validator {
             if !a.modalities_confirmed {
                 self.err(file, format!("{akey}.modalities_confirmed"), "the adherent must confirm the modalities");
             }
-            if a.requested_by.trim().is_empty() || a.dpo_advice.trim().is_empty() {
-                self.err(file, &akey, "requested_by and dpo_advice are required");
+            if a.requested_by.trim().is_empty() {
+                self.err(file, format!("{akey}.requested_by"), "names the person who asks");
+            }
+            // A general protocol's adherent brings its DPO's advice; an adhesion to a CSI
+            // authorization brings the evaluation form (seed 001).
+            if ins.is_protocol() && needs(&a.dpo_advice) {
+                self.err(
+                    file,
+                    format!("{akey}.dpo_advice"),
+                    "an adhesion to a general protocol carries the DPO's advice",
+                );
+            }
+            if !ins.is_protocol() && needs(&a.dpo_advice) && a.evaluation_form.is_none() {
+                self.err(file, format!("{akey}.evaluation_form"), "an adhesion request carries the evaluation form");
+            }
+            for d in a.evaluation_form.iter().chain(&a.mandate) {
+                self.document(file, &akey, d);
             }
         }
         for (j, g) in ins.grants.iter().enumerate() {
@@ -569,6 +752,32 @@ impl Validator {
             }
             if g.rate.is_some_and(|r| r.max == 0) {
                 self.err(file, format!("{gkey}.rate.max"), "must be at least 1");
+            }
+            if let Some(o) = &g.origin {
+                if o.certificates.is_empty() && o.zones.is_empty() {
+                    self.err(file, format!("{gkey}.where"), "names certificates, zones or both");
+                }
+                for c in &o.certificates {
+                    if crate::conditions::fingerprint(c).is_none() {
+                        self.err(
+                            file,
+                            format!("{gkey}.where.certificates"),
+                            format!("'{c}' is not a SHA-256 fingerprint (64 hex digits)"),
+                        );
+                    }
+                }
+            }
+            if g.when.len() > crate::conditions::MAX_WINDOWS {
+                self.err(
+                    file,
+                    format!("{gkey}.when"),
+                    format!("at most {} windows per grant", crate::conditions::MAX_WINDOWS),
+                );
+            }
+            for (k, w) in g.when.iter().enumerate() {
+                if let Err(m) = crate::conditions::Span::parse(w) {
+                    self.err(file, format!("{gkey}.when[{k}]"), m);
+                }
             }
             self.window(file, &gkey, g.valid_from.as_ref(), g.valid_until.as_ref());
         }

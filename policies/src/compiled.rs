@@ -8,8 +8,9 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::conditions::Conditions;
 use crate::ids::Kbo;
-use crate::model::{Date, Env, InstrumentKind, OrgKind, Policy, Rate, Recipient, Status};
+use crate::model::{Date, Env, InstrumentKind, OrgKind, Policy, Rate, Recipient, Revalidation, Status};
 
 const DAY: i64 = 86_400;
 
@@ -73,6 +74,8 @@ pub struct ServiceInfo {
     pub fields: Vec<Box<str>>,
     /// The statutory ceiling of the service's source, when it declares one.
     pub ceiling: Option<CeilingInfo>,
+    /// The re-validation its source sets for consents.
+    pub revalidation: Option<Revalidation>,
 }
 
 /// A source's statutory ceiling, compiled for one of its services.
@@ -148,6 +151,8 @@ pub(crate) struct CGrant {
     /// Exceptional accesses open a grant to one named end user.
     pub(crate) end_user: Option<Box<str>>,
     pub(crate) rate: Option<Rate>,
+    /// "Where" and "when", when the grant sets them.
+    pub(crate) conditions: Option<Box<Conditions>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +201,27 @@ fn end_of(d: Option<&Date>) -> i64 {
     d.map_or(i64::MAX, |d| (d.days() + 1) * DAY)
 }
 
+/// A grant opened by a tacit approval (an exceptional access, a DAM sheet): valid from the 7th
+/// day after the advice to the end of `until`, in both environments; consent follows the
+/// source's ceiling, as for every other grant.
+fn tacit_grant(id: &str, instrument: u32, service: u32, fields: FieldMask, from_day: i64, until: &Date) -> CGrant {
+    CGrant {
+        id: id.into(),
+        instrument,
+        service,
+        purposes: (0, 0),
+        fields,
+        consent: false,
+        envs: env_bit(Env::Test) | env_bit(Env::Production),
+        from: from_day * DAY,
+        until: end_of(Some(until)),
+        role: None,
+        end_user: None,
+        rate: None,
+        conditions: None,
+    }
+}
+
 fn intern(map: &mut FxHashMap<Box<str>, u32>, names: &mut Vec<Box<str>>, s: &str) -> u32 {
     if let Some(&i) = map.get(s) {
         return i;
@@ -241,7 +267,8 @@ impl Snapshot {
                     }
                 })),
             });
-            s.service_info.push(ServiceInfo { id: svc.id.as_str().into(), fields, ceiling });
+            let revalidation = source.and_then(|x| x.revalidation);
+            s.service_info.push(ServiceInfo { id: svc.id.as_str().into(), fields, ceiling, revalidation });
         }
         for ins in &policy.instruments {
             s.instruments.insert(ins.reference.as_str().into(), s.instrument_info.len() as u32);
@@ -276,8 +303,14 @@ impl Snapshot {
         // (org, service) → entries, collected then flattened.
         let mut pending: FxHashMap<u64, Vec<Entry>> = FxHashMap::default();
         for (ii, ins) in policy.instruments.iter().enumerate() {
-            let adherents: Vec<u32> =
-                ins.adhesions.iter().filter_map(|a| s.orgs.get(&a.org.as_u64()).copied()).collect();
+            // Only adhesions in force: a request under examination or in onboarding, a refused
+            // or withdrawn one, opens nothing.
+            let adherents: Vec<u32> = ins
+                .adhesions
+                .iter()
+                .filter(|a| a.in_force())
+                .filter_map(|a| s.orgs.get(&a.org.as_u64()).copied())
+                .collect();
             for g in &ins.grants {
                 let Some(&service) = s.services.get(g.service.as_str()) else { continue };
                 let Some(fields) = s.field_mask(service, &g.fields) else { continue };
@@ -296,6 +329,7 @@ impl Snapshot {
                         role,
                         end_user: None,
                         rate: g.rate,
+                        conditions: Conditions::compile(g.origin.as_ref(), &g.when, &policy.zones),
                     },
                     &g.purposes,
                 );
@@ -340,27 +374,26 @@ impl Snapshot {
                 continue;
             };
             let Some(fields) = s.field_mask(service, &x.fields) else { continue };
-            // Tacit approval: valid from the 7th day after the advice. Consent follows the
-            // source's ceiling, as for every other grant.
-            let from = approved_from_day * DAY;
-            let grant = s.push_grant(
-                CGrant {
-                    id: x.id.as_str().into(),
-                    instrument: ins,
-                    service,
-                    purposes: (0, 0),
-                    fields,
-                    consent: false,
-                    envs: env_bit(Env::Test) | env_bit(Env::Production),
-                    from,
-                    until: end_of(Some(&x.valid_until)),
-                    role: None,
-                    end_user: Some(x.end_user.as_str().into()),
-                    rate: None,
-                },
-                &x.purposes,
-            );
+            let tacit = tacit_grant(&x.id, ins, service, fields, approved_from_day, &x.valid_until);
+            let grant = s.push_grant(CGrant { end_user: Some(x.end_user.as_str().into()), ..tacit }, &x.purposes);
             pending.entry(key(org, service)).or_default().push(Entry { grant, adhered: true });
+        }
+        for d in &policy.dam_sheets {
+            // Authorized tacitly 7 days after a favourable SSIPVP advice that integrates a
+            // favourable ICT advice, without a remark or a withdrawal.
+            let Some(approved_from_day) = d.approved_from_day() else { continue };
+            let (Some(&ins), Some(&org)) = (s.instruments.get(d.instrument.as_str()), s.orgs.get(&d.org.as_u64()))
+            else {
+                continue;
+            };
+            let role = intern(&mut s.role_names, &mut role_names, &d.end_user_role);
+            for a in &d.access {
+                let Some(&service) = s.services.get(a.service.as_str()) else { continue };
+                let Some(fields) = s.field_mask(service, &a.fields) else { continue };
+                let tacit = tacit_grant(&d.id, ins, service, fields, approved_from_day, &d.valid_until);
+                let grant = s.push_grant(CGrant { role: Some(role), ..tacit }, &d.purposes);
+                pending.entry(key(org, service)).or_default().push(Entry { grant, adhered: true });
+            }
         }
         for (k, v) in pending {
             s.index.insert(k, (s.entries.len() as u32, v.len() as u32));
@@ -368,7 +401,7 @@ impl Snapshot {
         }
 
         let mut by_user: FxHashMap<u32, FxHashMap<Box<str>, Vec<RoleEntry>>> = FxHashMap::default();
-        for r in &policy.roles {
+        for r in policy.roles.iter().filter(|r| r.withdrawn.is_none()) {
             let Some(&org) = s.orgs.get(&r.org.as_u64()) else { continue };
             let role = intern(&mut s.role_names, &mut role_names, &r.role);
             by_user.entry(org).or_default().entry(r.end_user.as_str().into()).or_default().push(RoleEntry {

@@ -11,6 +11,7 @@
 use crate::compiled::{
     Entry, FieldMask, GrantId, InstrumentId, MAX_DEPTH, OrgId, PurposeId, ServiceId, Snapshot, env_bit, key, kind_bit,
 };
+use crate::conditions::Unmet;
 use crate::ids::Kbo;
 use crate::model::Env;
 
@@ -25,6 +26,10 @@ pub struct Query<'a> {
     pub end_user: Option<&'a str>,
     pub environment: Env,
     pub now: i64,
+    /// The SHA-256 fingerprint of the caller's certificate, for grants that name applications.
+    pub certificate: Option<&'a [u8; 32]>,
+    /// The address the call comes from, for grants that name network zones.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// The stable refusal codes a decision can produce (a subset of the gateway's codes).
@@ -37,6 +42,8 @@ pub enum DenyCode {
     InstrumentNotActive,
     FlowSuspended,
     EndUserRoleMissing,
+    /// The grant's "where" or "when" does not hold for this call.
+    ConditionNotMet,
 }
 
 /// Why, more precisely; each has a fixed message for the caller.
@@ -72,6 +79,10 @@ pub enum Reason {
     CeilingRecipient,
     /// The source's statutory ceiling does not allow this purpose.
     CeilingPurpose,
+    /// The grant opens calls from other applications or network zones only.
+    OriginNotAllowed,
+    /// The grant opens calls at other times only.
+    OutsideWindow,
 }
 
 impl Reason {
@@ -102,6 +113,10 @@ impl Reason {
             Reason::Replaced => "this protocol was replaced by a deliberation now in force",
             Reason::CeilingRecipient => "the law that governs this source does not allow this kind of recipient",
             Reason::CeilingPurpose => "the law that governs this source does not allow this purpose",
+            Reason::OriginNotAllowed => {
+                "the grant opens calls from other applications or network zones only (its \"where\")"
+            }
+            Reason::OutsideWindow => "the grant opens calls at other times only (its \"when\", Belgian time)",
         }
     }
 }
@@ -247,6 +262,16 @@ impl Snapshot {
                 && let Err(reason) = self.check_role(org, q.end_user, role, q.now)
             {
                 note(4, DenyCode::EndUserRoleMissing, reason, e.grant);
+                continue;
+            }
+            if let Some(c) = &g.conditions
+                && let Err(unmet) = c.check(q.certificate, q.peer, q.now)
+            {
+                let reason = match unmet {
+                    Unmet::Origin => Reason::OriginNotAllowed,
+                    Unmet::Time => Reason::OutsideWindow,
+                };
+                note(5, DenyCode::ConditionNotMet, reason, e.grant);
                 continue;
             }
             return Decision::Permit(Permit {

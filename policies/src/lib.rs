@@ -15,6 +15,7 @@
 
 pub mod bundle;
 pub mod compiled;
+pub mod conditions;
 pub mod decide;
 pub mod ids;
 pub mod lifecycle;

@@ -146,6 +146,10 @@ pub struct Organisation {
     /// that name this code as their `authority`.
     #[serde(default)]
     pub authority: Option<String>,
+    /// An association's number in the association register (`V0001001`): its certificate then
+    /// asks "who consulted the data about us" for this vCode as well as its enterprise number.
+    #[serde(default)]
+    pub vcode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +171,43 @@ pub struct Source {
     /// 003: ten years); the gateway never prunes sooner.
     #[serde(default)]
     pub audit_retention_days: Option<u32>,
+    /// The ICT service that advises on the technical and security aspects of a DAM sheet
+    /// (seed 004 §5); the data owner's own when absent. Declared by the integrator only.
+    #[serde(default)]
+    pub ict_office: Option<Kbo>,
+    /// How often the data subject re-validates a consent given for this source, and what
+    /// happens when the time has passed (decree of 18 July 2008 art. 5/6, 7/5).
+    #[serde(default)]
+    pub revalidation: Option<Revalidation>,
+}
+
+/// The re-validation a source sets for the consents given for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revalidation {
+    /// Days after the last validation at which the consent is due (365: once a year).
+    pub days: u32,
+    pub rule: RevalidationRule,
+}
+
+/// What a source does with a consent whose re-validation is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevalidationRule {
+    /// The citizen is invited; the consent keeps serving (art. 5/6: the instance is then not
+    /// liable for a wrong payment).
+    Invite,
+    /// The consent stops serving calls until the citizen re-validates it.
+    Stop,
+}
+
+impl RevalidationRule {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RevalidationRule::Invite => "invite",
+            RevalidationRule::Stop => "stop",
+        }
+    }
 }
 
 impl Policy {
@@ -180,6 +221,11 @@ impl Source {
     /// The organisation that gives the privacy advice on this source.
     pub fn privacy_office(&self) -> Kbo {
         self.privacy_office.unwrap_or(self.owner)
+    }
+
+    /// The organisation that gives the ICT advice on a DAM sheet about this source.
+    pub fn ict_office(&self) -> Kbo {
+        self.ict_office.unwrap_or(self.owner)
     }
 }
 
@@ -343,6 +389,93 @@ impl InstrumentKind {
     }
 }
 
+/// A document that goes with a step of a procedure: its title, and the reference under which
+/// its holder files it or the SHA-256 of the file (64 hex digits), or both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    pub title: String,
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// One step of a procedure as it was taken: the state reached, the organisation that took the
+/// step and the role it held, the gateway's time, and the evidence given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub to: String,
+    pub by: Kbo,
+    pub role: String,
+    /// RFC 3339, the gateway's clock.
+    pub at: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub documents: Vec<Document>,
+}
+
+/// A signature of a convention (seed 000: the beneficiary signs both copies, the data owner
+/// countersigns at activation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    /// `beneficiary` or `data-owner`.
+    pub party: String,
+    pub org: Kbo,
+    /// The person who signed, and in which capacity.
+    pub name: String,
+    pub capacity: String,
+    /// RFC 3339, the gateway's clock when the signature was recorded.
+    pub at: String,
+}
+
+/// The contact form a convention's beneficiary returns with the signed copies (seed 000 §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    pub name: String,
+    pub email: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+/// An advice given on an instrument or a request: by whom, in which office, the reference of
+/// the advice and whether it is favourable, stamped by the gateway's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Advice {
+    /// `dpo`, `ict` or `ssipvp`.
+    pub office: String,
+    pub by: Kbo,
+    pub reference: String,
+    pub favourable: bool,
+    /// RFC 3339, the gateway's clock.
+    pub at: String,
+    #[serde(default)]
+    pub documents: Vec<Document>,
+}
+
+/// Where an adhesion is in its procedure (seed 001): the organisation files the request; the
+/// issuing authority (the CSI) examines it; the organisation then returns the onboarding
+/// documentation and the data owner confirms it; the adhesion can be withdrawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdhesionState {
+    Requested,
+    Approved,
+    Onboarding,
+    Active,
+    Refused,
+    Withdrawn,
+}
+
+fn adhesion_active() -> AdhesionState {
+    AdhesionState::Active
+}
+
 /// An organisation's adhesion to a general instrument.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -350,11 +483,45 @@ pub struct Adhesion {
     pub org: Kbo,
     /// The person who asked for it.
     pub requested_by: String,
+    /// That person's capacity within the organisation.
+    #[serde(default)]
+    pub capacity: Option<String>,
+    /// The organisation's official name and registered seat, as the request gives them.
+    #[serde(default)]
+    pub official_name: Option<String>,
+    #[serde(default)]
+    pub seat: Option<String>,
+    /// The request's own reference.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// The day the request was filed (the gateway's clock).
     pub date: Date,
-    /// Reference of the DPO's advice.
-    pub dpo_advice: String,
+    /// The day the adhesion took effect; the publication shows it.
+    #[serde(default)]
+    pub active_since: Option<Date>,
+    /// Reference of the DPO's advice (general protocols).
+    #[serde(default)]
+    pub dpo_advice: Option<String>,
+    /// The evaluation form that goes with a request to the CSI (seed 001).
+    #[serde(default)]
+    pub evaluation_form: Option<Document>,
+    /// The document proving the requester may act for the organisation.
+    #[serde(default)]
+    pub mandate: Option<Document>,
     /// The organisation confirmed it respects the instrument's modalities.
     pub modalities_confirmed: bool,
+    /// Adhesions declared in a bundle without a state are in force.
+    #[serde(default = "adhesion_active")]
+    pub state: AdhesionState,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+impl Adhesion {
+    /// Whether the adherent may call under the instrument.
+    pub fn in_force(&self) -> bool {
+        self.state == AdhesionState::Active
+    }
 }
 
 /// Who a grant is for.
@@ -430,6 +597,46 @@ pub struct Grant {
     /// The end user must hold this role (with validity) at the recipient.
     #[serde(default)]
     pub end_user_role: Option<String>,
+    /// "Where": the call must come from one of these certificates or network zones.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// "When": the call must fall in one of these windows (Belgian local time); none: always.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Window>,
+}
+
+/// Where a call under a grant may come from (seed 004: "qui-où-quand"): the calling
+/// application's certificate, or a network zone the integrator names. Each list that is given
+/// must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// SHA-256 fingerprints of client certificates (64 hex digits).
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    /// Names of zones of [`Policy::zones`].
+    #[serde(default)]
+    pub zones: Vec<String>,
+}
+
+/// A weekly time window in Belgian local time (CET/CEST), `from` inclusive, `until` exclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// `mon` … `sun`.
+    pub days: Vec<String>,
+    /// `HH:MM`.
+    pub from: String,
+    pub until: String,
+}
+
+/// A network zone the integrator names (an internal network, a ministry's zone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub name: String,
+    /// CIDR blocks, IPv4 or IPv6 (`10.12.0.0/16`).
+    pub networks: Vec<String>,
 }
 
 fn both_envs() -> Vec<Env> {
@@ -498,6 +705,26 @@ pub struct Instrument {
     pub grants: Vec<Grant>,
     #[serde(default)]
     pub adhesions: Vec<Adhesion>,
+    /// Access matrices: the longest validity, in days, of a role its grants require; the
+    /// data owner sets it (seed 003: the role "has a limited validity and must be renewed").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_validity_days: Option<u32>,
+    /// Conventions: the version of the convention's text and of the imposed layout it binds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout_version: Option<String>,
+    /// Conventions: the beneficiary's contact form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Contact>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<Signature>,
+    /// Advice given on the instrument (a protocol's DPO advice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advice: Vec<Advice>,
+    /// Every step of its procedure taken through the control plane, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
 }
 
 impl Instrument {
@@ -540,6 +767,10 @@ pub struct Role {
     pub role: String,
     pub valid_from: Date,
     pub valid_until: Date,
+    /// Deactivated before its end (by the employer, or by the data owner of the matrix that
+    /// requires it): it opens nothing any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<Step>,
 }
 
 /// An exceptional access outside the matrix (seed 004 §4): the requesting organisation files it
@@ -593,6 +824,66 @@ impl ExceptionalAccess {
     }
 }
 
+/// A DAM sheet (seed 004 §5, *fiche Data & Access Management*): a project team asks access for
+/// its data analysts and data managers to pool data of several services, stating objectives
+/// and methodology. ICT advises on the technical and security aspects, then the privacy office
+/// (SSIPVP) gives its advice, which integrates ICT's; without a remark of the data owner within
+/// 7 days of it the sheet is authorized tacitly. It opens the services it names to the end
+/// users of the requesting organisation who hold `end_user_role`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DamSheet {
+    pub id: String,
+    /// The access matrix whose sources it pools.
+    pub instrument: String,
+    pub org: Kbo,
+    pub objectives: String,
+    pub methodology: String,
+    /// `data-analyst` or `data-manager`.
+    pub end_user_role: String,
+    /// The services pooled, each with the fields it gives.
+    pub access: Vec<DamAccess>,
+    pub purposes: Vec<String>,
+    pub valid_until: Date,
+    #[serde(default)]
+    pub ict_advice: Option<Advice>,
+    #[serde(default)]
+    pub ssipvp_advice: Option<Advice>,
+    /// The day of the SSIPVP's advice (the 7 days run from it).
+    #[serde(default)]
+    pub advice_date: Option<Date>,
+    #[serde(default)]
+    pub remark: Option<Step>,
+    #[serde(default)]
+    pub withdrawn: Option<Step>,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+/// One service a DAM sheet pools, with the fields it needs of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DamAccess {
+    pub service: String,
+    pub fields: Vec<String>,
+}
+
+impl DamSheet {
+    /// The day from which the sheet is authorized tacitly, if it can be.
+    pub fn approved_from_day(&self) -> Option<i64> {
+        let favourable = self.ict_advice.as_ref().is_some_and(|a| a.favourable)
+            && self.ssipvp_advice.as_ref().is_some_and(|a| a.favourable);
+        if !favourable || self.remark.is_some() || self.withdrawn.is_some() {
+            return None;
+        }
+        self.advice_date.map(|d| d.days() + ExceptionalAccess::REMARK_DAYS)
+    }
+}
+
+/// The roles a DAM sheet may open (seed 004 §5: "strictement réservé aux analystes de données
+/// et aux gestionnaires des données").
+pub const DAM_ROLES: [&str; 2] = ["data-analyst", "data-manager"];
+
 /// Everything the bundles describe, merged.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -609,4 +900,9 @@ pub struct Policy {
     pub roles: Vec<Role>,
     #[serde(default)]
     pub exceptional_access: Vec<ExceptionalAccess>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dam_sheets: Vec<DamSheet>,
+    /// Network zones the integrator names, for grants' "where".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<Zone>,
 }

@@ -2,7 +2,8 @@
 
 use crate::ids::Kbo;
 use crate::model::{
-    Ceiling, Env, Grant, Instrument, InstrumentKind, OrgKind, Organisation, Policy, Recipient, Service, Source, Status,
+    Ceiling, Env, Grant, Instrument, InstrumentKind, OrgKind, Organisation, Origin, Policy, Recipient, Service, Source,
+    Status, Window, Zone,
 };
 
 /// A policy with `orgs` organisations, 20 services of 16 fields, and `grants` grants spread over
@@ -19,6 +20,7 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
         handle: None,
         sectors: vec![],
         authority: None,
+        vcode: None,
     });
     // A ceiling every grant stays within, so that every decision checks one.
     let ceiling = Ceiling {
@@ -35,6 +37,8 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
         privacy_office: None,
         ceiling: Some(ceiling),
         audit_retention_days: None,
+        ict_office: None,
+        revalidation: None,
     });
     for s in 0..20 {
         p.services.push(Service {
@@ -52,6 +56,7 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
             handle: None,
             sectors: vec![],
             authority: None,
+            vcode: None,
         });
     }
     let date = |s: &str| s.parse().unwrap_or_else(|_| unreachable!());
@@ -79,12 +84,24 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
                 valid_until: Some(date("2099-12-31")),
                 rate: None,
                 end_user_role: None,
+                // Every grant checks a time window and a network zone, so that every permit
+                // pays for both conditions.
+                origin: Some(Origin { certificates: vec![], zones: vec![ZONE.to_owned()] }),
+                when: vec![Window {
+                    days: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].map(str::to_owned).to_vec(),
+                    from: "00:00".into(),
+                    until: "24:00".into(),
+                }],
             });
         }
         p.instruments.push(ins);
     }
+    p.zones.push(Zone { name: ZONE.to_owned(), networks: vec!["0.0.0.0/0".into(), "::/0".into()] });
     p
 }
+
+/// The network zone every grant of [`policy`] requires: every address.
+pub const ZONE: &str = "everywhere";
 
 /// The root framework of [`policy`]'s chain.
 pub const ROOT: &str = "FRAME/ROOT";
@@ -116,5 +133,12 @@ fn deliberation(reference: &str, parent: Option<String>) -> Instrument {
         valid_until: None,
         grants: vec![],
         adhesions: vec![],
+        role_validity_days: None,
+        text_version: None,
+        layout_version: None,
+        contact: None,
+        signatures: vec![],
+        advice: vec![],
+        steps: vec![],
     }
 }

@@ -37,6 +37,8 @@ fn q<'a>(who: &str, service: &'a str, basis: &'a str, purpose: &'a str, user: Op
         end_user: user,
         environment: env,
         now: NOW,
+        certificate: None,
+        peer: Some(std::net::IpAddr::from([127, 0, 0, 1])),
     }
 }
 
@@ -167,6 +169,8 @@ fn parents_and_ceilings_allocate_nothing() {
         end_user: None,
         environment: Env::Production,
         now: NOW,
+        certificate: None,
+        peer: Some(std::net::IpAddr::from([127, 0, 0, 1])),
     };
     let s = Snapshot::compile(&p, 1);
     let (d, allocs) = testkit::allocations(|| s.decide(&query));
@@ -215,4 +219,60 @@ fn the_counter_does_count() {
     let (v, n) = testkit::allocations(|| vec![1u8; 10]);
     assert_eq!(v.len(), 10);
     assert!(n >= 1);
+}
+
+/// The access matrix's "where" and "when" are checked without allocating: a grant open from
+/// one certificate and one network zone, on weekdays from 08:00 to 18:00 Belgian time; a call
+/// that meets both, one from elsewhere, one with another certificate, one on a Saturday.
+#[test]
+fn where_and_when_allocate_nothing() {
+    use policies::model::{Origin, Window, Zone};
+    let cert = [0x5au8; 32];
+    let hex: String = cert.iter().map(|b| format!("{b:02x}")).collect();
+    let mut p = policies::synthetic::policy(50, 200);
+    p.zones.push(Zone { name: "fin-internal".into(), networks: vec!["10.12.0.0/16".into(), "fd00:12::/32".into()] });
+    let ins = &mut p.instruments[2];
+    let g = &mut ins.grants[0];
+    g.origin = Some(Origin { certificates: vec![hex], zones: vec!["fin-internal".into()] });
+    g.when = vec![Window {
+        days: ["mon", "tue", "wed", "thu", "fri"].map(str::to_owned).to_vec(),
+        from: "08:00".into(),
+        until: "18:00".into(),
+    }];
+    let policies::model::Recipient::Org(caller) = g.recipient else { unreachable!() };
+    let (service, basis) = (g.service.clone(), ins.reference.clone());
+    policies::bundle::validate("where-when", &p).unwrap();
+    let s = Snapshot::compile(&p, 1);
+    let other = [1u8; 32];
+    // NOW is Monday 23 November 2026, 13:00 in Brussels; two days earlier is a Saturday.
+    let cases = [
+        (Some(&cert), [10, 12, 7, 9], NOW, None),
+        (Some(&cert), [10, 13, 7, 9], NOW, Some(Reason::OriginNotAllowed)),
+        (Some(&other), [10, 12, 7, 9], NOW, Some(Reason::OriginNotAllowed)),
+        (None, [10, 12, 7, 9], NOW, Some(Reason::OriginNotAllowed)),
+        (Some(&cert), [10, 12, 7, 9], NOW - 2 * 86_400, Some(Reason::OutsideWindow)),
+        (Some(&cert), [10, 12, 7, 9], NOW + 6 * 3_600, Some(Reason::OutsideWindow)),
+    ];
+    for (certificate, ip, now, expect) in cases {
+        let query = Query {
+            caller,
+            service: &service,
+            legal_basis: &basis,
+            purpose: "COMMON",
+            end_user: None,
+            environment: Env::Production,
+            now,
+            certificate,
+            peer: Some(std::net::IpAddr::from(ip)),
+        };
+        let (d, allocs) = testkit::allocations(|| s.decide(&query));
+        assert_eq!(allocs, 0, "{query:?} allocated {allocs} times");
+        match (d, expect) {
+            (Decision::Permit(_), None) => {}
+            (Decision::Deny(d), Some(reason)) => {
+                assert_eq!((d.code, d.reason), (DenyCode::ConditionNotMet, reason), "{query:?}")
+            }
+            (d, e) => panic!("{query:?}: expected {e:?}, got {d:?}"),
+        }
+    }
 }

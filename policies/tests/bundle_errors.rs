@@ -158,11 +158,14 @@ fn a_protocol_needs_the_dpo_advice_and_a_general_protocol_all_13_elements() {
             "broken.toml: instruments[0] \"P/1\".dpo_advice: a protocol carries the advice of the data protection officer"
         ]
     );
-    // A general protocol: the same 13 elements and the advice.
-    let general = "[[instruments]]\nreference = \"G/1\"\nkind = \"general\"\ntitle = \"t\"\nauthority = \"VTC\"\nnumber = \"1\"\ndate = 2020-01-01\neligible = [\"company\"]\nstatus = \"draft\"\n  [instruments.protocol]\n  controllers = \"x\"\n  purposes = \"x\"\n";
+    // A general protocol: the same 13 elements and the advice, which a draft may still lack
+    // but nothing in force may.
+    let general = "[[instruments]]\nreference = \"G/1\"\nkind = \"general\"\ntitle = \"t\"\nauthority = \"VTC\"\nnumber = \"1\"\ndate = 2020-01-01\neligible = [\"company\"]\nstatus = \"test\"\n  [instruments.protocol]\n  controllers = \"x\"\n  purposes = \"x\"\n";
     let e = errors(general);
     assert_eq!(e.len(), 12, "11 elements and the advice: {e:?}");
     assert!(e.iter().any(|m| m.ends_with("protocol lacks element (13) specific_measures")), "{e:?}");
+    let draft = errors(&general.replace("status = \"test\"", "status = \"draft\""));
+    assert_eq!(draft.len(), 11, "a draft awaits its advice: {draft:?}");
 }
 
 #[test]

@@ -63,6 +63,8 @@ fn check(n: usize, mutation: u8, year: i64, other: usize) -> Result<bool, String
         end_user: None,
         environment: Env::Production,
         now,
+        certificate: None,
+        peer: Some(std::net::IpAddr::from([127, 0, 0, 1])),
     };
     match (snap.decide(&q), reference(policy, &q)) {
         (Decision::Permit(p), Some(fields)) if p.fields.count() as usize == fields => Ok(true),

@@ -96,6 +96,8 @@ fn run(snap: &Snapshot, cases: &[Case]) {
             end_user: c.end_user,
             environment: c.env,
             now: at(c.when),
+            certificate: None,
+            peer: None,
         };
         let got = match snap.decide(&q) {
             Decision::Permit(_) => Ok(()),
@@ -196,6 +198,8 @@ fn sigedis_adhesions_consent_and_suspension() {
         end_user: None,
         environment: Env::Production,
         now: at(TODAY),
+        certificate: None,
+        peer: None,
     };
     let Decision::Permit(p) = s.decide(&q) else { panic!() };
     assert!(p.consent_required);
@@ -299,6 +303,8 @@ fn lra_roles_have_a_validity() {
         end_user: Some("lra-officer-2"),
         environment: Env::Production,
         now: at(TODAY),
+        certificate: None,
+        peer: None,
     };
     let Decision::Deny(d) = s.decide(&q) else { panic!() };
     assert_eq!(d.reason, Reason::RoleExpired);
@@ -347,6 +353,8 @@ fn permit_carries_the_field_mask_of_the_grant() {
         end_user: None,
         environment: Env::Production,
         now: at(TODAY),
+        certificate: None,
+        peer: None,
     };
     let Decision::Permit(p) = s.decide(&q) else { panic!() };
     let fields: Vec<&str> = s.field_names(p.service, p.fields).collect();

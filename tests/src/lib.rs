@@ -36,6 +36,26 @@ pub const PROSECUTOR: &str = "prosecutor";
 /// Its enterprise number (synthetic, valid mod 97).
 pub const PROSECUTOR_KBO: &str = "0310002003";
 
+/// An enterprise that holds a vehicle in the DIV sandbox, unknown to the policy: it asks "who
+/// consulted the data about us" with its own certificate.
+pub const HOLDER: &str = "holder";
+/// An association of the association register, registered by the tests with its vCode.
+pub const ASSOCIATION: &str = "association";
+/// Its enterprise number (synthetic, valid mod 97).
+pub const ASSOCIATION_KBO: &str = "0310010515";
+
+/// The enterprise number of [`HOLDER`]: the first company holding a vehicle in the DIV sandbox.
+pub fn holder_kbo() -> Kbo {
+    adapters::div::sandbox::Register::generate()
+        .vehicles()
+        .iter()
+        .find_map(|v| match v.holder {
+            adapters::div::sandbox::Holder::Organisation(k) => Some(k),
+            _ => None,
+        })
+        .unwrap_or_else(|| unreachable!("the DIV sandbox has company holders"))
+}
+
 fn extra_clients() -> Vec<DevClient> {
     let kbo = demo::org_kbo(ASSOC_CALLER).unwrap_or_else(|| unreachable!("the seed policy has agency A"));
     let now = time::OffsetDateTime::now_utc();
@@ -59,6 +79,9 @@ fn extra_clients() -> Vec<DevClient> {
     fleet_int.environment = Some(certs::Environment::Integration);
     let prosecutor_kbo = Kbo::parse(PROSECUTOR_KBO).unwrap_or_else(|_| unreachable!("a valid enterprise number"));
     let prosecutor = ClientSpec::org("Public prosecutor's office (synthetic)", prosecutor_kbo);
+    let holder = ClientSpec::org("Vehicle-holding company (synthetic)", holder_kbo());
+    let association_kbo = Kbo::parse(ASSOCIATION_KBO).unwrap_or_else(|_| unreachable!("a valid enterprise number"));
+    let association = ClientSpec::org("Association (synthetic)", association_kbo);
     [
         (EXPIRED, expired),
         (NOT_YET_VALID, future),
@@ -69,6 +92,8 @@ fn extra_clients() -> Vec<DevClient> {
         (FLEET, fleet),
         (FLEET_INT, fleet_int),
         (PROSECUTOR, prosecutor),
+        (HOLDER, holder),
+        (ASSOCIATION, association),
     ]
     .into_iter()
     .map(|(n, spec)| DevClient { name: n.to_owned(), spec, revoked: false })

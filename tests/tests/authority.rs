@@ -83,7 +83,9 @@ async fn an_exceptional_access_cannot_be_self_approved() {
     let a = h.ctl("spf-finances", Method::POST, "/exceptional-accesses", Some(body)).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     let a = h.ctl("spf-finances", Method::POST, "/exceptional-accesses/x-fin-1/advice", Some(advice.clone())).await;
-    assert_eq!(a.status, StatusCode::OK, "its own privacy office: {}", a.text());
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "its SSIPVP advises, not the data owner: {}", a.text());
+    let a = h.ctl("fin-ssipvp", Method::POST, "/exceptional-accesses/x-fin-1/advice", Some(advice.clone())).await;
+    assert_eq!(a.status, StatusCode::OK, "its privacy office: {}", a.text());
     let remark = json!({ "remark": "not proportionate" });
     let a = h.ctl("spf-finances", Method::POST, "/exceptional-accesses/x-fin-1/remark", Some(remark)).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
@@ -159,7 +161,7 @@ async fn revoking_or_suspending_a_parent_stops_its_children() {
         send(&h.client("insurer"), Method::POST, "/div/vehicle", &headers, body).await.unwrap()
     };
     assert_eq!(call().await.status, StatusCode::OK);
-    let a = transition(&h, "div", "CSI/AF/18/2023", "revoked", None).await;
+    let a = transition(&h, "div", "CSI/AF/18/2023", "revoked", Some("the CSI withdrew its authorization")).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let a = call().await;
     assert_eq!(a.code(), Some("INSTRUMENT_NOT_ACTIVE"), "{}", a.text());
@@ -213,7 +215,7 @@ fn general_protocol(reference: &str, elements: &[&str], status: &str) -> Value {
         "reference": reference, "kind": "general", "source": "associations", "status": status,
         "title": "General protocol on association data for umbrella organisations",
         "authority": "VL-DPO", "number": "2026/3", "date": "2026-05-01", "eligible": ["umbrella-organisation"],
-        "protocol": stated, "dpo_advice": "DPO-DV-2026-3",
+        "protocol": stated,
     })
 }
 
@@ -222,7 +224,8 @@ fn elements() -> Vec<&'static str> {
     policies::model::ProtocolElements::default().elements().iter().map(|(_, key, _)| *key).collect()
 }
 
-/// 4. A general protocol carries the 13 elements and its DPO advice, and starts as a draft.
+/// 4. A general protocol carries the 13 elements, starts as a draft, and enters into force only
+/// after the DPO's favourable advice, which the data owner cannot write into it itself.
 #[tokio::test]
 async fn a_general_protocol_needs_the_13_elements() {
     let h = Harness::start().await.unwrap();
@@ -239,10 +242,11 @@ async fn a_general_protocol_needs_the_13_elements() {
         assert_eq!(a.code(), Some("PROTOCOL_INCOMPLETE"), "{}", a.text());
         assert!(a.text().contains("protocol lacks element (13) specific_measures"), "{}", a.text());
     }
-    let mut no_advice = general_protocol("VL/GP/1", &all, "draft");
-    no_advice["dpo_advice"] = Value::Null;
-    let a = h.ctl("digitaal-vlaanderen", Method::POST, "/instruments", Some(no_advice)).await;
-    assert_eq!(a.code(), Some("PROTOCOL_INCOMPLETE"), "{}", a.text());
+    let mut own_advice = general_protocol("VL/GP/1", &all, "draft");
+    own_advice["dpo_advice"] = json!("DPO-DV-2026-3");
+    let a = h.ctl("digitaal-vlaanderen", Method::POST, "/instruments", Some(own_advice)).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "{}", a.text());
+    assert!(a.text().contains("dpo_advice are recorded by the steps of the procedure"), "{}", a.text());
     let a = h
         .ctl("digitaal-vlaanderen", Method::POST, "/instruments", Some(general_protocol("VL/GP/1", &all, "active")))
         .await;
@@ -251,6 +255,8 @@ async fn a_general_protocol_needs_the_13_elements() {
         .ctl("digitaal-vlaanderen", Method::POST, "/instruments", Some(general_protocol("VL/GP/1", &all, "draft")))
         .await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let a = transition(&h, "digitaal-vlaanderen", "VL/GP/1", "active", None).await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "no DPO advice yet: {}", a.text());
 }
 
 /// 5. An import never wipes the policy, nor the importer's own role.

@@ -8,9 +8,9 @@
 //! withdrawals, sources, and imports. Before and after each operation the oracle asks
 //! `decide()` of the snapshot in force about every (organisation, service, instrument,
 //! purpose, end user) it can name. A permit that appears must be justified by the role table:
-//! the actor is the data owner of the service's source (it opens its own source), or the actor
-//! is the organisation that gains it and the operation is one an organisation makes for itself
-//! (an adhesion to a general instrument it is eligible for, its own end users' roles). At the
+//! the actor is the data owner of the service's source (it opens its own source), the issuing
+//! authority of the instrument, or the organisation that gains it granting its own end users'
+//! roles (an adhesion request opens nothing: the data owner makes it active). At the
 //! end the gateway's clock moves 8 days: a permit that appears then must be an exceptional
 //! access advised by the privacy office of the service's source.
 
@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tests::{Harness, send};
 
 /// Every registered organisation but the integrator.
-const ACTORS: [&str; 14] = [
+const ACTORS: [&str; 18] = [
     "div",
     "sigedis",
     "digitaal-vlaanderen",
@@ -45,6 +45,10 @@ const ACTORS: [&str; 14] = [
     "agency-b",
     "citizen-portal",
     "municipality",
+    "csi-af",
+    "csi-ssh",
+    "fin-ssipvp",
+    "fin-ict",
 ];
 const SERVICES: [(&str, &str); 7] = [
     ("div.vehicle", "plate"),
@@ -61,6 +65,7 @@ const ROLES: [&str; 2] = ["local-registration-officer", "tax-inspector"];
 const KINDS: [&str; 5] = ["statutory", "access-matrix", "deliberation", "general", "protocol"];
 const STATES: [&str; 8] =
     ["active", "suspended", "revoked", "draft", "test", "deliberation-received", "test-phase", "published"];
+const ADHESION_STEPS: [&str; 5] = ["approved", "onboarding", "active", "refused", "withdrawn"];
 const MATRICES: [&str; 2] = ["BOSA/LRA/2024", "SPF-FIN/MATRIX/2017"];
 const SEEDED: [&str; 9] = [
     "CSI/AF/18/2023",
@@ -105,6 +110,12 @@ enum Op {
         instrument: usize,
         org: usize,
     },
+    /// A step of an adhesion's procedure (seed 001).
+    AdhesionStep {
+        instrument: usize,
+        org: usize,
+        to: usize,
+    },
     Role {
         org: usize,
         user: usize,
@@ -141,6 +152,7 @@ fn op() -> impl Strategy<Value = (Op, By)> {
             .prop_map(|(kind, service, recipient, purpose, consent, active)| Op::Instrument { kind, service, recipient, purpose, consent, active }),
         3 => (0..32usize, 0..STATES.len()).prop_map(|(instrument, to)| Op::Transition { instrument, to }),
         1 => (0..32usize, 0..ACTORS.len()).prop_map(|(instrument, org)| Op::Adhere { instrument, org }),
+        2 => (0..32usize, 0..ACTORS.len(), 0..ADHESION_STEPS.len()).prop_map(|(instrument, org, to)| Op::AdhesionStep { instrument, org, to }),
         1 => (0..ACTORS.len(), 0..USERS.len(), 0..ROLES.len()).prop_map(|(org, user, role)| Op::Role { org, user, role }),
         2 => (0..MATRICES.len(), 0..ACTORS.len(), 0..USERS.len(), prop_oneof![3 => Just(None), 1 => (0..SERVICES.len()).prop_map(Some)], 0..PURPOSES.len())
             .prop_map(|(matrix, org, user, service, purpose)| Op::Request { matrix, org, user, service, purpose }),
@@ -203,6 +215,8 @@ fn permits(policy: &Policy, snapshot: &Snapshot, now: i64) -> BTreeSet<Permit> {
                             end_user: u,
                             environment: Env::Production,
                             now,
+                            certificate: None,
+                            peer: None,
                         };
                         if snapshot.decide(&q).is_permit() {
                             out.insert((
@@ -320,12 +334,22 @@ async fn run(ops: Vec<(Op, By)>) -> Result<(), TestCaseError> {
                 let reference = instruments[instrument % instruments.len()];
                 let path = format!("/instruments/{}/adhesions", reference.replace('/', "%2F"));
                 let body = json!({ "org": kbo(ACTORS[*org]).to_string().replace('.', ""), "requested_by": "someone",
-                                   "date": date(0), "dpo_advice": "DPO-2", "modalities_confirmed": true });
+                                   "capacity": "director", "official_name": "random", "seat": "somewhere",
+                                   "reference": format!("ADH-{n}"), "dpo_advice": "DPO-2", "modalities_confirmed": true,
+                                   "evaluation_form": { "title": "form", "reference": "F-1" } });
+                (pick(&instrument_source(reference), *org), Method::POST, path, Some(body))
+            }
+            Op::AdhesionStep { instrument, org, to } => {
+                let reference = instruments[instrument % instruments.len()];
+                let org_kbo = kbo(ACTORS[*org]).to_string().replace('.', "");
+                let path = format!("/instruments/{}/adhesions/{org_kbo}/transitions", reference.replace('/', "%2F"));
+                let body = json!({ "to": ADHESION_STEPS[*to], "reason": "random",
+                                   "documents": [{ "title": "evidence", "reference": "E-1" }] });
                 (pick(&instrument_source(reference), *org), Method::POST, path, Some(body))
             }
             Op::Role { org, user, role } => {
                 let body = json!({ "org": kbo(ACTORS[*org]).to_string().replace('.', ""), "end_user": USERS[*user],
-                                   "role": ROLES[*role], "valid_from": date(-1), "valid_until": date(365) });
+                                   "role": ROLES[*role], "valid_from": date(-1), "valid_until": date(360) });
                 let source = if *role == 0 { "rn" } else { "patrimony" };
                 (pick(source, *org), Method::POST, "/roles".to_owned(), Some(body))
             }
@@ -392,9 +416,23 @@ async fn run(ops: Vec<(Op, By)>) -> Result<(), TestCaseError> {
             let owner = policy.sources.iter().find(|s| s.id == source).map(|s| s.owner.to_string()).unwrap();
             let actor_kbo = kbo(who).to_string();
             let owns = owner == actor_kbo;
-            let for_itself = *org == actor_kbo && matches!(op, Op::Adhere { .. } | Op::Role { .. });
+            // The issuing authority of the instrument (its deliberations and their adhesions).
+            let code =
+                policy.organisations.iter().find(|o| o.kbo.to_string() == actor_kbo).and_then(|o| o.authority.clone());
+            let issued = code.is_some()
+                && policy.instruments.iter().any(|i| {
+                    i.reference == *instrument
+                        && matches!(
+                            i.kind,
+                            policies::model::InstrumentKind::Deliberation | policies::model::InstrumentKind::General
+                        )
+                        && i.authority == code
+                });
+            // Acting for itself an organisation only asks (an adhesion request opens nothing
+            // until the data owner makes it active) or narrows, except its own end users' roles.
+            let for_itself = *org == actor_kbo && matches!(op, Op::Role { .. });
             prop_assert!(
-                owns || for_itself,
+                owns || for_itself || issued,
                 "{op:?} by {who} opened {service} to {org} under {instrument} for {purpose} ({user:?}) without a role that may grant it"
             );
         }

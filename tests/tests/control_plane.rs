@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -40,8 +40,13 @@ async fn fleet_call(h: &Harness, who: &str) -> Answer {
 }
 
 async fn transition(h: &Harness, who: &str, reference: &str, to: &str, reason: Option<&str>) -> Answer {
+    step(h, who, reference, json!({ "to": to, "reason": reason })).await
+}
+
+/// One step of an instrument's procedure with its evidence.
+async fn step(h: &Harness, who: &str, reference: &str, body: Value) -> Answer {
     let path = format!("/instruments/{}/transitions", enc(reference));
-    h.ctl(who, Method::POST, &path, Some(json!({ "to": to, "reason": reason }))).await
+    h.ctl(who, Method::POST, &path, Some(body)).await
 }
 
 fn vehicle_elements(a: &Answer) -> HashSet<String> {
@@ -209,16 +214,47 @@ async fn the_div_procedure_through_the_api_under_load() {
     let a = transition(&h, FLEET, CONVENTION, "deliberation-received", None).await;
     assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "the beneficiary's certificate is not the data owner's");
 
-    for to in ["deliberation-received", "convention-sent", "signed-by-beneficiary"] {
-        let a = transition(&h, "div", CONVENTION, to, None).await;
-        assert_eq!(a.status, StatusCode::OK, "{to}: {}", a.text());
-        assert_eq!(a.json().unwrap()["item"]["state"], to);
-        let a = fleet_call(&h, FLEET_INT).await;
-        assert_eq!(a.code(), Some("INSTRUMENT_NOT_ACTIVE"), "{to}");
-    }
+    // Seed 000 §2: DIV received the copy of the deliberation.
+    let received = "copy of Délibération AF n° 31/2026 received from the CSI";
+    let a = step(
+        &h,
+        "div",
+        CONVENTION,
+        json!({ "to": "deliberation-received", "reason": received,
+        "documents": [{ "title": "Délibération AF n° 31/2026", "reference": DELIBERATION }] }),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    // §3: DIV sends its standard convention with the imposed layout, naming their versions.
+    let a = transition(&h, "div", CONVENTION, "convention-sent", None).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "the versions are required: {}", a.text());
+    let sent = json!({ "to": "convention-sent", "text_version": "DIV standard convention 2026.1",
+        "layout_version": "div.vehicle.xsd 2023-09",
+        "documents": [{ "title": "Convention, two copies", "sha256": "5e".repeat(32) }] });
+    let a = step(&h, FLEET, CONVENTION, sent.clone()).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    let a = step(&h, "div", CONVENTION, sent).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    // §4: the beneficiary signs both copies and returns the contact form; DIV cannot sign for it.
+    let signed = json!({ "to": "signed-by-beneficiary",
+        "signatory": { "name": "An Peeters", "capacity": "Managing director" },
+        "contact": { "name": "Fleet desk", "email": "fleet-desk@example.invalid", "phone": "+3220000000" } });
+    let a = step(&h, "div", CONVENTION, signed.clone()).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    assert!(a.text().contains("organisation 0412.345.614 itself"), "{}", a.text());
+    let mut no_contact = signed.clone();
+    no_contact["contact"] = Value::Null;
+    let a = step(&h, FLEET, CONVENTION, no_contact).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "{}", a.text());
+    let a = step(&h, FLEET, CONVENTION, signed).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = fleet_call(&h, FLEET_INT).await;
+    assert_eq!(a.code(), Some("INSTRUMENT_NOT_ACTIVE"), "signed, not yet tested");
     assert_eq!(test_hits.load(Ordering::SeqCst), 0);
 
     // Test phase: calls from the test environment reach the sandbox; production is refused.
+    let a = transition(&h, FLEET, CONVENTION, "test-phase", None).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "DIV's IT department starts the tests");
     let a = transition(&h, "div", CONVENTION, "test-phase", None).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let a = fleet_call(&h, FLEET_INT).await;
@@ -229,9 +265,15 @@ async fn the_div_procedure_through_the_api_under_load() {
     assert_eq!(a.code(), Some("INSTRUMENT_NOT_ACTIVE"), "{}", a.text());
     assert_eq!(test_hits.load(Ordering::SeqCst), 1);
 
-    // Active: production answers (from the production side), exactly the granted fields.
+    // Active: DIV countersigns (the convention signed by both parties activates it); the
+    // integrator cannot sign for DIV. Production answers, exactly the granted fields.
     let a = transition(&h, "div", CONVENTION, "active", None).await;
-    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "the countersignature is required: {}", a.text());
+    let countersigned = json!({ "to": "active", "signatory": { "name": "Head of DIV", "capacity": "Director" } });
+    let a = step(&h, "admin", CONVENTION, countersigned.clone()).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    let a = step(&h, "div", CONVENTION, countersigned).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let a = fleet_call(&h, FLEET).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(vehicle_elements(&a), ["Plate", "Make", "Model", "Fuel"].map(String::from).into());
@@ -248,6 +290,26 @@ async fn the_div_procedure_through_the_api_under_load() {
     assert_eq!(entry["parent"], DELIBERATION);
     assert_eq!(entry["grants"][0]["recipient"]["name"], "Fleet lessor (synthetic)");
     assert!(html.contains(CONVENTION) && html.contains("Délibération AF n° 31/2026"), "{html}");
+    // Public: what the seed publishes; not the signatories, the contact form or the steps.
+    let keys: BTreeSet<&str> = entry.as_object().unwrap().keys().map(String::as_str).collect();
+    let public: BTreeSet<&str> = [
+        "reference",
+        "kind",
+        "title",
+        "authority",
+        "number",
+        "date",
+        "parent",
+        "sources",
+        "valid_from",
+        "valid_until",
+        "grants",
+    ]
+    .into();
+    assert_eq!(keys, public);
+    for private in ["An Peeters", "fleet-desk@", "Head of DIV", "DIV standard convention"] {
+        assert!(!html.contains(private) && !doc.to_string().contains(private), "{private} is not public");
+    }
 
     // Suspended by DIV with a reason: every call gets FLOW_SUSPENDED with it; off the page.
     let a = transition(&h, "div", CONVENTION, "suspended", None).await;
@@ -269,10 +331,48 @@ async fn the_div_procedure_through_the_api_under_load() {
     assert_eq!(fleet_call(&h, FLEET).await.status, StatusCode::OK);
     assert!(references(&published(&h).await.0).contains(&CONVENTION.to_owned()));
     let a = h.ctl(FLEET, Method::GET, &format!("/instruments/{}", enc(CONVENTION)), None).await;
+    let ins = a.json().unwrap();
+    assert_eq!((ins["state"].clone(), ins["effective_status"].clone()), (json!("published"), json!("active")));
+    // The evidence of every step, as the data owner can show it to an auditor.
+    let steps: Vec<(&str, &str, &str)> = ins["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["to"].as_str().unwrap(), s["by"].as_str().unwrap(), s["role"].as_str().unwrap()))
+        .collect();
+    let (div, fleet) = ("0511223355", FLEET_KBO);
     assert_eq!(
-        (a.json().unwrap()["state"].clone(), a.json().unwrap()["effective_status"].clone()),
-        (json!("published"), json!("active"))
+        steps,
+        [
+            ("deliberation-received", div, "data owner"),
+            ("convention-sent", div, "data owner"),
+            ("signed-by-beneficiary", fleet, "the organisation itself"),
+            ("test-phase", div, "data owner"),
+            ("active", div, "data owner"),
+            ("published", div, "data owner"),
+            ("suspended", div, "data owner"),
+            ("published", div, "data owner"),
+        ]
     );
+    assert!(ins["steps"].as_array().unwrap().iter().all(|s| s["at"].as_str().is_some_and(|t| t.starts_with("20"))));
+    assert_eq!(ins["steps"][0]["reason"], received);
+    assert_eq!(ins["steps"][0]["documents"][0]["reference"], DELIBERATION);
+    assert_eq!(ins["steps"][6]["reason"], reason);
+    assert_eq!(
+        (ins["text_version"].clone(), ins["layout_version"].clone(), ins["contact"]["email"].clone()),
+        (
+            json!("DIV standard convention 2026.1"),
+            json!("div.vehicle.xsd 2023-09"),
+            json!("fleet-desk@example.invalid")
+        )
+    );
+    let signatures: Vec<(&str, &str, &str)> = ins["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["party"].as_str().unwrap(), s["org"].as_str().unwrap(), s["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(signatures, [("beneficiary", fleet, "An Peeters"), ("data-owner", div, "Head of DIV")]);
 
     // The load on the flows no change touched never failed.
     let (ok, failures) = load.finish(40).await;
@@ -300,8 +400,16 @@ async fn the_div_procedure_through_the_api_under_load() {
             "suspended → published",
         ]
     );
-    assert!(changes.iter().skip(1).all(|c| c["actor"] == "0511223355"));
+    assert!(
+        changes
+            .iter()
+            .skip(1)
+            .filter(|c| c["summary"] != "convention-sent → signed-by-beneficiary")
+            .all(|c| c["actor"] == "0511223355")
+    );
+    assert_eq!(changes[5]["actor"], FLEET_KBO, "the beneficiary signed");
     assert_eq!(changes[9]["reason"], reason);
+    assert_eq!(changes[3]["reason"], received, "every step keeps its reason");
     let records = read_records(&h.demo.config.audit.dir).unwrap();
     for c in &changes {
         let seq = c["audit_seq"].as_u64().unwrap();
@@ -362,14 +470,30 @@ async fn the_sigedis_path_framework_authorization_adhesion_consent_call() {
     };
     assert_eq!(call(&h).await.code(), Some("ADHESION_MISSING"));
 
-    // A trading company is outside the sector: it cannot adhere.
+    // Seed 001 §3: the request names the organisation (official name, seat), the person who
+    // asks and in which capacity, a reference, and carries the evaluation form.
     let adhesion = |org: &str, confirmed: bool| {
         json!({
-            "org": org, "requested_by": "Head of retirement planning", "date": "2026-11-02",
-            "dpo_advice": "DPO-2026-114", "modalities_confirmed": confirmed,
+            "org": org, "official_name": "Bank A NV (synthetic)", "seat": "Rue Royale 1, 1000 Brussels",
+            "requested_by": "An Janssens", "capacity": "Head of retirement planning",
+            "reference": "ADH-2026-0042", "modalities_confirmed": confirmed,
+            "evaluation_form": { "title": "Evaluation form DB2P", "sha256": "7a".repeat(32) },
+            "mandate": { "title": "Power of attorney", "reference": "BA-PROXY-2026-3" },
         })
     };
     let path = format!("/instruments/{}/adhesions", enc("CSI/SSH/26/010/FI"));
+    let step_path = |org: &str| format!("/instruments/{}/adhesions/{org}/transitions", enc("CSI/SSH/26/010/FI"));
+    // No caller-chosen date: the gateway's clock stamps the request.
+    let mut dated = adhesion("0456123494", true);
+    dated["date"] = json!("2020-01-01");
+    let a = h.ctl("bank-a", Method::POST, &path, Some(dated)).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "{}", a.text());
+    let mut no_form = adhesion("0456123494", true);
+    no_form["evaluation_form"] = Value::Null;
+    let a = h.ctl("bank-a", Method::POST, &path, Some(no_form)).await;
+    assert_eq!(a.code(), Some("POLICY_INVALID"), "{}", a.text());
+    assert!(a.text().contains("evaluation form"), "{}", a.text());
+    // A trading company is outside the sector: it cannot adhere.
     let a = h.ctl("company", Method::POST, &path, Some(adhesion("0765432146", true))).await;
     assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, Some("ADHESION_NOT_ELIGIBLE")), "{}", a.text());
     assert!(
@@ -384,11 +508,79 @@ async fn the_sigedis_path_framework_authorization_adhesion_consent_call() {
     let a = h.ctl("bank-a", Method::POST, &path, Some(adhesion("0456123494", false))).await;
     assert_eq!(a.code(), Some("POLICY_INVALID"), "{}", a.text());
     assert!(a.text().contains("modalities_confirmed: the adherent must confirm the modalities"), "{}", a.text());
-    // Bank A adheres.
+    // Bank A asks to adhere: a request, which opens nothing.
     let a = h.ctl("bank-a", Method::POST, &path, Some(adhesion("0456123494", true))).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let item = a.json().unwrap()["item"].clone();
+    assert_eq!((item["state"].clone(), item["date"].clone()), (json!("requested"), json!(today(&h).to_string())));
+    assert_eq!(item["evaluation_form"]["title"], "Evaluation form DB2P");
     let a = h.ctl("bank-a", Method::POST, &path, Some(adhesion("0456123494", true))).await;
     assert_eq!(a.code(), Some("ALREADY_EXISTS"));
+    assert_eq!(call(&h).await.code(), Some("ADHESION_MISSING"), "a request opens nothing");
+    // The CSI examines it (the bank cannot approve itself, nor Sigedis skip the steps).
+    let approve =
+        json!({ "to": "approved", "documents": [{ "title": "CSI decision", "reference": "CSI/SSH/26/010/FI/A-17" }] });
+    let a = h.ctl("bank-a", Method::POST, &step_path("0456123494"), Some(approve.clone())).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    let a = h.ctl("sigedis", Method::POST, &step_path("0456123494"), Some(json!({ "to": "active" }))).await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "{}", a.text());
+    assert!(a.text().contains("from requested the possible steps are: approved, refused, withdrawn"), "{}", a.text());
+    let a = h.ctl("csi-ssh", Method::POST, &step_path("0456123494"), Some(json!({ "to": "approved" }))).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "the decision is evidence: {}", a.text());
+    let a = h.ctl("csi-ssh", Method::POST, &step_path("0456123494"), Some(approve)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(call(&h).await.code(), Some("ADHESION_MISSING"), "approved, not yet onboarded");
+    // §4: the bank returns the onboarding documentation; then Sigedis confirms it.
+    let onboard = json!({ "to": "onboarding", "documents": [{ "title": "Onboarding DB2PDataTransfer", "sha256": "3c".repeat(32) }] });
+    let a = h.ctl("csi-ssh", Method::POST, &step_path("0456123494"), Some(onboard.clone())).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    let a = h.ctl("bank-a", Method::POST, &step_path("0456123494"), Some(onboard)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = h.ctl("bank-a", Method::POST, &step_path("0456123494"), Some(json!({ "to": "active" }))).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "the bank cannot activate itself");
+    let a = h
+        .ctl(
+            "sigedis",
+            Method::POST,
+            &step_path("0456123494"),
+            Some(json!({ "to": "active", "reason": "onboarding complete" })),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let item = a.json().unwrap()["item"].clone();
+    let steps: Vec<(&str, &str)> = item["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["to"].as_str().unwrap(), s["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("requested", "the organisation itself"),
+            ("approved", "issuing authority"),
+            ("onboarding", "the organisation itself"),
+            ("active", "data owner"),
+        ]
+    );
+    assert_eq!(item["active_since"], json!(today(&h).to_string()));
+    // Bank B asks too; the CSI refuses: final.
+    let mut b = adhesion("0456789034", true);
+    b["official_name"] = json!("Bank B NV (synthetic)");
+    assert_eq!(h.ctl("bank-b", Method::POST, &path, Some(b)).await.status, StatusCode::CREATED);
+    let a = h.ctl("csi-ssh", Method::POST, &step_path("0456789034"), Some(json!({ "to": "refused" }))).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "a refusal says why");
+    let refused = json!({ "to": "refused", "reason": "evaluation form incomplete" });
+    assert_eq!(h.ctl("csi-ssh", Method::POST, &step_path("0456789034"), Some(refused)).await.status, StatusCode::OK);
+    let a = h
+        .ctl(
+            "bank-b",
+            Method::POST,
+            &step_path("0456789034"),
+            Some(json!({ "to": "onboarding", "documents": [{ "title": "x", "reference": "y" }] })),
+        )
+        .await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "{}", a.text());
 
     // Adhered, but the citizen has not consented yet; then consents through the portal.
     assert_eq!(call(&h).await.code(), Some("CONSENT_MISSING"));
@@ -410,11 +602,15 @@ async fn the_sigedis_path_framework_authorization_adhesion_consent_call() {
     // The general instruments are published with their adherents.
     let (pubdoc, html) = published(&h).await;
     let fi = pubdoc["instruments"].as_array().unwrap().iter().find(|i| i["reference"] == "CSI/SSH/26/010/FI").unwrap();
+    // Only the adherent in force, with the day it took effect; nothing of the request.
     assert_eq!(
         fi["adherents"],
-        json!([{ "organisation": "0456123494", "name": "Bank A (synthetic)", "date": "2026-11-02" }])
+        json!([{ "organisation": "0456123494", "name": "Bank A (synthetic)", "date": today(&h).to_string() }])
     );
     assert!(html.contains("Bank A (synthetic)"));
+    for private in ["An Janssens", "ADH-2026-0042", "Evaluation form", "Rue Royale", "evaluation form incomplete"] {
+        assert!(!html.contains(private) && !pubdoc.to_string().contains(private), "{private} is not public");
+    }
 
     // Sigedis suspends its datatransfer, then lifts the suspension.
     let why = "Sigedis suspended its datatransfer activities";
@@ -428,6 +624,23 @@ async fn the_sigedis_path_framework_authorization_adhesion_consent_call() {
     assert_eq!(call(&h).await.status, StatusCode::OK);
     // The seed flow of bank A (another instrument) was never affected.
     assert_eq!(sigedis(&h.client("bank-b"), &person(), &[]).await.unwrap().code(), Some("CONSENT_MISSING"));
+
+    // Bank A withdraws its adhesion: at once, and off the publication.
+    let a = h.ctl("bank-a", Method::POST, &step_path("0456123494"), Some(json!({ "to": "withdrawn" }))).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "a withdrawal says why");
+    let a = h
+        .ctl(
+            "bank-a",
+            Method::POST,
+            &step_path("0456123494"),
+            Some(json!({ "to": "withdrawn", "reason": "service discontinued" })),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(call(&h).await.code(), Some("ADHESION_MISSING"));
+    let (pubdoc, _) = published(&h).await;
+    let fi = pubdoc["instruments"].as_array().unwrap().iter().find(|i| i["reference"] == "CSI/SSH/26/010/FI").unwrap();
+    assert_eq!(fi["adherents"], json!([]));
 }
 
 /// The art. 8 element keys, in order.
@@ -445,7 +658,10 @@ fn protocol(reference: &str, without: Option<usize>) -> Value {
     json!({
         "reference": reference, "kind": "protocol", "source": "associations", "status": "draft",
         "title": "Protocol between the association register and agency B", "protocol": stated,
-        "dpo_advice": "DPO-DV-2026-050",
+        "grants": [{
+            "id": format!("{reference}-agency-b"), "recipient": { "org": "0208567816" },
+            "service": "associations.association", "purposes": ["SUBSIDY_CONTROL"], "fields": ["name", "status"],
+        }],
     })
 }
 
@@ -473,20 +689,72 @@ async fn a_protocol_missing_any_of_the_13_elements_is_refused_precisely() {
     let a = h.ctl("digitaal-vlaanderen", Method::GET, "/instruments?kind=protocol", None).await;
     assert!(!a.text().contains("VL/PROT/2026/050"));
 
-    // Complete, it is registered as a draft, and published once active, with its elements.
+    // Complete, it is registered as a draft; it enters into force after the DPO's favourable
+    // advice (seed 002, art. 8), given by the privacy office of the source — not by the other
+    // party — and published once active, with its elements.
     let a = h.ctl("digitaal-vlaanderen", Method::POST, "/instruments", Some(protocol("VL/PROT/2026/050", None))).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     assert!(!references(&published(&h).await.0).contains(&"VL/PROT/2026/050".to_owned()));
+    let agency_b = |h: &Harness| {
+        let client = h.client("agency-b");
+        async move {
+            let v = vcode();
+            let headers =
+                [("x-legal-basis", "VL/PROT/2026/050"), ("x-purpose", "SUBSIDY_CONTROL"), ("x-subject", v.as_str())];
+            send(&client, Method::GET, "/associations/association", &headers, Bytes::new()).await.unwrap()
+        }
+    };
+    assert_eq!(agency_b(&h).await.code(), Some("INSTRUMENT_NOT_ACTIVE"), "a draft answers nothing");
     let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "active", None).await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "{}", a.text());
+    assert!(a.text().contains("favourable advice of the DPO"), "{}", a.text());
+    let advice_path = format!("/instruments/{}/advice", enc("VL/PROT/2026/050"));
+    let advice = |favourable: bool, reference: &str| {
+        json!({ "reference": reference, "favourable": favourable,
+        "documents": [{ "title": "DPO advice", "reference": reference }] })
+    };
+    let a = h.ctl("agency-b", Method::POST, &advice_path, Some(advice(true, "DPO-AB-1"))).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    let a = h.ctl("digitaal-vlaanderen", Method::POST, &advice_path, Some(advice(false, "DPO-DV-2026-049"))).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "active", None).await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "an unfavourable advice: {}", a.text());
+    let a = h.ctl("digitaal-vlaanderen", Method::POST, &advice_path, Some(advice(true, "DPO-DV-2026-050"))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let item = a.json().unwrap()["item"].clone();
+    assert_eq!(item["dpo_advice"], "DPO-DV-2026-050");
+    assert_eq!(item["advice"].as_array().unwrap().len(), 2, "both advices are kept: {item}");
+    assert_eq!(
+        (item["advice"][1]["by"].clone(), item["advice"][1]["office"].clone()),
+        (json!("0316000165"), json!("dpo"))
+    );
+    let a =
+        transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "active", Some("signed by both controllers")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = h.ctl("digitaal-vlaanderen", Method::POST, &advice_path, Some(advice(false, "late"))).await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "the advice precedes the entry into force");
+    // In production: agency B obtains exactly the granted items; then suspended and back.
+    let a = agency_b(&h).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let keys: BTreeSet<String> = a.json().unwrap().as_object().unwrap().keys().cloned().collect();
+    assert!(keys.contains("name") && keys.contains("status") && !keys.contains("representatives"), "{keys:?}");
+    let a = transition(&h, "agency-b", "VL/PROT/2026/050", "suspended", Some("mine")).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "the other party does not suspend: {}", a.text());
+    let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "suspended", Some("DPO review")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(agency_b(&h).await.code(), Some("FLOW_SUSPENDED"));
+    let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "active", Some("review closed")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(agency_b(&h).await.status, StatusCode::OK);
     let (doc, html) = published(&h).await;
     let p = doc["instruments"].as_array().unwrap().iter().find(|i| i["reference"] == "VL/PROT/2026/050").unwrap();
     assert_eq!(p["protocol"].as_array().unwrap().len(), 13);
+    assert!(p.get("advice").is_none() && p.get("steps").is_none(), "{p}");
     assert!(html.contains("element 13 of the protocol"));
     // An unknown state is named as such.
     let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "published", None).await;
     assert_eq!(a.code(), Some("REQUEST_INVALID"));
-    assert!(a.text().contains("'published' is not a state of this instrument"));
+    assert!(a.text().contains("'published' is not a step of the instrument procedure"), "{}", a.text());
 }
 
 fn today(h: &Harness) -> policies::model::Date {
@@ -520,9 +788,9 @@ async fn roles_expire_at_once_and_renewal_restores_them() {
                 "valid_from": from, "valid_until": until })
     };
     // Another organisation cannot renew the municipality's roles.
-    let a = h.ctl(ASSOC_CALLER, Method::POST, "/roles", Some(role(days_from(t, -1), days_from(t, 365)))).await;
+    let a = h.ctl(ASSOC_CALLER, Method::POST, "/roles", Some(role(days_from(t, -1), days_from(t, 360)))).await;
     assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"));
-    let a = h.ctl("municipality", Method::POST, "/roles", Some(role(days_from(t, -1), days_from(t, 365)))).await;
+    let a = h.ctl("municipality", Method::POST, "/roles", Some(role(days_from(t, -1), days_from(t, 360)))).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert!(a.json().unwrap()["change"]["summary"].as_str().unwrap().starts_with("renewed"));
     assert_eq!(rn_person(&h, "lra-officer-2").await.status, StatusCode::OK);

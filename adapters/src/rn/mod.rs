@@ -1,5 +1,7 @@
 //! National Register / BIS register person search for local registration officers (LRA), by
-//! NISS or by name and birth date: names, birth date and place, address, sex. Access is by the end user's role
+//! NISS or by name and birth date: names, birth date and place, address, sex; and, by NISS,
+//! the e-mail, phone and language the person gave to be contacted (seed 003: only with the
+//! person's consent). Access is by the end user's role
 //! (seed 003), which the policy checks through `X-End-User`.
 
 pub mod sandbox;
@@ -30,6 +32,9 @@ pub fn person_service() -> ServiceDef {
                 ("birthPlace", "/birthPlace"),
                 ("address", "/address"),
                 ("sex", "/sex"),
+                ("email", "/contact/email"),
+                ("phone", "/contact/phone"),
+                ("language", "/contact/language"),
             ],
             subjects: &[],
             identifiers: &[("/niss", IdKind::Niss)],

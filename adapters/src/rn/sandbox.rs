@@ -122,10 +122,30 @@ impl Register {
             return sandbox::text(StatusCode::BAD_REQUEST, "X-Subject is not a NISS or BIS number");
         };
         match self.persons.get(&niss) {
-            Some(doc) => sandbox::json(StatusCode::OK, doc),
+            Some(doc) => sandbox::json(StatusCode::OK, &with_contact(doc)),
             None => sandbox::json(StatusCode::NOT_FOUND, &json!({"error": "unknown person"})),
         }
     }
+}
+
+/// A person's record with the contact data the person gave to be contacted (seed 003: e-mail,
+/// language and phone, processed with the person's consent), derived from the record so that
+/// the generated register stays as it is.
+pub fn with_contact(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    let last = doc["names"]["last"].as_str().unwrap_or_default().to_ascii_lowercase();
+    let first = doc["names"]["first"][0].as_str().unwrap_or_default().to_ascii_lowercase();
+    let postal: u32 = doc["address"]["postalCode"].as_str().and_then(|p| p.parse().ok()).unwrap_or(1000);
+    // Brussels and Wallonia (1000–1299, 1300–1499, 4000–7999) French; Flanders Dutch.
+    let language = if (1000..1500).contains(&postal) || (4000..8000).contains(&postal) { "fr" } else { "nl" };
+    let digits: String = doc["niss"].as_str().unwrap_or_default().chars().rev().take(6).collect();
+    let clean = |s: &str| s.chars().filter(char::is_ascii_alphanumeric).collect::<String>();
+    doc["contact"] = json!({
+        "email": format!("{}.{}@example.invalid", clean(&first), clean(&last)),
+        "phone": format!("+32470{digits}"),
+        "language": language,
+    });
+    doc
 }
 
 /// Starts the National Register sandbox on `listener`.

@@ -49,6 +49,12 @@ pub enum Role {
     Auditor,
     /// An organisation of kind `citizen-access-point`, acting for an authenticated citizen.
     CitizenAccessPoint,
+    /// The ICT service of every source the resource is about (the source's `ict_office`, the
+    /// data owner's own when absent).
+    IctOffice,
+    /// The data subject itself, through its own certificate: the enterprise number it
+    /// carries, or the vCode registered for that organisation. Need not be registered.
+    Subject,
 }
 
 impl Role {
@@ -63,6 +69,8 @@ impl Role {
             Role::Itself => "the organisation itself",
             Role::Auditor => "auditor",
             Role::CitizenAccessPoint => "citizen access point",
+            Role::IctOffice => "ICT office",
+            Role::Subject => "the subject itself",
         }
     }
 }
@@ -92,8 +100,8 @@ pub const TABLE: &[Rule] = &[
     Rule {
         method: "GET",
         path: "/audit/report",
-        roles: &[CitizenAccessPoint],
-        note: "for the authenticated citizen; audited",
+        roles: &[CitizenAccessPoint, Subject],
+        note: "for the authenticated citizen; an enterprise or association about itself (its enterprise number, its registered vCode); audited",
     },
     Rule {
         method: "GET",
@@ -143,7 +151,24 @@ pub const TABLE: &[Rule] = &[
         roles: &[Itself, PrivacyOffice],
         note: "after a favourable advice: the requester, or the privacy office passing the result on; paged; audited",
     },
-    Rule { method: "GET", path: "/consents", roles: &[CitizenAccessPoint, Integrator], note: "one subject's consents" },
+    Rule {
+        method: "GET",
+        path: "/consents",
+        roles: &[CitizenAccessPoint, Integrator],
+        note: "one subject's consents, with their re-validation due date",
+    },
+    Rule {
+        method: "GET",
+        path: "/consents/due",
+        roles: &[DataOwner, Integrator],
+        note: "the consents of one source whose re-validation is due, under the source's rule; audited",
+    },
+    Rule {
+        method: "POST",
+        path: "/consents/{id}/invite",
+        roles: &[DataOwner, Integrator],
+        note: "data owner of the consent's source: records that the citizen was invited to re-validate",
+    },
     Rule {
         method: "POST",
         path: "/consents",
@@ -159,7 +184,7 @@ pub const TABLE: &[Rule] = &[
         method: "POST",
         path: "/sources",
         roles: &[Integrator, DataOwner],
-        note: "a data owner registers its own sources (owner = caller); only the integrator declares a privacy office or a statutory ceiling",
+        note: "a data owner registers its own sources (owner = caller) and their consents' re-validation; only the integrator declares a privacy office, an ICT office or a statutory ceiling",
     },
     Rule { method: "GET", path: "/services", roles: &[Registered], note: "the catalogue: all" },
     Rule { method: "POST", path: "/services", roles: &[Integrator, DataOwner], note: "of the service's source" },
@@ -184,14 +209,26 @@ pub const TABLE: &[Rule] = &[
     Rule {
         method: "POST",
         path: "/instruments/{reference}/transitions",
-        roles: &[Integrator, DataOwner, IssuingAuthority],
-        note: "data owner of its sources (suspends, resumes, follows the procedure); a child never more in force than its parent",
+        roles: &[Integrator, DataOwner, IssuingAuthority, Itself],
+        note: "each step as the procedure table says; a child never more in force than its parent",
+    },
+    Rule {
+        method: "POST",
+        path: "/instruments/{reference}/advice",
+        roles: &[PrivacyOffice],
+        note: "the DPO (privacy office) of the protocol's sources; a protocol enters into force only after a favourable one",
     },
     Rule {
         method: "POST",
         path: "/instruments/{reference}/adhesions",
         roles: &[Itself, DataOwner, Integrator],
-        note: "the adherent itself, if of an eligible kind, or the data owner recording it",
+        note: "the request, by the adherent itself if of an eligible kind, or the data owner recording it; it opens nothing until active",
+    },
+    Rule {
+        method: "POST",
+        path: "/instruments/{reference}/adhesions/{org}/transitions",
+        roles: &[IssuingAuthority, DataOwner, Itself, Integrator],
+        note: "each step as the procedure table says",
     },
     Rule {
         method: "GET",
@@ -199,7 +236,18 @@ pub const TABLE: &[Rule] = &[
         roles: &[Registered],
         note: "need to know: the caller's own end users; for a data owner, the roles its instruments require",
     },
-    Rule { method: "POST", path: "/roles", roles: &[Itself, Integrator], note: "an organisation's own end users" },
+    Rule {
+        method: "POST",
+        path: "/roles",
+        roles: &[Itself, Integrator],
+        note: "an organisation's own end users; never longer than the role validity the matrices requiring it allow",
+    },
+    Rule {
+        method: "POST",
+        path: "/roles/withdraw",
+        roles: &[Itself, DataOwner, Integrator],
+        note: "the employer, or the data owner of every source of the instruments requiring the role; with a reason",
+    },
     Rule {
         method: "GET",
         path: "/exceptional-accesses",
@@ -232,6 +280,42 @@ pub const TABLE: &[Rule] = &[
     },
     Rule {
         method: "GET",
+        path: "/dam-sheets",
+        roles: &[Registered],
+        note: "need to know: the requester's own; those on the matrices of the sources the caller owns or advises on",
+    },
+    Rule {
+        method: "POST",
+        path: "/dam-sheets",
+        roles: &[Itself],
+        note: "the project team's organisation, for its own data analysts or data managers; no effect until advised",
+    },
+    Rule {
+        method: "POST",
+        path: "/dam-sheets/{id}/ict-advice",
+        roles: &[IctOffice],
+        note: "ICT office of the sheet's sources: technical and security aspects; once",
+    },
+    Rule {
+        method: "POST",
+        path: "/dam-sheets/{id}/advice",
+        roles: &[PrivacyOffice],
+        note: "privacy office (SSIPVP) of the sheet's sources, after ICT's advice; starts the 7 days",
+    },
+    Rule {
+        method: "POST",
+        path: "/dam-sheets/{id}/remark",
+        roles: &[DataOwner],
+        note: "data owner of the sheet's sources, within 7 days of the advice",
+    },
+    Rule {
+        method: "POST",
+        path: "/dam-sheets/{id}/withdraw",
+        roles: &[DataOwner, Itself, Integrator],
+        note: "at any time",
+    },
+    Rule {
+        method: "GET",
         path: "/changes",
         roles: &[Integrator, Auditor, DataOwner],
         note: "data owner of at least one source",
@@ -245,6 +329,122 @@ pub const TABLE: &[Rule] = &[
     },
     Rule { method: "POST", path: "/reload", roles: &[Integrator], note: "" },
 ];
+
+/// One step of a procedure and the roles that may take it: the second half of the role table.
+/// `POST /instruments/{reference}/transitions` and
+/// `POST /instruments/{reference}/adhesions/{org}/transitions` look the step up here.
+#[derive(Debug)]
+pub struct StepRule {
+    /// `convention`, `instrument` (every other kind) or `adhesion`.
+    pub procedure: &'static str,
+    /// The state the step reaches.
+    pub to: &'static str,
+    pub roles: &'static [Role],
+    /// What the step must carry, and what else is checked.
+    pub evidence: &'static str,
+}
+
+/// Every step of the procedures the control plane drives.
+pub const STEPS: &[StepRule] = &[
+    StepRule {
+        procedure: "convention",
+        to: "deliberation-received",
+        roles: &[DataOwner],
+        evidence: "the deliberation it rests on is registered and active (seed 000 §2)",
+    },
+    StepRule {
+        procedure: "convention",
+        to: "convention-sent",
+        roles: &[DataOwner],
+        evidence: "`text_version` of the standard convention and `layout_version` of the imposed layout (§3)",
+    },
+    StepRule {
+        procedure: "convention",
+        to: "signed-by-beneficiary",
+        roles: &[Itself],
+        evidence: "the beneficiary's `signatory` (name, capacity) and its `contact` form (§3, §4)",
+    },
+    StepRule {
+        procedure: "convention",
+        to: "test-phase",
+        roles: &[DataOwner],
+        evidence: "the data owner's IT department starts the test flows (§4)",
+    },
+    StepRule {
+        procedure: "convention",
+        to: "active",
+        roles: &[DataOwner, Integrator],
+        evidence: "from the test phase: the data owner's countersignature `signatory` (§4); from a suspension: lifts it",
+    },
+    StepRule {
+        procedure: "convention",
+        to: "published",
+        roles: &[DataOwner],
+        evidence: "the publication shows it from now on (§5)",
+    },
+    StepRule { procedure: "convention", to: "suspended", roles: &[DataOwner, Integrator], evidence: "a `reason`" },
+    StepRule { procedure: "convention", to: "terminated", roles: &[DataOwner, Integrator], evidence: "a `reason`" },
+    StepRule {
+        procedure: "instrument",
+        to: "test",
+        roles: &[DataOwner, IssuingAuthority, Integrator],
+        evidence: "a protocol: a favourable DPO advice first",
+    },
+    StepRule {
+        procedure: "instrument",
+        to: "active",
+        roles: &[DataOwner, IssuingAuthority, Integrator],
+        evidence: "a protocol: a favourable DPO advice first",
+    },
+    StepRule {
+        procedure: "instrument",
+        to: "suspended",
+        roles: &[DataOwner, IssuingAuthority, Integrator],
+        evidence: "a `reason`",
+    },
+    StepRule {
+        procedure: "instrument",
+        to: "expired",
+        roles: &[DataOwner, IssuingAuthority, Integrator],
+        evidence: "a `reason`",
+    },
+    StepRule {
+        procedure: "instrument",
+        to: "revoked",
+        roles: &[DataOwner, IssuingAuthority, Integrator],
+        evidence: "a `reason`",
+    },
+    StepRule {
+        procedure: "adhesion",
+        to: "approved",
+        roles: &[IssuingAuthority, DataOwner],
+        evidence: "the examination's decision as `documents` or a `reason` (seed 001 §3)",
+    },
+    StepRule { procedure: "adhesion", to: "refused", roles: &[IssuingAuthority, DataOwner], evidence: "a `reason`" },
+    StepRule {
+        procedure: "adhesion",
+        to: "onboarding",
+        roles: &[Itself],
+        evidence: "the onboarding documentation as `documents` (§4)",
+    },
+    StepRule {
+        procedure: "adhesion",
+        to: "active",
+        roles: &[DataOwner],
+        evidence: "the data owner confirms the onboarding; the publication lists the adherent from this day",
+    },
+    StepRule {
+        procedure: "adhesion",
+        to: "withdrawn",
+        roles: &[Itself, DataOwner, IssuingAuthority, Integrator],
+        evidence: "a `reason`",
+    },
+];
+
+/// The row of the step reaching `to` in `procedure`.
+pub fn step_rule(procedure: &str, to: &str) -> Option<&'static StepRule> {
+    STEPS.iter().find(|r| r.procedure == procedure && r.to == to)
+}
 
 /// The row of `method path` (a template of the route table).
 pub fn rule(method: &str, path: &str) -> Option<&'static Rule> {
@@ -354,7 +554,32 @@ impl Who {
             Itself => self.kind.is_some() && scope.org == Some(self.kbo),
             Auditor => self.auditor,
             CitizenAccessPoint => self.kind == Some(OrgKind::CitizenAccessPoint),
+            IctOffice => {
+                !scope.sources.is_empty()
+                    && scope
+                        .sources
+                        .iter()
+                        .all(|s| policy.sources.iter().find(|x| x.id == *s).is_some_and(|x| x.ict_office() == self.kbo))
+            }
+            Subject => scope.org == Some(self.kbo),
         }
+    }
+
+    /// The first role of the step reaching `to` in `procedure` that the caller holds on
+    /// `scope`, or the refusal naming the roles the step needs.
+    pub fn require_step(&self, procedure: &str, to: &str, scope: &Scope, policy: &Policy) -> Result<Role, Refusal> {
+        let Some(rule) = step_rule(procedure, to) else {
+            let known: Vec<&str> = STEPS.iter().filter(|r| r.procedure == procedure).map(|r| r.to).collect();
+            return Err(refuse(
+                Code::RequestInvalid,
+                format!("'{to}' is not a step of the {procedure} procedure; its steps are: {}", known.join(", ")),
+            ));
+        };
+        if let Some(&role) = rule.roles.iter().find(|&&r| self.holds(r, scope, policy)) {
+            return Ok(role);
+        }
+        let needs: Vec<String> = rule.roles.iter().map(|r| describe(*r, scope, policy)).collect();
+        Err(refuse(Code::AdminRoleMissing, format!("the {procedure} step to {to} needs one of: {}", needs.join("; "))))
     }
 
     /// The first role of `method path`'s row that the caller holds on `scope`, or the
@@ -366,7 +591,7 @@ impl Who {
         if let Some(&role) = rule.roles.iter().find(|&&r| self.holds(r, scope, policy)) {
             return Ok(role);
         }
-        if self.kind.is_none() && !rule.roles.iter().any(|r| matches!(r, Anyone | Auditor)) {
+        if self.kind.is_none() && !rule.roles.iter().any(|r| matches!(r, Anyone | Auditor | Subject)) {
             return Err(refuse(Code::AdminRoleMissing, "the certificate's organisation is not registered"));
         }
         let needs: Vec<String> = rule.roles.iter().map(|r| describe(*r, scope, policy)).collect();
@@ -405,6 +630,7 @@ fn describe(role: Role, scope: &Scope, policy: &Policy) -> String {
     match role {
         DataOwner => format!("the data owner of {}", on(false)),
         PrivacyOffice => format!("the privacy office of {}", on(true)),
+        IctOffice => format!("the ICT office of the sources {}", scope.sources.join(", ")),
         IssuingAuthority => match &scope.authority {
             Some(a) => format!("the issuing authority {a}"),
             None => "an issuing authority (the instrument names none)".to_owned(),
@@ -438,6 +664,15 @@ mod tests {
             let op = format!("| `{} {}` |", r.method, r.path);
             let Some(line) = doc.lines().find(|l| l.starts_with(&op)) else {
                 panic!("ARCHITECTURE.md's role table has no row {op}");
+            };
+            let roles: Vec<&str> = r.roles.iter().map(|r| r.as_str()).collect();
+            let cell = line[op.len()..].split('|').next().unwrap_or_default().trim();
+            assert_eq!(cell, roles.join(", "), "ARCHITECTURE.md, {op}");
+        }
+        for r in STEPS {
+            let op = format!("| {} | `{}` |", r.procedure, r.to);
+            let Some(line) = doc.lines().find(|l| l.starts_with(&op)) else {
+                panic!("ARCHITECTURE.md's procedure table has no row {op}");
             };
             let roles: Vec<&str> = r.roles.iter().map(|r| r.as_str()).collect();
             let cell = line[op.len()..].split('|').next().unwrap_or_default().trim();

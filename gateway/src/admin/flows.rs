@@ -15,10 +15,10 @@ use std::collections::{BTreeSet, HashSet};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use policies::ids::Kbo;
-use policies::lifecycle::{self, TransitionError};
+use policies::lifecycle;
 use policies::model::{
-    Adhesion, ConventionState, Date, ExceptionalAccess, Instrument, InstrumentKind, Organisation, Policy, Role,
-    Service, Source, Status,
+    ConventionState, Date, ExceptionalAccess, Instrument, InstrumentKind, Organisation, Policy, Role, Service, Source,
+    Status,
 };
 use serde::Deserialize;
 
@@ -32,7 +32,7 @@ use crate::store::StoreError;
 
 const DAY_MS: u64 = 86_400_000;
 
-fn find_instrument<'p>(policy: &'p mut Policy, reference: &str) -> Result<&'p mut Instrument, Refusal> {
+pub(super) fn find_instrument<'p>(policy: &'p mut Policy, reference: &str) -> Result<&'p mut Instrument, Refusal> {
     policy
         .instruments
         .iter_mut()
@@ -42,7 +42,7 @@ fn find_instrument<'p>(policy: &'p mut Policy, reference: &str) -> Result<&'p mu
 
 /// Maps a failed change to its refusal. Validation errors about the edited item have their
 /// `prefix` (e.g. `instruments[12] "X".`) removed, so the detail names the body's own keys.
-fn change_failed(e: ChangeError, prefix: Option<&str>) -> Refusal {
+pub(super) fn change_failed(e: ChangeError, prefix: Option<&str>) -> Refusal {
     match e {
         ChangeError::Refused(r) => r,
         ChangeError::Invalid(errors) => {
@@ -88,18 +88,23 @@ fn append<T>(list: &mut Vec<T>, item: T, taken: bool, target: String, summary: S
     Ok(Edit { target, summary, ..Edit::default() })
 }
 
-fn changed(status: StatusCode, change: &Change, item: serde_json::Value) -> Response<Body> {
+pub(super) fn changed(status: StatusCode, change: &Change, item: serde_json::Value) -> Response<Body> {
     json(status, &serde_json::json!({ "change": change, "item": item }))
 }
 
 /// The answer to a change of an instrument: the change and the instrument as it now stands.
-fn instrument_changed(status: StatusCode, change: &Change, policy: &Policy, reference: &str) -> Response<Body> {
+pub(super) fn instrument_changed(
+    status: StatusCode,
+    change: &Change,
+    policy: &Policy,
+    reference: &str,
+) -> Response<Body> {
     let item = policy.instruments.iter().find(|i| i.reference == reference).map(instrument_view);
     changed(status, change, item.unwrap_or_default())
 }
 
 /// An instrument as the API shows it: the document plus its effective status.
-fn instrument_view(ins: &Instrument) -> serde_json::Value {
+pub(super) fn instrument_view(ins: &Instrument) -> serde_json::Value {
     let mut v = serde_json::json!(ins);
     v["effective_status"] = serde_json::json!(ins.effective_status().as_str());
     v["state_or_status"] = serde_json::json!(lifecycle::state_of(ins));
@@ -108,16 +113,8 @@ fn instrument_view(ins: &Instrument) -> serde_json::Value {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TransitionBody {
-    to: String,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RemarkBody {
-    remark: String,
+pub(super) struct RemarkBody {
+    pub(super) remark: String,
 }
 
 /// An exceptional access as its requester files it: no date (the advice starts the 7 days).
@@ -147,8 +144,8 @@ struct AdviceBody {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WithdrawBody {
-    reason: String,
+pub(super) struct WithdrawBody {
+    pub(super) reason: String,
 }
 
 /// When an exceptional access is approved tacitly (Unix ms), if it can be.
@@ -156,7 +153,7 @@ fn approval_ms(x: &ExceptionalAccess) -> Option<u64> {
     x.approved_from_day().map(|d| d.max(0) as u64 * DAY_MS)
 }
 
-fn date_of_ms(ms: u64) -> String {
+pub(super) fn date_of_ms(ms: u64) -> String {
     today(ms).map(|d| d.to_string()).unwrap_or_default()
 }
 
@@ -362,10 +359,12 @@ impl ControlPlane {
     pub(super) async fn add_source(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
         let source: Source = read_json(req).await?;
-        if !who.is_integrator() && (source.ceiling.is_some() || source.privacy_office.is_some()) {
+        if !who.is_integrator()
+            && (source.ceiling.is_some() || source.privacy_office.is_some() || source.ict_office.is_some())
+        {
             return Err(refuse(
                 Code::AdminRoleMissing,
-                "only the integrator declares a source's statutory ceiling or its privacy office",
+                "only the integrator declares a source's statutory ceiling, its privacy office or its ICT office",
             ));
         }
         let item = serde_json::json!(source);
@@ -410,6 +409,29 @@ impl ControlPlane {
         }
         if ins.suspended_from.is_some() || ins.suspended_reason.is_some() {
             return Err(refuse(Code::TransitionNotAllowed, "a new instrument cannot start suspended"));
+        }
+        // What the procedure's steps record is never given at registration: the DPO gives its
+        // advice, the parties sign, the data owner sends the convention's versions.
+        let given: Vec<&str> = [
+            ("dpo_advice", ins.dpo_advice.is_some()),
+            ("advice", !ins.advice.is_empty()),
+            ("signatures", !ins.signatures.is_empty()),
+            ("steps", !ins.steps.is_empty()),
+            ("contact", ins.contact.is_some()),
+            ("text_version", ins.text_version.is_some()),
+            ("layout_version", ins.layout_version.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        if !given.is_empty() {
+            return Err(refuse(
+                Code::RequestInvalid,
+                format!(
+                    "{} are recorded by the steps of the procedure (advice, transitions), not at registration",
+                    given.join(", ")
+                ),
+            ));
         }
         match ins.kind {
             InstrumentKind::Convention => match ins.state {
@@ -470,118 +492,12 @@ impl ControlPlane {
         Ok(instrument_changed(StatusCode::CREATED, &change, &policy, &reference))
     }
 
-    pub(super) async fn transition(
-        &self,
-        reference: &str,
-        req: Request<Incoming>,
-        caller: &Caller,
-    ) -> Result<Response<Body>, Refusal> {
-        let who = self.who(caller)?;
-        let body: TransitionBody = read_json(req).await?;
-        let op = "POST /instruments/{reference}/transitions";
-        let (change, policy) = self
-            .changes
-            .apply(&who.actor, op, |p, _| {
-                let snapshot = p.clone();
-                let ins = find_instrument(p, reference)?;
-                let scope = Scope::instrument(ins, None);
-                who.require("POST", "/instruments/{reference}/transitions", &scope, &snapshot)?;
-                if ins.kind == InstrumentKind::Convention && body.to == ConventionState::DeliberationReceived.as_str() {
-                    // The deliberation the convention rests on must be there and in force.
-                    let parent = ins.parent.as_deref().unwrap_or_default();
-                    let ok = snapshot.instruments.iter().any(|i| {
-                        i.reference == parent
-                            && matches!(i.kind, InstrumentKind::Deliberation | InstrumentKind::General)
-                            && i.effective_status() == Status::Active
-                    });
-                    if !ok {
-                        return Err(refuse(
-                            Code::TransitionNotAllowed,
-                            format!("the deliberation '{parent}' the convention rests on is not registered and active"),
-                        ));
-                    }
-                }
-                let summary = lifecycle::transition(ins, &body.to, body.reason.as_deref()).map_err(|e| match e {
-                    TransitionError::UnknownState { .. } => refuse(Code::RequestInvalid, e.to_string()),
-                    TransitionError::ReasonRequired => refuse(Code::RequestInvalid, e.to_string()),
-                    TransitionError::NotAllowed { .. } => refuse(Code::TransitionNotAllowed, e.to_string()),
-                })?;
-                Ok(Edit {
-                    target: format!("instrument {reference}"),
-                    summary,
-                    reason: ins.suspended_reason.clone().or_else(|| body.reason.clone()),
-                    instrument: Some(reference.to_owned()),
-                })
-            })
-            .await
-            .map_err(|e| change_failed(e, None))?;
-        Ok(instrument_changed(StatusCode::OK, &change, &policy, reference))
-    }
-
-    pub(super) async fn adhere(
-        &self,
-        reference: &str,
-        req: Request<Incoming>,
-        caller: &Caller,
-    ) -> Result<Response<Body>, Refusal> {
-        let who = self.who(caller)?;
-        let adhesion: Adhesion = read_json(req).await?;
-        let item = serde_json::json!(adhesion);
-        let op = "POST /instruments/{reference}/adhesions";
-        self.commit(&who, op, StatusCode::CREATED, item, |p, _| {
-            let snapshot = p.clone();
-            let kind = snapshot.organisations.iter().find(|o| o.kbo == adhesion.org).map(|o| o.kind);
-            let ins = find_instrument(p, reference)?;
-            let mut scope = Scope::instrument(ins, None);
-            scope.org = Some(adhesion.org);
-            who.require("POST", "/instruments/{reference}/adhesions", &scope, &snapshot)?;
-            if ins.kind != InstrumentKind::General {
-                return Err(refuse(
-                    Code::RequestInvalid,
-                    format!("'{reference}' is not a general instrument; only those take adhesions"),
-                ));
-            }
-            let Some(kind) = kind else {
-                return Err(refuse(Code::ResourceUnknown, format!("organisation {} is not registered", adhesion.org)));
-            };
-            if !ins.eligible.contains(&kind) {
-                let open: Vec<&str> = ins.eligible.iter().map(|k| k.as_str()).collect();
-                return Err(refuse(
-                    Code::AdhesionNotEligible,
-                    format!(
-                        "a {} cannot adhere to '{reference}': it is open to {} only",
-                        kind.as_str(),
-                        open.join(", ")
-                    ),
-                ));
-            }
-            if ins.adhesions.iter().any(|a| a.org == adhesion.org) {
-                return Err(refuse(
-                    Code::AlreadyExists,
-                    format!("organisation {} has already adhered to '{reference}'", adhesion.org),
-                ));
-            }
-            if ins.effective_status() != Status::Active {
-                return Err(refuse(
-                    Code::TransitionNotAllowed,
-                    format!("'{reference}' is {}; adhesions are taken while it is active", lifecycle::state_of(ins)),
-                ));
-            }
-            let e = Edit {
-                target: format!("instrument {reference}"),
-                summary: format!("adhesion of {} (DPO advice {})", adhesion.org, adhesion.dpo_advice),
-                instrument: Some(reference.to_owned()),
-                ..Edit::default()
-            };
-            ins.adhesions.push(adhesion);
-            Ok(e)
-        })
-        .await
-    }
-
     pub(super) async fn put_role(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
         let role: Role = read_json(req).await?;
+        if role.withdrawn.is_some() {
+            return Err(refuse(Code::RequestInvalid, "a role is withdrawn with POST /roles/withdraw"));
+        }
         who.require("POST", "/roles", &Scope::org(role.org), &self.changes.handle.model())?;
         let item = serde_json::json!(role);
         self.commit(&who, "POST /roles", StatusCode::OK, item, |p, _| {
@@ -590,6 +506,11 @@ impl ControlPlane {
             let summary = format!("valid {} to {}", role.valid_from, role.valid_until);
             let (summary, target) = (summary, format!("role {} of an end user of {}", role.role, role.org));
             match existing {
+                // A data owner's withdrawal binds the employer: only the integrator grants again.
+                Some(r) if r.withdrawn.as_ref().is_some_and(|w| w.by != r.org) && !who.is_integrator() => Err(refuse(
+                    Code::TransitionNotAllowed,
+                    "the data owner withdrew this role; the employer cannot grant it again",
+                )),
                 Some(r) => {
                     *r = role;
                     Ok(Edit { target, summary: format!("renewed: {summary}"), ..Edit::default() })

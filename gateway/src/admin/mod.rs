@@ -27,6 +27,7 @@
 pub mod authority;
 pub mod flows;
 pub mod inquiries;
+pub mod procedures;
 pub mod routes;
 
 use std::collections::HashSet;
@@ -302,6 +303,7 @@ impl ControlPlane {
             Err(refusal) => Err(refusal),
             Ok(m) => {
                 let param = m.params.first().cloned().unwrap_or_default();
+                let second = m.params.get(1).cloned().unwrap_or_default();
                 match (m.method, m.template) {
                     ("GET", "/openapi.json") => Ok(openapi()),
                     ("POST", "/audit/queries") => self.audit_query(req, caller).await,
@@ -318,6 +320,8 @@ impl ControlPlane {
                     ("GET", "/consents") => self.list_consents(&req, caller).await,
                     ("POST", "/consents/{id}/revoke") => self.change_consent(&param, true, caller).await,
                     ("POST", "/consents/{id}/revalidate") => self.change_consent(&param, false, caller).await,
+                    ("GET", "/consents/due") => self.consents_due(&req, caller).await,
+                    ("POST", "/consents/{id}/invite") => self.invite_consent(&param, caller).await,
                     ("GET", "/organisations") => self.list("organisations", &req, caller).await,
                     ("POST", "/organisations") => self.add_organisation(req, caller).await,
                     ("GET", "/sources") => self.list("sources", &req, caller).await,
@@ -328,14 +332,25 @@ impl ControlPlane {
                     ("POST", "/instruments") => self.add_instrument(req, caller).await,
                     ("GET", "/instruments/{reference}") => self.get_instrument(&param, caller).await,
                     ("POST", "/instruments/{reference}/transitions") => self.transition(&param, req, caller).await,
+                    ("POST", "/instruments/{reference}/advice") => self.instrument_advice(&param, req, caller).await,
                     ("POST", "/instruments/{reference}/adhesions") => self.adhere(&param, req, caller).await,
+                    ("POST", "/instruments/{reference}/adhesions/{org}/transitions") => {
+                        self.adhesion_step(&param, &second, req, caller).await
+                    }
                     ("GET", "/roles") => self.list("roles", &req, caller).await,
                     ("POST", "/roles") => self.put_role(req, caller).await,
+                    ("POST", "/roles/withdraw") => self.withdraw_role(req, caller).await,
                     ("GET", "/exceptional-accesses") => self.list("exceptional-accesses", &req, caller).await,
                     ("POST", "/exceptional-accesses") => self.add_exceptional(req, caller).await,
                     ("POST", "/exceptional-accesses/{id}/advice") => self.advise(&param, req, caller).await,
                     ("POST", "/exceptional-accesses/{id}/remark") => self.remark(&param, req, caller).await,
                     ("POST", "/exceptional-accesses/{id}/withdraw") => self.withdraw(&param, req, caller).await,
+                    ("GET", "/dam-sheets") => self.list_dam(caller).await,
+                    ("POST", "/dam-sheets") => self.add_dam(req, caller).await,
+                    ("POST", "/dam-sheets/{id}/ict-advice") => self.dam_advice(&param, true, req, caller).await,
+                    ("POST", "/dam-sheets/{id}/advice") => self.dam_advice(&param, false, req, caller).await,
+                    ("POST", "/dam-sheets/{id}/remark") => self.dam_remark(&param, req, caller).await,
+                    ("POST", "/dam-sheets/{id}/withdraw") => self.dam_withdraw(&param, req, caller).await,
                     ("GET", "/changes") => self.history(&req, caller).await,
                     ("GET", "/policy/export") => self.export(caller).await,
                     ("POST", "/policy/import") => self.import(req, caller).await,
@@ -496,16 +511,40 @@ impl ControlPlane {
     }
 
     async fn subject_report(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
-        caller.org()?;
-        self.allowed(caller, "GET", "/audit/report", &authority::Scope::default())?;
+        let org = caller.org()?;
+        // A citizen access point asks for the citizen it authenticated; an enterprise or an
+        // association asks about itself, with its own certificate.
+        let portal = self.policy.current().organisation(org.kbo).is_some_and(|o| o.kind == OrgKind::CitizenAccessPoint);
+        let (person, why) = if portal {
+            self.allowed(caller, "GET", "/audit/report", &authority::Scope::default())?;
+            (SubjectRef::Person(citizen(&req)?), "the data subject's own request, through a citizen access point")
+        } else {
+            let named = req.headers().get("x-subject").and_then(|v| v.to_str().ok()).ok_or_else(|| {
+                refuse(
+                    Code::SubjectInvalid,
+                    "header x-subject (your enterprise number or your registered vCode) is required",
+                )
+            })?;
+            let subject = subject_ref(named)?;
+            let model = self.policy.model();
+            let own_vcode = model.organisations.iter().find(|o| o.kbo == org.kbo).and_then(|o| o.vcode.as_deref());
+            let mut d = [0u8; 10];
+            let itself = match &subject {
+                SubjectRef::Organisation(k) => *k == org.kbo.digits(&mut d),
+                SubjectRef::Association(v) => own_vcode == Some(v.as_str()),
+                SubjectRef::Person(_) => false,
+            };
+            let scope = authority::Scope { org: itself.then_some(org.kbo), ..authority::Scope::default() };
+            self.allowed(caller, "GET", "/audit/report", &scope)?;
+            (subject, "the data subject's own request, with its own certificate")
+        };
         let snapshot = self.policy.current();
-        let person = SubjectRef::Person(citizen(&req)?);
         self.record_step(
             caller,
             &format!("audit-query-{}", now_ms()),
             "GET /audit/report",
             vec![person.clone()],
-            "the data subject's own request, through a citizen access point".to_owned(),
+            why.to_owned(),
         )
         .await?;
         // In time order, whichever replica wrote each record; a page at a time.
@@ -658,10 +697,12 @@ impl ControlPlane {
     async fn give_consent(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let (actor, is_portal) = self.consent_actor(caller, "POST", "/consents")?;
         let asked: NewConsent = read_json(req).await?;
-        let consent = asked.validate(&self.policy.current(), actor, is_portal, now_ms()).map_err(|e| match e {
-            Invalid::Subject(m) => refuse(Code::SubjectInvalid, m),
-            Invalid::Request(m) => refuse(Code::RequestInvalid, m),
-        })?;
+        // The gateway's clock, as for every decision (tests move it forward).
+        let consent =
+            asked.validate(&self.policy.current(), actor, is_portal, self.policy.now_ms()).map_err(|e| match e {
+                Invalid::Subject(m) => refuse(Code::SubjectInvalid, m),
+                Invalid::Request(m) => refuse(Code::RequestInvalid, m),
+            })?;
         let registry = self.consent.clone();
         let c = consent.clone();
         let mut ad = [0u8; 10];
@@ -682,7 +723,7 @@ impl ControlPlane {
         let (registry, id) = (self.consent.clone(), id.to_owned());
         let mut ad = [0u8; 10];
         let actor = actor.digits(&mut ad).to_owned();
-        let now = now_ms();
+        let now = self.policy.now_ms();
         let c = tokio::task::spawn_blocking(move || {
             if revoke { registry.revoke(&id, now, &actor) } else { registry.revalidate(&id, now, &actor) }
         })
@@ -695,24 +736,169 @@ impl ControlPlane {
     async fn list_consents(&self, req: &Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         self.consent_actor(caller, "GET", "/consents")?;
         let subject = citizen(req)?;
-        let store = self.consent.store().clone();
-        let list = tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
-            store
-                .of_subject(&subject)?
-                .into_iter()
-                .map(|c| {
-                    let history = store.history(&c.id)?;
-                    Ok(serde_json::json!({ "consent": c, "history": history }))
-                })
-                .collect()
-        })
-        .await
-        .map_err(|_| refuse(Code::Internal, "listing failed"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "consent store read failed");
-            refuse(Code::Internal, "listing failed")
-        })?;
+        let snapshot = self.policy.current();
+        let now = self.policy.now_ms();
+        let list = self
+            .read_consents("listing failed", move |store| {
+                store
+                    .of_subject(&subject)?
+                    .into_iter()
+                    .map(|c| {
+                        let history = store.history(&c.id)?;
+                        let revalidation = revalidation(&snapshot, &c, now);
+                        Ok(serde_json::json!({ "consent": c, "history": history, "revalidation": revalidation }))
+                    })
+                    .collect::<Result<Vec<_>, crate::store::StoreError>>()
+            })
+            .await?;
         Ok(json(StatusCode::OK, &serde_json::json!({ "count": list.len(), "consents": list })))
+    }
+}
+
+impl ControlPlane {
+    /// Reads the consent store off the async threads; a failure is logged for the operator
+    /// and answered as `INTERNAL`, naming `what` failed.
+    async fn read_consents<T, F>(&self, what: &'static str, f: F) -> Result<T, Refusal>
+    where
+        T: Send + 'static,
+        F: FnOnce(crate::consent::ConsentStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+    {
+        let store = self.consent.store().clone();
+        tokio::task::spawn_blocking(move || f(store)).await.map_err(|_| refuse(Code::Internal, what))?.map_err(|e| {
+            tracing::error!(error = %e, "consent store read failed");
+            refuse(Code::Internal, what)
+        })
+    }
+}
+
+/// When a consent's re-validation falls due under its source's rule, and whether it is due at
+/// `now` (Unix ms); null when the source sets none.
+fn revalidation(snapshot: &policies::Snapshot, c: &crate::consent::Consent, now: u64) -> serde_json::Value {
+    const DAY: u64 = 86_400_000;
+    let Some(r) = snapshot.service(&c.service).and_then(|(_, s)| s.revalidation) else {
+        return serde_json::Value::Null;
+    };
+    let due_ms = (c.last_validated_ms / DAY + u64::from(r.days)) * DAY;
+    serde_json::json!({
+        "rule": r.rule,
+        "every_days": r.days,
+        "due_on": rfc3339(due_ms),
+        "due": c.revoked_at_ms.is_none() && now >= due_ms,
+    })
+}
+
+impl ControlPlane {
+    /// The consents of one source whose re-validation is due (`GET /consents/due?source=`),
+    /// for its data owner to invite the citizens. The list names persons: it is recorded in
+    /// the trail, with the subjects it names, before it is answered.
+    async fn consents_due(&self, req: &Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+        let q = req.uri().query();
+        for kv in q.unwrap_or_default().split('&').filter(|kv| !kv.is_empty()) {
+            let k = kv.split_once('=').map_or(kv, |(k, _)| k);
+            if !matches!(k, "source" | "limit") {
+                return Err(refuse(Code::RequestInvalid, format!("unknown parameter {k:?}; give source and limit")));
+            }
+        }
+        let source = routes::query_param(q, "source")
+            .ok_or_else(|| refuse(Code::RequestInvalid, "source (the source's id) is required"))?
+            .into_owned();
+        let limit = routes::query_param(q, "limit")
+            .map(|v| v.parse::<u64>().map_err(|_| refuse(Code::RequestInvalid, "limit must be a number")))
+            .transpose()?;
+        let limit = page_limit(limit)?;
+        let model = self.policy.model();
+        if !model.sources.iter().any(|s| s.id == source) {
+            return Err(refuse(Code::ResourceUnknown, format!("no source '{source}'")));
+        }
+        self.allowed(caller, "GET", "/consents/due", &authority::Scope::sources([source.clone()]))?;
+        let Some(rule) = model.sources.iter().find(|s| s.id == source).and_then(|s| s.revalidation) else {
+            return Err(refuse(Code::RequestInvalid, format!("source '{source}' sets no re-validation of consents")));
+        };
+        let services: Vec<String> =
+            model.services.iter().filter(|s| s.source == source).map(|s| s.id.clone()).collect();
+        let snapshot = self.policy.current();
+        let now = self.policy.now_ms();
+        let (due, total) = self
+            .read_consents("listing failed", move |store| {
+                let mut due = Vec::new();
+                let mut total = 0usize;
+                store.each(|c| {
+                    let r = revalidation(&snapshot, c, now);
+                    if services.contains(&c.service) && r["due"] == true {
+                        total += 1;
+                        if due.len() < limit {
+                            due.push((c.clone(), r));
+                        }
+                    }
+                })?;
+                let mut out = Vec::with_capacity(due.len());
+                for (c, r) in due {
+                    let invited = store
+                        .history(&c.id)?
+                        .iter()
+                        .rev()
+                        .find(|e| e["event"] == "invited")
+                        .and_then(|e| e["at_ms"].as_u64())
+                        .and_then(rfc3339);
+                    out.push((c, r, invited));
+                }
+                Ok((out, total))
+            })
+            .await?;
+        let subjects: Vec<SubjectRef> = due.iter().map(|(c, _, _)| SubjectRef::Person(c.subject.clone())).collect();
+        self.record_step(
+            caller,
+            &format!("consents-due-{}", now_ms()),
+            "GET /consents/due",
+            subjects,
+            format!(
+                "consents of source {source} due for re-validation ({} rule), to invite the citizens",
+                rule.rule.as_str()
+            ),
+        )
+        .await?;
+        let items: Vec<serde_json::Value> = due
+            .into_iter()
+            .map(|(c, r, invited)| {
+                serde_json::json!({
+                    "id": c.id, "subject": c.subject, "service": c.service, "recipient": c.recipient,
+                    "last_validated": rfc3339(c.last_validated_ms), "due_on": r["due_on"], "invited_at": invited,
+                })
+            })
+            .collect();
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "source": source, "rule": rule.rule, "every_days": rule.days,
+                "count": items.len(), "total": total, "truncated": total > items.len(), "items": items,
+            }),
+        ))
+    }
+
+    /// Records that the citizen was invited to re-validate one consent
+    /// (`POST /consents/{id}/invite`).
+    async fn invite_consent(&self, id: &str, caller: &Caller) -> Result<Response<Body>, Refusal> {
+        if crate::consent::ConsentId::parse(id).is_none() {
+            return Err(refuse(Code::RequestInvalid, "a consent id is c- followed by 32 hex digits"));
+        }
+        let key = id.to_owned();
+        let c = self
+            .read_consents("reading the consent failed", move |store| store.get(&key))
+            .await?
+            .ok_or_else(|| refuse(Code::ResourceUnknown, "no such consent"))?;
+        let model = self.policy.model();
+        let source = model.services.iter().find(|s| s.id == c.service).map(|s| s.source.clone());
+        let who = self.allowed(caller, "POST", "/consents/{id}/invite", &authority::Scope::sources(source))?;
+        let (registry, id) = (self.consent.clone(), id.to_owned());
+        let mut ad = [0u8; 10];
+        let actor = who.kbo.digits(&mut ad).to_owned();
+        let now = self.policy.now_ms();
+        let c = tokio::task::spawn_blocking(move || registry.invite(&id, now, &actor))
+            .await
+            .map_err(|_| refuse(Code::Internal, "consent not changed"))?
+            .map_err(change_refusal)?;
+        let r = revalidation(&self.policy.current(), &c, now);
+        Ok(json(StatusCode::OK, &serde_json::json!({ "consent": c, "revalidation": r, "invited_at": rfc3339(now) })))
     }
 }
 

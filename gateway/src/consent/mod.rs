@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::StoreError;
 
 const SHARDS: usize = 256;
+const DAY_MS: u64 = 86_400_000;
 
 /// To whom a consent is given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +78,8 @@ pub enum Denial {
     Missing,
     Revoked,
     Expired,
+    /// The source stops using a consent the citizen has not re-validated in time.
+    RevalidationDue,
 }
 
 /// A consent id as stored in the index.
@@ -101,6 +104,8 @@ struct Entry {
     valid_until_ms: u64,
     /// The consent id as two halves: a `u128` field would align the entry to 16 bytes.
     id: [u64; 2],
+    /// The day (since 1970-01-01) the citizen last validated it.
+    validated_day: u32,
     revoked: bool,
 }
 
@@ -475,6 +480,7 @@ impl Registry {
             valid_until_ms: c.valid_until_ms,
             revoked: c.revoked_at_ms.is_some(),
             id: halves(id),
+            validated_day: (c.last_validated_ms / DAY_MS) as u32,
         };
         shard.upsert(niss.as_u64(), rk, entry);
     }
@@ -521,13 +527,30 @@ impl Registry {
             return Err(ChangeError::AlreadyRevoked);
         }
         c.last_validated_ms = at_ms;
-        let _shard = self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
+        let mut shard =
+            self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
         self.store.put(&c, "revalidated", at_ms, actor)?;
+        self.index_into(&mut shard, &c);
+        Ok(c)
+    }
+
+    /// Records that the citizen was invited to re-validate (art. 5/6, 7/5): an event of the
+    /// consent's history; the consent itself does not change.
+    pub fn invite(&self, id: &str, at_ms: u64, actor: &str) -> Result<Consent, ChangeError> {
+        let c = self.store.get(id)?.ok_or(ChangeError::NotFound)?;
+        if c.revoked_at_ms.is_some() {
+            return Err(ChangeError::AlreadyRevoked);
+        }
+        let _shard = self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
+        self.store.put(&c, "invited", at_ms, actor)?;
         Ok(c)
     }
 
     /// Is there a consent of `subject` for this recipient (the organisation, or its kind),
-    /// service and purpose, valid at `now_ms`? Allocation-free; never touches the disk.
+    /// service and purpose, valid at `now_ms`? With `revalidate_days`, a consent the citizen
+    /// has not validated in that many days does not count (the source's rule "stop").
+    /// Allocation-free; never touches the disk.
+    #[allow(clippy::too_many_arguments)]
     pub fn check(
         &self,
         subject: Niss,
@@ -536,6 +559,7 @@ impl Registry {
         service: &str,
         purpose: &str,
         now_ms: u64,
+        revalidate_days: Option<u32>,
     ) -> Result<ConsentId, Denial> {
         let names = self.names.load();
         let (Some(service), Some(purpose)) = (names.get(service), names.get(purpose)) else {
@@ -553,6 +577,11 @@ impl Registry {
                 } else if now_ms >= e.valid_until_ms {
                     if denial == Denial::Missing {
                         denial = Denial::Expired;
+                    }
+                } else if revalidate_days.is_some_and(|d| now_ms / DAY_MS >= u64::from(e.validated_day) + u64::from(d))
+                {
+                    if matches!(denial, Denial::Missing | Denial::Expired) {
+                        denial = Denial::RevalidationDue;
                     }
                 } else {
                     return Ok(e.id());

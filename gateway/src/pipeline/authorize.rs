@@ -27,6 +27,7 @@ pub fn environment(org: &OrgIdentity) -> Env {
 pub fn authorize(
     snapshot: &Snapshot,
     org: &OrgIdentity,
+    peer: std::net::IpAddr,
     route: &Route,
     env: &Envelope<'_>,
     now: i64,
@@ -39,6 +40,8 @@ pub fn authorize(
         end_user: env.end_user,
         environment: environment(org),
         now,
+        certificate: Some(&org.fingerprint),
+        peer: Some(peer),
     };
     match snapshot.decide(&query) {
         Decision::Permit(p) => Ok(p),
@@ -51,6 +54,7 @@ pub fn authorize(
                 DenyCode::InstrumentNotActive => Code::InstrumentNotActive,
                 DenyCode::FlowSuspended => Code::FlowSuspended,
                 DenyCode::EndUserRoleMissing => Code::EndUserRoleMissing,
+                DenyCode::ConditionNotMet => Code::AccessConditionNotMet,
             };
             let suspension = d
                 .instrument

@@ -7,6 +7,7 @@
 //! is refused.
 
 use certs::OrgIdentity;
+use policies::model::RevalidationRule;
 use policies::{Permit, Snapshot};
 
 use super::envelope::{Envelope, Subject};
@@ -32,7 +33,13 @@ pub fn check(
         ));
     };
     let kind = snapshot.organisation(org.kbo).map(|o| o.kind);
-    match registry.check(niss, org.kbo, kind, service, env.purpose, now_ms) {
+    // The source's rule "stop": a consent not re-validated in time no longer serves.
+    let revalidate_days = snapshot
+        .service(service)
+        .and_then(|(_, s)| s.revalidation)
+        .filter(|r| r.rule == RevalidationRule::Stop)
+        .map(|r| r.days);
+    match registry.check(niss, org.kbo, kind, service, env.purpose, now_ms, revalidate_days) {
         Ok(id) => Ok(Some(id)),
         Err(Denial::Missing) => Err(Refusal::new(
             Code::ConsentMissing,
@@ -40,5 +47,9 @@ pub fn check(
         )),
         Err(Denial::Revoked) => Err(Refusal::new(Code::ConsentRevoked, "the data subject revoked the consent")),
         Err(Denial::Expired) => Err(Refusal::new(Code::ConsentExpired, "the data subject's consent has expired")),
+        Err(Denial::RevalidationDue) => Err(Refusal::new(
+            Code::ConsentRevalidationDue,
+            "the data subject has not re-validated the consent within the period the source sets; the source stops using it until the citizen does",
+        )),
     }
 }

@@ -158,14 +158,14 @@ impl Pipeline {
         let stages = &self.metrics.stages;
         let t = Instant::now();
         let snapshot = self.policy.guard();
-        let decided = authorize::authorize(&snapshot, org, route, &env, self.policy.now_secs());
+        let decided = authorize::authorize(&snapshot, org, caller.peer.ip(), route, &env, self.policy.now_secs());
         trace.decision(&snapshot, &decided);
         stages.authorize.observe(t.elapsed().as_secs_f64());
         let permit = decided?;
         // 6. Consent.
         let t = Instant::now();
         let consent_id =
-            consent::check(&self.consent, &snapshot, &permit, org, route.service.id, &env, trace.time_ms());
+            consent::check(&self.consent, &snapshot, &permit, org, route.service.id, &env, self.policy.now_ms());
         if permit.consent_required {
             stages.consent.observe(t.elapsed().as_secs_f64());
             let c = &self.metrics.consent_checks;
