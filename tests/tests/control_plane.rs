@@ -77,6 +77,13 @@ struct Load {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// A test that fails half-way still stops its load, so that the runtime can shut down.
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Load {
     fn start(h: &Harness) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
@@ -118,14 +125,14 @@ impl Load {
     }
 
     /// Stops the load once it has made `at_least` calls (however slow the machine).
-    async fn finish(self, at_least: usize) -> (usize, Vec<String>) {
+    async fn finish(mut self, at_least: usize) -> (usize, Vec<String>) {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while self.ok.load(Ordering::Relaxed) < at_least && self.failures.lock().unwrap().is_empty() {
             assert!(std::time::Instant::now() < deadline, "the load made no progress");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             t.await.unwrap();
         }
         (self.ok.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
@@ -282,7 +289,9 @@ async fn the_div_procedure_through_the_api_under_load() {
     assert!(references(&doc).contains(&DELIBERATION.to_owned()), "an active deliberation is published");
     assert!(!references(&doc).contains(&CONVENTION.to_owned()), "active is not yet published");
 
-    // Published: on the public page, as JSON and HTML.
+    // Published: on the public page, as JSON and HTML; DIV publishes, not the beneficiary.
+    let a = transition(&h, FLEET, CONVENTION, "published", None).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
     let a = transition(&h, "div", CONVENTION, "published", None).await;
     assert_eq!(a.status, StatusCode::OK);
     let (doc, html) = published(&h).await;
@@ -625,7 +634,11 @@ async fn the_sigedis_path_framework_authorization_adhesion_consent_call() {
     // The seed flow of bank A (another instrument) was never affected.
     assert_eq!(sigedis(&h.client("bank-b"), &person(), &[]).await.unwrap().code(), Some("CONSENT_MISSING"));
 
-    // Bank A withdraws its adhesion: at once, and off the publication.
+    // Bank A withdraws its adhesion (another bank cannot): at once, and off the publication.
+    let a = h
+        .ctl("bank-b", Method::POST, &step_path("0456123494"), Some(json!({ "to": "withdrawn", "reason": "x" })))
+        .await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
     let a = h.ctl("bank-a", Method::POST, &step_path("0456123494"), Some(json!({ "to": "withdrawn" }))).await;
     assert_eq!(a.code(), Some("REQUEST_INVALID"), "a withdrawal says why");
     let a = h
