@@ -33,7 +33,7 @@ impl Environment {
         }
     }
 
-    fn from_ou(s: &str) -> Option<Self> {
+    pub fn from_ou(s: &str) -> Option<Self> {
         match s {
             "INT" => Some(Environment::Integration),
             "ACC" => Some(Environment::Acceptance),

@@ -88,6 +88,159 @@ impl ClientSpec {
     }
 }
 
+/// The subject of an organisation certificate: country, common name, the enterprise number OU
+/// and the environment OU.
+fn client_subject(
+    common_name: &str,
+    enterprise_number: Option<&str>,
+    environment: Option<Environment>,
+) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "BE");
+    dn.push(DnType::CommonName, common_name);
+    if let Some(n) = enterprise_number {
+        dn.push(DnType::OrganizationalUnitName, format!("{ORG_OU_PREFIX}{n}"));
+    }
+    if let Some(env) = environment {
+        // rcgen keeps one value per attribute type, so the second OU goes in under the OU's
+        // own OID as a custom type; the encoded certificate has two OU attributes.
+        dn.push(DnType::CustomDnType(vec![2, 5, 4, 11]), env.as_str());
+    }
+    dn
+}
+
+fn client_params(spec: &ClientSpec) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = client_subject(&spec.common_name, spec.enterprise_number.as_deref(), spec.environment);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![spec.eku.clone()];
+    params.not_before = spec.not_before;
+    params.not_after = spec.not_after;
+    params
+}
+
+/// A new key (ECDSA P-256) and a PKCS#10 certificate signing request for an organisation
+/// certificate as `spec` describes it (its validity is the signer's to decide): the request
+/// and the key, both PEM. `passerelle certs csr` writes them.
+pub fn csr(spec: &ClientSpec) -> Result<(String, String), CertError> {
+    let key = KeyPair::generate()?;
+    let request = client_params(spec).serialize_request(&key)?;
+    Ok((request.pem()?, key.serialize_pem()))
+}
+
+/// Why a certificate signing request was not signed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CsrError {
+    /// Not a PEM `CERTIFICATE REQUEST`, not PKCS#10, or its signature does not verify.
+    #[error("not a valid certificate signing request (PKCS#10, PEM): {0}")]
+    Unreadable(String),
+    /// The subject names no enterprise number, another one, or several.
+    #[error("the request's subject must carry the enterprise number {expected} once (OU={prefix}{expected}); {found}", prefix = ORG_OU_PREFIX)]
+    EnterpriseNumber { expected: String, found: String },
+    /// The subject names an environment OU that is not PRD, ACC or INT, or several.
+    #[error("the request's environment OU must be PRD, ACC or INT, at most once")]
+    Environment,
+    /// The common name is missing or empty.
+    #[error("the request's subject needs a common name (the application or organisation)")]
+    CommonName,
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// A certificate signed from a request: PEM, and the identity the gateway will read from it.
+#[derive(Debug, Clone)]
+pub struct SignedCsr {
+    pub cert_pem: String,
+    pub identity: OrgIdentity,
+}
+
+/// Signs organisation certificate requests with a CA given by its certificate and key (the
+/// gateway's own test or development CA). The certificate carries the subject the gateway
+/// reads — common name, the registered enterprise number, the environment — and nothing else
+/// of the request but its public key; its validity and key usage are the signer's.
+pub struct CsrSigner {
+    issuer: rcgen::Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for CsrSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsrSigner").finish_non_exhaustive()
+    }
+}
+
+impl CsrSigner {
+    pub fn from_pem(ca_cert_pem: &str, ca_key_pem: &str) -> Result<Self, CertError> {
+        let key = KeyPair::from_pem(ca_key_pem)?;
+        Ok(CsrSigner { issuer: rcgen::Issuer::from_ca_cert_pem(ca_cert_pem, key)? })
+    }
+
+    /// Signs `csr_pem` for the organisation `kbo`, valid from `now` for `days` days.
+    pub fn sign(&self, csr_pem: &str, kbo: Kbo, days: u32, now: OffsetDateTime) -> Result<SignedCsr, CsrError> {
+        let unreadable = |e: &dyn std::fmt::Display| CsrError::Unreadable(e.to_string());
+        // The subject as the request writes it (every OU, in order), with x509-parser; rcgen
+        // reads the request and verifies its signature.
+        let (_, pem) = x509_parser::pem::parse_x509_pem(csr_pem.as_bytes()).map_err(|e| unreadable(&e))?;
+        if pem.label != "CERTIFICATE REQUEST" {
+            return Err(CsrError::Unreadable(format!("a PEM {} block, not a CERTIFICATE REQUEST", pem.label)));
+        }
+        use x509_parser::prelude::FromDer as _;
+        let (_, request) = x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+            .map_err(|e| unreadable(&e))?;
+        let subject = &request.certification_request_info.subject;
+        let common_name = subject
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .ok_or(CsrError::CommonName)?
+            .to_owned();
+        let mut digits = [0u8; 10];
+        let expected = kbo.digits(&mut digits).to_owned();
+        let mut numbers = Vec::new();
+        let mut environments = Vec::new();
+        for ou in subject.iter_organizational_unit() {
+            let value = ou.as_str().map_err(|e| unreadable(&e))?;
+            match value.strip_prefix(ORG_OU_PREFIX) {
+                Some(n) => numbers.push(n.to_owned()),
+                None => environments.push(Environment::from_ou(value).ok_or(CsrError::Environment)?),
+            }
+        }
+        if numbers != [expected.clone()] {
+            let found = match numbers.as_slice() {
+                [] => "it names none".to_owned(),
+                [n] => format!("it names {n}"),
+                many => format!("it names {}", many.len()),
+            };
+            return Err(CsrError::EnterpriseNumber { expected, found });
+        }
+        if environments.len() > 1 {
+            return Err(CsrError::Environment);
+        }
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| unreadable(&e))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = client_subject(&common_name, Some(&expected), environments.first().copied());
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(i64::from(days));
+        params.use_authority_key_identifier_extension = true;
+        // A serial no one chose: the request's digest and the time, first byte non-zero.
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(
+            [&pem.contents[..], &now.unix_timestamp_nanos().to_be_bytes()].concat(),
+        );
+        let mut serial = [0u8; 16];
+        serial.copy_from_slice(&digest[..16]);
+        serial[0] = 0x10 | (serial[0] & 0x0f);
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        csr.params = params;
+        let cert = csr.signed_by(&self.issuer).map_err(|e| CsrError::Signing(e.to_string()))?;
+        let identity = OrgIdentity::from_der(cert.der()).map_err(|e| CsrError::Signing(e.to_string()))?;
+        Ok(SignedCsr { cert_pem: cert.pem(), identity })
+    }
+}
+
 /// A certificate authority able to issue server and client certificates and CRLs.
 pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -179,24 +332,7 @@ impl Ca {
 
     /// Issues a client certificate as described by `spec`.
     pub fn issue_client(&mut self, spec: &ClientSpec) -> Result<Issued, CertError> {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CountryName, "BE");
-        dn.push(DnType::CommonName, spec.common_name.as_str());
-        if let Some(n) = &spec.enterprise_number {
-            dn.push(DnType::OrganizationalUnitName, format!("{ORG_OU_PREFIX}{n}"));
-        }
-        if let Some(env) = spec.environment {
-            // rcgen keeps one value per attribute type, so the second OU goes in under the
-            // OU's own OID as a custom type; the encoded certificate has two OU attributes.
-            dn.push(DnType::CustomDnType(vec![2, 5, 4, 11]), env.as_str());
-        }
-        params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![spec.eku.clone()];
-        params.not_before = spec.not_before;
-        params.not_after = spec.not_after;
-        self.sign(params)
+        self.sign(client_params(spec))
     }
 
     fn sign(&mut self, mut params: CertificateParams) -> Result<Issued, CertError> {
@@ -318,7 +454,8 @@ impl DevPki {
     }
 }
 
-fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertError> {
+/// Writes `contents` to `path` (creating its directory), mode 0600 when `private` (keys).
+pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertError> {
     let io = |source| CertError::Io { path: path.to_owned(), source };
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io)?;
@@ -354,6 +491,90 @@ mod tests {
         let id = OrgIdentity::from_der(&der).unwrap();
         assert_eq!(id.kbo, kbo);
         assert_eq!(id.environment, Some(Environment::Production));
+    }
+
+    #[test]
+    fn a_request_is_signed_with_the_registered_enterprise_number_only() {
+        let ca = Ca::generate("dev CA").unwrap();
+        let signer = CsrSigner::from_pem(&ca.cert_pem(), &ca.key_pem()).unwrap();
+        let kbo = Kbo::parse("0412345614").unwrap();
+        let mut spec = ClientSpec::org("Fleet lessor – fleet application", kbo);
+        spec.environment = Some(Environment::Integration);
+        // The requester's validity is not the certificate's: the signer decides it.
+        spec.not_after = OffsetDateTime::now_utc() + Duration::days(3650);
+        let (request, key) = csr(&spec).unwrap();
+        assert!(request.starts_with("-----BEGIN CERTIFICATE REQUEST-----") && key.contains("PRIVATE KEY"));
+        let now = OffsetDateTime::now_utc();
+        let signed = signer.sign(&request, kbo, 365, now).unwrap();
+        assert_eq!((signed.identity.kbo, signed.identity.environment), (kbo, Some(Environment::Integration)));
+        let days_left = (signed.identity.not_after - now.unix_timestamp()) / 86_400;
+        assert_eq!(days_left, 365);
+        // The certificate chains to the CA and holds the request's public key.
+        use x509_parser::prelude::FromDer as _;
+        let der = CertificateDer::from_pem_slice(signed.cert_pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::prelude::X509Certificate::from_der(&der).unwrap();
+        let ca_der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap();
+        let (_, ca_cert) = x509_parser::prelude::X509Certificate::from_der(&ca_der).unwrap();
+        cert.verify_signature(Some(ca_cert.public_key())).unwrap();
+        let key = KeyPair::from_pem(&key).unwrap();
+        assert_eq!(cert.public_key().raw, rcgen::PublicKeyData::subject_public_key_info(&key));
+
+        // Another organisation's number, none, a tampered request, garbage: refused.
+        let other = Kbo::parse("0403019261").unwrap();
+        let e = signer.sign(&request, other, 365, now).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the request's subject must carry the enterprise number 0403019261 once (OU={ORG_OU_PREFIX}0403019261); it names 0412345614"
+            )
+        );
+        let mut none = spec.clone();
+        none.enterprise_number = None;
+        let (request, _) = csr(&none).unwrap();
+        assert!(matches!(signer.sign(&request, kbo, 365, now), Err(CsrError::EnterpriseNumber { .. })));
+        let (request, _) = csr(&spec).unwrap();
+        let body: String = request.lines().filter(|l| !l.starts_with("-----")).collect();
+        let mut der = base64_decode(&body);
+        let n = der.len();
+        der[n - 5] ^= 0x01;
+        let tampered = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+            base64_encode(&der)
+        );
+        assert!(matches!(signer.sign(&tampered, kbo, 365, now), Err(CsrError::Unreadable(_))), "signature");
+        assert!(matches!(signer.sign(&ca.cert_pem(), kbo, 365, now), Err(CsrError::Unreadable(_))));
+        assert!(matches!(signer.sign("hello", kbo, 365, now), Err(CsrError::Unreadable(_))));
+    }
+
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    fn base64_decode(s: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0);
+        for c in s.bytes().filter(|c| *c != b'=') {
+            acc = acc << 6 | B64.iter().position(|b| *b == c).unwrap() as u32;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+            }
+        }
+        out
+    }
+
+    fn base64_encode(d: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in d.chunks(3) {
+            let n = chunk.iter().fold(0u32, |a, b| a << 8 | u32::from(*b)) << (8 * (3 - chunk.len()));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
     }
 
     #[test]

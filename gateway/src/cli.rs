@@ -376,6 +376,45 @@ pub enum CertsCommand {
         #[arg(long, default_value = "var/pki")]
         dir: PathBuf,
     },
+    /// Write a new key and a certificate signing request (PKCS#10) for an organisation's client
+    /// certificate, as the gateway reads one: `<file>.csr.pem` and `<file>.key.pem` (mode 0600)
+    /// in `--out`. The request goes to whoever signs the organisation's certificates.
+    Csr {
+        /// The organisation's enterprise number (10 digits).
+        #[arg(long)]
+        enterprise_number: String,
+        /// The certificate's common name: the organisation or the calling application.
+        #[arg(long)]
+        name: String,
+        /// The environment the certificate is for: PRD, ACC or INT (test).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Where to write the two files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// The files' name.
+        #[arg(long, default_value = "client")]
+        file: String,
+    },
+    /// Sign an organisation's request with a CA you hold (the dev PKI's `ca.pem` and
+    /// `ca.key`): the request's signature, its subject and the enterprise number it must
+    /// carry are checked; the certificate (client authentication, valid from now for `--days`)
+    /// is printed.
+    Sign {
+        #[arg(long)]
+        ca_cert: PathBuf,
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// The request (PEM).
+        #[arg(long)]
+        csr: PathBuf,
+        /// The enterprise number the request must carry: the organisation's, as registered.
+        #[arg(long)]
+        enterprise_number: String,
+        /// Validity in days, 1 to 825.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
@@ -488,6 +527,40 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 let (_, paths) = demo::init_pki(&dir, &[])?;
                 println!("dev PKI written to {}", paths.dir.display());
                 Ok(0)
+            }
+            Command::Certs { command: CertsCommand::Csr { enterprise_number, name, environment, out, file } } => {
+                let kbo = policies::ids::Kbo::parse(&enterprise_number)
+                    .map_err(|e| anyhow::anyhow!("--enterprise-number: {e}"))?;
+                let mut spec = certs::ClientSpec::org(&name, kbo);
+                spec.environment = environment
+                    .as_deref()
+                    .map(|e| certs::Environment::from_ou(e).ok_or_else(|| anyhow::anyhow!("--environment: PRD, ACC or INT")))
+                    .transpose()?;
+                let (request, key) = certs::csr(&spec)?;
+                let (csr_path, key_path) = (out.join(format!("{file}.csr.pem")), out.join(format!("{file}.key.pem")));
+                certs::write_file(&key_path, &key, true)?;
+                certs::write_file(&csr_path, &request, false)?;
+                println!("request written to {} (its key: {})", csr_path.display(), key_path.display());
+                Ok(0)
+            }
+            Command::Certs { command: CertsCommand::Sign { ca_cert, ca_key, csr, enterprise_number, days } } => {
+                let kbo = policies::ids::Kbo::parse(&enterprise_number)
+                    .map_err(|e| anyhow::anyhow!("--enterprise-number: {e}"))?;
+                if !(1..=825).contains(&days) {
+                    anyhow::bail!("--days: 1 to 825");
+                }
+                let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
+                let signer = certs::CsrSigner::from_pem(&read(&ca_cert)?, &read(&ca_key)?)?;
+                match signer.sign(&read(&csr)?, kbo, days, time::OffsetDateTime::now_utc()) {
+                    Ok(signed) => {
+                        print!("{}", signed.cert_pem);
+                        Ok(0)
+                    }
+                    Err(e) => {
+                        eprintln!("not signed: {e}");
+                        Ok(1)
+                    }
+                }
             }
             Command::Policy { command: PolicyCommand::Check { files } } => {
                 let files = crate::policy::bundle_files(&files)?;

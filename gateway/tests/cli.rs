@@ -265,3 +265,50 @@ async fn audit_verify_and_export_handle_one_chain_per_replica() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("(replica a) verifies") && text.contains("(replica b) does NOT verify"), "{text}");
 }
+
+/// A new organisation's certificate without openssl: `certs csr` writes a key and a request,
+/// `certs sign` signs it with the dev PKI's CA once it names the enterprise number given
+/// (`tests/tests/onboarding.rs` shows a gateway accepting such a certificate).
+#[test]
+fn an_organisation_certificate_from_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    assert!(passerelle().args(["certs", "init", "--dir"]).arg(&pki).status().unwrap().success());
+    let out = passerelle()
+        .args(["certs", "csr", "--enterprise-number", "0412345614", "--name", "Fleet lessor", "--environment", "INT"])
+        .args(["--file", "fleet", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = dir.path().join("fleet.key.pem");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let sign = |kbo: &str| {
+        passerelle()
+            .args(["certs", "sign", "--ca-cert"])
+            .arg(pki.join("ca.pem"))
+            .arg("--ca-key")
+            .arg(pki.join("ca.key"))
+            .arg("--csr")
+            .arg(dir.path().join("fleet.csr.pem"))
+            .args(["--enterprise-number", kbo])
+            .output()
+            .unwrap()
+    };
+    // Another organisation's number: refused, saying which one the request carries.
+    let refused = sign("0403019261");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("it names 0412345614"));
+    let signed = sign("0412345614");
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    let pem = String::from_utf8(signed.stdout).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let id = certs::OrgIdentity::from_der(&der).unwrap();
+    assert_eq!(id.kbo.to_string().replace('.', ""), "0412345614");
+    assert_eq!(id.environment, Some(certs::Environment::Integration));
+}
