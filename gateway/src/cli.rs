@@ -401,8 +401,10 @@ pub enum CertsCommand {
     /// carry are checked; the certificate (client authentication, valid from now for `--days`)
     /// is printed.
     Sign {
+        /// The CA's certificate (PEM).
         #[arg(long)]
         ca_cert: PathBuf,
+        /// The CA's private key (PEM).
         #[arg(long)]
         ca_key: PathBuf,
         /// The request (PEM).

@@ -214,11 +214,32 @@ pub struct ControlConfig {
     /// Enterprise numbers of the organisations whose certificates may query the audit trail
     /// (the designated persons of DOMAIN.md §7 act through them; each query is audited).
     pub auditors: Vec<String>,
+    /// The gateway's own test or development CA, which signs registered organisations'
+    /// certificate requests (`POST /organisations/{kbo}/certificates`); absent: it signs none.
+    pub issuer: Option<IssuerConfig>,
+}
+
+/// A CA the control plane signs organisations' requests with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The CA's certificate (PEM); organisations' certificates chain to it, so it belongs in
+    /// `tls.client_ca`.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// Validity of the certificates it signs, in days (1 to 825).
+    #[serde(default = "issuer_days")]
+    pub days: u32,
+}
+
+fn issuer_days() -> u32 {
+    365
 }
 
 impl Default for ControlConfig {
     fn default() -> Self {
-        ControlConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9443))), auditors: Vec::new() }
+        ControlConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9443))), auditors: Vec::new(), issuer: None }
     }
 }
 
@@ -447,6 +468,10 @@ impl Config {
         self.policy.bundles.iter_mut().for_each(fix);
         fix(&mut self.audit.dir);
         fix(&mut self.audit.signing_key);
+        if let Some(i) = self.control.issuer.as_mut() {
+            fix(&mut i.cert);
+            fix(&mut i.key);
+        }
         if let Some(t) = self.store.tls.as_mut() {
             fix(&mut t.ca);
             t.cert.iter_mut().chain(t.key.iter_mut()).for_each(fix);
@@ -468,6 +493,9 @@ impl Config {
         let c = &self.connections;
         for (name, b) in [("data", &c.data), ("control", &c.control), ("public", &c.public), ("ops", &c.ops)] {
             crate::conn::Bounds::of(name, b).check(name).map_err(ConfigError::Invalid)?;
+        }
+        if self.control.issuer.as_ref().is_some_and(|i| !(1..=825).contains(&i.days)) {
+            return Err(ConfigError::Invalid("control.issuer.days must be between 1 and 825".into()));
         }
         for (i, a) in self.control.auditors.iter().enumerate() {
             policies::ids::Kbo::parse(a)

@@ -162,6 +162,8 @@ checkpoint_interval_ms = {checkpoint_ms}
 [control]
 listen = "127.0.0.1:{control_port}"
 auditors = ["{auditor}"]
+# The dev CA signs registered organisations' certificate requests.
+issuer = {{ cert = "pki/ca.pem", key = "pki/ca.key" }}
 
 [ops]
 listen = "127.0.0.1:{ops_port}"

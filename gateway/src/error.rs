@@ -100,6 +100,9 @@ pub enum Code {
     AdhesionNotEligible,
     /// Control plane: a reload found a problem (a certificate, a bundle); nothing was changed.
     ReloadFailed,
+    /// Control plane: a certificate signing request is unreadable, badly signed, or does not
+    /// carry exactly the organisation's enterprise number.
+    CsrInvalid,
 }
 
 impl Code {
@@ -150,6 +153,7 @@ impl Code {
             Code::ProtocolIncomplete => "PROTOCOL_INCOMPLETE",
             Code::AdhesionNotEligible => "ADHESION_NOT_ELIGIBLE",
             Code::ReloadFailed => "RELOAD_FAILED",
+            Code::CsrInvalid => "CSR_INVALID",
         }
     }
 
@@ -172,7 +176,9 @@ impl Code {
             | Code::AdminRoleMissing
             | Code::AdhesionNotEligible => StatusCode::FORBIDDEN,
             Code::AlreadyExists | Code::TransitionNotAllowed | Code::ConcurrentChange => StatusCode::CONFLICT,
-            Code::PolicyInvalid | Code::ProtocolIncomplete | Code::ReloadFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::PolicyInvalid | Code::ProtocolIncomplete | Code::ReloadFailed | Code::CsrInvalid => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Code::ResourceUnknown => StatusCode::NOT_FOUND,
             Code::FlowSuspended
             | Code::Overloaded
@@ -244,6 +250,7 @@ impl Code {
             Code::ProtocolIncomplete => "The protocol lacks an element required by art. 8",
             Code::AdhesionNotEligible => "This kind of organisation may not adhere to the instrument",
             Code::ReloadFailed => "The reload found a problem; nothing was changed",
+            Code::CsrInvalid => "The certificate signing request cannot be signed for this organisation",
         }
     }
 }

@@ -77,6 +77,9 @@ pub struct Metrics {
     pub audit_commit: Histogram,
     /// Version of the policy snapshot in force, and how long it has been.
     pub policy_version: IntGauge,
+    /// Days before the soonest end of the certificates the gateway signed for each
+    /// organisation (negative once past), by enterprise number.
+    pub certificate_days_left: IntGaugeVec,
     pub policy_age: Gauge,
     /// Per-stage latency.
     pub stages: Stages,
@@ -164,6 +167,14 @@ impl Metrics {
         let audit_batches = IntCounter::new("audit_batches_total", "Audit group commits (fdatasync) since start")?;
         let audit_writable = IntGauge::new("audit_writable", "1 while the audit trail can be written")?;
         let policy_version = IntGauge::new("policy_version", "Version of the policy snapshot in force")?;
+        let certificate_days_left = IntGaugeVec::new(
+            Opts::new(
+                "certificate_days_left",
+                "Days before the soonest end of the client certificates the gateway signed for an organisation",
+            ),
+            &["organisation"],
+        )?;
+        registry.register(Box::new(certificate_days_left.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(audit_records.clone()))?;
@@ -207,6 +218,7 @@ impl Metrics {
             audit_batch_size,
             audit_commit,
             policy_version,
+            certificate_days_left,
             policy_age,
             stages,
             consent_checks,

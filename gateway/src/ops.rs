@@ -50,6 +50,17 @@ impl Ops {
         catch_up(&self.metrics.audit_batches, s.batches.load(Ordering::Relaxed));
         self.metrics.audit_writable.set(i64::from(s.writable.load(Ordering::Acquire)));
         self.metrics.policy_version.set(self.policy.current().version() as i64);
+        // Certificates the gateway signed: the soonest end per organisation, by the gateway's
+        // clock (enterprise numbers are not personal data).
+        let now = self.policy.now_secs();
+        self.metrics.certificate_days_left.reset();
+        for o in self.policy.model().organisations.iter() {
+            if let Some(end) = o.certificates.iter().map(|c| c.not_after).min() {
+                let mut d = [0u8; 10];
+                let days = (end - now).div_euclid(86_400);
+                self.metrics.certificate_days_left.with_label_values(&[o.kbo.digits(&mut d)]).set(days);
+            }
+        }
         self.metrics.policy_age.set(self.policy.age().as_secs_f64());
     }
 

@@ -273,7 +273,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 index.clone(),
                 consent.clone(),
                 store.clone(),
-            ));
+            )?);
             tracing::info!(addr = %l.local_addr()?, "control plane listening");
             Some((l, plane))
         }

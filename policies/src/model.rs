@@ -150,6 +150,26 @@ pub struct Organisation {
     /// asks "who consulted the data about us" for this vCode as well as its enterprise number.
     #[serde(default)]
     pub vcode: Option<String>,
+    /// The client certificates the gateway signed for it from its requests
+    /// (`POST /organisations/{kbo}/certificates`): what the metrics count days left on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<OrgCertificate>,
+}
+
+/// A client certificate the gateway signed for an organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgCertificate {
+    /// SHA-256 of the certificate (64 hex digits).
+    pub fingerprint: String,
+    pub common_name: String,
+    /// `PRD`, `ACC`, `INT`, or none (production).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// RFC 3339.
+    pub issued_at: String,
+    /// The end of its validity, in Unix seconds.
+    pub not_after: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,6 +21,7 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
         sectors: vec![],
         authority: None,
         vcode: None,
+        certificates: vec![],
     });
     // A ceiling every grant stays within, so that every decision checks one.
     let ceiling = Ceiling {
@@ -57,6 +58,7 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
             sectors: vec![],
             authority: None,
             vcode: None,
+            certificates: vec![],
         });
     }
     let date = |s: &str| s.parse().unwrap_or_else(|_| unreachable!());

@@ -179,6 +179,12 @@ pub const TABLE: &[Rule] = &[
     Rule { method: "POST", path: "/consents/{id}/revalidate", roles: &[CitizenAccessPoint, Integrator], note: "" },
     Rule { method: "GET", path: "/organisations", roles: &[Registered], note: "public-sector register: all" },
     Rule { method: "POST", path: "/organisations", roles: &[Integrator], note: "onboarding" },
+    Rule {
+        method: "POST",
+        path: "/organisations/{kbo}/certificates",
+        roles: &[Integrator, Itself],
+        note: "a registered organisation's request signed by the gateway's own CA (control.issuer): by the integrator at onboarding, by the organisation itself for another; audited",
+    },
     Rule { method: "GET", path: "/sources", roles: &[Registered], note: "the catalogue: all" },
     Rule {
         method: "POST",

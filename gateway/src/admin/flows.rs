@@ -180,6 +180,14 @@ fn approval_state(x: &ExceptionalAccess, now: u64) -> String {
     }
 }
 
+/// The common name of a PEM certificate.
+fn certificate_name(pem: &str) -> Option<String> {
+    use x509_parser::prelude::FromDer as _;
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::prelude::X509Certificate::from_der(&p.contents).ok()?;
+    cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_owned)
+}
+
 /// The difference an import would make, by kind of item and key.
 fn diff(old: &Policy, new: &Policy) -> serde_json::Value {
     fn part<T: serde::Serialize>(old: &[T], new: &[T], key: impl Fn(&T) -> String) -> serde_json::Value {
@@ -339,6 +347,70 @@ impl ControlPlane {
         Ok(changed(status, &change, item))
     }
 
+    /// Signs a registered organisation's certificate request with the gateway's own CA
+    /// (`POST /organisations/{kbo}/certificates`) and records the certificate with the
+    /// organisation, as one audited change.
+    pub(super) async fn sign_request(
+        &self,
+        kbo: &str,
+        req: Request<Incoming>,
+        caller: &Caller,
+    ) -> Result<Response<Body>, Refusal> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SignBody {
+            csr: String,
+        }
+        let org = Kbo::parse(kbo).map_err(|e| refuse(Code::RequestInvalid, format!("kbo: {e}")))?;
+        let who = self.who(caller)?;
+        let body: SignBody = read_json(req).await?;
+        let model = self.changes.handle.model();
+        let Some(registered) = model.organisations.iter().find(|o| o.kbo == org) else {
+            return Err(refuse(Code::ResourceUnknown, format!("organisation {org} is not registered")));
+        };
+        let mut scope = Scope::org(org);
+        scope.org = Some(org);
+        who.require("POST", "/organisations/{kbo}/certificates", &scope, &model)?;
+        let Some((signer, days)) = &self.issuer else {
+            return Err(refuse(
+                Code::ResourceUnknown,
+                "this gateway signs no certificates (control.issuer is not configured); ask the CA that issues them",
+            ));
+        };
+        let now = self.changes.handle.now_ms();
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
+            .map_err(|_| refuse(Code::Internal, "the gateway's clock is out of range"))?;
+        let signed = signer.sign(&body.csr, org, *days, at).map_err(|e| refuse(Code::CsrInvalid, e.to_string()))?;
+        let id = &signed.identity;
+        let record = policies::model::OrgCertificate {
+            fingerprint: id.fingerprint_hex(),
+            common_name: certificate_name(&signed.cert_pem).unwrap_or_else(|| registered.name.clone()),
+            environment: id.environment.map(|e| e.as_str().to_owned()),
+            issued_at: super::rfc3339(now).unwrap_or_default(),
+            not_after: id.not_after,
+        };
+        let item = serde_json::json!({
+            "certificate": signed.cert_pem,
+            "fingerprint": record.fingerprint,
+            "not_after": super::rfc3339(u64::try_from(id.not_after).unwrap_or(0) * 1000),
+        });
+        self.commit(&who, "POST /organisations/{kbo}/certificates", StatusCode::CREATED, item, |p, _| {
+            let o = p
+                .organisations
+                .iter_mut()
+                .find(|o| o.kbo == org)
+                .ok_or_else(|| refuse(Code::ResourceUnknown, format!("organisation {org} is not registered")))?;
+            let summary = format!(
+                "certificate {} signed ({}), valid {days} days",
+                &record.fingerprint[..16],
+                record.environment.as_deref().unwrap_or("PRD")
+            );
+            o.certificates.push(record);
+            Ok(Edit { target: format!("organisation {org}"), summary, ..Edit::default() })
+        })
+        .await
+    }
+
     pub(super) async fn add_organisation(
         &self,
         req: Request<Incoming>,
@@ -346,6 +418,12 @@ impl ControlPlane {
     ) -> Result<Response<Body>, Refusal> {
         let who = self.allowed(caller, "POST", "/organisations", &Scope::default())?;
         let org: Organisation = read_json(req).await?;
+        if !org.certificates.is_empty() {
+            return Err(refuse(
+                Code::RequestInvalid,
+                "certificates are recorded when the gateway signs them (POST /organisations/{kbo}/certificates)",
+            ));
+        }
         let item = serde_json::json!(org);
         self.commit(&who, "POST /organisations", StatusCode::CREATED, item, |p, _| {
             let taken = p.organisations.iter().any(|o| o.kbo == org.kbo);

@@ -67,6 +67,8 @@ pub struct ControlPlane {
     audit: Arc<AuditTrail>,
     index: Arc<dyn AuditIndex>,
     auditors: HashSet<Kbo>,
+    /// The CA that signs organisations' requests, with the validity it gives (days).
+    issuer: Option<(certs::CsrSigner, u32)>,
     consent: Arc<Registry>,
     /// Where the a-posteriori control keeps its requesters and inquiries.
     store: Arc<dyn crate::store::Store>,
@@ -272,11 +274,24 @@ impl ControlPlane {
         index: Arc<dyn AuditIndex>,
         consent: Arc<Registry>,
         store: Arc<dyn crate::store::Store>,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
         // Config validation has checked every entry parses.
         let auditors = cfg.auditors.iter().filter_map(|a| Kbo::parse(a).ok()).collect();
         let policy = changes.handle.clone();
-        ControlPlane {
+        let issuer = match &cfg.issuer {
+            Some(i) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read_to_string(p).with_context(|| format!("control.issuer: cannot read {}", p.display()))
+                };
+                let signer = certs::CsrSigner::from_pem(&read(&i.cert)?, &read(&i.key)?)
+                    .context("control.issuer: not a CA certificate and its key")?;
+                Some((signer, i.days))
+            }
+            None => None,
+        };
+        Ok(ControlPlane {
+            issuer,
             changes,
             reloader,
             policy,
@@ -286,7 +301,7 @@ impl ControlPlane {
             consent,
             store,
             ids: crate::pipeline::envelope::RequestIds::new(),
-        }
+        })
     }
 
     pub async fn handle(&self, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
@@ -324,6 +339,7 @@ impl ControlPlane {
                     ("POST", "/consents/{id}/invite") => self.invite_consent(&param, caller).await,
                     ("GET", "/organisations") => self.list("organisations", &req, caller).await,
                     ("POST", "/organisations") => self.add_organisation(req, caller).await,
+                    ("POST", "/organisations/{kbo}/certificates") => self.sign_request(&param, req, caller).await,
                     ("GET", "/sources") => self.list("sources", &req, caller).await,
                     ("POST", "/sources") => self.add_source(req, caller).await,
                     ("GET", "/services") => self.list("services", &req, caller).await,

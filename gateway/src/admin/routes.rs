@@ -27,6 +27,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/consents/{id}/invite"),
     ("GET", "/organisations"),
     ("POST", "/organisations"),
+    ("POST", "/organisations/{kbo}/certificates"),
     ("GET", "/sources"),
     ("POST", "/sources"),
     ("GET", "/services"),
