@@ -66,6 +66,15 @@ pub struct OrgInfo {
     pub name: Box<str>,
     pub kind: OrgKind,
     pub handle: Option<Box<str>>,
+    /// A pinned organisation's certificate fingerprints: no other certificate identifies it.
+    pub pins: Option<Box<[[u8; 32]]>>,
+}
+
+impl OrgInfo {
+    /// Whether `certificate` may identify this organisation.
+    pub fn accepts(&self, certificate: Option<&[u8; 32]>) -> bool {
+        self.pins.as_ref().is_none_or(|p| certificate.is_some_and(|c| p.contains(c)))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +256,9 @@ impl Snapshot {
                 name: o.name.as_str().into(),
                 kind: o.kind,
                 handle: o.handle.as_deref().map(Into::into),
+                pins: o.pinned.then(|| {
+                    o.certificates.iter().filter_map(|c| crate::conditions::fingerprint(&c.fingerprint)).collect()
+                }),
             });
         }
         for svc in &policy.services {

@@ -44,6 +44,8 @@ pub enum DenyCode {
     EndUserRoleMissing,
     /// The grant's "where" or "when" does not hold for this call.
     ConditionNotMet,
+    /// The organisation is pinned to certificates of which this is none.
+    CertificateNotPinned,
 }
 
 /// Why, more precisely; each has a fixed message for the caller.
@@ -83,6 +85,8 @@ pub enum Reason {
     OriginNotAllowed,
     /// The grant opens calls at other times only.
     OutsideWindow,
+    /// The organisation accepts only the certificates pinned for it.
+    CertificateNotPinned,
 }
 
 impl Reason {
@@ -117,6 +121,9 @@ impl Reason {
                 "the grant opens calls from other applications or network zones only (its \"where\")"
             }
             Reason::OutsideWindow => "the grant opens calls at other times only (its \"when\", Belgian time)",
+            Reason::CertificateNotPinned => {
+                "the organisation accepts only the certificates registered for it, and this is none of them"
+            }
         }
     }
 }
@@ -179,6 +186,9 @@ impl Snapshot {
         let Some(&org) = self.orgs.get(&q.caller.as_u64()) else {
             return deny(DenyCode::NoLegalBasis, Reason::UnknownCaller);
         };
+        if !self.org_info[org as usize].accepts(q.certificate) {
+            return deny(DenyCode::CertificateNotPinned, Reason::CertificateNotPinned);
+        }
         let Some(&service) = self.services.get(q.service) else {
             return deny(DenyCode::NoLegalBasis, Reason::UnknownService);
         };

@@ -154,6 +154,10 @@ pub struct Organisation {
     /// (`POST /organisations/{kbo}/certificates`): what the metrics count days left on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<OrgCertificate>,
+    /// Only the certificates of `certificates` identify it: any other certificate carrying its
+    /// enterprise number, even one that chains to a trusted CA, is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 /// A client certificate the gateway signed for an organisation.

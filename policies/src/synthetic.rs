@@ -22,6 +22,7 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
         authority: None,
         vcode: None,
         certificates: vec![],
+        pinned: false,
     });
     // A ceiling every grant stays within, so that every decision checks one.
     let ceiling = Ceiling {
@@ -59,6 +60,7 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
             authority: None,
             vcode: None,
             certificates: vec![],
+            pinned: false,
         });
     }
     let date = |s: &str| s.parse().unwrap_or_else(|_| unreachable!());

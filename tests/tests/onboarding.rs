@@ -112,3 +112,63 @@ async fn the_gateway_signs_a_registered_organisations_request() {
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(line.ends_with(" 364") || line.ends_with(" 365"), "{line}");
 }
+
+/// A pinned organisation: only its registered certificates identify it. A certificate that
+/// chains to the trusted CA and carries its enterprise number, but was never registered, is
+/// refused on the control plane and the data plane; registering it opens it.
+#[tokio::test]
+async fn a_pinned_organisation_is_identified_by_its_registered_certificates_only() {
+    let h = Harness::start().await.unwrap();
+    let kbo = Kbo::parse(NEWCOMER).unwrap();
+    let org = json!({ "kbo": NEWCOMER, "name": "Newcomer (synthetic)", "kind": "company", "pinned": true });
+    assert_eq!(h.ctl("admin", Method::POST, "/organisations", Some(org)).await.status, StatusCode::CREATED);
+    let path = format!("/organisations/{NEWCOMER}/certificates");
+    let (request, key) = certs::csr(&certs::ClientSpec::org("Newcomer (synthetic)", kbo)).unwrap();
+    let a = h.ctl("admin", Method::POST, &path, Some(json!({ "csr": request }))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let registered = a.json().unwrap()["item"]["certificate"].as_str().unwrap().to_owned();
+    // Another certificate for the same number, signed by the same CA outside the gateway.
+    let ca = &h.demo.pki.ca;
+    let (other_request, other_key) = certs::csr(&certs::ClientSpec::org("Elsewhere", kbo)).unwrap();
+    let signer = certs::CsrSigner::from_pem(&ca.cert_pem(), &ca.key_pem()).unwrap();
+    let other = signer.sign(&other_request, kbo, 30, time::OffsetDateTime::now_utc()).unwrap().cert_pem;
+    let addr = h.demo.gateway.control_addr.unwrap();
+    let control = |cert: &str, key: &str| {
+        MtlsClient::new(addr, ca.cert_pem().as_bytes(), Some((cert.as_bytes(), key.as_bytes())), HttpVersion::Http1)
+            .unwrap()
+    };
+    let data = |cert: &str, key: &str| {
+        MtlsClient::new(
+            h.demo.gateway.data_addr,
+            ca.cert_pem().as_bytes(),
+            Some((cert.as_bytes(), key.as_bytes())),
+            HttpVersion::Http1,
+        )
+        .unwrap()
+    };
+    let a = send(&control(&registered, &key), Method::GET, "/organisations", &[], Bytes::new()).await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = send(&control(&other, &other_key), Method::GET, "/organisations", &[], Bytes::new()).await.unwrap();
+    assert_eq!(a.code(), Some("CLIENT_CERT_INVALID"), "{}", a.text());
+    let v = tests::vcode();
+    let headers =
+        [("x-legal-basis", tests::ASSOC_LEGAL_BASIS), ("x-purpose", tests::ASSOC_PURPOSE), ("x-subject", v.as_str())];
+    let a = send(&data(&other, &other_key), Method::GET, "/associations/association", &headers, Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(a.code(), Some("CLIENT_CERT_INVALID"), "{}", a.text());
+    let a =
+        send(&data(&registered, &key), Method::GET, "/associations/association", &headers, Bytes::new()).await.unwrap();
+    assert_eq!(a.code(), Some("LEGAL_BASIS_NOT_APPLICABLE"), "identified, and covered by nothing: {}", a.text());
+    // The integrator registers the other certificate (issued elsewhere): it identifies them too.
+    let a = h.ctl("admin", Method::POST, &path, Some(json!({ "certificate": other }))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let a = h.ctl("admin", Method::POST, &path, Some(json!({ "certificate": other }))).await;
+    assert_eq!(a.code(), Some("ALREADY_EXISTS"));
+    let a = send(&control(&other, &other_key), Method::GET, "/organisations", &[], Bytes::new()).await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    // A certificate of another organisation cannot be registered for it.
+    let bank = h.demo.pki.client("bank-a").unwrap().cert_pem.clone();
+    let a = h.ctl("admin", Method::POST, &path, Some(json!({ "certificate": bank }))).await;
+    assert_eq!(a.code(), Some("CSR_INVALID"), "{}", a.text());
+}

@@ -214,7 +214,12 @@ fn diff(old: &Policy, new: &Policy) -> serde_json::Value {
 impl ControlPlane {
     pub(super) fn who(&self, caller: &Caller) -> Result<Who, Refusal> {
         let org = caller.org()?;
-        let kind = self.changes.handle.current().organisation(org.kbo).map(|o| o.kind);
+        let snapshot = self.changes.handle.current();
+        let registered = snapshot.organisation(org.kbo);
+        if registered.is_some_and(|o| !o.accepts(Some(&org.fingerprint))) {
+            return Err(refuse(Code::ClientCertInvalid, policies::Reason::CertificateNotPinned.message()));
+        }
+        let kind = registered.map(|o| o.kind);
         Ok(Who {
             kbo: org.kbo,
             kind,
@@ -359,7 +364,10 @@ impl ControlPlane {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct SignBody {
-            csr: String,
+            #[serde(default)]
+            csr: Option<String>,
+            #[serde(default)]
+            certificate: Option<String>,
         }
         let org = Kbo::parse(kbo).map_err(|e| refuse(Code::RequestInvalid, format!("kbo: {e}")))?;
         let who = self.who(caller)?;
@@ -368,31 +376,47 @@ impl ControlPlane {
         let Some(registered) = model.organisations.iter().find(|o| o.kbo == org) else {
             return Err(refuse(Code::ResourceUnknown, format!("organisation {org} is not registered")));
         };
-        let mut scope = Scope::org(org);
-        scope.org = Some(org);
-        who.require("POST", "/organisations/{kbo}/certificates", &scope, &model)?;
-        let Some((signer, days)) = &self.issuer else {
-            return Err(refuse(
-                Code::ResourceUnknown,
-                "this gateway signs no certificates (control.issuer is not configured); ask the CA that issues them",
-            ));
-        };
+        who.require("POST", "/organisations/{kbo}/certificates", &Scope::org(org), &model)?;
         let now = self.changes.handle.now_ms();
-        let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
-            .map_err(|_| refuse(Code::Internal, "the gateway's clock is out of range"))?;
-        let signed = signer.sign(&body.csr, org, *days, at).map_err(|e| refuse(Code::CsrInvalid, e.to_string()))?;
-        let id = &signed.identity;
+        // A request the gateway's CA signs, or a certificate another CA issued, registered
+        // (and, for a pinned organisation, the only ones that identify it).
+        let (pem, identity, verb) = match (body.csr, body.certificate) {
+            (Some(csr), None) => {
+                let Some((signer, days)) = &self.issuer else {
+                    return Err(refuse(
+                        Code::ResourceUnknown,
+                        "this gateway signs no certificates (control.issuer is not configured); ask the CA that issues them",
+                    ));
+                };
+                let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
+                    .map_err(|_| refuse(Code::Internal, "the gateway's clock is out of range"))?;
+                let signed = signer.sign(&csr, org, *days, at).map_err(|e| refuse(Code::CsrInvalid, e.to_string()))?;
+                (signed.cert_pem, signed.identity, format!("signed, valid {days} days"))
+            }
+            (None, Some(pem)) => {
+                let invalid = |m: String| refuse(Code::CsrInvalid, m);
+                let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+                    .map_err(|_| invalid("certificate: not a PEM certificate".to_owned()))?;
+                let id =
+                    certs::OrgIdentity::from_der(&block.contents).map_err(|e| invalid(format!("certificate: {e}")))?;
+                if id.kbo != org {
+                    return Err(invalid(format!("certificate: it carries enterprise number {}, not {org}", id.kbo)));
+                }
+                (pem, id, "registered".to_owned())
+            }
+            _ => return Err(refuse(Code::RequestInvalid, "give either csr or certificate")),
+        };
         let record = policies::model::OrgCertificate {
-            fingerprint: id.fingerprint_hex(),
-            common_name: certificate_name(&signed.cert_pem).unwrap_or_else(|| registered.name.clone()),
-            environment: id.environment.map(|e| e.as_str().to_owned()),
+            fingerprint: identity.fingerprint_hex(),
+            common_name: certificate_name(&pem).unwrap_or_else(|| registered.name.clone()),
+            environment: identity.environment.map(|e| e.as_str().to_owned()),
             issued_at: super::rfc3339(now).unwrap_or_default(),
-            not_after: id.not_after,
+            not_after: identity.not_after,
         };
         let item = serde_json::json!({
-            "certificate": signed.cert_pem,
+            "certificate": pem,
             "fingerprint": record.fingerprint,
-            "not_after": super::rfc3339(u64::try_from(id.not_after).unwrap_or(0) * 1000),
+            "not_after": super::rfc3339(u64::try_from(identity.not_after).unwrap_or(0) * 1000),
         });
         self.commit(&who, "POST /organisations/{kbo}/certificates", StatusCode::CREATED, item, |p, _| {
             let o = p
@@ -400,8 +424,11 @@ impl ControlPlane {
                 .iter_mut()
                 .find(|o| o.kbo == org)
                 .ok_or_else(|| refuse(Code::ResourceUnknown, format!("organisation {org} is not registered")))?;
+            if o.certificates.iter().any(|c| c.fingerprint == record.fingerprint) {
+                return Err(refuse(Code::AlreadyExists, "this certificate is already registered"));
+            }
             let summary = format!(
-                "certificate {} signed ({}), valid {days} days",
+                "certificate {} {verb} ({})",
                 &record.fingerprint[..16],
                 record.environment.as_deref().unwrap_or("PRD")
             );

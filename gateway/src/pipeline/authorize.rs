@@ -55,6 +55,7 @@ pub fn authorize(
                 DenyCode::FlowSuspended => Code::FlowSuspended,
                 DenyCode::EndUserRoleMissing => Code::EndUserRoleMissing,
                 DenyCode::ConditionNotMet => Code::AccessConditionNotMet,
+                DenyCode::CertificateNotPinned => Code::ClientCertInvalid,
             };
             let suspension = d
                 .instrument
