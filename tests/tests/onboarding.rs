@@ -160,7 +160,13 @@ async fn a_pinned_organisation_is_identified_by_its_registered_certificates_only
     let a =
         send(&data(&registered, &key), Method::GET, "/associations/association", &headers, Bytes::new()).await.unwrap();
     assert_eq!(a.code(), Some("LEGAL_BASIS_NOT_APPLICABLE"), "identified, and covered by nothing: {}", a.text());
-    // The integrator registers the other certificate (issued elsewhere): it identifies them too.
+    // The organisation cannot widen its own list; the integrator registers the other
+    // certificate (issued elsewhere): it identifies them too.
+    let body = Bytes::from(json!({ "certificate": other }).to_string());
+    let a = send(&control(&registered, &key), Method::POST, &path, &[("content-type", "application/json")], body)
+        .await
+        .unwrap();
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
     let a = h.ctl("admin", Method::POST, &path, Some(json!({ "certificate": other }))).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     let a = h.ctl("admin", Method::POST, &path, Some(json!({ "certificate": other }))).await;

@@ -183,7 +183,7 @@ pub const TABLE: &[Rule] = &[
         method: "POST",
         path: "/organisations/{kbo}/certificates",
         roles: &[Integrator, Itself],
-        note: "a registered organisation's request signed by the gateway's own CA (control.issuer), or a certificate another CA issued registered: by the integrator at onboarding, by the organisation itself for another; a pinned organisation is identified by these only; audited",
+        note: "a registered organisation's request signed by the gateway's own CA (control.issuer): by the integrator at onboarding, by the organisation itself for another; a certificate another CA issued: registered by the integrator only; a pinned organisation is identified by these only; audited",
     },
     Rule { method: "GET", path: "/sources", roles: &[Registered], note: "the catalogue: all" },
     Rule {

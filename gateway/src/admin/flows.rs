@@ -394,6 +394,13 @@ impl ControlPlane {
                 (signed.cert_pem, signed.identity, format!("signed, valid {days} days"))
             }
             (None, Some(pem)) => {
+                // A pinned organisation's list is the integrator's to widen.
+                if !who.is_integrator() {
+                    return Err(refuse(
+                        Code::AdminRoleMissing,
+                        "only the integrator registers a certificate another CA issued",
+                    ));
+                }
                 let invalid = |m: String| refuse(Code::CsrInvalid, m);
                 let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
                     .map_err(|_| invalid("certificate: not a PEM certificate".to_owned()))?;
