@@ -478,10 +478,14 @@ impl Snapshot {
         self.services.get(id).map(|&i| (ServiceId(i), &self.service_info[i as usize]))
     }
 
+    /// The service a decision names (an index, no lookup).
+    pub fn service_info(&self, id: ServiceId) -> Option<&ServiceInfo> {
+        self.service_info.get(id.index())
+    }
+
     /// The names of the fields in `mask` of `service`.
     pub fn field_names<'s>(&'s self, service: ServiceId, mask: FieldMask) -> impl Iterator<Item = &'s str> + 's {
-        self.service_info
-            .get(service.index())
+        self.service_info(service)
             .into_iter()
             .flat_map(move |s| s.fields.iter().enumerate().filter(move |(i, _)| mask.contains(*i)).map(|(_, f)| &**f))
     }

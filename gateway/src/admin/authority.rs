@@ -482,18 +482,26 @@ impl Scope {
 
     /// An exceptional access: the sources of its matrix (and of its service), its requester.
     pub fn exceptional(policy: &Policy, x: &ExceptionalAccess) -> Self {
+        Self::on_matrix(policy, &x.instrument, [x.service.as_str()], x.org)
+    }
+
+    /// A request on an access matrix (an exceptional access, a DAM sheet): the matrix's
+    /// sources and those of the `services` it asks for, and the requesting organisation.
+    pub fn on_matrix<'s>(policy: &Policy, matrix: &str, services: impl IntoIterator<Item = &'s str>, org: Kbo) -> Self {
         let mut sources: Vec<String> = policy
             .instruments
             .iter()
-            .find(|i| i.reference == x.instrument)
+            .find(|i| i.reference == matrix)
             .map(|i| i.sources().into_iter().map(str::to_owned).collect())
             .unwrap_or_default();
-        if let Some(s) = policy.services.iter().find(|s| s.id == x.service)
-            && !sources.contains(&s.source)
-        {
-            sources.push(s.source.clone());
+        for service in services {
+            if let Some(s) = policy.services.iter().find(|s| s.id == service)
+                && !sources.contains(&s.source)
+            {
+                sources.push(s.source.clone());
+            }
         }
-        Scope { sources, org: Some(x.org), authority: None }
+        Scope { sources, org: Some(org), authority: None }
     }
 
     pub fn sources(sources: impl IntoIterator<Item = String>) -> Self {

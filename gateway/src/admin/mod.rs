@@ -530,7 +530,8 @@ impl ControlPlane {
         let org = caller.org()?;
         // A citizen access point asks for the citizen it authenticated; an enterprise or an
         // association asks about itself, with its own certificate.
-        let portal = self.policy.current().organisation(org.kbo).is_some_and(|o| o.kind == OrgKind::CitizenAccessPoint);
+        let snapshot = self.policy.current();
+        let portal = snapshot.organisation(org.kbo).is_some_and(|o| o.kind == OrgKind::CitizenAccessPoint);
         let (person, why) = if portal {
             self.allowed(caller, "GET", "/audit/report", &authority::Scope::default())?;
             (SubjectRef::Person(citizen(&req)?), "the data subject's own request, through a citizen access point")
@@ -554,7 +555,6 @@ impl ControlPlane {
             self.allowed(caller, "GET", "/audit/report", &scope)?;
             (subject, "the data subject's own request, with its own certificate")
         };
-        let snapshot = self.policy.current();
         self.record_step(
             caller,
             &format!("audit-query-{}", now_ms()),

@@ -21,8 +21,8 @@ use hyper::body::Incoming;
 use policies::ids::Kbo;
 use policies::lifecycle::{self, TransitionError};
 use policies::model::{
-    Adhesion, AdhesionState, Advice, Contact, ConventionState, DamAccess, DamSheet, Date, Document, ExceptionalAccess,
-    InstrumentKind, Policy, Signature, Status, Step,
+    Adhesion, AdhesionState, Advice, Contact, ConventionState, DamAccess, DamSheet, Date, Document, InstrumentKind,
+    Policy, Signature, Status, Step,
 };
 use serde::Deserialize;
 
@@ -201,31 +201,7 @@ fn dam_view(d: &DamSheet, now: u64) -> serde_json::Value {
 /// What a DAM sheet is about: its matrix's sources and those of the services it pools, and its
 /// requester.
 fn dam_scope(policy: &Policy, d: &DamSheet) -> Scope {
-    let x = ExceptionalAccess {
-        id: d.id.clone(),
-        instrument: d.instrument.clone(),
-        org: d.org,
-        end_user: String::new(),
-        service: String::new(),
-        purposes: vec![],
-        fields: vec![],
-        justification: None,
-        advice_date: None,
-        advice: None,
-        advice_unfavourable: false,
-        remark: false,
-        withdrawn: false,
-        valid_until: d.valid_until,
-    };
-    let mut scope = Scope::exceptional(policy, &x);
-    for a in &d.access {
-        if let Some(s) = policy.services.iter().find(|s| s.id == a.service)
-            && !scope.sources.contains(&s.source)
-        {
-            scope.sources.push(s.source.clone());
-        }
-    }
-    scope
+    Scope::on_matrix(policy, &d.instrument, d.access.iter().map(|a| a.service.as_str()), d.org)
 }
 
 impl ControlPlane {
@@ -325,7 +301,7 @@ impl ControlPlane {
                 if ins.is_protocol()
                     && matches!(body.to.as_str(), "test" | "active")
                     && ins.effective_status() == Status::Draft
-                    && !ins.advice.iter().rev().find(|a| a.office == "dpo").is_some_and(|a| a.favourable)
+                    // The advice operation sets it exactly when the advice is favourable.
                     && ins.dpo_advice.is_none()
                 {
                     return Err(refuse(
@@ -689,20 +665,14 @@ impl ControlPlane {
     pub(super) async fn list_dam(&self, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let who = self.allowed(caller, "GET", "/dam-sheets", &Scope::default())?;
         let p = self.changes.handle.model();
-        let mine = who.own_sources(&p);
+        // The sources the caller owns or advises on, as privacy office or ICT office.
+        let mut mine = who.own_sources(&p);
+        mine.extend(p.sources.iter().filter(|s| s.ict_office() == who.kbo).map(|s| s.id.clone()));
         let now = self.changes.handle.now_ms();
         let items: Vec<serde_json::Value> = p
             .dam_sheets
             .iter()
-            .filter(|d| {
-                who.sees_all()
-                    || d.org == who.kbo
-                    || dam_scope(&p, d).sources.iter().any(|s| mine.contains(s))
-                    || dam_scope(&p, d)
-                        .sources
-                        .iter()
-                        .any(|s| p.sources.iter().any(|x| x.id == *s && x.ict_office() == who.kbo))
-            })
+            .filter(|d| who.sees_all() || d.org == who.kbo || dam_scope(&p, d).sources.iter().any(|s| mine.contains(s)))
             .map(|d| dam_view(d, now))
             .collect();
         Ok(json(

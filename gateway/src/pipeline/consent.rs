@@ -33,10 +33,11 @@ pub fn check(
         ));
     };
     let kind = snapshot.organisation(org.kbo).map(|o| o.kind);
-    // The source's rule "stop": a consent not re-validated in time no longer serves.
+    // The source's rule "stop": a consent not re-validated in time no longer serves. The
+    // permit names the service by index: no lookup by name on the request path.
     let revalidate_days = snapshot
-        .service(service)
-        .and_then(|(_, s)| s.revalidation)
+        .service_info(permit.service)
+        .and_then(|s| s.revalidation)
         .filter(|r| r.rule == RevalidationRule::Stop)
         .map(|r| r.days);
     match registry.check(niss, org.kbo, kind, service, env.purpose, now_ms, revalidate_days) {
