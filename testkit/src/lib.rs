@@ -68,3 +68,27 @@ pub fn allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
     let r = f();
     (r, thread_allocations() - before)
 }
+
+/// A free TCP port on 127.0.0.1 for a server that binds it itself (PostgreSQL, Prometheus, a
+/// gateway started from a configuration file).
+///
+/// A port found with `bind("127.0.0.1:0")` and released is in the kernel's ephemeral range, so
+/// the next `bind(0)` anywhere — a gateway of a test running in parallel — can be handed the
+/// same port before the server takes it. This picks below that range (the kernel never hands
+/// those out by itself), each call of a process a different one, starting from a place that
+/// depends on the process id so parallel test binaries spread apart.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000; // 20000..32000, below Linux's default ephemeral range (32768..)
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = u16::try_from(LOW + (start + n * 7) % SPAN) else { continue };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000 on 127.0.0.1")
+}

@@ -74,7 +74,7 @@ impl PgCluster {
             let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status()?.success();
             anyhow::ensure!(ok, "cannot give {} to the postgres user", dir.path().display());
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = testkit::free_port();
         let c = PgCluster { bin, dir, port, as_postgres, tls: tls.is_some() };
         c.run("initdb", &["-D", &c.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])?;
         if let Some((cert, key)) = tls {

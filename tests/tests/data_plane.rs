@@ -125,7 +125,7 @@ async fn slow_upstream_gets_a_timeout_not_a_hang() {
 #[tokio::test]
 async fn unreachable_upstream_gets_upstream_unavailable() {
     // A port that was free a moment ago: connection refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = testkit::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let h = Harness::with_overrides(&[("PASSERELLE__SOURCES__ASSOCIATIONS__UPSTREAM", url.as_str())]).await.unwrap();
     let a = association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap();

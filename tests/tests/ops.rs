@@ -186,7 +186,7 @@ async fn prometheus_scrapes_the_gateway_with_the_documented_configuration() {
     let h = Harness::with_overrides(&[("PASSERELLE__OPS__LISTEN", &default.to_string())]).await.unwrap();
     association(&h.client(ASSOC_CALLER), &vcode(), &[]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let web = std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/prometheus.yml");
     let mut prometheus = Command::new("prometheus")
         .arg(format!("--config.file={config}"))
@@ -198,6 +198,9 @@ async fn prometheus_scrapes_the_gateway_with_the_documented_configuration() {
         .expect("prometheus (Debian's prometheus package; scripts/test installs it)");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
     let up = loop {
+        if let Ok(Some(status)) = prometheus.try_wait() {
+            panic!("Prometheus stopped ({status}) before it scraped the gateway");
+        }
         let answer = tokio::task::spawn_blocking(move || {
             let url = format!("http://{web}/api/v1/query?query=up%7Bjob%3D%22passerelle%22%7D");
             let out = Command::new("curl").args(["-s", &url]).output().ok()?;
