@@ -13,15 +13,20 @@
 
 pub mod accounts;
 pub mod associations;
+pub mod cadastre;
 pub mod contacts;
+pub mod describe;
 pub mod div;
 pub mod doc;
+pub mod example;
 pub mod layout;
+pub mod registered;
 pub mod rn;
 pub mod sandbox;
 pub mod sigedis;
 pub mod synthetic;
 pub mod xml;
+pub mod xsd;
 
 use http::Method;
 

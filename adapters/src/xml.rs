@@ -196,6 +196,84 @@ pub enum Text {
     Enum(&'static [&'static str]),
     /// A typed identifier: the XSD type's name and its check.
     Id(&'static str, fn(&str) -> bool),
+    /// A simple type compiled from a registered XSD ([`crate::xsd`]).
+    Simple(&'static Simple),
+}
+
+/// The lexical space a compiled simple type restricts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimpleBase {
+    String,
+    /// `YYYY-MM-DD`, a real date (no time zone: stricter than `xs:date`).
+    Date,
+    Integer,
+    Decimal,
+}
+
+/// A simple type of a registered XSD: its base and facets.
+#[derive(Debug, Clone)]
+pub struct Simple {
+    /// The type's name in the XSD (or the built-in's), for messages.
+    pub name: String,
+    pub base: SimpleBase,
+    /// Length in characters.
+    pub min_len: usize,
+    pub max_len: usize,
+    /// Each restriction step's patterns (alternatives within a step), all of which must match.
+    pub patterns: Vec<(String, regex::Regex)>,
+    pub enumeration: Option<Vec<String>>,
+    /// Inclusive bounds of an integer.
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+}
+
+impl Simple {
+    pub fn new(name: &str, base: SimpleBase) -> Self {
+        Simple {
+            name: name.to_owned(),
+            base,
+            min_len: 0,
+            max_len: usize::MAX,
+            patterns: Vec::new(),
+            enumeration: None,
+            min: None,
+            max: None,
+        }
+    }
+
+    /// Whether `s` is a value of the type; the error says which facet fails, never the value.
+    pub fn check(&self, s: &str) -> Result<(), String> {
+        if self.base == SimpleBase::Date && !date_ok(s) {
+            return Err("is not a date (YYYY-MM-DD)".into());
+        }
+        let n = s.chars().count();
+        if n < self.min_len || n > self.max_len {
+            return Err(if self.max_len == usize::MAX {
+                format!("must hold at least {} characters", self.min_len)
+            } else {
+                format!("must hold {} to {} characters", self.min_len, self.max_len)
+            });
+        }
+        if let Some(values) = &self.enumeration
+            && !values.iter().any(|v| v == s)
+        {
+            return Err(format!("must be one of {}", values.join(", ")));
+        }
+        if let Some((p, _)) = self.patterns.iter().find(|(_, re)| !re.is_match(s)) {
+            return Err(format!("does not match the pattern {p} of {}", self.name));
+        }
+        if self.base == SimpleBase::Integer && (self.min.is_some() || self.max.is_some()) {
+            let v: i64 =
+                s.trim_start_matches('+').parse().map_err(|_| format!("is not an integer of {}", self.name))?;
+            if let Some(min) = self.min.filter(|m| v < *m) {
+                return Err(format!("must be at least {min}"));
+            }
+            if let Some(max) = self.max.filter(|m| v > *m) {
+                return Err(format!("must be at most {max}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What an element of the shape holds.
@@ -248,11 +326,15 @@ fn date_ok(s: &str) -> bool {
 }
 
 fn text_ok(t: Text, s: &str) -> Result<(), String> {
+    if let Text::Simple(simple) = t {
+        return simple.check(s);
+    }
     let ok = match t {
         Text::Str { min, max } => (min..=max).contains(&s.chars().count()),
         Text::Date => date_ok(s),
         Text::Enum(tokens) => tokens.contains(&s),
         Text::Id(_, check) => check(s),
+        Text::Simple(_) => true,
     };
     if ok {
         return Ok(());
@@ -262,6 +344,7 @@ fn text_ok(t: Text, s: &str) -> Result<(), String> {
         Text::Date => "is not a date (YYYY-MM-DD)".into(),
         Text::Enum(tokens) => format!("must be one of {}", tokens.join(", ")),
         Text::Id(name, _) => format!("is not a valid {name}"),
+        Text::Simple(simple) => format!("is not a valid {}", simple.name),
     })
 }
 

@@ -103,6 +103,11 @@ pub enum Code {
     /// Control plane: a certificate signing request is unreadable, badly signed, or does not
     /// carry exactly the organisation's enterprise number.
     CsrInvalid,
+    /// Control plane: a registered service or upstream cannot be used as registered (a layout
+    /// that does not compile or lies outside the XSD subset, a catalogue entry the answer
+    /// layout does not have, a path already taken, an upstream URL or TLS file that is
+    /// unusable); the detail names what and where.
+    RegistrationInvalid,
 }
 
 impl Code {
@@ -154,6 +159,7 @@ impl Code {
             Code::AdhesionNotEligible => "ADHESION_NOT_ELIGIBLE",
             Code::ReloadFailed => "RELOAD_FAILED",
             Code::CsrInvalid => "CSR_INVALID",
+            Code::RegistrationInvalid => "REGISTRATION_INVALID",
         }
     }
 
@@ -176,9 +182,11 @@ impl Code {
             | Code::AdminRoleMissing
             | Code::AdhesionNotEligible => StatusCode::FORBIDDEN,
             Code::AlreadyExists | Code::TransitionNotAllowed | Code::ConcurrentChange => StatusCode::CONFLICT,
-            Code::PolicyInvalid | Code::ProtocolIncomplete | Code::ReloadFailed | Code::CsrInvalid => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Code::PolicyInvalid
+            | Code::ProtocolIncomplete
+            | Code::ReloadFailed
+            | Code::CsrInvalid
+            | Code::RegistrationInvalid => StatusCode::UNPROCESSABLE_ENTITY,
             Code::ResourceUnknown => StatusCode::NOT_FOUND,
             Code::FlowSuspended
             | Code::Overloaded
@@ -251,6 +259,7 @@ impl Code {
             Code::AdhesionNotEligible => "This kind of organisation may not adhere to the instrument",
             Code::ReloadFailed => "The reload found a problem; nothing was changed",
             Code::CsrInvalid => "The certificate signing request cannot be signed for this organisation",
+            Code::RegistrationInvalid => "The registered service or upstream cannot be used as registered",
         }
     }
 }

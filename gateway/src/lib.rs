@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod public;
 pub mod publication;
+pub mod registered;
 pub mod reload;
 pub mod server;
 pub mod store;

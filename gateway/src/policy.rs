@@ -47,6 +47,31 @@ pub struct PolicyHandle {
     /// The version in force, for those that act on a change (the connections of organisations
     /// that left the policy end).
     installed: tokio::sync::watch::Sender<u64>,
+    /// Run with every policy about to be installed, before its snapshot is swapped in (the
+    /// registered services' routes are rebuilt there, so a call that sees the new snapshot
+    /// finds their routes).
+    on_install: std::sync::OnceLock<InstallHook>,
+}
+
+/// What [`PolicyHandle::on_install`] runs.
+pub struct InstallHook(pub Box<dyn Fn(&Policy) + Send + Sync>);
+
+impl std::fmt::Debug for InstallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InstallHook")
+    }
+}
+
+/// A check of a whole policy: what is wrong with it, in one message.
+pub type PolicyCheck = dyn Fn(&Policy) -> Result<(), String> + Send + Sync;
+
+/// What [`Changes`] runs on a policy before committing it, besides the bundle validation.
+pub struct CheckHook(pub Box<PolicyCheck>);
+
+impl std::fmt::Debug for CheckHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckHook")
+    }
 }
 
 /// Expands the configured paths: files as given, directories to their `*.toml` files, sorted.
@@ -89,6 +114,7 @@ impl PolicyHandle {
             clock_offset_ms: AtomicI64::new(0),
             installing: std::sync::Mutex::new(()),
             installed: tokio::sync::watch::Sender::new(version),
+            on_install: std::sync::OnceLock::new(),
         }
     }
 
@@ -165,7 +191,15 @@ impl PolicyHandle {
         self.install_unlocked(policy, version);
     }
 
+    /// Runs `hook` with every policy installed from now on (once per handle).
+    pub fn on_install(&self, hook: impl Fn(&Policy) + Send + Sync + 'static) {
+        let _ = self.on_install.set(InstallHook(Box::new(hook)));
+    }
+
     fn install_unlocked(&self, policy: Policy, version: u64) {
+        if let Some(h) = self.on_install.get() {
+            (h.0)(&policy);
+        }
         let snapshot = Snapshot::compile(&policy, version);
         tracing::info!(version, grants = snapshot.grant_count(), "policy in force");
         self.current.store(Arc::new(snapshot));
@@ -304,6 +338,7 @@ pub struct Changes {
     store: Arc<dyn Store>,
     audit: Arc<AuditTrail>,
     lock: tokio::sync::Mutex<()>,
+    check: std::sync::OnceLock<CheckHook>,
 }
 
 const BUNDLES_DIGEST: &str = "policy.bundles_sha256";
@@ -319,7 +354,13 @@ pub struct NewBundles {
 
 impl Changes {
     pub fn new(handle: Arc<PolicyHandle>, store: Arc<dyn Store>, audit: Arc<AuditTrail>) -> Self {
-        Changes { handle, store, audit, lock: tokio::sync::Mutex::new(()) }
+        Changes { handle, store, audit, lock: tokio::sync::Mutex::new(()), check: std::sync::OnceLock::new() }
+    }
+
+    /// Runs `check` on every policy before it is committed (once per writer): what bundle
+    /// validation cannot see, such as registered layouts compiling and upstreams resolving.
+    pub fn on_check(&self, check: impl Fn(&Policy) -> Result<(), String> + Send + Sync + 'static) {
+        let _ = self.check.set(CheckHook(Box::new(check)));
     }
 
     /// Applies `edit` to a copy of the policy in force, validates, commits, records, swaps.
@@ -334,6 +375,15 @@ impl Changes {
         let now = self.handle.now_ms();
         let e = edit(&mut new, now)?;
         policies::bundle::validate("policy", &new).map_err(ChangeError::Invalid)?;
+        if let Some(check) = self.check.get() {
+            (check.0)(&new).map_err(|message| {
+                ChangeError::Invalid(BundleErrors(vec![policies::bundle::BundleError {
+                    file: "policy".into(),
+                    key: "registration".into(),
+                    message,
+                }]))
+            })?;
+        }
         let version = old_version + 1;
         let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
             .ok()

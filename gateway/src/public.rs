@@ -38,6 +38,8 @@ pub struct Public {
     associations: Option<Associations>,
     metrics: crate::metrics::Metrics,
     ids: crate::pipeline::envelope::RequestIds,
+    /// The registered services and the data plane's port, for their descriptions.
+    services: Option<(Arc<crate::registered::Keeper>, u16)>,
 }
 
 /// The association register's public subset.
@@ -57,7 +59,13 @@ impl Public {
         associations: Option<Associations>,
         metrics: crate::metrics::Metrics,
     ) -> Self {
-        Public { policy, associations, metrics, ids: crate::pipeline::envelope::RequestIds::new() }
+        Public { policy, associations, metrics, ids: crate::pipeline::envelope::RequestIds::new(), services: None }
+    }
+
+    /// Publishes the registered services' descriptions, with the data plane on `data_port`.
+    pub fn with_services(mut self, keeper: Arc<crate::registered::Keeper>, data_port: u16) -> Self {
+        self.services = Some((keeper, data_port));
+        self
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -71,6 +79,8 @@ impl Public {
             ("unknown", Err(refusal))
         } else if path == "/public/instruments" || path == "/public/instruments.html" {
             ("publication", self.publication(&req))
+        } else if path == "/public/services" || path.starts_with("/public/services/") {
+            ("services.description", self.description(&req))
         } else if path.starts_with(PREFIX) {
             let r = match &self.associations {
                 Some(a) => a.answer(&req).await,
@@ -80,7 +90,8 @@ impl Public {
         } else {
             let r = Err(Refusal::new(
                 Code::ServiceUnknown,
-                "the public listener serves /public/instruments, /public/instruments.html and /public/associations/{vCode}",
+                "the public listener serves /public/instruments, /public/instruments.html, /public/services, \
+                 /public/services/{id}.wsdl, /public/services/{id}.openapi.json and /public/associations/{vCode}",
             ));
             ("unknown", r)
         };
@@ -94,6 +105,33 @@ impl Public {
         let outcome = if code.is_empty() { "granted" } else { "refused" };
         self.metrics.requests.with_label_values(&[label, "public", outcome, code]).inc();
         resp
+    }
+
+    /// `/public/services`: the registered services; `/public/services/{id}.wsdl` and
+    /// `/public/services/{id}.openapi.json`: their descriptions.
+    fn description(&self, req: &Request<Incoming>) -> Result<Response<Body>, Refusal> {
+        if req.method() != Method::GET {
+            return Err(Refusal::method_not_allowed("the descriptions are read with GET", "GET"));
+        }
+        let unknown = || Refusal::new(Code::ServiceUnknown, "no registered service has this description");
+        let (keeper, port) = self.services.as_ref().ok_or_else(unknown)?;
+        let plane = keeper.plane.load();
+        let path = req.uri().path();
+        let (body, ct) = if path == "/public/services" {
+            (plane.listing().to_string(), "application/json")
+        } else {
+            let name = path.strip_prefix("/public/services/").unwrap_or_default();
+            let (id, kind) = match (name.strip_suffix(".wsdl"), name.strip_suffix(".openapi.json")) {
+                (Some(id), _) => (id, crate::registered::Description::Wsdl),
+                (_, Some(id)) => (id, crate::registered::Description::OpenApi),
+                _ => return Err(unknown()),
+            };
+            let base = crate::registered::base_url(req, Some(*port));
+            plane.describe(id, kind, &base).ok_or_else(unknown)?
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        Ok(resp)
     }
 
     fn publication(&self, req: &Request<Incoming>) -> Result<Response<Body>, Refusal> {

@@ -47,6 +47,7 @@ pub fn build_pipeline(
     audit: Arc<AuditTrail>,
     consent: Arc<Registry>,
     metrics: crate::metrics::Metrics,
+    registered: Arc<crate::registered::Keeper>,
 ) -> anyhow::Result<Pipeline> {
     let mut sources = Vec::new();
     let mut routes = Vec::new();
@@ -89,7 +90,7 @@ pub fn build_pipeline(
             .map(adapters::layout::Layout::new)
             .transpose()
             .with_context(|| format!("the layout of {}", service.id))?;
-        routes.push(Route { service, upstream_uri, test_upstream_uri, source, layout });
+        routes.push(Route { service, upstream_uri, test_upstream_uri, source, layout, sandbox: None });
     }
     let snapshot = policy.current();
     for r in &routes {
@@ -110,6 +111,7 @@ pub fn build_pipeline(
         upstreams,
         ids: RequestIds::new(),
         sync: None,
+        registered,
     })
 }
 
@@ -206,6 +208,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     // The store holds the policy; the configured bundles are imported when they changed.
     let policy = Arc::new(PolicyHandle::from_store(store.as_ref())?);
     let changes = Arc::new(Changes::new(policy.clone(), store.clone(), audit.clone()));
+    // The registered services: checked before every change, rebuilt with every version.
+    let registered = crate::registered::Keeper::new(cfg, &metrics, &policy.model())?;
+    let keeper = registered.clone();
+    policy.on_install(move |p| keeper.install(p));
+    let keeper = registered.clone();
+    changes.on_check(move |p| keeper.check(p));
     match changes.sync_bundles(&cfg.policy).await? {
         Some(version) => tracing::info!(version, "policy bundles imported into the store"),
         None => tracing::info!(version = policy.version(), "policy from the store (bundles unchanged)"),
@@ -236,7 +244,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
             tracing::warn!("not yet in sync with the shared store; calls are refused until it is");
         }
     }
-    let mut pipeline = build_pipeline(cfg, policy.clone(), audit.clone(), consent.clone(), metrics)?;
+    let mut pipeline = build_pipeline(cfg, policy.clone(), audit.clone(), consent.clone(), metrics, registered)?;
     pipeline.sync = sync.clone();
     let pipeline = Arc::new(pipeline);
     let listener =
@@ -331,7 +339,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 })
                 .transpose()
                 .context("public listener")?;
-            let public = crate::public::Public::new(policy.clone(), associations, pipeline.metrics.clone());
+            let public = crate::public::Public::new(policy.clone(), associations, pipeline.metrics.clone())
+                .with_services(pipeline.registered.clone(), data_addr.port());
             let conns = Connections::new("public", Bounds::of("public", &cfg.connections.public), &pipeline.metrics);
             tokio::spawn(conns.clone().sweeper(shutdown_rx.clone()));
             let listen =

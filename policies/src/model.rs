@@ -203,6 +203,10 @@ pub struct Source {
     /// happens when the time has passed (decree of 18 July 2008 art. 5/6, 7/5).
     #[serde(default)]
     pub revalidation: Option<Revalidation>,
+    /// Where the gateway reaches a source registered through the control plane or a bundle;
+    /// absent for the built-in sources, which the configuration's `[sources.*]` place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Upstream>,
 }
 
 /// The re-validation a source sets for the consents given for it.
@@ -280,8 +284,163 @@ pub struct Service {
     /// `<source>.<service>`, as in the adapters' catalogue.
     pub id: String,
     pub source: String,
-    /// The fields a grant may give one by one (at most 64).
+    /// The fields a grant may give one by one (at most 64); a registered service's are its
+    /// catalogue's (the control plane fills them in when the body leaves them out).
+    #[serde(default)]
     pub fields: Vec<String>,
+    /// How the data plane exposes a service registered through the control plane or a bundle
+    /// (route, dialect, subject, imposed layout, field catalogue); absent for the services of
+    /// the built-in adapters' catalogue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+}
+
+/// A registered service's exposure: everything the data plane needs to route a call, check
+/// both messages against the imposed layout and reduce the answer to the granted fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exposure {
+    pub method: HttpMethod,
+    /// The path on the gateway's data plane (exact match), `/…`.
+    pub path: String,
+    /// The path on the source's upstream, appended to its registered URL.
+    pub upstream_path: String,
+    pub dialect: Dialect,
+    /// What the caller names in `X-Subject`: the data subject of the call (consent, the
+    /// citizen's report), or none.
+    #[serde(default)]
+    pub subject: SubjectIn,
+    pub layout: RegisteredLayout,
+    /// Every grantable field of the answer and where it is, plus the parts always kept.
+    pub catalogue: Vec<CatalogueEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+}
+
+impl HttpMethod {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+        }
+    }
+}
+
+/// How a service speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// JSON; the layouts are JSON Schemas (2020-12).
+    Json,
+    /// SOAP 1.1 / XML; the layout is an XSD.
+    Soap,
+}
+
+/// What `X-Subject` holds for a registered service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectIn {
+    /// No subject header: the call is not about one data subject named by the caller.
+    #[default]
+    None,
+    Niss,
+    Kbo,
+    /// A vCode or an enterprise number.
+    Association,
+}
+
+/// The imposed layout of a registered service: JSON Schemas for a JSON service, an XSD and the
+/// names of its request and answer elements for a SOAP service. Schemas are kept as text (the
+/// control plane also takes them as JSON objects).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisteredLayout {
+    /// JSON: the request body's schema; absent: the service takes no body.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "json_text")]
+    pub request_schema: Option<String>,
+    /// JSON: the answer's schema.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "json_text")]
+    pub response_schema: Option<String>,
+    /// SOAP: the XSD of the payloads (one target namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xsd: Option<String>,
+    /// SOAP: the global element the request's Body holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_element: Option<String>,
+    /// SOAP: the global element the answer's Body holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_element: Option<String>,
+}
+
+/// A schema given as text or as a JSON value (an object in the API, a table in a bundle): kept
+/// as JSON text.
+fn json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        None => None,
+        Some(serde_json::Value::String(t)) => Some(t),
+        Some(v) => Some(v.to_string()),
+    })
+}
+
+/// One entry of a registered service's field catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueEntry {
+    /// The grantable field; absent: the part is always kept (the identifiers the caller named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Where it is in the answer: a JSON pointer (`*` for every element of an array) or an
+    /// element path below the answer element (`Entry/Holder/Niss`).
+    pub path: String,
+    /// The part identifies a data subject (a NISS for a person, an enterprise number for an
+    /// organisation): it must pass its check and is written in the audit record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SubjectRole>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectRole {
+    Person,
+    Organisation,
+}
+
+/// Where a registered source is reached: production side, test side, bounds and TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// The production side's base URL (`http://` or `https://`).
+    pub url: String,
+    /// The test side: a base URL, or `sandbox` for a sandbox the gateway generates from the
+    /// layouts (valid examples); absent: no test side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    /// Whole-answer timeout (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Largest answer read (default 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<u64>,
+    /// TLS towards the source: files on the gateway's host, never their content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// Paths of the PEM files for TLS towards a registered source: its CA, and the gateway's client
+/// certificate and key when the source asks for one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    pub ca: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Where an instrument is in its life.

@@ -41,12 +41,14 @@ pub fn policy(orgs: usize, grants: usize) -> Policy {
         audit_retention_days: None,
         ict_office: None,
         revalidation: None,
+        upstream: None,
     });
     for s in 0..20 {
         p.services.push(Service {
             id: format!("src.s{s}"),
             source: "src".into(),
             fields: (0..16).map(|f| format!("f{f}")).collect(),
+            exposure: None,
         });
     }
     let kbos: Vec<Kbo> = (0..orgs).filter_map(|i| Kbo::from_first8(1_000_000 + i as u32 * 7)).collect();

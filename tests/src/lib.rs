@@ -290,6 +290,11 @@ pub async fn raw_tls(
     Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await?)
 }
 
+/// An instrument's reference as one path segment (`/` escaped).
+pub fn enc(reference: &str) -> String {
+    reference.replace('/', "%2F")
+}
+
 /// `GET path` on the operations listener (plain HTTP): status and body.
 pub async fn ops_get(h: &Harness, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

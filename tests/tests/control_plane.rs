@@ -25,10 +25,6 @@ const DELIBERATION: &str = "CSI/AF/31/2026";
 const CONVENTION: &str = "DIV/CONV/2026/0100";
 const FLEET_PURPOSE: &str = "FLEET_MANAGEMENT";
 
-fn enc(reference: &str) -> String {
-    reference.replace('/', "%2F")
-}
-
 fn plate() -> String {
     gateway::demo::div_vehicle().unwrap().0
 }
@@ -45,7 +41,7 @@ async fn transition(h: &Harness, who: &str, reference: &str, to: &str, reason: O
 
 /// One step of an instrument's procedure with its evidence.
 async fn step(h: &Harness, who: &str, reference: &str, body: Value) -> Answer {
-    let path = format!("/instruments/{}/transitions", enc(reference));
+    let path = format!("/instruments/{}/transitions", tests::enc(reference));
     h.ctl(who, Method::POST, &path, Some(body)).await
 }
 
@@ -339,7 +335,7 @@ async fn the_div_procedure_through_the_api_under_load() {
     assert_eq!(a.json().unwrap()["change"]["summary"], "suspended → published");
     assert_eq!(fleet_call(&h, FLEET).await.status, StatusCode::OK);
     assert!(references(&published(&h).await.0).contains(&CONVENTION.to_owned()));
-    let a = h.ctl(FLEET, Method::GET, &format!("/instruments/{}", enc(CONVENTION)), None).await;
+    let a = h.ctl(FLEET, Method::GET, &format!("/instruments/{}", tests::enc(CONVENTION)), None).await;
     let ins = a.json().unwrap();
     assert_eq!((ins["state"].clone(), ins["effective_status"].clone()), (json!("published"), json!("active")));
     // The evidence of every step, as the data owner can show it to an auditor.
@@ -490,8 +486,8 @@ async fn the_sigedis_path_framework_authorization_adhesion_consent_call() {
             "mandate": { "title": "Power of attorney", "reference": "BA-PROXY-2026-3" },
         })
     };
-    let path = format!("/instruments/{}/adhesions", enc("CSI/SSH/26/010/FI"));
-    let step_path = |org: &str| format!("/instruments/{}/adhesions/{org}/transitions", enc("CSI/SSH/26/010/FI"));
+    let path = format!("/instruments/{}/adhesions", tests::enc("CSI/SSH/26/010/FI"));
+    let step_path = |org: &str| format!("/instruments/{}/adhesions/{org}/transitions", tests::enc("CSI/SSH/26/010/FI"));
     // No caller-chosen date: the gateway's clock stamps the request.
     let mut dated = adhesion("0456123494", true);
     dated["date"] = json!("2020-01-01");
@@ -721,7 +717,7 @@ async fn a_protocol_missing_any_of_the_13_elements_is_refused_precisely() {
     let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "active", None).await;
     assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "{}", a.text());
     assert!(a.text().contains("favourable advice of the DPO"), "{}", a.text());
-    let advice_path = format!("/instruments/{}/advice", enc("VL/PROT/2026/050"));
+    let advice_path = format!("/instruments/{}/advice", tests::enc("VL/PROT/2026/050"));
     let advice = |favourable: bool, reference: &str| {
         json!({ "reference": reference, "favourable": favourable,
         "documents": [{ "title": "DPO advice", "reference": reference }] })

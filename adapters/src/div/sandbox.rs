@@ -42,7 +42,16 @@ pub struct Vehicle {
     /// The holder: a person or an organisation.
     pub holder: Holder,
     pub doc: Element,
+    /// Its holders through time (`div.history`, a registered service: `layouts/div.history.xsd`).
+    pub history: Element,
 }
+
+/// The namespace of the `div.history` layout (`adapters/layouts/div.history.xsd`).
+pub const HISTORY_NS: &str = "urn:be:passerelle:div:history:v1";
+/// Where the sandbox answers `div.history`.
+pub const HISTORY_PATH: &str = "/soap/VehicleHistoryService";
+/// The published XSD of `div.history`: DIV registers it through the control plane.
+pub const HISTORY_XSD: &str = include_str!("../../layouts/div.history.xsd");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holder {
@@ -109,9 +118,32 @@ impl Register {
                     .child(Element::new(NS, "Holder").child(id).leaf("Name", &name).child(address))
                     .child(insurer),
             );
+            // The holder before the current one, from the first registration to the current.
+            let mut history = Element::new(HISTORY_NS, "GetVehicleHistoryResponse").leaf("Plate", plate.as_str());
+            if registered > first {
+                // Its own generator: the fleet stays what it was before histories were added.
+                let mut rng = Rng::new(SEED ^ 0x4157_0000 ^ vehicles.len() as u64);
+                let previous = rng.niss();
+                let mut d = [0u8; 11];
+                let id = Element::new(HISTORY_NS, "Id").leaf("Niss", previous.digits(&mut d));
+                let name = format!("{} {}", rng.pick(FIRST), rng.pick(LAST));
+                history = history.child(
+                    Element::new(HISTORY_NS, "Entry")
+                        .leaf("From", &first)
+                        .leaf("Until", &registered)
+                        .child(Element::new(HISTORY_NS, "Holder").child(id).leaf("Name", &name)),
+                );
+            }
+            let mut current_id = doc.children[0].find("Holder").and_then(|h| h.find("Id")).cloned().unwrap_or_default();
+            rename_ns(&mut current_id, HISTORY_NS);
+            history = history.child(
+                Element::new(HISTORY_NS, "Entry")
+                    .leaf("From", &registered)
+                    .child(Element::new(HISTORY_NS, "Holder").child(current_id).leaf("Name", &name)),
+            );
             by_plate.insert(plate, vehicles.len());
             by_vin.insert(vin, vehicles.len());
-            vehicles.push(Vehicle { plate, vin, holder, doc });
+            vehicles.push(Vehicle { plate, vin, holder, doc, history });
         }
         Register { vehicles, by_plate, by_vin }
     }
@@ -133,6 +165,9 @@ impl Register {
     }
 
     pub fn answer(&self, req: &SandboxRequest) -> SandboxResponse {
+        if req.uri().path() == HISTORY_PATH {
+            return self.history(req);
+        }
         if req.uri().path() != super::vehicle_service().upstream_path {
             return sandbox::text(StatusCode::NOT_FOUND, "unknown path");
         }
@@ -146,6 +181,56 @@ impl Register {
             None => sandbox::xml(StatusCode::NOT_FOUND, xml::fault("Client", "no vehicle with this plate or VIN")),
         }
     }
+}
+
+impl Register {
+    /// `div.history`: the request is read as a SOAP envelope holding a
+    /// `GetVehicleHistoryRequest` with a plate or a VIN.
+    fn history(&self, req: &SandboxRequest) -> SandboxResponse {
+        let request = match xml::open_envelope(req.body(), xml::LIMITS) {
+            Ok(r) if r.ns == HISTORY_NS && r.name == "GetVehicleHistoryRequest" => r,
+            Ok(_) => {
+                return sandbox::xml(StatusCode::INTERNAL_SERVER_ERROR, xml::fault("Client", "not a history request"));
+            }
+            Err(why) => return sandbox::xml(StatusCode::INTERNAL_SERVER_ERROR, xml::fault("Client", &why)),
+        };
+        match self.lookup(&request) {
+            Some(v) => sandbox::xml(StatusCode::OK, xml::envelope(&v.history)),
+            None => sandbox::xml(StatusCode::NOT_FOUND, xml::fault("Client", "no vehicle with this plate or VIN")),
+        }
+    }
+}
+
+fn rename_ns(el: &mut Element, ns: &str) {
+    ns.clone_into(&mut el.ns);
+    el.children.iter_mut().for_each(|c| rename_ns(c, ns));
+}
+
+/// A SOAP `div.history` request for a plate (what callers send).
+pub fn history_by_plate(plate: &str) -> String {
+    xml::envelope(&Element::new(HISTORY_NS, "GetVehicleHistoryRequest").leaf("Plate", plate))
+}
+
+/// What DIV posts to `POST /services` to register `div.history` with the XSD `xsd` (the
+/// published [`HISTORY_XSD`], read from its file by the caller).
+pub fn history_registration(xsd: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": "div.history", "source": "div",
+        "exposure": {
+            "method": "POST", "path": "/div/history", "upstream_path": HISTORY_PATH,
+            "dialect": "soap",
+            "layout": { "xsd": xsd, "request_element": "GetVehicleHistoryRequest",
+                        "response_element": "GetVehicleHistoryResponse" },
+            "catalogue": [
+                { "path": "Plate" },
+                { "field": "periods", "path": "Entry/From" },
+                { "field": "periods", "path": "Entry/Until" },
+                { "field": "holders", "path": "Entry/Holder" },
+                { "path": "Entry/Holder/Id/Niss", "subject": "person" },
+                { "path": "Entry/Holder/Id/EnterpriseNumber", "subject": "organisation" }
+            ]
+        }
+    })
 }
 
 /// Starts the DIV sandbox on `listener`.
@@ -173,5 +258,21 @@ mod tests {
         let v = &r.vehicles()[0];
         let by_vin = LAYOUT.check_request(super::super::request_by_vin(v.vin.as_str()).as_bytes()).unwrap();
         assert_eq!(r.lookup(&by_vin).unwrap().plate, v.plate);
+    }
+
+    /// The histories follow `div.history.xsd` as the gateway compiles it for a registration.
+    #[test]
+    fn every_history_follows_its_registered_layout() {
+        let schema = crate::xsd::compile(HISTORY_XSD).unwrap();
+        let resp = schema.elements["GetVehicleHistoryResponse"].freeze(&|_| (None, None));
+        let layout = xml::SoapLayout { ns: HISTORY_NS, request: resp, response: resp };
+        let r = Register::generate();
+        let mut previous = 0;
+        for v in r.vehicles() {
+            let doc = xml::envelope(&v.history);
+            layout.check_response(doc.as_bytes()).unwrap();
+            previous += usize::from(v.history.children.len() > 2);
+        }
+        assert!(previous > r.vehicles().len() / 2, "most vehicles had a holder before: {previous}");
     }
 }

@@ -55,7 +55,15 @@ pub(super) fn change_failed(e: ChangeError, prefix: Option<&str>) -> Refusal {
                     if key.is_empty() { e.message.clone() } else { format!("{key}: {}", e.message) }
                 })
                 .collect();
-            refuse(if protocol { Code::ProtocolIncomplete } else { Code::PolicyInvalid }, detail.join("; "))
+            let registration = errors.0.iter().any(|e| e.key == "registration");
+            let code = if protocol {
+                Code::ProtocolIncomplete
+            } else if registration {
+                Code::RegistrationInvalid
+            } else {
+                Code::PolicyInvalid
+            };
+            refuse(code, detail.join("; "))
         }
         ChangeError::Store(StoreError::Conflict(_)) => refuse(
             Code::ConcurrentChange,
@@ -479,6 +487,13 @@ impl ControlPlane {
                 "only the integrator declares a source's statutory ceiling, its privacy office or its ICT office",
             ));
         }
+        // The TLS files are on the gateway's host: only its operator's organisation names them.
+        if !who.is_integrator() && source.upstream.as_ref().is_some_and(|u| u.tls.is_some()) {
+            return Err(refuse(
+                Code::AdminRoleMissing,
+                "only the integrator names the TLS files (on the gateway's host) of a source's upstream",
+            ));
+        }
         let item = serde_json::json!(source);
         self.commit(&who, "POST /sources", StatusCode::CREATED, item, |p, _| {
             let taken = p.sources.iter().any(|s| s.id == source.id);
@@ -494,7 +509,16 @@ impl ControlPlane {
 
     pub(super) async fn add_service(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
-        let service: Service = read_json(req).await?;
+        let mut service: Service = read_json(req).await?;
+        // A registered service's fields are its catalogue's, unless the body lists them too.
+        if let Some(x) = &service.exposure
+            && service.fields.is_empty()
+        {
+            let mut fields: Vec<String> = x.catalogue.iter().filter_map(|c| c.field.clone()).collect();
+            fields.sort_unstable();
+            fields.dedup();
+            service.fields = fields;
+        }
         let item = serde_json::json!(service);
         self.commit(&who, "POST /services", StatusCode::CREATED, item, |p, _| {
             who.require("POST", "/services", &Scope::sources([service.source.clone()]), p)?;

@@ -109,6 +109,13 @@ impl Upstreams {
         traceparent: Option<String>,
         body: Bytes,
     ) -> Result<UpstreamAnswer, Refusal> {
+        if let (Env::Test, Some((body, content_type))) = (environment, &route.sandbox) {
+            return Ok(UpstreamAnswer {
+                status: StatusCode::OK,
+                content_type: Some(content_type.clone()),
+                body: body.clone(),
+            });
+        }
         let source = &self.sources[route.source];
         let side = side(environment);
         let uri = match environment {

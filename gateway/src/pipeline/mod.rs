@@ -51,6 +51,8 @@ pub struct Pipeline {
     pub metrics: crate::metrics::Metrics,
     /// A replica of a shared store: out of sync, it decides nothing.
     pub sync: Option<Arc<crate::store::postgres::SyncState>>,
+    /// The services registered in the policy, consulted after the built-in routes.
+    pub registered: Arc<crate::registered::Keeper>,
 }
 
 impl Pipeline {
@@ -58,6 +60,21 @@ impl Pipeline {
     /// dialect, echoing the request id; every call, answered or refused, leaves exactly one
     /// durable audit record before its response does.
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
+        // A registered service's description (`GET <path>?wsdl`, `GET <path>?openapi`): no
+        // data, no legal basis, no audit record.
+        if req.method() == http::Method::GET
+            && let Some(kind) = match req.uri().query() {
+                Some("wsdl") => Some(crate::registered::Description::Wsdl),
+                Some("openapi") => Some(crate::registered::Description::OpenApi),
+                _ => None,
+            }
+            && let Some((body, ct)) =
+                self.registered.plane.load().describe(req.uri().path(), kind, &crate::registered::base_url(&req, None))
+        {
+            let mut resp = Response::new(Full::new(bytes::Bytes::from(body)));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            return resp;
+        }
         let started = Instant::now();
         let coming = self.audit.expect();
         let mut trace = Trace::start(&req, caller);
@@ -128,7 +145,17 @@ impl Pipeline {
         // The service, looked up first only so that every refusal, including those of the
         //    steps before the route's own (identity, limits), speaks the service's dialect: a
         //    SOAP Fault for an XML service. Its own refusal comes in step 3.
-        let looked_up = self.routes.lookup(req.method(), req.uri().path());
+        let mut looked_up = self.routes.lookup(req.method(), req.uri().path());
+        let mut upstreams = &self.upstreams;
+        // A path the built-in table does not know may be a registered service's: the plane in
+        // force when the request got here serves it to the end.
+        let plane = matches!(looked_up, Err((_, None))).then(|| self.registered.plane.load_full());
+        if let Some(plane) = &plane
+            && let found @ (Ok(_) | Err((_, Some(_)))) = plane.table.lookup(req.method(), req.uri().path())
+        {
+            looked_up = found;
+            upstreams = &plane.upstreams;
+        }
         if let Ok(route) | Err((_, Some(route))) = &looked_up {
             *dialect = route.dialect();
             trace.service(route.service.id);
@@ -192,8 +219,7 @@ impl Pipeline {
         let traceparent = env.traceparent.map(|tp| tp.child(self.ids.span_id()));
         let mut kbo = [0u8; 10];
         let t = Instant::now();
-        let answer = self
-            .upstreams
+        let answer = upstreams
             .call(route, environment, &env, org.kbo.digits(&mut kbo), request_id, traceparent, body)
             .await
             .inspect_err(|r| {

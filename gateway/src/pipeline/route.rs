@@ -25,6 +25,9 @@ pub struct Route {
     /// The service's imposed JSON layout, compiled once (the SOAP layout needs no compiling:
     /// it is `service.soap`).
     pub layout: Option<adapters::layout::Layout>,
+    /// A registered source's generated sandbox, its test side: the example answer and its
+    /// content type, answered without any network call.
+    pub sandbox: Option<(bytes::Bytes, http::HeaderValue)>,
 }
 
 impl Route {
