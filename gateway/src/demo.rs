@@ -4,6 +4,8 @@
 //! The integration tests start the same [`Demo`] (on port 0, in a temporary directory), so
 //! what the README promises is what the tests exercise.
 
+mod open_flows;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -224,6 +226,9 @@ impl Demo {
         // The configuration first, in memory with the overrides: every port it asks for must be
         // free before anything is written under `dir`.
         let sources: Vec<(&str, String)> = sandboxes.iter().map(|(n, s)| (*n, s.url())).collect();
+        // SPF Finances' cadastre is not in the configuration: its data owner registers it
+        // through the control plane (the smoke run does).
+        sandboxes.push(("cadastre", adapters::cadastre::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?)?));
         let defaults = if opts.port == 0 { (0, 0, 0) } else { (9443, 9464, 8444) };
         let (control, ops, public) = (
             opts.control_port.unwrap_or(defaults.0),
@@ -526,6 +531,7 @@ impl Demo {
             "END_USER_ROLE_MISSING",
         ));
         self.smoke_sources(&mut checks).await?;
+        self.smoke_open_flows(&mut checks).await?;
         let got = call(&bank, PENSIONS, &pension("85073003329")).await;
         checks.push(Check::refusal("an invalid NISS", "400 SUBJECT_INVALID", got, 400, "SUBJECT_INVALID"));
         let got = call(&agency, ASSOCIATIONS, &[("x-purpose", ASSOC_PURPOSE.to_owned())]).await;

@@ -36,6 +36,9 @@ fn personal_data_of_the_smoke_run() -> Vec<String> {
     let holder = v.doc.find("Vehicle").unwrap().find("Holder").unwrap();
     out.push(holder.find("Name").unwrap().text.clone());
     out.push(holder.find("Id").unwrap().children[0].text.clone());
+    // The cadastre owner of the flow the smoke run opens through the control plane.
+    let owner = adapters::synthetic::people(0xCAD, 1)[0];
+    out.push(owner.digits(&mut d).to_owned());
     out
 }
 
