@@ -351,3 +351,35 @@ async fn an_inquiry_moves_between_replicas() {
     ids.sort_unstable();
     assert_eq!(ids, ["on-a", "on-b"], "both replicas' calls about the subject");
 }
+
+/// A service registered through one replica is routed by the other, without restart: the
+/// registration is a policy version, which every replica installs, rebuilding its registered
+/// routes before the snapshot swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_registered_on_one_replica_is_served_by_the_other() {
+    let Some(pg) = PgCluster::start("a_service_registered_on_one_replica_is_served_by_the_other").unwrap() else {
+        return;
+    };
+    let a = on_postgres(&pg, "a").await;
+    let b = Replica::start(&a, "b").await.unwrap();
+    let history = || {
+        let body = Bytes::from(adapters::div::sandbox::history_by_plate(&gateway::demo::div_vehicle().unwrap().0));
+        let headers = [("x-legal-basis", "DIV/CONV/2023/0042"), ("x-purpose", "INSURANCE_CLAIM")];
+        let client = b.client(&a, "insurer");
+        async move { send(&client, Method::POST, "/div/history", &headers, body).await }
+    };
+    assert_eq!(history().await.unwrap().code(), Some("SERVICE_UNKNOWN"));
+    let registered = post(
+        &a.control_client("div"),
+        "/services",
+        adapters::div::sandbox::history_registration(adapters::div::sandbox::HISTORY_XSD),
+    )
+    .await;
+    assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.text());
+    // Routed on B: the insurer's convention does not grant it, so the policy refuses it.
+    let (took, _) = until(Duration::from_secs(1), history, |a| a.code() == Some("LEGAL_BASIS_NOT_APPLICABLE")).await;
+    eprintln!("service registered on A, routed on B after {took:?}");
+    let wsdl = send(&b.client(&a, "insurer"), Method::GET, "/div/history?wsdl", &[], Bytes::new()).await.unwrap();
+    assert_eq!(wsdl.status, StatusCode::OK, "{}", wsdl.text());
+    assert!(wsdl.text().contains("GetVehicleHistoryRequest"));
+}
