@@ -409,6 +409,16 @@ mod tests {
         assert!(out.contains("<From>") && !out.contains("Holder"), "{out}");
         soap.check_request(crate::div::sandbox::history_by_plate(v.plate.as_str()).as_bytes()).unwrap();
         soap.check_response(&r.example).unwrap();
+        // A holder's national number that matches the XSD's pattern but not mod 97 is refused.
+        let person =
+            reg.vehicles().iter().find(|v| matches!(v.holder, crate::div::sandbox::Holder::Person(_))).unwrap();
+        let mut bad = person.history.clone();
+        let entry = bad.children.iter_mut().rev().find(|c| c.name == "Entry").unwrap();
+        let id = &mut entry.children.last_mut().unwrap().children[0].children[0];
+        assert_eq!(id.name, "Niss");
+        id.text = "85073003329".into();
+        let e = soap.check_response(crate::xml::envelope(&bad).as_bytes()).unwrap_err();
+        assert!(e.ends_with("Niss: the text is not a valid national number"), "{e}");
     }
 
     #[test]

@@ -225,6 +225,9 @@ pub struct Simple {
     /// Inclusive bounds of an integer.
     pub min: Option<i64>,
     pub max: Option<i64>,
+    /// An identifier's check beyond the XSD (a data subject's national or enterprise number
+    /// must pass mod 97): its name and the check.
+    pub identifier: Option<(&'static str, fn(&str) -> bool)>,
 }
 
 impl Simple {
@@ -238,6 +241,7 @@ impl Simple {
             enumeration: None,
             min: None,
             max: None,
+            identifier: None,
         }
     }
 
@@ -261,6 +265,11 @@ impl Simple {
         }
         if let Some((p, _)) = self.patterns.iter().find(|(_, re)| !re.is_match(s)) {
             return Err(format!("does not match the pattern {p} of {}", self.name));
+        }
+        if let Some((name, ok)) = self.identifier
+            && !ok(s)
+        {
+            return Err(format!("is not a valid {name}"));
         }
         if self.base == SimpleBase::Integer && (self.min.is_some() || self.max.is_some()) {
             let v: i64 =

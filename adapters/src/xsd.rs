@@ -540,8 +540,22 @@ impl Decl {
         mark: &impl Fn(&[&str]) -> (Option<&'static str>, Option<crate::layout::SubjectType>),
     ) -> Node {
         let name: &'static str = crate::registered::intern(&self.name);
+        let (field, subject) = mark(path);
         let kind = match &self.kind {
-            DeclKind::Text(s) => Kind::Text(Text::Simple(Box::leak(Box::new(s.clone())))),
+            DeclKind::Text(s) => {
+                let mut s = s.clone();
+                // A data subject's identifier passes its check, as in a built-in layout.
+                s.identifier = match subject {
+                    Some(crate::layout::SubjectType::Person) => {
+                        Some(("national number", |v| policies::ids::Niss::parse(v).is_ok()))
+                    }
+                    Some(crate::layout::SubjectType::Organisation) => {
+                        Some(("enterprise number", |v| policies::ids::Kbo::parse(v).is_ok()))
+                    }
+                    None => None,
+                };
+                Kind::Text(Text::Simple(Box::leak(Box::new(s))))
+            }
             DeclKind::Seq(items) | DeclKind::Choice(items) => {
                 let nodes: Vec<Node> = items
                     .iter()
@@ -556,7 +570,6 @@ impl Decl {
                 if matches!(self.kind, DeclKind::Seq(_)) { Kind::Seq(nodes) } else { Kind::Choice(nodes) }
             }
         };
-        let (field, subject) = mark(path);
         Node { name, min: self.min, max: self.max, kind, field, subject }
     }
 
