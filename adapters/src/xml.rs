@@ -200,6 +200,9 @@ pub enum Text {
     Simple(&'static Simple),
 }
 
+/// An identifier's check (mod 97 and the like).
+pub type IdCheck = fn(&str) -> bool;
+
 /// The lexical space a compiled simple type restricts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimpleBase {
@@ -227,7 +230,7 @@ pub struct Simple {
     pub max: Option<i64>,
     /// An identifier's check beyond the XSD (a data subject's national or enterprise number
     /// must pass mod 97): its name and the check.
-    pub identifier: Option<(&'static str, fn(&str) -> bool)>,
+    pub identifier: Option<(&'static str, IdCheck)>,
 }
 
 impl Simple {
