@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(envelope identifiers xml_layout json_layout bundle)
+[ ${#targets[@]} -gt 0 ] || targets=(envelope identifiers xml_layout json_layout bundle xsd)
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 total=0
