@@ -217,6 +217,26 @@ pub struct ControlConfig {
     /// The gateway's own test or development CA, which signs registered organisations'
     /// certificate requests (`POST /organisations/{kbo}/certificates`); absent: it signs none.
     pub issuer: Option<IssuerConfig>,
+    /// The hosts a registered source's upstream may name (`POST /sources` with `upstream`):
+    /// exact host names or addresses, or `*.suffix` for every host under a domain. Empty (the
+    /// default): no registered upstream at all, so a data owner cannot make the gateway reach
+    /// a host its operator did not allow (the built-in sources' `[sources.*]` are not subject
+    /// to it).
+    pub upstream_hosts: Vec<String>,
+}
+
+impl ControlConfig {
+    /// Whether a registered upstream may name `host`.
+    pub fn upstream_host_allowed(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        self.upstream_hosts.iter().any(|p| {
+            let p = p.to_ascii_lowercase();
+            match p.strip_prefix("*.") {
+                Some(domain) => host.len() > domain.len() && host.ends_with(&format!(".{domain}")),
+                None => host == p.trim_start_matches('[').trim_end_matches(']'),
+            }
+        })
+    }
 }
 
 /// A CA the control plane signs organisations' requests with.
@@ -239,7 +259,12 @@ fn issuer_days() -> u32 {
 
 impl Default for ControlConfig {
     fn default() -> Self {
-        ControlConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9443))), auditors: Vec::new(), issuer: None }
+        ControlConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9443))),
+            auditors: Vec::new(),
+            issuer: None,
+            upstream_hosts: Vec::new(),
+        }
     }
 }
 

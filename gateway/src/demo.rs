@@ -166,6 +166,8 @@ listen = "127.0.0.1:{control_port}"
 auditors = ["{auditor}"]
 # The dev CA signs registered organisations' certificate requests.
 issuer = {{ cert = "pki/ca.pem", key = "pki/ca.key" }}
+# Registered sources' upstreams may be on this host only (the demo's sandboxes).
+upstream_hosts = ["127.0.0.1", "localhost"]
 
 [ops]
 listen = "127.0.0.1:{ops_port}"

@@ -32,6 +32,8 @@ pub struct Ops {
     pub sync: Option<Arc<crate::store::postgres::SyncState>>,
     /// Request ids: the caller's `X-Request-Id` is echoed, as on every listener.
     pub ids: crate::pipeline::envelope::RequestIds,
+    /// The registered services, whose upstreams `/readyz` reports.
+    pub registered: Option<Arc<crate::registered::Keeper>>,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -84,8 +86,27 @@ impl Ops {
             all &= up;
             sources.insert(name.clone(), serde_json::Value::Bool(up));
         }
+        // Registered sources are reported, not counted: a data owner's upstream that is down
+        // must not take the whole gateway out of its load balancer.
+        let mut registered = serde_json::Map::new();
+        if let Some(k) = &self.registered {
+            let plane = k.plane.load_full();
+            for route in plane.table.routes() {
+                let name = route.service.source;
+                if sources.contains_key(name) || registered.contains_key(name) {
+                    continue;
+                }
+                let Some(addr) = route.upstream_uri.authority().map(|a| a.as_str().to_owned()) else { continue };
+                let up = matches!(
+                    tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await,
+                    Ok(Ok(_))
+                );
+                registered.insert(name.to_owned(), serde_json::Value::Bool(up));
+            }
+        }
         let doc = serde_json::json!({
             "ready": all,
+            "registered_sources": registered,
             "store": store,
             "store_in_sync": in_sync,
             "audit_writable": audit,

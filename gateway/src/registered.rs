@@ -104,25 +104,36 @@ fn resolve(cfg: &Config, source: &SourceModel) -> Result<Resolved, String> {
     })
 }
 
-fn uri(base: &str, path: &str, what: &str) -> Result<Uri, String> {
+/// A full upstream URI; `allowed` decides the host of a registered upstream (`None`: a built-in
+/// source's, from the configuration).
+fn uri(base: &str, path: &str, what: &str, allowed: Option<&crate::config::ControlConfig>) -> Result<Uri, String> {
     let u: Uri = format!("{}{}", base.trim_end_matches('/'), path)
         .parse()
         .map_err(|e| format!("{what} {base:?} is not a URL ({e})"))?;
-    match (u.scheme_str(), u.authority()) {
-        (Some("http" | "https"), Some(_)) => Ok(u),
-        _ => Err(format!("{what} {base:?} is not an http:// or https:// URL with a host")),
+    let host = match (u.scheme_str(), u.host()) {
+        (Some("http" | "https"), Some(h)) => h,
+        _ => return Err(format!("{what} {base:?} is not an http:// or https:// URL with a host")),
+    };
+    if let Some(c) = allowed
+        && !c.upstream_host_allowed(host)
+    {
+        return Err(format!(
+            "{what}'s host {host} is not one the operator allows registered upstreams to name (control.upstream_hosts)"
+        ));
     }
+    Ok(u)
 }
 
 fn registrations(policy: &Policy) -> impl Iterator<Item = &Service> {
     policy.services.iter().filter(|s| s.exposure.is_some())
 }
 
-/// The text the plane depends on: the registered services and their sources.
+/// The text the plane depends on: the registered services, their sources and every registered
+/// upstream.
 fn key(policy: &Policy) -> String {
     let services: Vec<&Service> = registrations(policy).collect();
     let sources: Vec<&SourceModel> =
-        policy.sources.iter().filter(|s| services.iter().any(|x| x.source == s.id)).collect();
+        (policy.sources.iter()).filter(|s| s.upstream.is_some() || services.iter().any(|x| x.source == s.id)).collect();
     serde_json::to_string(&(services, sources)).unwrap_or_default()
 }
 
@@ -136,6 +147,18 @@ impl Plane {
     /// (no client is built, no gauge set).
     pub fn build(cfg: &Config, policy: &Policy, metrics: Option<&crate::metrics::Metrics>) -> Result<Self, String> {
         adapters::registered::check_paths(&policy.services)?;
+        // Every registered upstream is usable, whether or not a service uses it yet.
+        for model in policy.sources.iter().filter(|s| s.upstream.is_some()) {
+            let at = |e: String| format!("source {}: {e}", model.id);
+            let r = resolve(cfg, model).map_err(at)?;
+            uri(&r.production, "/", "the upstream", Some(&cfg.control)).map_err(at)?;
+            if let Some(TestSide::Url(u)) = &r.test {
+                uri(u, "/", "the test upstream", Some(&cfg.control)).map_err(at)?;
+            }
+            if let Some(t) = &r.tls {
+                crate::tls::source_client_config(t).map_err(|e| at(format!("the upstream's TLS settings: {e}")))?;
+            }
+        }
         let mut sources: Vec<Source> = Vec::new();
         let mut routes = Vec::new();
         let mut registered = Vec::new();
@@ -149,10 +172,13 @@ impl Plane {
                 .ok_or_else(|| at(format!("unknown source {}", service.source)))?;
             let r = resolve(cfg, model).map_err(at)?;
             let def = &compiled.def;
-            let upstream_uri = uri(&r.production, def.upstream_path, "the upstream").map_err(at)?;
+            let allowed = model.upstream.is_some().then_some(&cfg.control);
+            let upstream_uri = uri(&r.production, def.upstream_path, "the upstream", allowed).map_err(at)?;
             let (test_upstream_uri, sandbox) = match &r.test {
                 None => (None, None),
-                Some(TestSide::Url(u)) => (Some(uri(u, def.upstream_path, "the test upstream").map_err(at)?), None),
+                Some(TestSide::Url(u)) => {
+                    (Some(uri(u, def.upstream_path, "the test upstream", allowed).map_err(at)?), None)
+                }
                 Some(TestSide::Sandbox) => (None, Some(compiled.example.clone())),
             };
             let source = match sources.iter().position(|s| s.name == service.source) {

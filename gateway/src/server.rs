@@ -314,6 +314,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 upstreams,
                 sync: sync.clone(),
                 ids: crate::pipeline::envelope::RequestIds::new(),
+                registered: Some(pipeline.registered.clone()),
             });
             tokio::spawn(crate::ops::serve(l, ops, conns, shutdown_rx.clone()));
             tracing::info!(addr = %a, "operations listening");

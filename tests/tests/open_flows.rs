@@ -203,6 +203,17 @@ async fn a_data_owner_opens_new_flows_through_the_control_plane_only() {
     with_tls["upstream"]["tls"] = json!({ "ca": "/etc/passwd" });
     let a = h.ctl("spf-finances", Method::POST, "/sources", Some(with_tls)).await;
     assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "TLS files are the integrator's: {}", a.text());
+    // Only hosts the operator allows (control.upstream_hosts; the demo's: this host).
+    let mut elsewhere = source.clone();
+    elsewhere["upstream"]["url"] = "http://10.1.2.3:8080".into();
+    let a = h.ctl("spf-finances", Method::POST, "/sources", Some(elsewhere)).await;
+    assert_eq!(a.code(), Some("REGISTRATION_INVALID"), "{}", a.text());
+    assert!(a.text().contains("host 10.1.2.3 is not one the operator allows"), "{}", a.text());
+    let mut ftp = source.clone();
+    ftp["upstream"]["url"] = "ftp://127.0.0.1/".into();
+    let a = h.ctl("spf-finances", Method::POST, "/sources", Some(ftp)).await;
+    assert_eq!(a.code(), Some("REGISTRATION_INVALID"), "{}", a.text());
+    assert!(a.text().contains("is not an http:// or https:// URL with a host"), "{}", a.text());
     let a = h.ctl("spf-finances", Method::POST, "/sources", Some(source)).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     tests::openapi::check("POST", "/sources", &a);
@@ -213,13 +224,13 @@ async fn a_data_owner_opens_new_flows_through_the_control_plane_only() {
     wrong_path["exposure"]["catalogue"][3]["path"] = "/parcels/*/income".into();
     let mut taken = cadastre_service();
     taken["exposure"]["path"] = "/div/vehicle".into();
-    let mut ftp = cadastre_service();
-    ftp["source"] = "patrimony".into();
-    ftp["id"] = "patrimony.income".into();
+    let mut unplaced = cadastre_service();
+    unplaced["source"] = "patrimony".into();
+    unplaced["id"] = "patrimony.income".into();
     for (body, want) in [
         (wrong_path, "catalogue path /parcels/*/income is nowhere in the response schema"),
         (taken, "path /div/vehicle of service cadastre.cadastral-income is already the path of service div.vehicle"),
-        (ftp, "source patrimony has no upstream"),
+        (unplaced, "source patrimony has no upstream"),
     ] {
         let a = h.ctl("spf-finances", Method::POST, "/services", Some(body)).await;
         assert_eq!(a.code(), Some("REGISTRATION_INVALID"), "{}", a.text());
@@ -244,6 +255,12 @@ async fn a_data_owner_opens_new_flows_through_the_control_plane_only() {
     let a = cadastre_call(&h.client("bank-a"), &owner).await;
     assert_ne!(a.code(), Some("SERVICE_UNKNOWN"), "{}", a.text());
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+
+    // The operations listener reports the new source's upstream.
+    let (status, ready) = tests::ops_get(&h, "/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["registered_sources"]["cadastre"], true, "{ready}");
 
     // ── DIV registers div.history from its XSD file; an XSD outside the subset is refused.
     let xsd = xsd_file();
