@@ -2,6 +2,7 @@
 //! with the built-in layouts: `div.vehicle` from its published XSD, `sigedis.pensions` from its
 //! JSON Schema, each with a catalogue naming the built-in layout's fields.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 use adapters::ServiceDef;
 use adapters::registered::compile;
 use serde_json::json;
