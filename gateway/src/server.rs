@@ -137,6 +137,8 @@ pub struct RunningGateway {
     /// The audit trail and what opening it repaired.
     pub audit: Arc<AuditTrail>,
     pub recovery: Recovery,
+    /// A replica of a shared store: whether it is in step, and how it caught up.
+    pub sync: Option<Arc<SyncState>>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -416,6 +418,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         consent,
         audit,
         recovery,
+        sync,
         shutdown,
         task,
     })

@@ -436,6 +436,15 @@ impl Registry {
         })
     }
 
+    /// Puts consents read from the store (another replica wrote them) into the index.
+    pub fn index_all(&self, consents: &[Consent]) {
+        for c in consents {
+            if let Ok(mut shard) = self.shard_for(&c.subject).write() {
+                self.index_into(&mut shard, c);
+            }
+        }
+    }
+
     /// Re-reads one consent from the store into the index (another replica changed it).
     pub fn refresh(&self, id: &str) -> Result<(), StoreError> {
         let Some(c) = self.store.get(id)? else { return Ok(()) };

@@ -34,7 +34,12 @@ use crate::policy::PolicyHandle;
 pub const CHANNEL: &str = "passerelle";
 
 /// The schema migrations, in order; each is applied once, in one transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("../../migrations/0001_init.sql")), (2, include_str!("../../migrations/0002_consent_feed.sql"))];
+
+/// Serialises the writes of consents between replicas, so that their feed numbers
+/// (`consents.seq`) follow the commit order (an arbitrary, fixed key).
+const CONSENT_LOCK: i64 = 0x636f_6e73_656e;
 
 /// Serialises migrations between replicas starting together (an arbitrary, fixed key).
 const MIGRATION_LOCK: i64 = 0x7061_7373_6572;
@@ -43,7 +48,7 @@ const MIGRATION_LOCK: i64 = 0x7061_7373_6572;
 /// one transaction for many group commits (the gateway's own queries wait for its index).
 const INDEX_WINDOW: Duration = Duration::from_millis(20);
 
-/// A batch of consents larger than this is announced as one "reload everything".
+/// A batch of consents larger than this is announced as one "read the feed from where you are".
 const NOTIFY_EACH_UP_TO: usize = 64;
 
 type PgFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>>;
@@ -242,24 +247,31 @@ impl PgStore {
         self.call(move |c| {
             Box::pin(async move {
                 let tx = c.transaction().await?;
-                tx.execute(
-                    "INSERT INTO consents (id, subject, document) \
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
-                     ON CONFLICT (id) DO UPDATE SET subject = EXCLUDED.subject, document = EXCLUDED.document",
-                    &[&ids, &subjects, &docs],
-                )
-                .await?;
+                // Numbers taken under the lock, held to the commit: they follow the commit order.
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CONSENT_LOCK]).await?;
+                let rows = tx
+                    .query(
+                        "INSERT INTO consents (id, subject, document) \
+                         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
+                         ON CONFLICT (id) DO UPDATE SET subject = EXCLUDED.subject, document = EXCLUDED.document, \
+                         seq = nextval('consent_seq') \
+                         RETURNING id, seq",
+                        &[&ids, &subjects, &docs],
+                    )
+                    .await?;
                 tx.execute(
                     "INSERT INTO consent_events (consent_id, event) SELECT * FROM unnest($1::text[], $2::bytea[])",
                     &[&ids, &evs],
                 )
                 .await?;
-                if ids.len() <= NOTIFY_EACH_UP_TO {
-                    for id in &ids {
-                        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("consent {id}")]).await?;
+                if rows.len() <= NOTIFY_EACH_UP_TO {
+                    for r in &rows {
+                        let (id, seq): (&str, i64) = (r.get(0), r.get(1));
+                        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("consent {id} {seq}")]).await?;
                     }
                 } else {
-                    tx.execute("SELECT pg_notify($1, 'consents')", &[&CHANNEL]).await?;
+                    let last = rows.iter().map(|r| r.get::<_, i64>(1)).max().unwrap_or(0);
+                    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("consents {last}")]).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -294,6 +306,28 @@ impl PgStore {
                 let rows =
                     c.query("SELECT event FROM consent_events WHERE consent_id = $1 ORDER BY id", &[&id]).await?;
                 Ok(rows.iter().filter_map(|r| serde_json::from_slice(r.get::<_, &[u8]>(0)).ok()).collect())
+            })
+        })
+    }
+
+    /// The last number of the consents' feed (0: none written yet).
+    pub fn consent_feed_position(&self) -> Result<i64, StoreError> {
+        self.call(|c| {
+            Box::pin(async move {
+                let row = c.query_one("SELECT coalesce(max(seq), 0) FROM consents", &[]).await?;
+                Ok(row.get(0))
+            })
+        })
+    }
+
+    /// The consents written after feed number `after`, in feed order, with the last number read.
+    pub fn consent_feed_after(&self, after: i64) -> Result<(Vec<Consent>, i64), StoreError> {
+        self.call(move |c| {
+            Box::pin(async move {
+                let rows = c.query("SELECT seq, document FROM consents WHERE seq > $1 ORDER BY seq", &[&after]).await?;
+                let last = rows.last().map_or(after, |r| r.get(0));
+                let consents = rows.iter().filter_map(|r| serde_json::from_slice(r.get::<_, &[u8]>(1)).ok()).collect();
+                Ok((consents, last))
             })
         })
     }
@@ -675,6 +709,11 @@ impl PgStore {
 #[derive(Debug, Default)]
 pub struct SyncState {
     in_sync: AtomicBool,
+    /// How many times every consent was read (the first connection; a feed that cannot be
+    /// followed).
+    pub full_reads: std::sync::atomic::AtomicU64,
+    /// How many consents the catch-ups after a reconnection read from the feed.
+    pub caught_up: std::sync::atomic::AtomicU64,
 }
 
 impl SyncState {
@@ -691,8 +730,10 @@ impl SyncState {
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// Follows the other replicas' changes until `shutdown`: listens on [`CHANNEL`] over a
-/// connection of its own; after (re)connecting it re-reads the policy and every consent, and
-/// only then marks the replica in sync. Losing the connection marks it out of sync at once.
+/// connection of its own; after connecting it re-reads the policy and, the first time, every
+/// consent; after a reconnection only the consents written since the last feed number it saw
+/// (`consents.seq`). Only then is the replica marked in sync. Losing the connection marks it
+/// out of sync at once.
 pub async fn follow(
     store: Arc<PgStore>,
     policy: Arc<PolicyHandle>,
@@ -701,11 +742,13 @@ pub async fn follow(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    // The last number of the consents' feed this replica holds; none before the first read.
+    let mut position: Option<i64> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        match listen_once(&store, &policy, &consent, &state, &mut shutdown).await {
+        match listen_once(&store, &policy, &consent, &state, &mut shutdown, &mut position).await {
             Ok(()) => return,
             Err(e) => {
                 if state.in_sync() {
@@ -730,15 +773,19 @@ async fn listen_once(
     consent: &Arc<Registry>,
     state: &SyncState,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    position: &mut Option<i64>,
 ) -> Result<(), StoreError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<String, String>>();
+    // Named, so that an operator (or a test) can tell the follower's connection apart.
+    let mut config = store.config.clone();
+    config.application_name(format!("passerelle-follow-{}", store.replica));
     let (client, pump) = match &store.tls {
         None => {
-            let (client, connection) = store.config.connect(NoTls).await?;
+            let (client, connection) = config.connect(NoTls).await?;
             (client, pump_notifications(connection, tx))
         }
         Some(t) => {
-            let (client, connection) = store.config.connect(t.clone()).await?;
+            let (client, connection) = config.connect(t.clone()).await?;
             (client, pump_notifications(connection, tx))
         }
     };
@@ -746,14 +793,14 @@ async fn listen_once(
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         // Listening first, then re-reading: a change committed in between is both read and
         // notified, and applying it twice is harmless.
-        resync(store, policy, consent).await?;
+        resync(store, policy, consent, state, position).await?;
         state.set(true);
         tracing::info!("store notifications followed; replica in sync");
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(Ok(payload)) => apply(&payload, store, policy, consent).await?,
+                    Some(Ok(payload)) => apply(&payload, store, policy, consent, position).await?,
                     Some(Err(e)) => return Err(StoreError::Unavailable(e)),
                     None => return Err(StoreError::Unavailable("notification stream ended".into())),
                 },
@@ -801,41 +848,84 @@ where
     })
 }
 
-/// Re-reads the policy and every consent.
-async fn resync(store: &Arc<PgStore>, policy: &Arc<PolicyHandle>, consent: &Arc<Registry>) -> Result<(), StoreError> {
-    let (s, p, c) = (store.clone(), policy.clone(), consent.clone());
-    tokio::task::spawn_blocking(move || {
+/// Re-reads the policy, and every consent the first time or the consents written since
+/// `position` after a reconnection.
+async fn resync(
+    store: &Arc<PgStore>,
+    policy: &Arc<PolicyHandle>,
+    consent: &Arc<Registry>,
+    state: &SyncState,
+    position: &mut Option<i64>,
+) -> Result<(), StoreError> {
+    let (s, p, c, from) = (store.clone(), policy.clone(), consent.clone(), *position);
+    let (last, read, full) = tokio::task::spawn_blocking(move || {
         p.refresh(s.as_ref()).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let n = c.reload()?;
-        tracing::info!(consents = n, version = p.version(), "re-read the shared store");
-        Ok(())
+        match from {
+            Some(after) => {
+                let (changed, last) = s.consent_feed_after(after)?;
+                let n = changed.len();
+                c.index_all(&changed);
+                tracing::info!(consents = n, version = p.version(), "caught up with the shared store");
+                Ok::<_, StoreError>((last, n, false))
+            }
+            None => {
+                // The position first: a consent written meanwhile is read twice, never missed.
+                let last = s.consent_feed_position()?;
+                let n = c.reload()?;
+                tracing::info!(consents = n, version = p.version(), "re-read the shared store");
+                Ok((last, n, true))
+            }
+        }
     })
     .await
-    .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    if full {
+        state.full_reads.fetch_add(1, Ordering::Relaxed);
+    } else {
+        state.caught_up.fetch_add(read as u64, Ordering::Relaxed);
+    }
+    *position = Some(last);
+    Ok(())
 }
 
-/// Applies one notification: `policy [N]`, `consent <id>` or `consents` (re-read them all).
+/// Applies one notification: `policy [N]`, `consent <id> <feed number>` or `consents <feed
+/// number>` (many written at once: read the feed from `position`). Feed numbers follow the
+/// commit order, so the position only moves forward.
 async fn apply(
     payload: &str,
     store: &Arc<PgStore>,
     policy: &Arc<PolicyHandle>,
     consent: &Arc<Registry>,
+    position: &mut Option<i64>,
 ) -> Result<(), StoreError> {
-    let (s, p, c, payload) = (store.clone(), policy.clone(), consent.clone(), payload.to_owned());
-    tokio::task::spawn_blocking(move || {
+    let (s, p, c, payload, from) = (store.clone(), policy.clone(), consent.clone(), payload.to_owned(), *position);
+    let moved = tokio::task::spawn_blocking(move || {
         let mut words = payload.split(' ');
-        match (words.next(), words.next()) {
-            (Some("policy"), _) => {
+        let number = |w: Option<&str>| w.and_then(|n| n.parse::<i64>().ok());
+        match (words.next(), words.next(), words.next()) {
+            (Some("policy"), _, _) => {
                 p.refresh(s.as_ref()).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                Ok::<_, StoreError>(None)
             }
-            (Some("consent"), Some(id)) => c.refresh(id)?,
-            (Some("consents"), None) => {
-                c.reload()?;
+            (Some("consent"), Some(id), seq) => {
+                c.refresh(id)?;
+                Ok(number(seq))
             }
-            _ => tracing::warn!("unknown store notification ignored"),
+            (Some("consents"), seq, None) => {
+                let (changed, last) = s.consent_feed_after(from.unwrap_or(0))?;
+                c.index_all(&changed);
+                Ok(Some(number(seq).unwrap_or(0).max(last)))
+            }
+            _ => {
+                tracing::warn!("unknown store notification ignored");
+                Ok(None)
+            }
         }
-        Ok(())
     })
     .await
-    .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    if let Some(n) = moved {
+        *position = Some(position.map_or(n, |p| p.max(n)));
+    }
+    Ok(())
 }
