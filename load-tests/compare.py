@@ -395,7 +395,7 @@ def main():
             load(args, port, pid, "closed", ["--connections", str(args.connections), "--duration", str(args.warmup)],
                  f"warmup-{name}")
 
-        results = {name: {"cpu": [], "kernel": [], "rps": [], "hs": []} for name in targets}
+        results = {name: {"cpu": [], "kernel": [], "rps": [], "hs": [], "writer": []} for name in targets}
         for rate in rates:
             for name in targets:
                 results[name][f"p50@{rate}"] = []
@@ -433,6 +433,11 @@ def main():
                 if len(per) > 1:
                     print("        by thread (µs/request, kernel's part): "
                           + ", ".join(f"{n} {v:.1f} ({v * k:.1f})" for n, v, k in per if v >= 0.05))
+                # The durable write itself: the audit writer thread's share (the limit below
+                # counts it on top of the bare proxy's CPU).
+                writer = next((v for n, v, _ in per if n == "audit-writer"), None)
+                if writer is not None:
+                    results[name]["writer"].append(writer)
                 if counting:
                     counting.send_signal(signal.SIGINT)
                     counting.wait()
@@ -469,6 +474,15 @@ def main():
         parts += [f"p99@{r} {ratio(f'p99@{r}'):.2f}" for r in rates]
         parts.append(f"handshakes/s {ratio('hs'):.2f}")
         print(f"passerelle/{other}: " + ", ".join(parts))
+        # The limit on this machine: the bare proxy's CPU per call plus what the durable write
+        # itself costs (the audit writer thread's CPU per call, from the same rounds).
+        if results["passerelle"].get("writer"):
+            bare = statistics.median(results[other]["cpu"])
+            writer = statistics.median(results["passerelle"]["writer"])
+            limit = bare + writer
+            ours = statistics.median(results["passerelle"]["cpu"])
+            print(f"limit: {other} {bare:.1f} + audit writer {writer:.1f} = {limit:.1f} µs CPU/request; "
+                  f"passerelle {ours:.1f} = {ours / limit:.2f}× the limit")
     finally:
         stop_all(procs)
 
