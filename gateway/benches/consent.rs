@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gateway::consent::{Channel, Consent, ConsentId, ConsentStore, Recipient, Registry};
+use gateway::consent::{Consent, ConsentStore, Registry};
 use gateway::store::SledStore;
 use policies::ids::Kbo;
 
@@ -40,25 +40,10 @@ fn bench(c: &mut Criterion) {
         let started = Instant::now();
         for chunk in people[..N].chunks(50_000).enumerate() {
             let (i, chunk) = chunk;
-            let batch: Vec<Consent> = chunk
-                .iter()
-                .enumerate()
+            let batch: Vec<Consent> = (chunk.iter().enumerate())
                 .map(|(j, p)| {
                     let mut d = [0u8; 11];
-                    Consent {
-                        id: ConsentId((i * 50_000 + j) as u128 + 1).to_text(),
-                        subject: p.digits(&mut d).to_owned(),
-                        recipient: Recipient::Org(banks[j % 2].into()),
-                        service: "sigedis.pensions".into(),
-                        purpose: "SUPPLEMENTARY_PENSION_INFO".into(),
-                        scope: vec![],
-                        given_at_ms: 1_700_000_000_000,
-                        valid_until_ms: 1_900_000_000_000,
-                        revoked_at_ms: None,
-                        given_via: Channel::CitizenAccessPoint("0316222275".into()),
-                        evidence: "bench".into(),
-                        last_validated_ms: 1_700_000_000_000,
-                    }
+                    gateway::consent::sample((i * 50_000 + j) as u128 + 1, p.digits(&mut d), banks[j % 2])
                 })
                 .collect();
             registry.import(&batch, "bench").unwrap();

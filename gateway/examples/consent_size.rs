@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use gateway::consent::{Channel, Consent, ConsentId, ConsentStore, Recipient, Registry};
+use gateway::consent::{Consent, ConsentStore, Registry};
 use gateway::store::SledStore;
 fn du(p: &std::path::Path) -> u64 {
     let mut t = 0;
@@ -24,25 +24,10 @@ fn main() {
     let people = adapters::synthetic::people(42, n);
     let started = std::time::Instant::now();
     for (i, chunk) in people.chunks(50_000).enumerate() {
-        let batch: Vec<Consent> = chunk
-            .iter()
-            .enumerate()
+        let batch: Vec<Consent> = (chunk.iter().enumerate())
             .map(|(j, p)| {
                 let mut d = [0u8; 11];
-                Consent {
-                    id: ConsentId((i * 50_000 + j) as u128 + 1).to_text(),
-                    subject: p.digits(&mut d).to_owned(),
-                    recipient: Recipient::Org("0456123494".into()),
-                    service: "sigedis.pensions".into(),
-                    purpose: "SUPPLEMENTARY_PENSION_INFO".into(),
-                    scope: vec![],
-                    given_at_ms: 1_700_000_000_000,
-                    valid_until_ms: 1_900_000_000_000,
-                    revoked_at_ms: None,
-                    given_via: Channel::CitizenAccessPoint("0316222275".into()),
-                    evidence: "bench".into(),
-                    last_validated_ms: 1_700_000_000_000,
-                }
+                gateway::consent::sample((i * 50_000 + j) as u128 + 1, p.digits(&mut d), "0456123494")
             })
             .collect();
         registry.import(&batch, "bench").unwrap();

@@ -229,6 +229,26 @@ pub enum ConsentStore {
     Postgres(Arc<crate::store::postgres::PgStore>),
 }
 
+/// A consent of the kind a bulk import holds — supplementary pensions for `recipient`, given
+/// through the citizen access point, valid to 2030 — numbered `n`: benches and measurement
+/// tools build their populations with it.
+pub fn sample(n: u128, subject: &str, recipient: &str) -> Consent {
+    Consent {
+        id: ConsentId(n).to_text(),
+        subject: subject.to_owned(),
+        recipient: Recipient::Org(recipient.into()),
+        service: "sigedis.pensions".into(),
+        purpose: "SUPPLEMENTARY_PENSION_INFO".into(),
+        scope: vec![],
+        given_at_ms: 1_700_000_000_000,
+        valid_until_ms: 1_900_000_000_000,
+        revoked_at_ms: None,
+        given_via: Channel::CitizenAccessPoint("0316222275".into()),
+        evidence: "bench".into(),
+        last_validated_ms: 1_700_000_000_000,
+    }
+}
+
 /// The event stored beside each consent change.
 fn event_json(c: &Consent, event: &str, at_ms: u64, actor: &str) -> serde_json::Value {
     serde_json::json!({ "event": event, "consent": c.id, "at_ms": at_ms, "actor": actor })
