@@ -23,7 +23,7 @@ use policies::model::{CatalogueEntry, Dialect, Exposure, HttpMethod, Service, Su
 use serde_json::Value;
 
 use crate::layout::{Layout, LayoutDef, SubjectType};
-use crate::xml::{Kind, Node, SoapLayout};
+use crate::xml::SoapLayout;
 use crate::{Protocol, ServiceDef, SubjectKind, example};
 
 /// Most catalogue entries of one service (the bits of a layout's kept-path mask).
@@ -342,14 +342,6 @@ pub fn check_paths<'a>(services: impl IntoIterator<Item = &'a Service>) -> Resul
         }
     }
     Ok(())
-}
-
-/// A node's children (for describing a layout).
-pub fn children(n: &Node) -> &'static [Node] {
-    match n.kind {
-        Kind::Seq(c) | Kind::Choice(c) => c,
-        Kind::Text(_) => &[],
-    }
 }
 
 #[cfg(test)]

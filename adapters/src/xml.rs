@@ -338,26 +338,16 @@ fn date_ok(s: &str) -> bool {
 }
 
 fn text_ok(t: Text, s: &str) -> Result<(), String> {
-    if let Text::Simple(simple) = t {
-        return simple.check(s);
-    }
-    let ok = match t {
-        Text::Str { min, max } => (min..=max).contains(&s.chars().count()),
-        Text::Date => date_ok(s),
-        Text::Enum(tokens) => tokens.contains(&s),
-        Text::Id(_, check) => check(s),
-        Text::Simple(_) => true,
+    let why = match t {
+        Text::Str { min, max } => {
+            (!(min..=max).contains(&s.chars().count())).then(|| format!("must hold {min} to {max} characters"))
+        }
+        Text::Date => (!date_ok(s)).then(|| "is not a date (YYYY-MM-DD)".into()),
+        Text::Enum(tokens) => (!tokens.contains(&s)).then(|| format!("must be one of {}", tokens.join(", "))),
+        Text::Id(name, check) => (!check(s)).then(|| format!("is not a valid {name}")),
+        Text::Simple(simple) => return simple.check(s),
     };
-    if ok {
-        return Ok(());
-    }
-    Err(match t {
-        Text::Str { min, max } => format!("must hold {min} to {max} characters"),
-        Text::Date => "is not a date (YYYY-MM-DD)".into(),
-        Text::Enum(tokens) => format!("must be one of {}", tokens.join(", ")),
-        Text::Id(name, _) => format!("is not a valid {name}"),
-        Text::Simple(simple) => format!("is not a valid {}", simple.name),
-    })
+    why.map_or(Ok(()), Err)
 }
 
 /// Checks `el` against `node`; the error names the path of the first offending element.

@@ -437,7 +437,12 @@ fn offline_policy(cfg: &Config) -> anyhow::Result<(crate::policy::Changes, std::
     let (trail, _) = crate::audit::open(&cfg.audit, index).context("audit trail")?;
     let audit = Arc::new(trail);
     let handle = Arc::new(crate::policy::PolicyHandle::from_store(store.as_ref())?);
-    Ok((crate::policy::Changes::new(handle, store, audit.clone()), audit))
+    let changes = crate::policy::Changes::new(handle, store, audit.clone());
+    // The registrations are checked as a running gateway checks them: a store the gateway
+    // would then refuse to start on is never written.
+    let cfg = cfg.clone();
+    changes.on_check(move |p| crate::registered::check(&cfg, p));
+    Ok((changes, audit))
 }
 
 /// The runtime, sized for the CPUs this process may use: on one (a one-CPU machine or
@@ -566,7 +571,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Command::Policy { command: PolicyCommand::Check { files } } => {
                 let files = crate::policy::bundle_files(&files)?;
+                // The registered services' layouts and catalogues, as far as they can be checked
+                // without a gateway's configuration (their upstreams need one).
+                let layouts = |p: &policies::model::Policy| -> Result<(), String> {
+                    adapters::registered::check_paths(&p.services)?;
+                    (p.services.iter().filter(|s| s.exposure.is_some()))
+                        .try_for_each(|s| adapters::registered::compile(s).map(|_| ()).map_err(|e| format!("service {}: {e}", s.id)))
+                };
                 match policies::bundle::load_files(&files) {
+                    Ok(policy) if let Err(why) = layouts(&policy) => {
+                        eprintln!("{why}");
+                        Ok(1)
+                    }
                     Ok(policy) => {
                         let snap = policies::Snapshot::compile(&policy, 1);
                         println!(

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use http::Uri;
 use policies::model::{Policy, Service, Source as SourceModel};
 
@@ -137,92 +136,87 @@ fn key(policy: &Policy) -> String {
     serde_json::to_string(&(services, sources)).unwrap_or_default()
 }
 
-/// Checks every registration of `policy` as [`Plane::build`] would use it.
+/// Everything a plane is made of, checked and compiled, before any client is built or any
+/// gauge set: what [`Changes`](crate::policy::Changes) checks a version against, and what the
+/// plane is then built from.
+#[derive(Debug)]
+struct Parts {
+    routes: Vec<Route>,
+    sources: Vec<Source>,
+    registered: Vec<adapters::registered::Registered>,
+    key: String,
+}
+
+/// Checks every registration of `policy` as the data plane would use it (`passerelle policy
+/// import` runs it on a stopped gateway's store).
 pub fn check(cfg: &Config, policy: &Policy) -> Result<(), String> {
-    Plane::build(cfg, policy, None).map(|_| ())
+    parts(cfg, policy).map(|_| ())
+}
+
+/// Resolves, checks and compiles `policy`'s registrations: every source with a registered
+/// upstream (used by a service or not) and every source a registered service calls is resolved
+/// once, its base URLs checked (a registered one's host against `control.upstream_hosts`) and
+/// its TLS files loaded once; every registered service is compiled and routed.
+fn parts(cfg: &Config, policy: &Policy) -> Result<Parts, String> {
+    adapters::registered::check_paths(&policy.services)?;
+    let mut sources: Vec<(Source, Resolved, bool)> = Vec::new();
+    let used = |s: &SourceModel| s.upstream.is_some() || registrations(policy).any(|x| x.source == s.id);
+    for model in policy.sources.iter().filter(|s| used(s)) {
+        let at = |e: String| format!("source {}: {e}", model.id);
+        let r = resolve(cfg, model).map_err(at)?;
+        let registered = model.upstream.is_some();
+        let allowed = registered.then_some(&cfg.control);
+        uri(&r.production, "/", "the upstream", allowed).map_err(at)?;
+        if let Some(TestSide::Url(u)) = &r.test {
+            uri(u, "/", "the test upstream", allowed).map_err(at)?;
+        }
+        let tls = (r.tls.as_ref().map(crate::tls::source_client_config).transpose())
+            .map_err(|e| at(format!("the upstream's TLS settings: {e}")))?;
+        let source = Source {
+            name: model.id.clone(),
+            timeout: r.timeout,
+            max_response_bytes: r.max_response_bytes,
+            breaker: r.breaker,
+            tls,
+        };
+        sources.push((source, r, registered));
+    }
+    let mut routes = Vec::new();
+    let mut registered = Vec::new();
+    for service in registrations(policy) {
+        let at = |e: String| format!("service {}: {e}", service.id);
+        let compiled = adapters::registered::compile(service).map_err(at)?;
+        let Some(source) = sources.iter().position(|(s, ..)| s.name == service.source) else {
+            return Err(at(format!("unknown source {}", service.source)));
+        };
+        let (_, r, is_registered) = &sources[source];
+        let def = &compiled.def;
+        let allowed = is_registered.then_some(&cfg.control);
+        let upstream_uri = uri(&r.production, def.upstream_path, "the upstream", allowed).map_err(at)?;
+        let (test_upstream_uri, sandbox) = match &r.test {
+            None => (None, None),
+            Some(TestSide::Url(u)) => {
+                (Some(uri(u, def.upstream_path, "the test upstream", allowed).map_err(at)?), None)
+            }
+            Some(TestSide::Sandbox) => (None, Some((compiled.example.clone(), content_type(def)))),
+        };
+        let layout = def.layout.map(adapters::layout::Layout::new).transpose().map_err(|e| at(e.to_string()))?;
+        routes.push(Route { service: def.clone(), upstream_uri, test_upstream_uri, source, layout, sandbox });
+        registered.push(compiled);
+    }
+    let sources = sources.into_iter().map(|(s, ..)| s).collect();
+    Ok(Parts { routes, sources, registered, key: key(policy) })
 }
 
 impl Plane {
-    /// Builds the routes of `policy`'s registered services. Without `metrics` it only checks
-    /// (no client is built, no gauge set).
-    pub fn build(cfg: &Config, policy: &Policy, metrics: Option<&crate::metrics::Metrics>) -> Result<Self, String> {
-        adapters::registered::check_paths(&policy.services)?;
-        // Every registered upstream is usable, whether or not a service uses it yet.
-        for model in policy.sources.iter().filter(|s| s.upstream.is_some()) {
-            let at = |e: String| format!("source {}: {e}", model.id);
-            let r = resolve(cfg, model).map_err(at)?;
-            uri(&r.production, "/", "the upstream", Some(&cfg.control)).map_err(at)?;
-            if let Some(TestSide::Url(u)) = &r.test {
-                uri(u, "/", "the test upstream", Some(&cfg.control)).map_err(at)?;
-            }
-            if let Some(t) = &r.tls {
-                crate::tls::source_client_config(t).map_err(|e| at(format!("the upstream's TLS settings: {e}")))?;
-            }
+    /// The plane of checked parts: their pooled clients built, their circuit gauges set.
+    fn of(parts: Parts, metrics: &crate::metrics::Metrics) -> Self {
+        Plane {
+            table: Table::new(parts.routes),
+            upstreams: Upstreams::new(parts.sources, metrics.circuit_open.clone()),
+            key: parts.key,
+            registered: parts.registered,
         }
-        let mut sources: Vec<Source> = Vec::new();
-        let mut routes = Vec::new();
-        let mut registered = Vec::new();
-        for service in registrations(policy) {
-            let at = |e: String| format!("service {}: {e}", service.id);
-            let compiled = adapters::registered::compile(service).map_err(at)?;
-            let model = policy
-                .sources
-                .iter()
-                .find(|s| s.id == service.source)
-                .ok_or_else(|| at(format!("unknown source {}", service.source)))?;
-            let r = resolve(cfg, model).map_err(at)?;
-            let def = &compiled.def;
-            let allowed = model.upstream.is_some().then_some(&cfg.control);
-            let upstream_uri = uri(&r.production, def.upstream_path, "the upstream", allowed).map_err(at)?;
-            let (test_upstream_uri, sandbox) = match &r.test {
-                None => (None, None),
-                Some(TestSide::Url(u)) => {
-                    (Some(uri(u, def.upstream_path, "the test upstream", allowed).map_err(at)?), None)
-                }
-                Some(TestSide::Sandbox) => (None, Some(compiled.example.clone())),
-            };
-            let source = match sources.iter().position(|s| s.name == service.source) {
-                Some(i) => i,
-                None => {
-                    let tls = r
-                        .tls
-                        .as_ref()
-                        .map(crate::tls::source_client_config)
-                        .transpose()
-                        .map_err(|e| at(format!("the upstream's TLS settings: {e}")))?;
-                    sources.push(Source {
-                        name: service.source.clone(),
-                        timeout: r.timeout,
-                        max_response_bytes: r.max_response_bytes,
-                        breaker: r.breaker,
-                        tls,
-                    });
-                    sources.len() - 1
-                }
-            };
-            let layout = def.layout.map(adapters::layout::Layout::new).transpose().map_err(|e| at(e.to_string()))?;
-            routes.push(Route {
-                service: def.clone(),
-                upstream_uri,
-                test_upstream_uri,
-                source,
-                layout,
-                sandbox: sandbox.map(|b: Bytes| (b, content_type(def))),
-            });
-            registered.push(compiled);
-        }
-        let circuit_open = match metrics {
-            Some(m) => m.circuit_open.clone(),
-            // Checking only: gauges no registry reads.
-            None => prometheus::IntGaugeVec::new(prometheus::Opts::new("check", "check"), &["source", "side"])
-                .map_err(|e| e.to_string())?,
-        };
-        Ok(Plane {
-            table: Table::new(routes),
-            upstreams: Upstreams::new(sources, circuit_open),
-            key: key(policy),
-            registered,
-        })
     }
 }
 
@@ -239,17 +233,21 @@ fn content_type(def: &adapters::ServiceDef) -> http::HeaderValue {
 #[derive(Debug)]
 pub struct Keeper {
     pub plane: arc_swap::ArcSwap<Plane>,
+    /// The parts the last check compiled, which the install that follows it uses instead of
+    /// compiling them again.
+    checked: std::sync::Mutex<Option<Parts>>,
     cfg: Config,
     metrics: crate::metrics::Metrics,
 }
 
 impl Keeper {
     pub fn new(cfg: &Config, metrics: &crate::metrics::Metrics, policy: &Policy) -> anyhow::Result<Arc<Self>> {
-        let plane = Plane::build(cfg, policy, Some(metrics))
+        let parts = parts(cfg, policy)
             .map_err(|e| anyhow::anyhow!(e))
             .context("the registered services of the policy in force")?;
         Ok(Arc::new(Keeper {
-            plane: arc_swap::ArcSwap::from_pointee(plane),
+            plane: arc_swap::ArcSwap::from_pointee(Plane::of(parts, metrics)),
+            checked: std::sync::Mutex::new(None),
             cfg: cfg.clone(),
             metrics: metrics.clone(),
         }))
@@ -257,13 +255,16 @@ impl Keeper {
 
     /// Rebuilds the plane for `policy` when its registrations differ from the plane's.
     pub fn install(&self, policy: &Policy) {
-        if self.plane.load().key == key(policy) {
+        let key = key(policy);
+        if self.plane.load().key == key {
             return;
         }
-        match Plane::build(&self.cfg, policy, Some(&self.metrics)) {
+        let checked = self.checked.lock().ok().and_then(|mut c| c.take()).filter(|p| p.key == key);
+        match checked.map_or_else(|| parts(&self.cfg, policy), Ok) {
             Ok(p) => {
-                tracing::info!(services = p.table.len(), "registered services in force");
-                self.plane.store(Arc::new(p));
+                let plane = Plane::of(p, &self.metrics);
+                tracing::info!(services = plane.table.len(), "registered services in force");
+                self.plane.store(Arc::new(plane));
             }
             Err(e) => tracing::error!(error = %e, "registered services not rebuilt; the previous ones stay"),
         }
@@ -274,7 +275,11 @@ impl Keeper {
         if self.plane.load().key == key(policy) {
             return Ok(());
         }
-        check(&self.cfg, policy)
+        let p = parts(&self.cfg, policy)?;
+        if let Ok(mut c) = self.checked.lock() {
+            *c = Some(p);
+        }
+        Ok(())
     }
 }
 

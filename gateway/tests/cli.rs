@@ -184,6 +184,40 @@ fn policy_check_names_file_and_key_of_a_broken_bundle() {
     );
 }
 
+/// A bundle registering a service whose catalogue names an element its XSD lacks: `policy
+/// check` compiles the registration as the gateway would and names the service and the path.
+#[test]
+fn policy_check_compiles_registered_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/bundles");
+    for f in ["organisations.toml", "div.toml"] {
+        std::fs::copy(seed.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut body = adapters::div::sandbox::history_registration(adapters::div::sandbox::HISTORY_XSD);
+    body["fields"] = serde_json::json!(["periods", "holders"]);
+    let history: policies::model::Service = serde_json::from_value(body.clone()).unwrap();
+    #[derive(serde::Serialize)]
+    struct Bundle {
+        services: Vec<policies::model::Service>,
+    }
+    let write = |s: policies::model::Service| {
+        std::fs::write(dir.path().join("history.toml"), toml::to_string(&Bundle { services: vec![s] }).unwrap())
+            .unwrap()
+    };
+    write(history);
+    let out = passerelle().args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    body["exposure"]["catalogue"][1]["path"] = "Entry/Since".into();
+    write(serde_json::from_value(body).unwrap());
+    let out = passerelle().args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("service div.history: catalogue path Entry/Since is no element below GetVehicleHistoryResponse"),
+        "{err}"
+    );
+}
+
 /// The replicas of a shared store each write their own chain (`replica-<name>/`): `audit verify`
 /// on the directory above checks every chain on its own and names the one that fails; `audit
 /// export` writes each chain after a line naming it.
