@@ -693,8 +693,8 @@ impl Validator {
         self.window(file, key, ins.valid_from.as_ref(), ins.valid_until.as_ref());
         for (j, a) in ins.adhesions.iter().enumerate() {
             let akey = format!("{key}.adhesions[{j}]");
-            if ins.kind != InstrumentKind::General {
-                self.err(file, &akey, "only general instruments take adhesions");
+            if !ins.takes_adhesions() {
+                self.err(file, &akey, "only general instruments and access matrices open to some kinds take adhesions");
                 continue;
             }
             match orgs.get(&a.org) {
@@ -721,7 +721,7 @@ impl Validator {
                     "an adhesion to a general protocol carries the DPO's advice",
                 );
             }
-            if !ins.is_protocol() && needs(&a.dpo_advice) && a.evaluation_form.is_none() {
+            if !ins.is_protocol() && !ins.signed_matrix() && needs(&a.dpo_advice) && a.evaluation_form.is_none() {
                 self.err(file, format!("{akey}.evaluation_form"), "an adhesion request carries the evaluation form");
             }
             for d in a.evaluation_form.iter().chain(&a.mandate) {
@@ -738,8 +738,12 @@ impl Validator {
                     self.err(file, format!("{gkey}.recipient"), format!("unknown organisation {k}"));
                 }
                 Recipient::Adherents(false) => self.err(file, format!("{gkey}.recipient"), "adherents must be true"),
-                Recipient::Adherents(true) if ins.kind != InstrumentKind::General => {
-                    self.err(file, format!("{gkey}.recipient"), "only a general instrument has adherents");
+                Recipient::Adherents(true) if !ins.takes_adhesions() => {
+                    self.err(
+                        file,
+                        format!("{gkey}.recipient"),
+                        "only a general instrument or an access matrix open to some kinds has adherents",
+                    );
                 }
                 _ => {}
             }

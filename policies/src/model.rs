@@ -858,7 +858,9 @@ pub struct Instrument {
     pub law: Option<String>,
     #[serde(default)]
     pub article: Option<String>,
-    /// General instruments: the kinds of organisation that may adhere.
+    /// General instruments: the kinds of organisation that may adhere. An access matrix that
+    /// names kinds here is a usage convention each of them signs (seed 003): its grants to
+    /// `adherents` reach only the organisations whose signature the data owner countersigned.
     #[serde(default)]
     pub eligible: Vec<OrgKind>,
     /// Protocols: the 13 elements of art. 8.
@@ -929,6 +931,20 @@ impl Instrument {
     /// art. 8 elements (a general protocol). Either must carry all 13 and the DPO's advice.
     pub fn is_protocol(&self) -> bool {
         self.kind == InstrumentKind::Protocol || (self.kind == InstrumentKind::General && self.protocol.is_some())
+    }
+
+    /// Whether organisations join this instrument one by one: a general instrument (adhesion,
+    /// seed 001) or an access matrix open to some kinds (the usage convention each user
+    /// signs, seed 003).
+    pub fn takes_adhesions(&self) -> bool {
+        self.kind == InstrumentKind::General || self.signed_matrix()
+    }
+
+    /// An access matrix that each eligible organisation signs (seed 003): its "adhesion" is
+    /// the user's signature, made active by the data owner's, without examination or
+    /// onboarding.
+    pub fn signed_matrix(&self) -> bool {
+        self.kind == InstrumentKind::AccessMatrix && !self.eligible.is_empty()
     }
 
     /// The status the data plane applies (a convention's follows its state).

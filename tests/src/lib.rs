@@ -44,6 +44,12 @@ pub const ASSOCIATION: &str = "association";
 /// Its enterprise number (synthetic, valid mod 97).
 pub const ASSOCIATION_KBO: &str = "0310010515";
 
+/// A second municipality the seed policy does not know: it signs the LRA usage convention
+/// (seed 003) from the first step.
+pub const MUNICIPALITY_B: &str = "municipality-b";
+/// Its enterprise number (synthetic, valid mod 97).
+pub const MUNICIPALITY_B_KBO: &str = "0207000275";
+
 /// The enterprise number of [`HOLDER`]: the first company holding a vehicle in the DIV sandbox.
 pub fn holder_kbo() -> Kbo {
     adapters::div::sandbox::Register::generate()
@@ -82,6 +88,9 @@ fn extra_clients() -> Vec<DevClient> {
     let holder = ClientSpec::org("Vehicle-holding company (synthetic)", holder_kbo());
     let association_kbo = Kbo::parse(ASSOCIATION_KBO).unwrap_or_else(|_| unreachable!("a valid enterprise number"));
     let association = ClientSpec::org("Association (synthetic)", association_kbo);
+    let municipality_b_kbo =
+        Kbo::parse(MUNICIPALITY_B_KBO).unwrap_or_else(|_| unreachable!("a valid enterprise number"));
+    let municipality_b = ClientSpec::org("Municipality B (synthetic)", municipality_b_kbo);
     [
         (EXPIRED, expired),
         (NOT_YET_VALID, future),
@@ -94,6 +103,7 @@ fn extra_clients() -> Vec<DevClient> {
         (PROSECUTOR, prosecutor),
         (HOLDER, holder),
         (ASSOCIATION, association),
+        (MUNICIPALITY_B, municipality_b),
     ]
     .into_iter()
     .map(|(n, spec)| DevClient { name: n.to_owned(), spec, revoked: false })

@@ -423,8 +423,30 @@ async fn the_div_procedure_through_the_api_under_load() {
         let expect = format!("policy v{}:", c["version"]);
         assert!(r.record.justification.as_deref().unwrap().starts_with(&expect));
     }
+    assert_eq!(h.demo.gateway.policy.version(), version0 + 11);
+
+    // Terminated by DIV with its reason (not by the beneficiary): refused in both
+    // environments, off the publication, and final.
+    let ended = "the beneficiary ended its fleet management activity";
+    let a = transition(&h, FLEET, CONVENTION, "terminated", Some("ours")).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    let a = transition(&h, "div", CONVENTION, "terminated", None).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "an end says why: {}", a.text());
+    let a = transition(&h, "div", CONVENTION, "terminated", Some(ended)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json().unwrap()["change"]["summary"], "published → terminated");
+    for who in [FLEET, FLEET_INT] {
+        let a = fleet_call(&h, who).await;
+        assert_eq!(a.code(), Some("INSTRUMENT_NOT_ACTIVE"), "{who}: {}", a.text());
+    }
+    assert!(!references(&published(&h).await.0).contains(&CONVENTION.to_owned()));
+    let a = transition(&h, "div", CONVENTION, "active", None).await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "terminated is final: {}", a.text());
+    let a = h.ctl("div", Method::GET, &format!("/instruments/{}", tests::enc(CONVENTION)), None).await;
+    let ins = a.json().unwrap();
+    assert_eq!((ins["state"].clone(), ins["steps"][8]["reason"].clone()), (json!("terminated"), json!(ended)));
     let version = h.demo.gateway.policy.version();
-    assert_eq!(version, version0 + 11);
+    assert_eq!(version, version0 + 12);
 
     // The store is the source of truth: a restart brings the same policy back.
     let key = h.demo.gateway.audit.public_key;
@@ -434,7 +456,7 @@ async fn the_div_procedure_through_the_api_under_load() {
     assert_eq!(gw.policy.version(), version);
     let model = gw.policy.model();
     let ins = model.instruments.iter().find(|i| i.reference == CONVENTION).unwrap();
-    assert_eq!(policies::lifecycle::state_of(ins), "published");
+    assert_eq!(policies::lifecycle::state_of(ins), "terminated");
     gw.shutdown().await;
 }
 
@@ -764,6 +786,39 @@ async fn a_protocol_missing_any_of_the_13_elements_is_refused_precisely() {
     let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "published", None).await;
     assert_eq!(a.code(), Some("REQUEST_INVALID"));
     assert!(a.text().contains("'published' is not a step of the instrument procedure"), "{}", a.text());
+
+    // Revoked by the data owner with its reason (not by the other party): at once, off the
+    // publication, final; the reasons of the steps are kept.
+    let a = transition(&h, "agency-b", "VL/PROT/2026/050", "revoked", Some("ours")).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "revoked", None).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "{}", a.text());
+    let why = "replaced by the register's new protocol";
+    let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "revoked", Some(why)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(agency_b(&h).await.code(), Some("INSTRUMENT_NOT_ACTIVE"));
+    assert!(!references(&published(&h).await.0).contains(&"VL/PROT/2026/050".to_owned()));
+    let a = transition(&h, "digitaal-vlaanderen", "VL/PROT/2026/050", "active", Some("again")).await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "revoked is final: {}", a.text());
+    let a = h
+        .ctl("digitaal-vlaanderen", Method::GET, &format!("/instruments/{}", tests::enc("VL/PROT/2026/050")), None)
+        .await;
+    let steps: Vec<(String, String)> = a.json().unwrap()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["to"].as_str().unwrap().to_owned(), s["reason"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let expect: Vec<(String, String)> = [
+        ("active", "signed by both controllers"),
+        ("suspended", "DPO review"),
+        ("active", "review closed"),
+        ("revoked", why),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(steps, expect);
 }
 
 fn today(h: &Harness) -> policies::model::Date {

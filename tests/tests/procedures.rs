@@ -3,7 +3,8 @@
 //!
 //! * seed 002 — the yearly re-validation of consents on the Flemish account and contact
 //!   sources (the protocol's DPO advice is in `control_plane.rs`);
-//! * seed 003 — the LRA matrix: a role's longest validity, one officer's role withdrawn by
+//! * seed 003 — the LRA usage convention signed by a new municipality and countersigned by
+//!   BOSA, then ended; the matrix: a role's longest validity, one officer's role withdrawn by
 //!   BOSA, the contact items that need the person's consent, the matrix suspended and resumed;
 //! * seed 004 — "where" and "when" of an access-matrix grant, and a DAM sheet through ICT's
 //!   and the SSIPVP's advice to its tacit authorization, remark and withdrawal;
@@ -22,7 +23,7 @@ use gateway::demo::{ACCOUNTS_LEGAL_BASIS, ACCOUNTS_PURPOSE, ASSOC_CALLER, DIV_CA
 use http::{Method, StatusCode};
 use policies::model::Env;
 use serde_json::{Value, json};
-use tests::{ASSOCIATION, ASSOCIATION_KBO, Answer, HOLDER, Harness, send};
+use tests::{ASSOCIATION, ASSOCIATION_KBO, Answer, HOLDER, Harness, MUNICIPALITY_B, MUNICIPALITY_B_KBO, send};
 
 const DAY: u64 = 86_400;
 
@@ -181,6 +182,110 @@ async fn rn_person(h: &Harness, basis: &str, purpose: &str, end_user: &str, who:
 fn rn_subject() -> String {
     let mut b = [0u8; 11];
     adapters::rn::sandbox::Register::persons()[0].digits(&mut b).to_owned()
+}
+
+/// Seed 003 from its first step: "access to the LRA application is subject to the signature of
+/// this usage convention by the user". A municipality new to the gateway signs it; BOSA
+/// countersigns; its officer works; the convention ends by the parties' agreement.
+#[tokio::test]
+async fn a_municipality_signs_the_lra_usage_convention_and_bosa_countersigns() {
+    let h = Harness::start().await.unwrap();
+    let t = today(&h);
+    let basis = "BOSA/LRA/2024";
+    let b = MUNICIPALITY_B_KBO;
+    let org = json!({ "kbo": b, "name": "Municipality B (synthetic)", "kind": "local-authority" });
+    assert_eq!(h.ctl("admin", Method::POST, "/organisations", Some(org)).await.status, StatusCode::CREATED);
+    // Its employer gives its officer the role (narrowing only: it opens nothing by itself).
+    let role = json!({ "org": b, "end_user": "officer-b1", "role": "local-registration-officer",
+                       "valid_from": days_from(t, 0), "valid_until": days_from(t, 300) });
+    let a = h.ctl(MUNICIPALITY_B, Method::POST, "/roles", Some(role)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let call = || rn_person(&h, basis, "LRA_REGISTRATION", "officer-b1", MUNICIPALITY_B);
+    assert_eq!(call().await.code(), Some("ADHESION_MISSING"), "not signed");
+
+    // The user signs: the signatory, its capacity, the organisation, a reference.
+    let path = format!("/instruments/{}/adhesions", enc(basis));
+    let steps = format!("{path}/{b}/transitions");
+    let signature = json!({ "org": b, "official_name": "Municipality B (synthetic)", "seat": "Markt 1, 9999 B",
+        "requested_by": "Mayor of B (synthetic)", "capacity": "Mayor", "reference": "LRA-2026-0107",
+        "modalities_confirmed": true });
+    let a = h.ctl("municipality", Method::POST, &path, Some(signature.clone())).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "another user cannot sign for B: {}", a.text());
+    let mut unconfirmed = signature.clone();
+    unconfirmed["modalities_confirmed"] = json!(false);
+    let a = h.ctl(MUNICIPALITY_B, Method::POST, &path, Some(unconfirmed)).await;
+    assert_eq!(a.code(), Some("POLICY_INVALID"), "{}", a.text());
+    let a = h.ctl(MUNICIPALITY_B, Method::POST, &path, Some(signature.clone())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let item = a.json().unwrap()["item"].clone();
+    assert_eq!((item["state"].clone(), item["date"].clone()), (json!("requested"), json!(t.to_string())));
+    assert_eq!(
+        (item["requested_by"].clone(), item["capacity"].clone()),
+        (json!("Mayor of B (synthetic)"), json!("Mayor"))
+    );
+    let a = h.ctl(MUNICIPALITY_B, Method::POST, &path, Some(signature)).await;
+    assert_eq!(a.code(), Some("ALREADY_EXISTS"));
+    assert_eq!(call().await.code(), Some("ADHESION_MISSING"), "signed by the user only");
+
+    // No examination, no onboarding: BOSA countersigns, with the signed convention.
+    let countersigned = json!({ "to": "active", "reason": "countersigned by the DG SD",
+        "documents": [{ "title": "LRA usage convention signed by both parties", "sha256": "4b".repeat(32) }] });
+    let a = h
+        .ctl(
+            MUNICIPALITY_B,
+            Method::POST,
+            &steps,
+            Some(json!({ "to": "onboarding", "documents": [{ "title": "x", "reference": "y" }] })),
+        )
+        .await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "{}", a.text());
+    assert!(a.text().contains("from requested the possible steps are: active, refused, withdrawn"), "{}", a.text());
+    let a = h.ctl(MUNICIPALITY_B, Method::POST, &steps, Some(countersigned.clone())).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "B cannot countersign for BOSA: {}", a.text());
+    let a = h.ctl("admin", Method::POST, &steps, Some(countersigned.clone())).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "nor the integrator: {}", a.text());
+    let a = h.ctl("bosa", Method::POST, &steps, Some(json!({ "to": "active" }))).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "the countersigned convention is evidence: {}", a.text());
+    let a = h.ctl("bosa", Method::POST, &steps, Some(countersigned)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let item = a.json().unwrap()["item"].clone();
+    let kept: Vec<(&str, &str, &str)> = item["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["to"].as_str().unwrap(), s["by"].as_str().unwrap(), s["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kept, [("requested", b, "the organisation itself"), ("active", "0362000139", "data owner")]);
+    assert_eq!(item["steps"][1]["documents"][0]["sha256"], "4b".repeat(32));
+    assert_eq!(item["active_since"], json!(t.to_string()));
+    let a = call().await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert!(a.json().unwrap().get("address").is_some(), "the matrix's registration fields");
+    // The usage convention and its signatories are not published.
+    let public = send(&h.public_client(), Method::GET, "/public/instruments", &[], Bytes::new()).await.unwrap();
+    assert!(!public.text().contains(basis) && !public.text().contains("Mayor of B"), "{}", public.text());
+
+    // Ended by either party with a reason; nobody else; final.
+    let end = json!({ "to": "withdrawn", "reason": "ended by common agreement on 2026-12-31" });
+    let a = h.ctl("municipality", Method::POST, &steps, Some(end.clone())).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    let a = h.ctl("bosa", Method::POST, &steps, Some(json!({ "to": "withdrawn" }))).await;
+    assert_eq!(a.code(), Some("REQUEST_INVALID"), "{}", a.text());
+    let a = h.ctl("bosa", Method::POST, &steps, Some(end)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json().unwrap()["item"]["steps"][2]["reason"], "ended by common agreement on 2026-12-31");
+    assert_eq!(call().await.code(), Some("ADHESION_MISSING"), "at once");
+    let a = h
+        .ctl(
+            "bosa",
+            Method::POST,
+            &steps,
+            Some(json!({ "to": "active", "documents": [{ "title": "x", "reference": "y" }] })),
+        )
+        .await;
+    assert_eq!(a.code(), Some("TRANSITION_NOT_ALLOWED"), "final: {}", a.text());
+    // The first municipality's signature was never touched.
+    assert_eq!(rn_person(&h, basis, "LRA_REGISTRATION", "lra-officer-1", "municipality").await.status, StatusCode::OK);
 }
 
 /// Seed 003: the role "gestionnaire local d'enregistrement" has a limited validity set by
@@ -440,6 +545,19 @@ async fn matrix_grants_hold_where_and_when_and_a_dam_sheet_follows_its_procedure
     assert!(!decide(&h).is_permit(), "within the 7 days");
     // Eight days on, authorized tacitly: the analyst may call, for the sheet's purpose.
     h.demo.gateway.policy.advance_clock(Duration::from_secs(8 * DAY));
+    assert!(decide(&h).is_permit(), "{:?}", decide(&h));
+    // SPF Finances suspends its matrix (ICT cannot): the sheet's access stops with its parent,
+    // and comes back when the suspension is lifted.
+    let matrix_path = format!("/instruments/{}/transitions", enc("SPF-FIN/MATRIX/2017"));
+    let suspend = json!({ "to": "suspended", "reason": "security incident under review" });
+    let a = h.ctl("fin-ict", Method::POST, &matrix_path, Some(suspend.clone())).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
+    let a = h.ctl("spf-finances", Method::POST, &matrix_path, Some(suspend)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert!(!decide(&h).is_permit(), "the matrix is suspended");
+    let resume = json!({ "to": "active", "reason": "incident closed" });
+    let a = h.ctl("spf-finances", Method::POST, &matrix_path, Some(resume)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert!(decide(&h).is_permit(), "{:?}", decide(&h));
     let remark = json!({ "remark": "too broad" });
     let a = h.ctl("spf-finances", Method::POST, "/dam-sheets/dam-2026-07/remark", Some(remark.clone())).await;

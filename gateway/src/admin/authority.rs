@@ -437,7 +437,7 @@ pub const STEPS: &[StepRule] = &[
         procedure: "adhesion",
         to: "active",
         roles: &[DataOwner],
-        evidence: "the data owner confirms the onboarding; the publication lists the adherent from this day",
+        evidence: "the data owner confirms the onboarding (a usage convention, seed 003: its countersignature, as `documents`); the publication lists a general instrument's adherent from this day",
     },
     StepRule {
         procedure: "adhesion",

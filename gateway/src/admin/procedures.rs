@@ -12,6 +12,9 @@
 //! * Adhesions (seed 001): request (official name, seat, requesting person, reference,
 //!   evaluation form) → examination by the issuing authority → onboarding → active, or
 //!   refused; withdrawn at any time.
+//! * Usage conventions (seed 003): an access matrix open to some kinds is signed by each user
+//!   (its adhesion request names the signatory) and made active by the data owner's
+//!   countersignature, given as a document; ended by either party.
 //! * Roles (seed 003): the data owner of a matrix sets the longest validity of the roles it
 //!   requires and may withdraw one officer's role.
 //! * DAM sheets (seed 004 §5): ICT's advice, then the SSIPVP's, then 7 days for a remark.
@@ -440,10 +443,13 @@ impl ControlPlane {
                 let mut scope = Scope::instrument(ins, None);
                 scope.org = Some(org);
                 let role = who.require("POST", "/instruments/{reference}/adhesions", &scope, snapshot)?;
-                if ins.kind != InstrumentKind::General {
+                if !ins.takes_adhesions() {
                     return Err(refuse(
                         Code::RequestInvalid,
-                        format!("'{reference}' is not a general instrument; only those take adhesions"),
+                        format!(
+                            "'{reference}' takes no adhesions; general instruments and access matrices open to \
+                             some kinds do"
+                        ),
                     ));
                 }
                 let Some(kind) = kind else {
@@ -483,7 +489,7 @@ impl ControlPlane {
                         "dpo_advice: an adhesion to a general protocol carries the DPO's advice",
                     ));
                 }
-                if !ins.is_protocol() && r.evaluation_form.is_none() {
+                if !ins.is_protocol() && !ins.signed_matrix() && r.evaluation_form.is_none() {
                     return Err(refuse(
                         Code::PolicyInvalid,
                         "evaluation_form: an adhesion request to an authorization carries the evaluation form",
@@ -541,6 +547,9 @@ impl ControlPlane {
                 let mut scope = Scope::instrument(ins, None);
                 scope.org = Some(org);
                 let role = who.require_step("adhesion", &body.to, &scope, snapshot)?;
+                // A usage convention (seed 003) has no examination or onboarding: the user's
+                // signature is the request, the data owner's countersignature makes it active.
+                let signed = ins.signed_matrix();
                 let a = ins.adhesions.iter_mut().find(|a| a.org == org).ok_or_else(|| {
                     refuse(
                         Code::ResourceUnknown,
@@ -556,6 +565,8 @@ impl ControlPlane {
                     _ => Withdrawn,
                 };
                 let possible: &[AdhesionState] = match a.state {
+                    Requested if signed => &[Active, Refused, Withdrawn],
+                    Approved | Onboarding if signed => &[Withdrawn],
                     Requested => &[Approved, Refused, Withdrawn],
                     Approved => &[Onboarding, Withdrawn],
                     Onboarding => &[Active, Withdrawn],
@@ -586,6 +597,12 @@ impl ControlPlane {
                         return Err(refuse(
                             Code::RequestInvalid,
                             "the examination's decision is given as documents or a reason",
+                        ));
+                    }
+                    Active if signed && body.documents.is_empty() => {
+                        return Err(refuse(
+                            Code::RequestInvalid,
+                            "the usage convention signed by both parties is given as documents",
                         ));
                     }
                     Onboarding if body.documents.is_empty() => {
