@@ -303,6 +303,33 @@ pub enum AuditCommand {
         #[arg(long)]
         public_key: String,
     },
+    /// Write a synthetic trail of N data calls through the real writer (chain, signed
+    /// checkpoints, group commit) and its index, for measuring queries at ten years of
+    /// traffic. DIR is laid out as the demo's working directory (`audit/`, `store/`,
+    /// `pki/audit-signing.key`), so `passerelle demo --dir DIR` serves it. Record `i` is a
+    /// pure function of the arguments (`gateway::audit::generate::Plan`).
+    Generate {
+        /// A directory without a trail yet.
+        dir: PathBuf,
+        /// How many records.
+        #[arg(long)]
+        records: u64,
+        /// Their times span this many years…
+        #[arg(long, default_value_t = 10)]
+        years: u32,
+        /// …up to this time (RFC 3339, or a date meaning its end, UTC); now by default.
+        #[arg(long)]
+        until: Option<String>,
+        /// Distinct persons they are about.
+        #[arg(long, default_value_t = 1_000_000)]
+        subjects: u64,
+        /// Distinct calling organisations.
+        #[arg(long, default_value_t = 100)]
+        organisations: u64,
+        /// Records handed to the writer at once (it commits them in groups).
+        #[arg(long, default_value_t = 4_096)]
+        in_flight: usize,
+    },
     /// Remove whole segments whose records are all older than the retention period, oldest
     /// first; the chain stays verifiable from the oldest segment kept.
     /// A running gateway prunes on its own, daily, after `audit.retention_days` and never
@@ -319,6 +346,67 @@ pub enum AuditCommand {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+/// `audit generate`: the plan's records into `dir`'s trail and index, with what it took.
+async fn generate_trail(
+    dir: &std::path::Path,
+    plan: crate::audit::generate::Plan,
+    in_flight: usize,
+) -> anyhow::Result<()> {
+    use crate::audit::generate::{dir_bytes, generate};
+    let cfg = crate::config::AuditConfig {
+        dir: dir.join("audit"),
+        signing_key: dir.join("pki").join("audit-signing.key"),
+        ..Default::default()
+    };
+    if std::fs::read_dir(&cfg.dir).is_ok_and(|mut d| d.next().is_some()) {
+        anyhow::bail!("{} already holds a trail: generate into a new directory", cfg.dir.display());
+    }
+    std::fs::create_dir_all(dir.join("pki"))?;
+    crate::audit::trail::load_or_create_key(&cfg.signing_key).map_err(anyhow::Error::msg)?;
+    let store = std::sync::Arc::new(crate::store::SledStore::open(&dir.join("store"))?);
+    let (trail, _) = crate::audit::open(&cfg, store.clone())?;
+    let trail = std::sync::Arc::new(trail);
+    let total = plan.records;
+    let done = generate(trail.clone(), plan, in_flight, move |n| eprintln!("{n} of {total} records written")).await?;
+    // Everything indexed and the index durable before the numbers are reported.
+    let started_index = std::time::Instant::now();
+    let indexed = tokio::task::spawn_blocking({
+        let (trail, store) = (trail.clone(), store.clone());
+        move || trail.wait_indexed(store.as_ref(), std::time::Duration::from_secs(3_600))
+    })
+    .await?;
+    trail.close();
+    crate::audit::index::AuditIndex::audit_flush(store.as_ref())?;
+    // And merged as the gateway's upkeep would have done it meanwhile, so that the index a
+    // measurement queries is the one a gateway that had written these records would hold.
+    let settled = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.audit_settle(std::time::Duration::from_secs(3_600))
+    })
+    .await?;
+    let seconds_indexed = done.seconds + started_index.elapsed().as_secs_f64();
+    let seconds = done.seconds;
+    let trail_bytes = dir_bytes(&cfg.dir);
+    let index_bytes = dir_bytes(&dir.join("store").join("audit-index"));
+    println!(
+        "{} records in {seconds:.1} s ({:.0} records/s, {:.1} MB/s of trail), indexed and merged after {seconds_indexed:.1} s; trail {} bytes ({:.0} a record), index {} bytes ({:.0} a record) in {} runs{}",
+        done.records,
+        done.records as f64 / seconds,
+        trail_bytes as f64 / seconds / 1e6,
+        trail_bytes,
+        trail_bytes as f64 / done.records as f64,
+        index_bytes,
+        index_bytes as f64 / done.records as f64,
+        store.audit_runs(),
+        if indexed && settled {
+            ""
+        } else {
+            "; the index had not caught up after an hour (the next start finishes it)"
+        }
+    );
+    Ok(())
 }
 
 fn parse_time_ms(s: &str, end_of_day: bool) -> anyhow::Result<u64> {
@@ -735,6 +823,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                         Ok(1)
                     }
                 }
+            }
+            Command::Audit {
+                command: AuditCommand::Generate { dir, records, years, until, subjects, organisations, in_flight },
+            } => {
+                let end_ms = match until {
+                    Some(t) => parse_time_ms(&t, true)?,
+                    None => time::OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000,
+                };
+                let plan = crate::audit::generate::Plan { records, years, subjects, organisations, end_ms };
+                plan.check().map_err(anyhow::Error::msg)?;
+                generate_trail(&dir, plan, in_flight).await?;
+                Ok(0)
             }
             Command::Audit { command: AuditCommand::Prune { dir, retention_days, config } } => {
                 let cfg = Config::load(&config, std::env::vars())?;

@@ -349,3 +349,88 @@ fn an_organisation_certificate_from_a_request() {
     assert_eq!(id.kbo.to_string().replace('.', ""), "0412345614");
     assert_eq!(id.environment, Some(certs::Environment::Integration));
 }
+
+/// `passerelle audit generate` writes a trail the gateway serves as its own: it verifies
+/// against the key it was sealed with, and the citizen report and an auditor's query for one
+/// day find exactly the records the plan puts there (the plan is a pure function of the
+/// command's arguments, so the test counts them without reading the trail).
+#[tokio::test]
+async fn a_generated_trail_verifies_and_answers_exactly_what_the_plan_holds() {
+    use gateway::audit::generate::Plan;
+    use http::{Method, Request};
+    let dir = tempfile::tempdir().unwrap();
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let until = time::OffsetDateTime::from_unix_timestamp(now_s as i64)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let plan = Plan { records: 30_000, years: 1, subjects: 400, organisations: 7, end_ms: now_s * 1000 };
+    let out = passerelle()
+        .args(["audit", "generate", &dir.path().display().to_string(), "--records", "30000", "--years", "1"])
+        .args(["--until", &until, "--subjects", "400", "--organisations", "7", "--in-flight", "256"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("30000 records in "), "{stdout}");
+    // A second generation into the same directory is refused, touching nothing.
+    let again =
+        passerelle().args(["audit", "generate", &dir.path().display().to_string(), "--records", "5"]).output().unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already holds a trail"));
+    let pubkey = dir.path().join("pki").join("audit-signing.pub");
+    let out = passerelle()
+        .args(["audit", "verify", &dir.path().join("audit").display().to_string(), "--public-key"])
+        .arg(&pubkey)
+        .arg("--require-sealed")
+        .output()
+        .unwrap();
+    let verdict = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && verdict.contains("records 1..30000 (30000 records)"), "{verdict}");
+
+    // The demo gateway on that directory answers from it.
+    let demo = gateway::demo::Demo::start(gateway::demo::DemoOptions::new(dir.path(), 0)).await.unwrap();
+    let person = plan.subject_index(17);
+    let expected = (0..plan.records).filter(|&i| plan.subject_index(i) == person).count();
+    let mut b = [0u8; 11];
+    let niss = Plan::person(person).digits(&mut b).to_owned();
+    let req = Request::builder().method(Method::GET).uri("/audit/report").header("x-subject", niss);
+    let a = demo.control_client("citizen-portal").unwrap().send(req.body(Default::default()).unwrap()).await.unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json().unwrap()["count"].as_u64(), Some(expected as u64), "{}", a.text());
+    assert!(expected >= 50, "the person has records: {expected}");
+
+    let org = plan.caller_index(15_000);
+    let day = plan.time_ms(15_000) / 86_400_000 * 86_400_000;
+    let in_day = |i: u64| (day..day + 86_400_000).contains(&plan.time_ms(i));
+    let expected = (0..plan.records).filter(|&i| plan.caller_index(i) == org && in_day(i)).count();
+    let rfc = |ms: u64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let mut k = [0u8; 10];
+    let body = serde_json::json!({
+        "caller": Plan::organisation(org).digits(&mut k), "from": rfc(day), "to": rfc(day + 86_399_999),
+        "justification": { "case_reference": "T/1", "legal_ground": "test", "requested_by": "the test" },
+    });
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/audit/queries")
+        .header("content-type", "application/json")
+        .body(body.to_string().into())
+        .unwrap();
+    let a = demo.control_client("admin").unwrap().send(req).await.unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    let doc = a.json().unwrap();
+    assert_eq!(doc["count"].as_u64(), Some(expected as u64), "{doc}");
+    assert!(expected >= 5, "the organisation called that day: {expected}");
+    let ids: Vec<u64> = doc["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap().trim_start_matches("gen-").parse().unwrap())
+        .collect();
+    assert!(ids.iter().all(|&i| plan.caller_index(i) == org && in_day(i)), "{ids:?}");
+    demo.gateway.shutdown().await;
+}

@@ -449,7 +449,7 @@ impl ControlPlane {
         let limit = limit.max(1);
         let want = skip + limit + 1;
         tokio::task::spawn_blocking(move || {
-            if !audit.wait_indexed(index.as_ref(), Duration::from_secs(5)) {
+            if !audit.wait_indexed_to(index.as_ref(), before.saturating_sub(1), Duration::from_secs(5)) {
                 tracing::warn!("audit index lags behind the trail; the query may miss the newest records");
             }
             let own = index.replica().map(str::to_owned);
@@ -555,18 +555,20 @@ impl ControlPlane {
             self.allowed(caller, "GET", "/audit/report", &scope)?;
             (subject, "the data subject's own request, with its own certificate")
         };
-        self.record_step(
-            caller,
-            &format!("audit-query-{}", now_ms()),
-            "GET /audit/report",
-            vec![person.clone()],
-            why.to_owned(),
-        )
-        .await?;
-        // In time order, whichever replica wrote each record; a page at a time.
+        let own = self
+            .record_step(
+                caller,
+                &format!("audit-query-{}", now_ms()),
+                "GET /audit/report",
+                vec![person.clone()],
+                why.to_owned(),
+            )
+            .await?;
+        // In time order, whichever replica wrote each record; a page at a time; the trail as
+        // it stood when the report was asked (not its own record).
         let cursor = routes::query_param(req.uri().query(), "cursor").map(|c| Cursor::parse(&c)).transpose()?;
         let page =
-            self.find_page(Selector::Subject(person.index_key()), (0, u64::MAX), cursor, MAX_RESULTS, u64::MAX).await?;
+            self.find_page(Selector::Subject(person.index_key()), (0, u64::MAX), cursor, MAX_RESULTS, own).await?;
         let records: Vec<StoredRecord> = page.records.into_iter().map(|(_, r)| r).collect();
         let accesses: Vec<serde_json::Value> = records
             .iter()

@@ -10,6 +10,7 @@
 
 pub mod attempts;
 pub mod format;
+pub mod generate;
 pub mod index;
 pub mod record;
 mod spare;

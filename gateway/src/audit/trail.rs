@@ -584,13 +584,27 @@ impl AuditTrail {
 
     /// Waits until everything written so far is indexed (for queries that must see it).
     pub fn wait_indexed(&self, index: &dyn AuditIndex, timeout: Duration) -> bool {
-        let target = self.status.last_seq.load(Ordering::Acquire);
+        self.wait_indexed_to(index, u64::MAX, timeout)
+    }
+
+    /// Waits until the records up to `seq` (or the last written, if earlier) are indexed: a
+    /// query that reads the trail as it stood before its own record waits for no more than
+    /// that (the indexer gathers records for a while before each update, so waiting for the
+    /// query's own record would add that while to every query).
+    pub fn wait_indexed_to(&self, index: &dyn AuditIndex, seq: u64, timeout: Duration) -> bool {
+        let target = self.status.last_seq.load(Ordering::Acquire).min(seq);
+        let indexer = self.indexer.lock().ok().and_then(|h| h.as_ref().map(|h| h.thread().clone()));
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if index.audit_indexed_seq().is_ok_and(|s| s >= target) {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            // Whatever the indexer is gathering, it indexes now rather than at the end of its
+            // window (asked again at each look, in case the records reached it after a wake-up).
+            if let Some(t) = &indexer {
+                t.unpark();
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         false
     }
@@ -732,8 +746,10 @@ fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop
         }
         // Let the index's batch window pass, then take what queued up meanwhile: one wake-up
         // and one index update per window, rather than per group commit.
+        // A query waiting for the index cuts the window short (`wait_indexed_to` unparks this
+        // thread).
         if !entries.is_empty() && !window.is_zero() {
-            std::thread::sleep(window);
+            std::thread::park_timeout(window);
         }
         while entries.len() < 16_384 {
             match rx.try_recv() {

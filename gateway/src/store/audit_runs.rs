@@ -403,20 +403,29 @@ impl RunIndex {
         self.shared.lock().runs.len()
     }
 
-    /// Waits until the upkeep thread has nothing left to do (tests: merges are asynchronous).
-    #[cfg(test)]
-    fn settle(&self) {
+    /// Waits, at most `timeout`, until the upkeep thread has nothing left to do: every table
+    /// written and every due merge done (merges are asynchronous; `audit generate` leaves the
+    /// index as a gateway's upkeep would, and tests check the result). False on timeout.
+    pub fn settle(&self, timeout: std::time::Duration) -> bool {
         let flush_records = self.shared.flush_records.load(Ordering::Relaxed);
-        for _ in 0..10_000 {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
             {
                 let g = self.shared.lock();
                 if g.sealed.is_empty() && !g.merging && due(&g, flush_records).is_none() {
-                    return;
+                    return true;
                 }
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        panic!("index upkeep did not settle");
+        false
+    }
+}
+
+#[cfg(test)]
+impl RunIndex {
+    fn settle_or_panic(&self) {
+        assert!(self.settle(std::time::Duration::from_secs(10)), "index upkeep did not settle");
     }
 }
 
@@ -704,7 +713,7 @@ mod tests {
             // is done (second pass).
             for pass in 0..2 {
                 if pass == 1 {
-                    idx.settle();
+                    idx.settle_or_panic();
                     // 5,000 records in runs of ≥50: merges keep the count at a few dozen at most.
                     assert!(
                         idx.run_count() <= 7 * 3 + 1,
@@ -751,7 +760,7 @@ mod tests {
             for c in batch.chunks(10) {
                 idx.add(c).unwrap();
             }
-            idx.settle();
+            idx.settle_or_panic();
             assert_eq!(idx.run_count(), 1, "eight runs of tier 0 were merged");
         }
         // Put back two of the merge's inputs, as if the crash came before their removal, plus

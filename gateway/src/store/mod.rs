@@ -136,6 +136,17 @@ impl SledStore {
     pub fn db(&self) -> &sled::Db {
         &self.db
     }
+
+    /// Waits, at most `timeout`, until the audit index's upkeep has written every table and
+    /// done every due merge (see [`RunIndex::settle`]); false on timeout.
+    pub fn audit_settle(&self, timeout: std::time::Duration) -> bool {
+        self.audit.settle(timeout)
+    }
+
+    /// Runs of the audit index on disk.
+    pub fn audit_runs(&self) -> usize {
+        self.audit.run_count()
+    }
 }
 
 impl Store for SledStore {
