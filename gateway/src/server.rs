@@ -168,7 +168,8 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Opened> {
     match cfg.store.kind {
         StoreKind::Sled => {
             let s = Arc::new(SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)?);
-            let consent = Arc::new(Registry::open(ConsentStore::open(s.db())?)?);
+            let image = cfg.store.path.join(crate::consent::IMAGE_FILE);
+            let consent = Arc::new(Registry::open_with_image(ConsentStore::open(s.db())?, Some(image))?);
             Ok((s.clone(), s, consent, None))
         }
         StoreKind::Postgres => {
@@ -394,6 +395,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
             async move { pipeline.handle(req, &caller).await }
         },
     ));
+    let registry = consent.clone();
     let task = tokio::spawn(async move {
         let _ = data_task.await;
         if let Some(t) = control_task {
@@ -405,6 +407,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         let trail = pipeline.audit.clone();
         drop(pipeline);
         let _ = tokio::task::spawn_blocking(move || trail.close()).await;
+        // Nothing changes consents any more: leave the index's image for the next start.
+        match tokio::task::spawn_blocking(move || registry.save_image()).await {
+            Ok(Ok(Some(keys))) => tracing::info!(keys, "consent index image written"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "consent index image not written; the next start rebuilds the index")
+            }
+            Err(e) => tracing::warn!(error = %e, "consent index image not written; the next start rebuilds the index"),
+        }
     });
     Ok(RunningGateway {
         data_addr,

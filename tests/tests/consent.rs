@@ -89,6 +89,25 @@ async fn consent_given_revoked_and_expired_over_real_tls() {
     let records = read_records(&h.demo.config.audit.dir).unwrap();
     let r = records.iter().find(|r| r.record.request_id == "with-consent").unwrap();
     assert_eq!(r.record.consent_id.as_deref(), Some(id.as_str()));
+
+    // A clean stop leaves the index's image; the next start reads it, revocation included.
+    let (cfg, _dir) = h.stop().await;
+    let gw = gateway::server::start(&cfg).await.unwrap();
+    assert!(gw.consent.from_image(), "the clean stop's image was read");
+    let check = |who: &str| {
+        gw.consent.check(
+            policies::ids::Niss::parse(who).unwrap(),
+            policies::ids::Kbo::parse(BANK_A).unwrap(),
+            None,
+            "sigedis.pensions",
+            "SUPPLEMENTARY_PENSION_INFO",
+            gw.policy.now_ms(),
+            None,
+        )
+    };
+    assert_eq!(check(&p), Err(gateway::consent::Denial::Revoked));
+    assert_eq!(check(&other), Err(gateway::consent::Denial::Expired));
+    gw.shutdown().await;
 }
 
 #[tokio::test]

@@ -15,6 +15,12 @@
 //!
 //! [`Registry::check`] allocates nothing and never touches the disk.
 
+mod image;
+
+/// The index image's file name in the embedded store's directory.
+pub const IMAGE_FILE: &str = "consent-index.img";
+
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
@@ -219,6 +225,10 @@ pub struct Registry {
     /// Serialises the rare additions to `names`.
     names_write: std::sync::Mutex<()>,
     store: ConsentStore,
+    /// Where the index's image is written at a clean stop (embedded store only).
+    image: Option<PathBuf>,
+    /// Whether the index was read from its image at start (rather than rebuilt).
+    from_image: bool,
 }
 
 /// The consents' persistence: sled trees in the embedded store, or tables in the shared
@@ -434,15 +444,69 @@ pub enum ChangeError {
 impl Registry {
     /// Opens the registry on `store` and builds the index from it.
     pub fn open(store: ConsentStore) -> Result<Self, StoreError> {
-        let r = Registry {
+        Self::open_with_image(store, None)
+    }
+
+    /// Opens the registry on `store`; with `image` (the embedded store), reads the index from
+    /// the image a clean stop left there if the store still vouches for it, and otherwise
+    /// builds it from the store. Either way the image is disarmed before anything can change
+    /// (see [`image`]).
+    pub fn open_with_image(store: ConsentStore, image: Option<PathBuf>) -> Result<Self, StoreError> {
+        let mut r = Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             names: ArcSwap::from_pointee(Names::default()),
             names_write: std::sync::Mutex::new(()),
             store,
+            image: None,
+            from_image: false,
         };
+        if let (ConsentStore::Sled(s), Some(path)) = (&r.store, &image) {
+            let marker = s.db.remove(image::MARKER)?;
+            s.db.flush()?;
+            let expected: Option<[u8; 32]> = marker.and_then(|m| m.as_ref().try_into().ok());
+            if let Some(expected) = expected {
+                let started = std::time::Instant::now();
+                match image::read(path, &expected, SHARDS) {
+                    Ok(Some((names, shards))) => {
+                        r.names = ArcSwap::from_pointee(names);
+                        r.shards = shards.into_iter().map(RwLock::new).collect();
+                        r.from_image = true;
+                        r.image = image;
+                        tracing::info!(
+                            keys = r.len(),
+                            ms = started.elapsed().as_millis() as u64,
+                            "consent index read from its image"
+                        );
+                        return Ok(r);
+                    }
+                    Ok(None) => tracing::warn!("consent index image does not match the store; rebuilding the index"),
+                    Err(e) => tracing::warn!(error = %e, "consent index image unreadable; rebuilding the index"),
+                }
+            }
+        }
+        r.image = image;
         let n = r.reload()?;
         tracing::info!(consents = n, "consent index built");
         Ok(r)
+    }
+
+    /// Whether the index was read from its image at start.
+    pub fn from_image(&self) -> bool {
+        self.from_image
+    }
+
+    /// Writes the index's image and arms it (the embedded store's marker holds its digest),
+    /// for the next start; at a clean stop, when nothing changes any more. Returns the
+    /// (subject, recipient) keys written, or `None` without an image path or store for it.
+    pub fn save_image(&self) -> Result<Option<usize>, StoreError> {
+        let (ConsentStore::Sled(s), Some(path)) = (&self.store, &self.image) else { return Ok(None) };
+        let guards: Vec<_> = self.shards.iter().map(|sh| sh.read().unwrap_or_else(|p| p.into_inner())).collect();
+        let shards: Vec<&Shard> = guards.iter().map(|g| &**g).collect();
+        let names = self.names.load();
+        let digest = image::write(path, &names, &shards).map_err(StoreError::Image)?;
+        s.db.insert(image::MARKER, &digest[..])?;
+        s.db.flush()?;
+        Ok(Some(shards.iter().map(|sh| sh.len()).sum()))
     }
 
     /// Reads every consent from the store into the index (at start, and when a replica of a

@@ -25,6 +25,8 @@ pub enum StoreError {
     Io(#[from] sled::Error),
     #[error("audit index I/O: {0}")]
     Index(#[from] std::io::Error),
+    #[error("consent index image: {0}")]
+    Image(std::io::Error),
     #[error("shared store: {0}")]
     Postgres(#[from] tokio_postgres::Error),
     /// The shared store cannot be reached or did not answer in time.

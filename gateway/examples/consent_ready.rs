@@ -1,0 +1,86 @@
+//! How soon a gateway with N consents can decide: the consent index read from the image a
+//! clean stop leaves, against the index rebuilt from the store. Each step is its own process
+//! (a fresh page cache is not promised, a fresh heap is):
+//!
+//! ```text
+//! cargo run --release -p gateway --example consent_ready -- prepare 1000000   # import, once
+//! cargo run --release -p gateway --example consent_ready -- image 1000000     # open from the image
+//! cargo run --release -p gateway --example consent_ready -- rebuild 1000000   # open from the store
+//! ```
+//!
+//! `prepare` imports N synthetic consents into `/tmp/passerelle-consent-ready-N` (kept), opens
+//! the registry as the gateway does and writes the image as a clean stop does. `image` opens it
+//! as the gateway does at start and writes the image again on the way out (a clean stop), so
+//! it can be run repeatedly; `rebuild` opens the registry without its image.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use gateway::consent::{Consent, ConsentStore, IMAGE_FILE, Registry};
+use gateway::store::SledStore;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (mode, n) = (args[1].as_str(), args[2].parse::<usize>().unwrap());
+    let dir = std::env::temp_dir().join(format!("passerelle-consent-ready-{n}"));
+    let image = dir.join(IMAGE_FILE);
+    if mode == "prepare" {
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SledStore::open(&dir).unwrap();
+        let registry = Registry::open(ConsentStore::open(store.db()).unwrap()).unwrap();
+        let people = adapters::synthetic::people(42, n);
+        let started = Instant::now();
+        for (i, chunk) in people.chunks(50_000).enumerate() {
+            let batch: Vec<Consent> = (chunk.iter().enumerate())
+                .map(|(j, p)| {
+                    let mut d = [0u8; 11];
+                    let bank = ["0456123494", "0456789034"][j % 2];
+                    gateway::consent::sample((i * 50_000 + j) as u128 + 1, p.digits(&mut d), bank)
+                })
+                .collect();
+            registry.import(&batch, "bench").unwrap();
+        }
+        println!("{n} consents imported in {:.1} s", started.elapsed().as_secs_f64());
+        drop(registry);
+    }
+    let before = rss_mib();
+    let started = Instant::now();
+    let store = SledStore::open(&dir).unwrap();
+    let consents = ConsentStore::open(store.db()).unwrap();
+    let opened = started.elapsed().as_secs_f64();
+    let registry = match mode {
+        "rebuild" => Registry::open(consents).unwrap(),
+        _ => Registry::open_with_image(consents, Some(image.clone())).unwrap(),
+    };
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "{mode}: index of {} keys ready in {took:.2} s ({}; the store opened in {opened:.2} s); RSS {before} MiB before, {} MiB after",
+        registry.len(),
+        if registry.from_image() { "read from its image" } else { "built from the store" },
+        rss_mib()
+    );
+    if mode != "rebuild" {
+        let started = Instant::now();
+        registry.save_image().unwrap();
+        let bytes = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "image written in {:.2} s: {bytes} bytes ({:.0} a consent)",
+            started.elapsed().as_secs_f64(),
+            bytes as f64 / n as f64
+        );
+    }
+}
