@@ -105,6 +105,22 @@ fn the_image_is_read_after_a_clean_stop_and_never_after_anything_else() {
     r.save_image().unwrap();
     drop((r, db));
 
+    // A change after the stop's image was written, by the same process (a connection that
+    // outlived the stop): the change disarms the image first.
+    let (db, r) = open(dir.path());
+    assert!(r.from_image());
+    r.save_image().unwrap();
+    r.revoke(&batch[3].id, NOW - 1_000, "test").unwrap();
+    let later = answers(&r, people);
+    assert_ne!(later, changed);
+    drop((r, db));
+    let (db, r) = open(dir.path());
+    assert!(!r.from_image(), "changed after the image: not trusted");
+    assert_eq!(answers(&r, people), later);
+    r.save_image().unwrap();
+    drop((r, db));
+    let changed = later;
+
     // A damaged image with its marker in place: rebuilt.
     let path = dir.path().join("store").join(IMAGE_FILE);
     let mut bytes = std::fs::read(&path).unwrap();

@@ -229,6 +229,10 @@ pub struct Registry {
     image: Option<PathBuf>,
     /// Whether the index was read from its image at start (rather than rebuilt).
     from_image: bool,
+    /// Whether an image written by [`Registry::save_image`] is armed: the next change disarms
+    /// it before it is made (a change after a stop's image, e.g. on a connection that outlived
+    /// the stop, must not leave a stale image trusted).
+    armed: std::sync::atomic::AtomicBool,
 }
 
 /// The consents' persistence: sled trees in the embedded store, or tables in the shared
@@ -459,6 +463,7 @@ impl Registry {
             store,
             image: None,
             from_image: false,
+            armed: std::sync::atomic::AtomicBool::new(false),
         };
         if let (ConsentStore::Sled(s), Some(path)) = (&r.store, &image) {
             let marker = s.db.remove(image::MARKER)?;
@@ -506,7 +511,20 @@ impl Registry {
         let digest = image::write(path, &names, &shards).map_err(StoreError::Image)?;
         s.db.insert(image::MARKER, &digest[..])?;
         s.db.flush()?;
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(Some(shards.iter().map(|sh| sh.len()).sum()))
+    }
+
+    /// Before a change: an armed image no longer describes the store once the change is made,
+    /// so its marker goes first, durably.
+    fn disarm(&self) -> Result<(), StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+            && let ConsentStore::Sled(s) = &self.store
+        {
+            s.db.remove(image::MARKER)?;
+            s.db.flush()?;
+        }
+        Ok(())
     }
 
     /// Reads every consent from the store into the index (at start, and when a replica of a
@@ -582,6 +600,7 @@ impl Registry {
     pub fn give(&self, c: &Consent, actor: &str) -> Result<(), ChangeError> {
         let mut shard =
             self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
+        self.disarm()?;
         self.store.put(c, "given", c.given_at_ms, actor)?;
         self.index_into(&mut shard, c);
         Ok(())
@@ -590,6 +609,7 @@ impl Registry {
     /// Records many consents (a migration, a load test) with one flush at the end; durable and
     /// indexed when it returns.
     pub fn import(&self, consents: &[Consent], actor: &str) -> Result<(), ChangeError> {
+        self.disarm()?;
         self.store.put_many(consents, "imported", actor)?;
         for c in consents {
             let mut shard =
@@ -608,6 +628,7 @@ impl Registry {
         c.revoked_at_ms = Some(at_ms);
         let mut shard =
             self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
+        self.disarm()?;
         self.store.put(&c, "revoked", at_ms, actor)?;
         self.index_into(&mut shard, &c);
         Ok(c)
@@ -622,6 +643,7 @@ impl Registry {
         c.last_validated_ms = at_ms;
         let mut shard =
             self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
+        self.disarm()?;
         self.store.put(&c, "revalidated", at_ms, actor)?;
         self.index_into(&mut shard, &c);
         Ok(c)
