@@ -317,6 +317,8 @@ async fn the_div_procedure_through_the_api_under_load() {
     }
 
     // Suspended by DIV with a reason: every call gets FLOW_SUSPENDED with it; off the page.
+    let a = transition(&h, FLEET, CONVENTION, "suspended", Some("ours")).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "the beneficiary does not suspend: {}", a.text());
     let a = transition(&h, "div", CONVENTION, "suspended", None).await;
     assert_eq!(a.code(), Some("REQUEST_INVALID"), "a suspension needs a reason");
     let reason = "security audit of the beneficiary pending";
@@ -329,7 +331,9 @@ async fn the_div_procedure_through_the_api_under_load() {
     }
     assert!(!references(&published(&h).await.0).contains(&CONVENTION.to_owned()));
 
-    // Resumed: back where it was (published), answering again.
+    // Resumed: back where it was (published), answering again; by DIV, not the beneficiary.
+    let a = transition(&h, FLEET, CONVENTION, "active", None).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
     let a = transition(&h, "div", CONVENTION, "active", None).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json().unwrap()["change"]["summary"], "suspended → published");
@@ -591,10 +595,15 @@ async fn the_sigedis_path_framework_authorization_adhesion_consent_call() {
         ]
     );
     assert_eq!(item["active_since"], json!(today(&h).to_string()));
-    // Bank B asks too; the CSI refuses: final.
+    // Bank B asks too; the CSI refuses (not bank B, nor bank A): final.
     let mut b = adhesion("0456789034", true);
     b["official_name"] = json!("Bank B NV (synthetic)");
     assert_eq!(h.ctl("bank-b", Method::POST, &path, Some(b)).await.status, StatusCode::CREATED);
+    for who in ["bank-b", "bank-a"] {
+        let refusal = json!({ "to": "refused", "reason": "x" });
+        let a = h.ctl(who, Method::POST, &step_path("0456789034"), Some(refusal)).await;
+        assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{who}: {}", a.text());
+    }
     let a = h.ctl("csi-ssh", Method::POST, &step_path("0456789034"), Some(json!({ "to": "refused" }))).await;
     assert_eq!(a.code(), Some("REQUEST_INVALID"), "a refusal says why");
     let refused = json!({ "to": "refused", "reason": "evaluation form incomplete" });
@@ -639,7 +648,9 @@ async fn the_sigedis_path_framework_authorization_adhesion_consent_call() {
         assert!(!html.contains(private) && !pubdoc.to_string().contains(private), "{private} is not public");
     }
 
-    // Sigedis suspends its datatransfer, then lifts the suspension.
+    // Sigedis suspends its datatransfer (an adherent cannot), then lifts the suspension.
+    let a = transition(&h, "bank-a", "CSI/SSH/26/010/FI", "suspended", Some("ours")).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
     let why = "Sigedis suspended its datatransfer activities";
     let a = transition(&h, "sigedis", "CSI/SSH/26/010/FI", "suspended", Some(why)).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
@@ -720,6 +731,9 @@ async fn a_protocol_missing_any_of_the_13_elements_is_refused_precisely() {
     let a = h.ctl("digitaal-vlaanderen", Method::GET, "/instruments?kind=protocol", None).await;
     assert!(!a.text().contains("VL/PROT/2026/050"));
 
+    // The other party cannot register it about the data owner's source.
+    let a = h.ctl("agency-b", Method::POST, "/instruments", Some(protocol("VL/PROT/2026/050", None))).await;
+    assert_eq!(a.code(), Some("ADMIN_ROLE_MISSING"), "{}", a.text());
     // Complete, it is registered as a draft; it enters into force after the DPO's favourable
     // advice (seed 002, art. 8), given by the privacy office of the source — not by the other
     // party — and published once active, with its elements.
