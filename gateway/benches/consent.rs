@@ -17,15 +17,6 @@ const N: usize = 1_000_000;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn bench(c: &mut Criterion) {
     // The store is kept between runs (in the temp dir) so that a second run opens it in a
     // fresh process and the RSS it reports is the registry's alone.
@@ -53,12 +44,12 @@ fn bench(c: &mut Criterion) {
         println!("consent bench: run again for an RSS figure measured in a fresh process");
     }
     // A fresh open, as at gateway start: the index is rebuilt from the store.
-    let before = rss_kib();
+    let before = testkit::rss_kib();
     let started = Instant::now();
     // Opened as the gateway opens it (store.cache_mb at its default).
     let store = SledStore::open(&dir).unwrap();
     let registry = Registry::open(ConsentStore::open(store.db()).unwrap()).unwrap();
-    let after = rss_kib();
+    let after = testkit::rss_kib();
     println!(
         "consent bench: index of {} subjects rebuilt in {:.1} s; RSS {} MiB before, {} MiB after ({} MiB for the index and the store's 128 MiB cache)",
         registry.len(),

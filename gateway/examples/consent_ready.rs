@@ -23,16 +23,6 @@ use gateway::store::SledStore;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        / 1024
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (mode, n) = (args[1].as_str(), args[2].parse::<usize>().unwrap());
@@ -57,7 +47,7 @@ fn main() {
         println!("{n} consents imported in {:.1} s", started.elapsed().as_secs_f64());
         drop(registry);
     }
-    let before = rss_mib();
+    let before = testkit::rss_kib() / 1024;
     let started = Instant::now();
     let store = SledStore::open(&dir).unwrap();
     let consents = ConsentStore::open(store.db()).unwrap();
@@ -71,7 +61,7 @@ fn main() {
         "{mode}: index of {} keys ready in {took:.2} s ({}; the store opened in {opened:.2} s); RSS {before} MiB before, {} MiB after",
         registry.len(),
         if registry.from_image() { "read from its image" } else { "built from the store" },
-        rss_mib()
+        testkit::rss_kib() / 1024
     );
     if mode != "rebuild" {
         let started = Instant::now();

@@ -92,3 +92,14 @@ pub fn free_port() -> u16 {
     }
     panic!("no free port in 20000..32000 on 127.0.0.1")
 }
+
+/// This process's resident memory in KiB (`VmRSS` of `/proc/self/status`; 0 where there is
+/// none), for benches and measurement tools that report what a structure takes.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{Entry, Names, Shard, shard_of};
+use super::{Entry, Names, SHARDS, Shard, shard_of};
 
 const MAGIC: &[u8; 8] = b"PCIMAGE1";
 /// The marker's key in the store's default tree.
@@ -58,6 +58,13 @@ impl<R: Read> Hashed<R> {
         let mut b = [0u8; N];
         self.inner.read_exact(&mut b)?;
         self.hash.update(b);
+        Ok(b)
+    }
+
+    fn bytes(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+        let mut b = vec![0u8; n];
+        self.inner.read_exact(&mut b)?;
+        self.hash.update(&b);
         Ok(b)
     }
 
@@ -149,11 +156,7 @@ pub(super) fn write(path: &Path, names: &Names, shards: &[&Shard]) -> std::io::R
 
 /// Reads the image at `path` into fresh names and shards, if its digest is `expected` and its
 /// content hashes to it; `Ok(None)` when it does not (the caller rebuilds from the store).
-pub(super) fn read(
-    path: &Path,
-    expected: &[u8; 32],
-    shard_count: usize,
-) -> std::io::Result<Option<(Names, Vec<Shard>)>> {
+pub(super) fn read(path: &Path, expected: &[u8; 32]) -> std::io::Result<Option<(Names, Vec<Shard>)>> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     if len < 8 + 4 + 8 + 32 {
@@ -167,13 +170,10 @@ pub(super) fn read(
     for _ in 0..r.u32()? {
         let id = r.u32()?;
         let n = usize::from(r.u16()?);
-        let mut b = vec![0u8; n];
-        r.inner.read_exact(&mut b)?;
-        r.hash.update(&b);
-        let name = String::from_utf8(b).map_err(|_| invalid("a name is not UTF-8"))?;
+        let name = String::from_utf8(r.bytes(n)?).map_err(|_| invalid("a name is not UTF-8"))?;
         names.ids.insert(name.into_boxed_str(), id);
     }
-    let mut shards: Vec<Shard> = (0..shard_count).map(|_| Shard::default()).collect();
+    let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::default()).collect();
     let slots = r.u64()?;
     // Each slot takes at least 18 + 37 bytes: a count the file cannot hold is damage.
     if slots > len / 55 {

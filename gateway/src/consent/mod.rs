@@ -461,22 +461,21 @@ impl Registry {
             names: ArcSwap::from_pointee(Names::default()),
             names_write: std::sync::Mutex::new(()),
             store,
-            image: None,
+            image,
             from_image: false,
             armed: std::sync::atomic::AtomicBool::new(false),
         };
-        if let (ConsentStore::Sled(s), Some(path)) = (&r.store, &image) {
+        if let (ConsentStore::Sled(s), Some(path)) = (&r.store, &r.image) {
             let marker = s.db.remove(image::MARKER)?;
             s.db.flush()?;
             let expected: Option<[u8; 32]> = marker.and_then(|m| m.as_ref().try_into().ok());
             if let Some(expected) = expected {
                 let started = std::time::Instant::now();
-                match image::read(path, &expected, SHARDS) {
+                match image::read(path, &expected) {
                     Ok(Some((names, shards))) => {
                         r.names = ArcSwap::from_pointee(names);
                         r.shards = shards.into_iter().map(RwLock::new).collect();
                         r.from_image = true;
-                        r.image = image;
                         tracing::info!(
                             keys = r.len(),
                             ms = started.elapsed().as_millis() as u64,
@@ -489,7 +488,6 @@ impl Registry {
                 }
             }
         }
-        r.image = image;
         let n = r.reload()?;
         tracing::info!(consents = n, "consent index built");
         Ok(r)
