@@ -31,7 +31,7 @@ fn main() {
     if mode == "prepare" {
         let _ = std::fs::remove_dir_all(&dir);
         let store = SledStore::open(&dir).unwrap();
-        let registry = Registry::open(ConsentStore::open(store.db()).unwrap()).unwrap();
+        let registry = Registry::open(ConsentStore::open(&store).unwrap()).unwrap();
         let people = adapters::synthetic::people(42, n);
         let started = Instant::now();
         for (i, chunk) in people.chunks(50_000).enumerate() {
@@ -50,7 +50,7 @@ fn main() {
     let before = testkit::rss_kib() / 1024;
     let started = Instant::now();
     let store = SledStore::open(&dir).unwrap();
-    let consents = ConsentStore::open(store.db()).unwrap();
+    let consents = ConsentStore::open(&store).unwrap();
     let opened = started.elapsed().as_secs_f64();
     let registry = match mode {
         "rebuild" => Registry::open(consents).unwrap(),

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `certs init`, `policy check`, `consent give|revoke|list`,
+//! The command line: `serve`, `demo`, `certs init`, `policy check`, `consent give|revoke|import|list`,
 //! `audit verify|export|prune`, `sandbox`.
 
 use std::net::SocketAddr;
@@ -141,6 +141,24 @@ pub enum ConsentCommand {
         /// The consent's id (c- and 32 hex digits).
         id: String,
     },
+    /// Import consents in bulk into a stopped gateway's store (--config): a file of JSON
+    /// lines, each a consent as `POST /consents` takes it, checked as that endpoint checks it
+    /// and given now, by --actor. A batch is written durably, all of it or none, before its
+    /// line is printed (`{"batch":…,"through_line":N,…}`): after a stop, `--from-line N+1`
+    /// resumes. A consent's id is derived from the actor, the line's number and its text, so
+    /// a line imported before is not imported twice (on the embedded store; the shared store
+    /// writes it again over itself). A refused line is named on stderr and skipped; the exit
+    /// code is then 1.
+    Import {
+        /// The file of JSON lines (`-` for standard input).
+        file: PathBuf,
+        /// Consents per durable batch.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=200_000))]
+        batch: u32,
+        /// The first line to import (1-based), to resume after the last acknowledged batch.
+        #[arg(long, default_value_t = 1)]
+        from_line: u64,
+    },
     /// List a subject's consents with their history.
     List {
         /// The data subject's NISS or BIS number.
@@ -197,6 +215,9 @@ async fn consent_command(command: ConsentCommand, target: ConsentTarget) -> anyh
             ConsentCommand::List { subject } => {
                 (http::Method::GET, "/consents".to_owned(), vec![("x-subject", subject.as_str())], String::new())
             }
+            ConsentCommand::Import { .. } => {
+                anyhow::bail!("import works on a stopped gateway's store: use --config, not --control")
+            }
         };
         let answer = client.send(crate::client::request(method, &path, &headers, bytes::Bytes::from(body))?).await?;
         println!("{}", answer.text());
@@ -236,10 +257,75 @@ async fn consent_command(command: ConsentCommand, target: ConsentTarget) -> anyh
             let c = registry.revoke(id, now, kbo.digits(&mut d))?;
             println!("{}", serde_json::to_string_pretty(&c)?);
         }
+        ConsentCommand::Import { file, batch, from_line } => {
+            let (kbo, portal) = actor()?;
+            let input: Box<dyn std::io::BufRead + Send> = if file.as_os_str() == "-" {
+                Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
+            } else {
+                let f = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+                Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+            };
+            let snapshot = policy.current();
+            let actor = kbo.digits(&mut d).to_owned();
+            let started = std::time::Instant::now();
+            let (mut pending, mut batches, mut imported, mut refused) = (Vec::new(), 0u64, 0u64, 0u64);
+            let mut write = |pending: &mut Vec<crate::consent::Consent>, through: u64| -> anyhow::Result<()> {
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                // Lines a stopped import already wrote (durable, not yet acknowledged) are not
+                // written again: their ids are the same.
+                let before = pending.len();
+                pending.retain(|c| !registry.store().contains(&c.id));
+                registry.import(pending, &actor)?;
+                batches += 1;
+                imported += pending.len() as u64;
+                let ack = serde_json::json!({
+                    "batch": batches, "through_line": through, "imported": pending.len(),
+                    "already_there": before - pending.len(), "durable": true,
+                });
+                println!("{ack}");
+                std::io::Write::flush(&mut std::io::stdout())?;
+                pending.clear();
+                Ok(())
+            };
+            let mut last = 0;
+            for (i, line) in std::io::BufRead::lines(input).enumerate() {
+                let n = i as u64 + 1;
+                let line = line.with_context(|| format!("line {n}: cannot be read"))?;
+                last = n;
+                if n < *from_line || line.trim().is_empty() {
+                    continue;
+                }
+                let checked = serde_json::from_str::<NewConsent>(&line)
+                    .map_err(|e| format!("not a consent ({e})"))
+                    .and_then(|asked| asked.validate(&snapshot, kbo, portal, now).map_err(|e| e.to_string()));
+                match checked {
+                    Ok(mut c) => {
+                        c.id = crate::consent::import_id(&actor, n, &line).to_text();
+                        pending.push(c);
+                    }
+                    Err(why) => {
+                        refused += 1;
+                        eprintln!("line {n}: refused: {why}");
+                    }
+                }
+                if pending.len() >= *batch as usize {
+                    write(&mut pending, n)?;
+                }
+            }
+            write(&mut pending, last)?;
+            let took = started.elapsed().as_secs_f64();
+            eprintln!(
+                "{imported} consent(s) imported in {batches} batch(es), {took:.1} s ({:.0}/s); {refused} line(s) refused",
+                imported as f64 / took.max(1e-9)
+            );
+            return Ok(if refused > 0 { 1 } else { 0 });
+        }
         ConsentCommand::List { subject } => {
             let niss = policies::ids::Niss::parse(subject).map_err(|e| anyhow::anyhow!("--subject: {e}"))?;
             let mut b = [0u8; 11];
-            let list = registry.store().of_subject(niss.digits(&mut b))?;
+            let list = registry.of_subject(niss.digits(&mut b))?;
             for c in &list {
                 let history = registry.store().history(&c.id)?;
                 println!("{}", serde_json::json!({ "consent": c, "history": history }));

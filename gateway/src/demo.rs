@@ -394,7 +394,7 @@ impl Demo {
                 let mut digits = [0u8; 11];
                 n.digits(&mut digits).to_owned()
             })
-            .find(|p| self.gateway.consent.store().of_subject(p).is_ok_and(|c| c.is_empty()))
+            .find(|p| self.gateway.consent.of_subject(p).is_ok_and(|c| c.is_empty()))
             .context("every sandbox person already has a consent on file")?;
         let assoc = |purpose: &str| -> Vec<(&'static str, String)> {
             vec![

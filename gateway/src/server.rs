@@ -169,7 +169,7 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Opened> {
         StoreKind::Sled => {
             let s = Arc::new(SledStore::open_with_cache(&cfg.store.path, cfg.store.cache_mb)?);
             let image = cfg.store.path.join(crate::consent::IMAGE_FILE);
-            let consent = Arc::new(Registry::open_with_image(ConsentStore::open(s.db())?, Some(image))?);
+            let consent = Arc::new(Registry::open_with_image(ConsentStore::open(&s)?, Some(image))?);
             Ok((s.clone(), s, consent, None))
         }
         StoreKind::Postgres => {

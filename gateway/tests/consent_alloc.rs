@@ -31,8 +31,8 @@ fn consent(subject: Niss, recipient: Recipient, until: u64, id: u128) -> Consent
 #[test]
 fn check_allocates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
-    let registry = Registry::open(ConsentStore::open(&db).unwrap()).unwrap();
+    let store = gateway::store::SledStore::open(dir.path()).unwrap();
+    let registry = Registry::open(ConsentStore::open(&store).unwrap()).unwrap();
     let people = adapters::synthetic::people(1, 4);
     let bank = Kbo::parse("0456123494").unwrap();
     let now = 5_000;

@@ -1,6 +1,6 @@
 //! The consent index's image: read back after a clean stop, and never trusted after anything
-//! else — a change after it was written (a kill before the next clean stop), a damaged file,
-//! a start that already used it.
+//! else — a change after it was written (a kill before the next clean stop, a change by the
+//! same process after its stop), a damaged file, another store's image.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,6 +8,7 @@ use std::path::Path;
 
 use gateway::audit::generate::Plan;
 use gateway::consent::{ConsentStore, IMAGE_FILE, Recipient, Registry, sample};
+use gateway::store::SledStore;
 use policies::ids::Kbo;
 use policies::model::OrgKind;
 
@@ -15,11 +16,11 @@ const BANK: &str = "0456123494";
 const OTHER: &str = "0456789034";
 const NOW: u64 = 1_800_000_000_000;
 
-fn open(dir: &Path) -> (sled::Db, Registry) {
-    let db = sled::open(dir.join("store")).unwrap();
-    let r =
-        Registry::open_with_image(ConsentStore::open(&db).unwrap(), Some(dir.join("store").join(IMAGE_FILE))).unwrap();
-    (db, r)
+fn open(dir: &Path) -> (SledStore, Registry) {
+    let store = SledStore::open(&dir.join("store")).unwrap();
+    let r = Registry::open_with_image(ConsentStore::open(&store).unwrap(), Some(dir.join("store").join(IMAGE_FILE)))
+        .unwrap();
+    (store, r)
 }
 
 /// What the index answers for every person and both banks, and for the kind `insurer`.
@@ -84,9 +85,9 @@ fn the_image_is_read_after_a_clean_stop_and_never_after_anything_else() {
     assert!(r.from_image());
     assert_eq!(answers(&r, people), before);
     drop((r, db));
-    // The start disarmed it: without a new clean stop, the next start rebuilds.
+    // Nothing changed since (a start, then a kill): the image still describes the log.
     let (db, r) = open(dir.path());
-    assert!(!r.from_image(), "an image is used once");
+    assert!(r.from_image(), "nothing changed: the image still holds");
     assert_eq!(answers(&r, people), before);
     r.save_image().unwrap();
     drop((r, db));
@@ -106,7 +107,7 @@ fn the_image_is_read_after_a_clean_stop_and_never_after_anything_else() {
     drop((r, db));
 
     // A change after the stop's image was written, by the same process (a connection that
-    // outlived the stop): the change disarms the image first.
+    // outlived the stop): the log is longer than the image says.
     let (db, r) = open(dir.path());
     assert!(r.from_image());
     r.save_image().unwrap();
@@ -121,7 +122,26 @@ fn the_image_is_read_after_a_clean_stop_and_never_after_anything_else() {
     drop((r, db));
     let changed = later;
 
-    // A damaged image with its marker in place: rebuilt.
+    // Another store's image (same consents, another log): not trusted.
+    let other = tempfile::tempdir().unwrap();
+    {
+        // The same changes in the same order: a log of the same length, another identity.
+        let (db, r) = open(other.path());
+        r.import(&batch, "test").unwrap();
+        for c in batch.iter().step_by(11).chain([&batch[1], &batch[3]]) {
+            r.revoke(&c.id, NOW - 1_000, "test").unwrap();
+        }
+        drop((r, db));
+    }
+    let log_len = |d: &Path| std::fs::metadata(d.join("store").join(gateway::consent::LOG_FILE)).unwrap().len();
+    assert_eq!(log_len(other.path()), log_len(dir.path()));
+    let theirs = other.path().join("store").join(IMAGE_FILE);
+    std::fs::copy(dir.path().join("store").join(IMAGE_FILE), &theirs).unwrap();
+    let (db, r) = open(other.path());
+    assert!(!r.from_image(), "an image of another log: not trusted");
+    drop((r, db));
+
+    // A damaged image: rebuilt.
     let path = dir.path().join("store").join(IMAGE_FILE);
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;

@@ -224,10 +224,7 @@ async fn killing_postgres_fails_closed_and_recovers() {
 
     // Every answer, data or refusal, has its durable record; the chain verifies.
     let h = Arc::try_unwrap(h).unwrap();
-    assert!(
-        h.demo.gateway.consent.store().of_subject(&person()).unwrap().is_empty(),
-        "the refused consent was not made"
-    );
+    assert!(h.demo.gateway.consent.of_subject(&person()).unwrap().is_empty(), "the refused consent was not made");
     let (cfg, _keep) = h.stop().await;
     let records = gateway::audit::verify::read_records(&cfg.audit.dir).unwrap();
     let ids: std::collections::HashSet<&str> = records.iter().map(|r| r.record.request_id.as_str()).collect();

@@ -757,8 +757,9 @@ impl ControlPlane {
         let snapshot = self.policy.current();
         let now = self.policy.now_ms();
         let list = self
-            .read_consents("listing failed", move |store| {
-                store
+            .read_consents("listing failed", move |registry| {
+                let store = registry.store();
+                registry
                     .of_subject(&subject)?
                     .into_iter()
                     .map(|c| {
@@ -779,13 +780,15 @@ impl ControlPlane {
     async fn read_consents<T, F>(&self, what: &'static str, f: F) -> Result<T, Refusal>
     where
         T: Send + 'static,
-        F: FnOnce(crate::consent::ConsentStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+        F: FnOnce(&crate::consent::Registry) -> Result<T, crate::store::StoreError> + Send + 'static,
     {
-        let store = self.consent.store().clone();
-        tokio::task::spawn_blocking(move || f(store)).await.map_err(|_| refuse(Code::Internal, what))?.map_err(|e| {
-            tracing::error!(error = %e, "consent store read failed");
-            refuse(Code::Internal, what)
-        })
+        let registry = self.consent.clone();
+        tokio::task::spawn_blocking(move || f(&registry)).await.map_err(|_| refuse(Code::Internal, what))?.map_err(
+            |e| {
+                tracing::error!(error = %e, "consent store read failed");
+                refuse(Code::Internal, what)
+            },
+        )
     }
 }
 
@@ -837,7 +840,8 @@ impl ControlPlane {
         let snapshot = self.policy.current();
         let now = self.policy.now_ms();
         let (due, total) = self
-            .read_consents("listing failed", move |store| {
+            .read_consents("listing failed", move |registry| {
+                let store = registry.store();
                 let mut due = Vec::new();
                 let mut total = 0usize;
                 store.each(|c| {
@@ -901,7 +905,7 @@ impl ControlPlane {
         }
         let key = id.to_owned();
         let c = self
-            .read_consents("reading the consent failed", move |store| store.get(&key))
+            .read_consents("reading the consent failed", move |registry| registry.store().get(&key))
             .await?
             .ok_or_else(|| refuse(Code::ResourceUnknown, "no such consent"))?;
         let model = self.policy.model();

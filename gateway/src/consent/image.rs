@@ -1,20 +1,20 @@
 //! The consent index's image: the in-memory index written to one file when the gateway stops
 //! cleanly, and read back at the next start instead of rebuilding the index from every
-//! consent in the store (37 s for ten million consents in sled; the image is read at disk
-//! speed).
+//! consent in the store.
 //!
-//! Trusting an image is safe only if no consent changed after it was written. So the image is
-//! *armed* by a marker in the store, written after the image is durable and holding its
-//! SHA-256; a start disarms it (removes the marker, durably) before anything can change, and
-//! loads the image only if the marker was there and the file's digest matches it. A crash, a
-//! kill, a change by the CLI on a stopped gateway, a copied store: each leaves no marker, or a
-//! marker naming another file, and the index is rebuilt from the store as before.
+//! Trusting an image is safe only if no consent changed after it was written. The image names
+//! the consent log it was made from (its random identity) and the log's length at that
+//! moment; the log only grows, by whole synced frames (a torn last frame is cut back to the
+//! last whole one), so the same identity and length mean the same consents. Any change after
+//! the image — through the gateway, by the CLI on a stopped gateway, lost by a kill — leaves
+//! another length, and another store another identity: the index is then rebuilt from the log.
 //!
-//! Format (little-endian): `PCIMAGE1`; the interned names (`u32` count, then per name its
-//! `u32` id, `u16` length and UTF-8 bytes); the slots (`u64` count, then per slot the subject
-//! and recipient keys as `u64`, a `u16` entry count and that many 37-byte entries: service
-//! and purpose ids `u32`, validity end `u64`, the consent id's halves `u64` twice, the day of
-//! the last validation `u32`, revoked `u8`); then the SHA-256 of everything before it.
+//! Format (little-endian): `PCIMAGE2`; the log's identity (16 bytes) and length (`u64`); the
+//! interned names (`u32` count, then per name its `u32` id, `u16` length and UTF-8 bytes); the
+//! slots (`u64` count, then per slot the subject and recipient keys as `u64`, a `u16` entry
+//! count and that many 37-byte entries: service and purpose ids `u32`, validity end `u64`, the
+//! consent id's halves `u64` twice, the day of the last validation `u32`, revoked `u8`); then
+//! the SHA-256 of everything before it.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -24,9 +24,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{Entry, Names, SHARDS, Shard, shard_of};
 
-const MAGIC: &[u8; 8] = b"PCIMAGE1";
-/// The marker's key in the store's default tree.
-pub(super) const MARKER: &[u8] = b"consent-index-image";
+const MAGIC: &[u8; 8] = b"PCIMAGE2";
 const ENTRY: usize = 37;
 
 /// A writer that hashes what it writes.
@@ -114,13 +112,16 @@ fn invalid(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
 }
 
-/// Writes the image of `names` and `shards` to `path` (a temporary file, synced, renamed,
-/// the directory synced); returns its digest. The caller holds every shard still.
-pub(super) fn write(path: &Path, names: &Names, shards: &[&Shard]) -> std::io::Result<[u8; 32]> {
+/// Writes the image of `names` and `shards`, made from the log in `state` (identity,
+/// length), to `path` (a temporary file, synced, renamed, the directory synced). The caller
+/// holds every shard and lets no change through.
+pub(super) fn write(path: &Path, state: ([u8; 16], u64), names: &Names, shards: &[&Shard]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let file = File::create(&tmp)?;
     let mut w = Hashing { inner: BufWriter::with_capacity(1 << 20, file), hash: Sha256::new() };
     w.write_all(MAGIC)?;
+    w.write_all(&state.0)?;
+    w.write_all(&state.1.to_le_bytes())?;
     let mut by_id: Vec<(&str, u32)> = names.ids.iter().map(|(k, v)| (&**k, *v)).collect();
     by_id.sort_by_key(|(_, id)| *id);
     w.write_all(&(by_id.len() as u32).to_le_bytes())?;
@@ -151,19 +152,20 @@ pub(super) fn write(path: &Path, names: &Names, shards: &[&Shard]) -> std::io::R
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;
     }
-    Ok(digest)
+    Ok(())
 }
 
-/// Reads the image at `path` into fresh names and shards, if its digest is `expected` and its
-/// content hashes to it; `Ok(None)` when it does not (the caller rebuilds from the store).
-pub(super) fn read(path: &Path, expected: &[u8; 32]) -> std::io::Result<Option<(Names, Vec<Shard>)>> {
+/// Reads the image at `path` into fresh names and shards, if it was made from the log in
+/// `state` (identity, length) and its content hashes to its digest; `Ok(None)` when not (the
+/// caller rebuilds from the log).
+pub(super) fn read(path: &Path, state: ([u8; 16], u64)) -> std::io::Result<Option<(Names, Vec<Shard>)>> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
-    if len < 8 + 4 + 8 + 32 {
+    if len < 8 + 24 + 4 + 8 + 32 {
         return Ok(None);
     }
     let mut r = Hashed { inner: BufReader::with_capacity(1 << 20, file), hash: Sha256::new() };
-    if &r.exact::<8>()? != MAGIC {
+    if &r.exact::<8>()? != MAGIC || r.exact::<16>()? != state.0 || r.u64()? != state.1 {
         return Ok(None);
     }
     let mut names = Names::default();
@@ -192,5 +194,5 @@ pub(super) fn read(path: &Path, expected: &[u8; 32]) -> std::io::Result<Option<(
     r.inner.read_exact(&mut stored)?;
     let mut rest = [0u8; 1];
     let at_end = r.inner.read(&mut rest)? == 0;
-    Ok((digest == stored && digest == *expected && at_end).then_some((names, shards)))
+    Ok((digest == stored && at_end).then_some((names, shards)))
 }

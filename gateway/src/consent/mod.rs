@@ -5,8 +5,9 @@
 //! whom (recipient), what (service), why (purpose), since and until when, how given, evidence.
 //!
 //! Two copies, kept in step:
-//! * the store (sled tree `consents`, plus an event history), the source of truth; a change is
-//!   durable (flushed) before it is acknowledged, and a revoked consent is marked, not deleted;
+//! * the store (the embedded store's consent log, [`log`], or the shared store's tables), the
+//!   source of truth, with every consent's history; a change is durable (synced) before it is
+//!   acknowledged, and a revoked consent is marked, not deleted;
 //! * an in-memory index for the data plane, sharded by data subject. A change takes its shard's
 //!   write lock, makes the store durable, updates the index, and only then releases the lock
 //!   and acknowledges: a reader never sees the index disagree with the store, and after the
@@ -16,11 +17,14 @@
 //! [`Registry::check`] allocates nothing and never touches the disk.
 
 mod image;
+pub mod log;
 
 /// The index image's file name in the embedded store's directory.
 pub const IMAGE_FILE: &str = "consent-index.img";
+/// The consent log's file name in the embedded store's directory.
+pub const LOG_FILE: &str = "consents.log";
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
@@ -229,17 +233,16 @@ pub struct Registry {
     image: Option<PathBuf>,
     /// Whether the index was read from its image at start (rather than rebuilt).
     from_image: bool,
-    /// Whether an image written by [`Registry::save_image`] is armed: the next change disarms
-    /// it before it is made (a change after a stop's image, e.g. on a connection that outlived
-    /// the stop, must not leave a stale image trusted).
-    armed: std::sync::atomic::AtomicBool,
+    /// Held (shared) by every change for its whole length, and exclusively while the image is
+    /// written: the image and the log's length it names describe the same moment.
+    changing: RwLock<()>,
 }
 
-/// The consents' persistence: sled trees in the embedded store, or tables in the shared
+/// The consents' persistence: the consent log in the embedded store, or tables in the shared
 /// PostgreSQL store (where a change also notifies every replica).
 #[derive(Debug, Clone)]
 pub enum ConsentStore {
-    Sled(SledConsents),
+    Log(Arc<log::ConsentLog>),
     Postgres(Arc<crate::store::postgres::PgStore>),
 }
 
@@ -269,31 +272,48 @@ fn event_json(c: &Consent, event: &str, at_ms: u64, actor: &str) -> serde_json::
 }
 
 impl ConsentStore {
-    /// The consents in the embedded store's database.
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        SledConsents::open(db).map(ConsentStore::Sled)
+    /// The consents of the embedded store: its consent log, made from the sled trees that held
+    /// them before (a store written by an earlier version) the first time.
+    pub fn open(store: &crate::store::SledStore) -> Result<Self, StoreError> {
+        let path = store.dir().join(LOG_FILE);
+        if !path.exists() {
+            migrate(store.db(), &path)?;
+        }
+        let (log, recovery) = log::ConsentLog::open(&path)?;
+        // Once the log exists it is the consents' only store: trees left by a migration that
+        // stopped after its rename are dropped.
+        for tree in SLED_TREES {
+            if store.db().tree_names().iter().any(|t| t.as_ref() == tree.as_bytes()) {
+                store.db().drop_tree(tree)?;
+            }
+        }
+        tracing::info!(
+            consents = recovery.consents,
+            records = recovery.records,
+            torn_bytes = recovery.torn_bytes,
+            "consent log open"
+        );
+        Ok(ConsentStore::Log(Arc::new(log)))
     }
 
     /// Writes `c` and an event, and makes both durable.
     fn put(&self, c: &Consent, event: &str, at_ms: u64, actor: &str) -> Result<(), StoreError> {
         match self {
-            ConsentStore::Sled(s) => s.put(c, event, at_ms, actor),
+            ConsentStore::Log(l) => l.append(&[log::Change { consent: c, event, at_ms, actor }]),
             ConsentStore::Postgres(p) => {
                 p.consent_put(std::slice::from_ref(c), &[event_json(c, event, at_ms, actor).to_string()])
             }
         }
     }
 
-    /// Writes many consents with their events (each at its `given_at_ms`), durable when it
-    /// returns.
+    /// Writes many consents with their events (each at its `given_at_ms`), durable — all of
+    /// them or none — when it returns.
     fn put_many(&self, consents: &[Consent], event: &str, actor: &str) -> Result<(), StoreError> {
         match self {
-            ConsentStore::Sled(s) => {
-                for c in consents {
-                    s.put_unflushed(c, event, c.given_at_ms, actor)?;
-                }
-                s.db.flush()?;
-                Ok(())
+            ConsentStore::Log(l) => {
+                let changes: Vec<log::Change<'_>> =
+                    consents.iter().map(|c| log::Change { consent: c, event, at_ms: c.given_at_ms, actor }).collect();
+                l.append(&changes)
             }
             ConsentStore::Postgres(p) => {
                 let events: Vec<String> =
@@ -303,128 +323,113 @@ impl ConsentStore {
         }
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<Consent>, StoreError> {
+    /// Whether the consent log holds this id (without reading it); always false on the
+    /// shared store, whose writes replace a consent of the same id.
+    pub fn contains(&self, id: &str) -> bool {
         match self {
-            ConsentStore::Sled(s) => s.get(id),
-            ConsentStore::Postgres(p) => p.consent_get(id),
+            ConsentStore::Log(l) => l.contains(id),
+            ConsentStore::Postgres(_) => false,
         }
     }
 
-    /// Every consent of a subject, with revoked ones, oldest first.
-    pub fn of_subject(&self, subject: &str) -> Result<Vec<Consent>, StoreError> {
-        let mut v = match self {
-            ConsentStore::Sled(s) => s.of_subject(subject)?,
-            ConsentStore::Postgres(p) => p.consent_of_subject(subject)?,
-        };
-        v.sort_by_key(|c: &Consent| c.given_at_ms);
-        Ok(v)
+    pub fn get(&self, id: &str) -> Result<Option<Consent>, StoreError> {
+        match self {
+            ConsentStore::Log(l) => l.get(id),
+            ConsentStore::Postgres(p) => p.consent_get(id),
+        }
     }
 
     /// The history of one consent: given, revalidated, revoked, with times and actors.
     pub fn history(&self, id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
         match self {
-            ConsentStore::Sled(s) => s.history(id),
+            ConsentStore::Log(l) => l.history(id),
             ConsentStore::Postgres(p) => p.consent_history(id),
         }
     }
 
     /// Calls `f` with every consent (the embedded store streams them; a million need not be
-    /// held at once); returns how many.
+    /// held at once); returns how many calls were made.
     pub fn each(&self, mut f: impl FnMut(&Consent)) -> Result<usize, StoreError> {
-        let mut n = 0;
-        let mut count = |c: &Consent| {
-            f(c);
-            n += 1;
-        };
         match self {
-            ConsentStore::Sled(s) => s.all().for_each(|c| count(&c)),
-            ConsentStore::Postgres(p) => p.consent_all()?.iter().for_each(count),
+            ConsentStore::Log(l) => l.each(f),
+            ConsentStore::Postgres(p) => {
+                let all = p.consent_all()?;
+                all.iter().for_each(&mut f);
+                Ok(all.len())
+            }
         }
-        Ok(n)
     }
 }
 
-/// The consents in sled trees.
-#[derive(Debug, Clone)]
-pub struct SledConsents {
-    db: sled::Db,
-    /// subject ‖ id → consent JSON.
-    consents: sled::Tree,
-    /// id → subject (to find a consent by id).
-    by_id: sled::Tree,
-    /// time ‖ id → event JSON (the history).
-    events: sled::Tree,
-}
+/// A consent read from the sled trees, with its events (time, event, actor).
+type Migrated = (Consent, Vec<(u64, String, String)>);
 
-impl SledConsents {
-    fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(SledConsents {
-            db: db.clone(),
-            consents: db.open_tree("consents")?,
-            by_id: db.open_tree("consent_ids")?,
-            events: db.open_tree("consent_events")?,
-        })
+/// The sled trees that held consents before the consent log.
+const SLED_TREES: [&str; 3] = ["consents", "consent_ids", "consent_events"];
+
+/// Copies the consents and their histories from the sled trees of an earlier version into a
+/// new consent log at `path`: written beside it, synced, then renamed into place, so a stop
+/// halfway leaves no log and the next start migrates again.
+fn migrate(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
+    let consents = db.open_tree(SLED_TREES[0])?;
+    if consents.is_empty() {
+        return Ok(());
     }
-
-    fn key(subject: &str, id: &str) -> Vec<u8> {
-        let mut k = Vec::with_capacity(subject.len() + 1 + id.len());
-        k.extend_from_slice(subject.as_bytes());
-        k.push(0);
-        k.extend_from_slice(id.as_bytes());
-        k
+    let tmp = path.with_extension("migrating");
+    let _ = std::fs::remove_file(&tmp);
+    let started = std::time::Instant::now();
+    let mut events: FxHashMap<String, Vec<(u64, String, String)>> = FxHashMap::default();
+    for kv in db.open_tree(SLED_TREES[2])?.iter() {
+        let (_, v) = kv?;
+        let Ok(e) = serde_json::from_slice::<serde_json::Value>(&v) else { continue };
+        let (Some(id), Some(event), Some(at)) = (e["consent"].as_str(), e["event"].as_str(), e["at_ms"].as_u64())
+        else {
+            continue;
+        };
+        let actor = e["actor"].as_str().unwrap_or_default().to_owned();
+        events.entry(id.to_owned()).or_default().push((at, event.to_owned(), actor));
     }
-
-    /// Writes `c` and an event, and makes both durable.
-    fn put(&self, c: &Consent, event: &str, at_ms: u64, actor: &str) -> Result<(), StoreError> {
-        self.put_unflushed(c, event, at_ms, actor)?;
-        self.db.flush()?;
+    let (log, _) = log::ConsentLog::open(&tmp)?;
+    let mut n = 0usize;
+    let mut batch: Vec<Migrated> = Vec::new();
+    let flush = |batch: &mut Vec<Migrated>| -> Result<(), StoreError> {
+        let changes: Vec<log::Change<'_>> = batch
+            .iter()
+            .flat_map(|(c, evs)| {
+                evs.iter().map(move |(at, event, actor)| log::Change { consent: c, event, at_ms: *at, actor })
+            })
+            .collect();
+        log.append(&changes)?;
+        batch.clear();
         Ok(())
-    }
-
-    fn put_unflushed(&self, c: &Consent, event: &str, at_ms: u64, actor: &str) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(c).unwrap_or_default();
-        self.consents.insert(Self::key(&c.subject, &c.id), value)?;
-        self.by_id.insert(c.id.as_bytes(), c.subject.as_bytes())?;
-        let mut ek = at_ms.to_be_bytes().to_vec();
-        ek.extend_from_slice(c.id.as_bytes());
-        let ev = event_json(c, event, at_ms, actor);
-        self.events.insert(ek, ev.to_string().as_bytes())?;
-        Ok(())
-    }
-
-    fn get(&self, id: &str) -> Result<Option<Consent>, StoreError> {
-        let Some(subject) = self.by_id.get(id.as_bytes())? else { return Ok(None) };
-        let subject = String::from_utf8_lossy(&subject).into_owned();
-        Ok(self.consents.get(Self::key(&subject, id))?.and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    fn of_subject(&self, subject: &str) -> Result<Vec<Consent>, StoreError> {
-        let mut prefix = subject.as_bytes().to_vec();
-        prefix.push(0);
-        let mut v = Vec::new();
-        for kv in self.consents.scan_prefix(prefix) {
-            let (_, value) = kv?;
-            if let Ok(c) = serde_json::from_slice(&value) {
-                v.push(c);
-            }
+    };
+    for kv in consents.iter() {
+        let (_, v) = kv?;
+        let Ok(c) = serde_json::from_slice::<Consent>(&v) else { continue };
+        let mut evs = events.remove(&c.id).unwrap_or_default();
+        evs.sort_by_key(|e| e.0);
+        if evs.is_empty() {
+            evs.push((c.given_at_ms, "given".into(), String::new()));
         }
-        Ok(v)
-    }
-
-    fn history(&self, id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.events.iter() {
-            let (k, v) = kv?;
-            if k.len() > 8 && &k[8..] == id.as_bytes() {
-                out.extend(serde_json::from_slice(&v).ok());
-            }
+        batch.push((c, evs));
+        n += 1;
+        if batch.len() == 10_000 {
+            flush(&mut batch)?;
         }
-        Ok(out)
     }
-
-    fn all(&self) -> impl Iterator<Item = Consent> + '_ {
-        self.consents.iter().filter_map(|kv| kv.ok().and_then(|(_, v)| serde_json::from_slice(&v).ok()))
+    flush(&mut batch)?;
+    drop(log);
+    let io = |e: std::io::Error| StoreError::ConsentLog(format!("{}: {e}", path.display()));
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     }
+    tracing::info!(
+        consents = n,
+        ms = started.elapsed().as_millis() as u64,
+        "consents moved from sled to the consent log"
+    );
+    Ok(())
 }
 
 fn shard_of(niss: u64) -> usize {
@@ -452,9 +457,8 @@ impl Registry {
     }
 
     /// Opens the registry on `store`; with `image` (the embedded store), reads the index from
-    /// the image a clean stop left there if the store still vouches for it, and otherwise
-    /// builds it from the store. Either way the image is disarmed before anything can change
-    /// (see [`image`]).
+    /// the image a clean stop left there if it was made from the log as it is now (the same
+    /// log, the same length: nothing changed since), and otherwise builds it from the store.
     pub fn open_with_image(store: ConsentStore, image: Option<PathBuf>) -> Result<Self, StoreError> {
         let mut r = Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
@@ -463,29 +467,26 @@ impl Registry {
             store,
             image,
             from_image: false,
-            armed: std::sync::atomic::AtomicBool::new(false),
+            changing: RwLock::new(()),
         };
-        if let (ConsentStore::Sled(s), Some(path)) = (&r.store, &r.image) {
-            let marker = s.db.remove(image::MARKER)?;
-            s.db.flush()?;
-            let expected: Option<[u8; 32]> = marker.and_then(|m| m.as_ref().try_into().ok());
-            if let Some(expected) = expected {
-                let started = std::time::Instant::now();
-                match image::read(path, &expected) {
-                    Ok(Some((names, shards))) => {
-                        r.names = ArcSwap::from_pointee(names);
-                        r.shards = shards.into_iter().map(RwLock::new).collect();
-                        r.from_image = true;
-                        tracing::info!(
-                            keys = r.len(),
-                            ms = started.elapsed().as_millis() as u64,
-                            "consent index read from its image"
-                        );
-                        return Ok(r);
-                    }
-                    Ok(None) => tracing::warn!("consent index image does not match the store; rebuilding the index"),
-                    Err(e) => tracing::warn!(error = %e, "consent index image unreadable; rebuilding the index"),
+        if let (ConsentStore::Log(log), Some(path)) = (&r.store, &r.image)
+            && path.exists()
+        {
+            let started = std::time::Instant::now();
+            match image::read(path, log.state()) {
+                Ok(Some((names, shards))) => {
+                    r.names = ArcSwap::from_pointee(names);
+                    r.shards = shards.into_iter().map(RwLock::new).collect();
+                    r.from_image = true;
+                    tracing::info!(
+                        keys = r.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "consent index read from its image"
+                    );
+                    return Ok(r);
                 }
+                Ok(None) => tracing::info!("the consent index image predates the log's last change; rebuilding"),
+                Err(e) => tracing::warn!(error = %e, "consent index image unreadable; rebuilding the index"),
             }
         }
         let n = r.reload()?;
@@ -498,31 +499,49 @@ impl Registry {
         self.from_image
     }
 
-    /// Writes the index's image and arms it (the embedded store's marker holds its digest),
-    /// for the next start; at a clean stop, when nothing changes any more. Returns the
-    /// (subject, recipient) keys written, or `None` without an image path or store for it.
+    /// Writes the index's image, naming the log and its length, for the next start; at a
+    /// clean stop. No change is in flight while it is written. Returns the (subject,
+    /// recipient) keys written, or `None` without an image path or a log for it.
     pub fn save_image(&self) -> Result<Option<usize>, StoreError> {
-        let (ConsentStore::Sled(s), Some(path)) = (&self.store, &self.image) else { return Ok(None) };
+        let (ConsentStore::Log(log), Some(path)) = (&self.store, &self.image) else { return Ok(None) };
+        let _quiet = self.changing.write().unwrap_or_else(|p| p.into_inner());
         let guards: Vec<_> = self.shards.iter().map(|sh| sh.read().unwrap_or_else(|p| p.into_inner())).collect();
         let shards: Vec<&Shard> = guards.iter().map(|g| &**g).collect();
         let names = self.names.load();
-        let digest = image::write(path, &names, &shards).map_err(StoreError::Image)?;
-        s.db.insert(image::MARKER, &digest[..])?;
-        s.db.flush()?;
-        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        image::write(path, log.state(), &names, &shards).map_err(StoreError::Image)?;
         Ok(Some(shards.iter().map(|sh| sh.len()).sum()))
     }
 
-    /// Before a change: an armed image no longer describes the store once the change is made,
-    /// so its marker goes first, durably.
-    fn disarm(&self) -> Result<(), StoreError> {
-        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
-            && let ConsentStore::Sled(s) = &self.store
-        {
-            s.db.remove(image::MARKER)?;
-            s.db.flush()?;
-        }
-        Ok(())
+    /// Held for the length of a change (see `changing`).
+    fn change(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>, ChangeError> {
+        self.changing.read().map_err(|_| ChangeError::Invalid("index poisoned".into()))
+    }
+
+    /// Every consent of a subject, with revoked ones, oldest first. On the consent log, the
+    /// subject's consents are found in the index (one shard's slots) and read from the log.
+    pub fn of_subject(&self, subject: &str) -> Result<Vec<Consent>, StoreError> {
+        let mut v = match &self.store {
+            ConsentStore::Postgres(p) => p.consent_of_subject(subject)?,
+            ConsentStore::Log(log) => {
+                let Ok(niss) = Niss::parse(subject) else { return Ok(Vec::new()) };
+                let ids: Vec<ConsentId> = match self.shards[shard_of(niss.as_u64())].read() {
+                    Ok(shard) => shard
+                        .table
+                        .iter()
+                        .filter(|slot| slot.subject == niss.as_u64())
+                        .flat_map(|slot| slot.iter().map(Entry::id))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                let mut v = Vec::with_capacity(ids.len());
+                for id in ids {
+                    v.extend(log.get(&id.to_text())?);
+                }
+                v
+            }
+        };
+        v.sort_by_key(|c: &Consent| c.given_at_ms);
+        Ok(v)
     }
 
     /// Reads every consent from the store into the index (at start, and when a replica of a
@@ -596,9 +615,9 @@ impl Registry {
 
     /// Records a new consent (durable when it returns) and indexes it.
     pub fn give(&self, c: &Consent, actor: &str) -> Result<(), ChangeError> {
+        let _changing = self.change()?;
         let mut shard =
             self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
-        self.disarm()?;
         self.store.put(c, "given", c.given_at_ms, actor)?;
         self.index_into(&mut shard, c);
         Ok(())
@@ -607,7 +626,7 @@ impl Registry {
     /// Records many consents (a migration, a load test) with one flush at the end; durable and
     /// indexed when it returns.
     pub fn import(&self, consents: &[Consent], actor: &str) -> Result<(), ChangeError> {
-        self.disarm()?;
+        let _changing = self.change()?;
         self.store.put_many(consents, "imported", actor)?;
         for c in consents {
             let mut shard =
@@ -619,6 +638,7 @@ impl Registry {
 
     /// Marks a consent revoked (durable when it returns); the next check refuses.
     pub fn revoke(&self, id: &str, at_ms: u64, actor: &str) -> Result<Consent, ChangeError> {
+        let _changing = self.change()?;
         let mut c = self.store.get(id)?.ok_or(ChangeError::NotFound)?;
         if c.revoked_at_ms.is_some() {
             return Err(ChangeError::AlreadyRevoked);
@@ -626,7 +646,6 @@ impl Registry {
         c.revoked_at_ms = Some(at_ms);
         let mut shard =
             self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
-        self.disarm()?;
         self.store.put(&c, "revoked", at_ms, actor)?;
         self.index_into(&mut shard, &c);
         Ok(c)
@@ -634,6 +653,7 @@ impl Registry {
 
     /// Records the citizen's yearly re-validation.
     pub fn revalidate(&self, id: &str, at_ms: u64, actor: &str) -> Result<Consent, ChangeError> {
+        let _changing = self.change()?;
         let mut c = self.store.get(id)?.ok_or(ChangeError::NotFound)?;
         if c.revoked_at_ms.is_some() {
             return Err(ChangeError::AlreadyRevoked);
@@ -641,7 +661,6 @@ impl Registry {
         c.last_validated_ms = at_ms;
         let mut shard =
             self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
-        self.disarm()?;
         self.store.put(&c, "revalidated", at_ms, actor)?;
         self.index_into(&mut shard, &c);
         Ok(c)
@@ -650,6 +669,7 @@ impl Registry {
     /// Records that the citizen was invited to re-validate (art. 5/6, 7/5): an event of the
     /// consent's history; the consent itself does not change.
     pub fn invite(&self, id: &str, at_ms: u64, actor: &str) -> Result<Consent, ChangeError> {
+        let _changing = self.change()?;
         let c = self.store.get(id)?.ok_or(ChangeError::NotFound)?;
         if c.revoked_at_ms.is_some() {
             return Err(ChangeError::AlreadyRevoked);
@@ -712,6 +732,22 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The id of the consent a bulk import makes from line `line` (its number `n`) for `actor`:
+/// the same line of the same file gives the same id, so an import resumed after a stop does
+/// not give the consents of its last, unacknowledged batch twice.
+pub fn import_id(actor: &str, n: u64, line: &str) -> ConsentId {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"passerelle consent import\n");
+    h.update(actor.as_bytes());
+    h.update(n.to_be_bytes());
+    h.update(line.trim().as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    ConsentId(u128::from_be_bytes(b))
 }
 
 /// A fresh consent id.

@@ -27,6 +27,8 @@ pub enum StoreError {
     Index(#[from] std::io::Error),
     #[error("consent index image: {0}")]
     Image(std::io::Error),
+    #[error("consent log {0}")]
+    ConsentLog(String),
     #[error("shared store: {0}")]
     Postgres(#[from] tokio_postgres::Error),
     /// The shared store cannot be reached or did not answer in time.
@@ -85,6 +87,8 @@ pub trait Store: AuditIndex + Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
+    /// The store's directory (the consent log and the index image live beside sled's files).
+    dir: std::path::PathBuf,
     meta: sled::Tree,
     /// `current` → version ‖ document; `change` ‖ version → change.
     policy: sled::Tree,
@@ -126,17 +130,27 @@ impl SledStore {
             }
             meta.remove("audit_indexed_seq")?;
         }
-        let store =
-            SledStore { meta, policy: db.open_tree("policy")?, audit: RunIndex::open(&path.join("audit-index"))?, db };
+        let store = SledStore {
+            meta,
+            policy: db.open_tree("policy")?,
+            audit: RunIndex::open(&path.join("audit-index"))?,
+            db,
+            dir: path.to_owned(),
+        };
         store.meta_put("format", b"passerelle-store-2")?;
         Ok(store)
     }
 }
 
 impl SledStore {
-    /// The underlying database, for the registries that keep their own trees (consents).
+    /// The underlying database.
     pub fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Waits, at most `timeout`, until the audit index's upkeep has written every table and

@@ -1,0 +1,675 @@
+//! The embedded store's consents: one append-only log of binary records (`consents.log` in the
+//! store's directory), the history included, about 70 bytes a consent change.
+//!
+//! Why not sled, which keeps the rest of the embedded store: a consent in sled took 3.5–3.7 KB
+//! of disk (JSON values, three trees, sled's own pages and segments) and imported at 23,000 a
+//! second; a country's consents would have taken 37 GB. Consents are never deleted and seldom
+//! changed, every change is kept as history, and the data plane reads them from the in-memory
+//! index, not from the store: an append-only log fits them exactly.
+//!
+//! Format (little-endian), specified here and nowhere else since only the gateway reads it:
+//! * a header: `PCLOG001` and the log's random 16-byte identity (the index image names it);
+//! * frames, each one commit: `u32` magic `PCF1`, `u32` payload length, `u32` CRC-32 of the
+//!   payload, the payload; a frame is written whole and synced (`fdatasync`) before the change
+//!   it holds is acknowledged, so a batch is all there or not at all;
+//! * in a payload, records: a tag byte, the body's length (LEB128), the body.
+//!   * tag 1, a name: UTF-8 bytes. Names (services, purposes, scopes, actors, events, kinds)
+//!     are numbered in the order they appear in the log, from 0, and records name them by
+//!     number (LEB128).
+//!   * tag 2, a consent as it stands after one event: the event's name, its time (ms), the
+//!     actor's name, the offset of this consent's previous record plus one (0 for none), then
+//!     the consent — its id (16 bytes, big-endian), subject, recipient (`0` and digits, or `1`
+//!     and a kind's name), service, purpose, the scope (a count and names), given, valid until,
+//!     revoked (0, or the time plus one), the channel (`0` citizen access point, `1` instance,
+//!     then digits), the evidence (a length and UTF-8 bytes), last validated. Digits (NISS,
+//!     enterprise numbers) are one LEB128 number `value << 5 | count of digits`, or `0` then a
+//!     length and the text when they are not 1–15 decimal digits.
+//!
+//! A consent's history is the chain of its records, each naming the previous one; the latest
+//! record is its current state. In memory the log keeps only the names and, per consent id,
+//! the offset of its latest record (the locator); the index the data plane reads is
+//! [`super::Registry`]'s.
+//!
+//! Opening reads every frame and checks its CRC. A damaged last frame is what a crash during a
+//! write leaves (nothing in it was acknowledged): it is cut off. A damaged frame followed by a
+//! valid one is not a crash: the log is refused, since cutting there would drop acknowledged
+//! changes — a revocation among them.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write as _};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use rustc_hash::FxHashMap;
+
+use super::{Channel, Consent, ConsentId, Recipient};
+use crate::store::StoreError;
+
+const MAGIC: &[u8; 8] = b"PCLOG001";
+const HEADER: u64 = 24;
+const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"PCF1");
+const FRAME_HEADER: usize = 12;
+const NAME: u8 = 1;
+const CONSENT: u8 = 2;
+/// A frame larger than this is damage (a batch of 100,000 consents takes about 7 MB).
+const MAX_FRAME: u32 = 1 << 30;
+
+fn log_err(path: &Path, what: impl std::fmt::Display) -> StoreError {
+    StoreError::ConsentLog(format!("{}: {what}", path.display()))
+}
+
+/// What opening the log found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub frames: u64,
+    pub records: u64,
+    pub consents: usize,
+    /// Bytes of an unfinished last frame, cut off.
+    pub torn_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Names {
+    names: Vec<Box<str>>,
+    ids: FxHashMap<Box<str>, u32>,
+}
+
+impl Names {
+    fn name(&self, id: u64) -> Result<&str, String> {
+        self.names.get(id as usize).map(|s| &**s).ok_or_else(|| format!("name {id} is not defined"))
+    }
+}
+
+#[derive(Debug)]
+struct Writer {
+    file: File,
+    len: u64,
+    /// Set when a failed write could not be undone: the log takes no more changes.
+    broken: bool,
+}
+
+/// The consent log (see the module's documentation).
+#[derive(Debug)]
+pub struct ConsentLog {
+    path: PathBuf,
+    identity: [u8; 16],
+    /// For reads at an offset (`pread`); appends go through `writer`.
+    file: File,
+    writer: Mutex<Writer>,
+    names: RwLock<Names>,
+    /// Consent id → offset of its latest record.
+    locator: RwLock<FxHashMap<[u64; 2], u64>>,
+    /// The length of the log up to its last durable frame.
+    len: std::sync::atomic::AtomicU64,
+}
+
+// --- encoding -------------------------------------------------------------------------------
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.b.get(self.at).ok_or("record cut short")?;
+            self.at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err("a number over 64 bits".into())
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.b.len()).ok_or("record cut short")?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    fn text(&mut self) -> Result<String, String> {
+        let n = self.varint()? as usize;
+        String::from_utf8(self.bytes(n)?.to_vec()).map_err(|_| "text is not UTF-8".into())
+    }
+
+    fn digits(&mut self) -> Result<String, String> {
+        let v = self.varint()?;
+        let count = (v & 31) as usize;
+        if count == 0 {
+            return self.text();
+        }
+        Ok(format!("{:0count$}", v >> 5))
+    }
+}
+
+fn put_text(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_digits(out: &mut Vec<u8>, s: &str) {
+    match s.parse::<u64>() {
+        Ok(v) if (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) => {
+            put_varint(out, v << 5 | s.len() as u64);
+        }
+        _ => {
+            put_varint(out, 0);
+            put_text(out, s);
+        }
+    }
+}
+
+fn kind_name(kind: policies::model::OrgKind) -> String {
+    serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// One change to append: the consent as it stands after `event`.
+pub(super) struct Change<'a> {
+    pub consent: &'a Consent,
+    pub event: &'a str,
+    pub at_ms: u64,
+    pub actor: &'a str,
+}
+
+/// Encodes records into one frame's payload, defining the names it uses that the log lacks.
+struct Encoder<'n> {
+    names: &'n Names,
+    added: Vec<Box<str>>,
+    added_ids: FxHashMap<Box<str>, u32>,
+    payload: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Encoder<'_> {
+    fn name(&mut self, s: &str) -> u64 {
+        if let Some(id) = self.names.ids.get(s).or_else(|| self.added_ids.get(s)) {
+            return u64::from(*id);
+        }
+        let id = (self.names.names.len() + self.added.len()) as u32;
+        self.added.push(s.into());
+        self.added_ids.insert(s.into(), id);
+        self.payload.push(NAME);
+        put_text(&mut self.payload, s);
+        u64::from(id)
+    }
+
+    /// Appends a consent record; returns its offset within the payload.
+    fn consent(&mut self, ch: &Change<'_>, prev: Option<u64>) -> Result<usize, String> {
+        let c = ch.consent;
+        let id = ConsentId::parse(&c.id).ok_or("a consent id is not c- and 32 hex digits")?;
+        let mut b = std::mem::take(&mut self.body);
+        b.clear();
+        put_varint(&mut b, self.name(ch.event));
+        put_varint(&mut b, ch.at_ms);
+        put_varint(&mut b, self.name(ch.actor));
+        put_varint(&mut b, prev.map_or(0, |p| p + 1));
+        b.extend_from_slice(&id.0.to_be_bytes());
+        put_digits(&mut b, &c.subject);
+        match &c.recipient {
+            Recipient::Org(k) => {
+                b.push(0);
+                put_digits(&mut b, k);
+            }
+            Recipient::Kind(kind) => {
+                b.push(1);
+                put_varint(&mut b, self.name(&kind_name(*kind)));
+            }
+        }
+        put_varint(&mut b, self.name(&c.service));
+        put_varint(&mut b, self.name(&c.purpose));
+        put_varint(&mut b, c.scope.len() as u64);
+        for s in &c.scope {
+            put_varint(&mut b, self.name(s));
+        }
+        put_varint(&mut b, c.given_at_ms);
+        put_varint(&mut b, c.valid_until_ms);
+        put_varint(&mut b, c.revoked_at_ms.map_or(0, |t| t + 1));
+        match &c.given_via {
+            Channel::CitizenAccessPoint(k) => {
+                b.push(0);
+                put_digits(&mut b, k);
+            }
+            Channel::Instance(k) => {
+                b.push(1);
+                put_digits(&mut b, k);
+            }
+        }
+        put_text(&mut b, &c.evidence);
+        put_varint(&mut b, c.last_validated_ms);
+        let at = self.payload.len();
+        self.payload.push(CONSENT);
+        put_varint(&mut self.payload, b.len() as u64);
+        self.payload.extend_from_slice(&b);
+        self.body = b;
+        Ok(at)
+    }
+}
+
+/// A consent record as read back.
+struct Record {
+    event: String,
+    at_ms: u64,
+    actor: String,
+    prev: Option<u64>,
+    consent: Consent,
+}
+
+fn id_key(id: u128) -> [u64; 2] {
+    [(id >> 64) as u64, id as u64]
+}
+
+/// The id of a consent record's body (it follows four numbers).
+fn record_id(body: &[u8]) -> Result<u128, String> {
+    let mut c = Cursor { b: body, at: 0 };
+    for _ in 0..4 {
+        c.varint()?;
+    }
+    let b: [u8; 16] = c.bytes(16)?.try_into().map_err(|_| "record cut short")?;
+    Ok(u128::from_be_bytes(b))
+}
+
+fn decode(body: &[u8], names: &Names) -> Result<Record, String> {
+    let mut c = Cursor { b: body, at: 0 };
+    let event = names.name(c.varint()?)?.to_owned();
+    let at_ms = c.varint()?;
+    let actor = names.name(c.varint()?)?.to_owned();
+    let prev = c.varint()?.checked_sub(1);
+    let id = u128::from_be_bytes(c.bytes(16)?.try_into().map_err(|_| "record cut short")?);
+    let subject = c.digits()?;
+    let recipient = match c.u8()? {
+        0 => Recipient::Org(c.digits()?),
+        1 => {
+            let name = names.name(c.varint()?)?;
+            Recipient::Kind(
+                serde_json::from_value(serde_json::Value::String(name.to_owned()))
+                    .map_err(|_| format!("unknown kind {name:?}"))?,
+            )
+        }
+        t => return Err(format!("unknown recipient tag {t}")),
+    };
+    let service = names.name(c.varint()?)?.to_owned();
+    let purpose = names.name(c.varint()?)?.to_owned();
+    let n = c.varint()?;
+    let mut scope = Vec::new();
+    for _ in 0..n {
+        scope.push(names.name(c.varint()?)?.to_owned());
+    }
+    let given_at_ms = c.varint()?;
+    let valid_until_ms = c.varint()?;
+    let revoked_at_ms = c.varint()?.checked_sub(1);
+    let given_via = match c.u8()? {
+        0 => Channel::CitizenAccessPoint(c.digits()?),
+        1 => Channel::Instance(c.digits()?),
+        t => return Err(format!("unknown channel tag {t}")),
+    };
+    let evidence = c.text()?;
+    let last_validated_ms = c.varint()?;
+    Ok(Record {
+        event,
+        at_ms,
+        actor,
+        prev,
+        consent: Consent {
+            id: ConsentId(id).to_text(),
+            subject,
+            recipient,
+            service,
+            purpose,
+            scope,
+            given_at_ms,
+            valid_until_ms,
+            revoked_at_ms,
+            given_via,
+            evidence,
+            last_validated_ms,
+        },
+    })
+}
+
+/// Splits a payload into records: `(offset in payload, tag, body)`.
+fn records(payload: &[u8]) -> impl Iterator<Item = Result<(usize, u8, &[u8]), String>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= payload.len() {
+            return None;
+        }
+        let start = at;
+        let mut c = Cursor { b: payload, at: at + 1 };
+        let r = c.varint().and_then(|n| c.bytes(n as usize)).map(|body| (start, payload[start], body));
+        at = if r.is_ok() { c.at } else { payload.len() };
+        Some(r)
+    })
+}
+
+fn crc(payload: &[u8]) -> u32 {
+    crc32fast::hash(payload)
+}
+
+/// Is there a whole, valid frame at `at`?
+fn frame_at(file: &File, at: u64, end: u64) -> bool {
+    let mut h = [0u8; FRAME_HEADER];
+    if at + FRAME_HEADER as u64 > end || file.read_exact_at(&mut h, at).is_err() {
+        return false;
+    }
+    let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let (len, sum) = (word(4), word(8));
+    if word(0) != FRAME_MAGIC || len == 0 || len > MAX_FRAME || at + FRAME_HEADER as u64 + u64::from(len) > end {
+        return false;
+    }
+    let mut payload = vec![0u8; len as usize];
+    file.read_exact_at(&mut payload, at + FRAME_HEADER as u64).is_ok() && crc(&payload) == sum
+}
+
+/// Is there a valid frame anywhere in `[from, end)`? (Tells damage from a torn last frame.)
+fn valid_frame_after(file: &File, from: u64, end: u64) -> bool {
+    let magic = FRAME_MAGIC.to_le_bytes();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at + 4 <= end {
+        let n = ((end - at) as usize).min(buf.len());
+        if file.read_exact_at(&mut buf[..n], at).is_err() {
+            return false;
+        }
+        for i in 0..n.saturating_sub(3) {
+            if buf[i..i + 4] == magic && frame_at(file, at + i as u64, end) {
+                return true;
+            }
+        }
+        // Overlap by three bytes so a magic across two reads is seen.
+        at += (n as u64).saturating_sub(3).max(1);
+    }
+    false
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+impl ConsentLog {
+    /// Opens (or creates) the log at `path`, cuts off a torn last frame, and reads the names
+    /// and the locator. Refuses a log damaged before its end. One process at a time: the
+    /// gateway opens it inside the embedded store's directory, which sled locks.
+    pub fn open(path: &Path) -> Result<(Self, Recovery), StoreError> {
+        let io = |e: std::io::Error| log_err(path, e);
+        if !path.exists() {
+            let tmp = path.with_extension("new");
+            let mut f = File::create(&tmp).map_err(io)?;
+            let mut head = MAGIC.to_vec();
+            let mut identity = [0u8; 16];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut identity)
+                .map_err(|_| log_err(path, "no randomness for the log's identity"))?;
+            head.extend_from_slice(&identity);
+            f.write_all(&head).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+            sync_dir(path).map_err(io)?;
+        }
+        let write = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
+        let file = write.try_clone().map_err(io)?;
+        let end = file.metadata().map_err(io)?.len();
+        let mut head = [0u8; HEADER as usize];
+        file.read_exact_at(&mut head, 0).map_err(|_| log_err(path, "no header: not a consent log"))?;
+        if &head[..8] != MAGIC {
+            return Err(log_err(path, "not a consent log (bad magic)"));
+        }
+        let identity: [u8; 16] = head[8..].try_into().map_err(|_| log_err(path, "bad header"))?;
+        let mut names = Names::default();
+        let mut locator: FxHashMap<[u64; 2], u64> = FxHashMap::default();
+        let mut recovery = Recovery::default();
+        let mut at = HEADER;
+        let mut reader = BufReader::with_capacity(4 << 20, file.try_clone().map_err(io)?);
+        std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(HEADER)).map_err(io)?;
+        let mut payload = Vec::new();
+        let good = loop {
+            if at == end {
+                break at;
+            }
+            let mut h = [0u8; FRAME_HEADER];
+            if at + FRAME_HEADER as u64 > end || reader.read_exact(&mut h).is_err() {
+                break at;
+            }
+            let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+            let (len, sum) = (word(4), word(8));
+            if word(0) != FRAME_MAGIC || len == 0 || len > MAX_FRAME || at + FRAME_HEADER as u64 + u64::from(len) > end
+            {
+                break at;
+            }
+            payload.resize(len as usize, 0);
+            if reader.read_exact(&mut payload).is_err() || crc(&payload) != sum {
+                break at;
+            }
+            let base = at + FRAME_HEADER as u64;
+            for r in records(&payload) {
+                let (off, tag, body) = r.map_err(|e| log_err(path, format!("frame at byte {at}: {e}")))?;
+                match tag {
+                    NAME => {
+                        let s = std::str::from_utf8(body)
+                            .map_err(|_| log_err(path, format!("frame at byte {at}: a name is not UTF-8")))?;
+                        let id = names.names.len() as u32;
+                        names.ids.insert(s.into(), id);
+                        names.names.push(s.into());
+                    }
+                    CONSENT => {
+                        let id = record_id(body).map_err(|e| log_err(path, format!("frame at byte {at}: {e}")))?;
+                        locator.insert(id_key(id), base + off as u64);
+                    }
+                    t => return Err(log_err(path, format!("frame at byte {at}: unknown record tag {t}"))),
+                }
+                recovery.records += 1;
+            }
+            recovery.frames += 1;
+            at = base + u64::from(len);
+        };
+        if good < end {
+            if valid_frame_after(&file, good + 1, end) {
+                return Err(log_err(
+                    path,
+                    format!(
+                        "damaged at byte {good}, with valid frames after it: not a torn last write; \
+                         refusing to cut acknowledged changes (restore the log from a backup)"
+                    ),
+                ));
+            }
+            write.set_len(good).map_err(io)?;
+            write.sync_all().map_err(io)?;
+            recovery.torn_bytes = end - good;
+            tracing::warn!(bytes = end - good, "consent log: an unfinished last frame was cut off");
+        }
+        recovery.consents = locator.len();
+        let log = ConsentLog {
+            path: path.to_owned(),
+            identity,
+            file,
+            writer: Mutex::new(Writer { file: write, len: good, broken: false }),
+            names: RwLock::new(names),
+            locator: RwLock::new(locator),
+            len: std::sync::atomic::AtomicU64::new(good),
+        };
+        Ok((log, recovery))
+    }
+
+    /// The log's identity and its durable length: what an index image was made from.
+    pub fn state(&self) -> ([u8; 16], u64) {
+        (self.identity, self.len.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many consents the log holds.
+    pub fn consents(&self) -> usize {
+        self.locator.read().map_or(0, |l| l.len())
+    }
+
+    /// Appends `changes` as one frame and syncs it; durable (all of them, or none) when it
+    /// returns.
+    pub(super) fn append(&self, changes: &[Change<'_>]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.writer.lock().map_err(|_| log_err(&self.path, "writer poisoned"))?;
+        if w.broken {
+            return Err(log_err(&self.path, "a failed write could not be undone: restart the gateway"));
+        }
+        let names = self.names.read().map_err(|_| log_err(&self.path, "names poisoned"))?;
+        let mut enc = Encoder {
+            names: &names,
+            added: Vec::new(),
+            added_ids: FxHashMap::default(),
+            payload: Vec::with_capacity(changes.len() * 80),
+            body: Vec::with_capacity(128),
+        };
+        let mut offsets = Vec::with_capacity(changes.len());
+        {
+            let locator = self.locator.read().map_err(|_| log_err(&self.path, "locator poisoned"))?;
+            let mut within: FxHashMap<u128, u64> = FxHashMap::default();
+            for ch in changes {
+                let id = ConsentId::parse(&ch.consent.id).map(|i| i.0).unwrap_or_default();
+                let prev = within.get(&id).copied().or_else(|| locator.get(&id_key(id)).copied());
+                let at = enc.consent(ch, prev).map_err(|e| log_err(&self.path, e))?;
+                let offset = w.len + FRAME_HEADER as u64 + at as u64;
+                within.insert(id, offset);
+                offsets.push((id, offset));
+            }
+        }
+        let (added, payload) = (enc.added, enc.payload);
+        drop(names);
+        let len = u32::try_from(payload.len()).ok().filter(|l| *l <= MAX_FRAME);
+        let len = len.ok_or_else(|| log_err(&self.path, "a batch over 1 GiB: import in smaller batches"))?;
+        let mut frame = Vec::with_capacity(FRAME_HEADER + payload.len());
+        frame.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&crc(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let start = w.len;
+        let written = w.file.write_all_at(&frame, start).and_then(|()| w.file.sync_data());
+        if let Err(e) = written {
+            // Leave no half frame behind: the next start would take it for a torn write, but
+            // later frames would make it damage.
+            if w.file.set_len(start).and_then(|()| w.file.sync_data()).is_err() {
+                w.broken = true;
+            }
+            return Err(log_err(&self.path, format!("append failed: {e}")));
+        }
+        w.len = start + frame.len() as u64;
+        {
+            let mut names = self.names.write().map_err(|_| log_err(&self.path, "names poisoned"))?;
+            for s in added {
+                let id = names.names.len() as u32;
+                names.ids.insert(s.clone(), id);
+                names.names.push(s);
+            }
+        }
+        // The length before the locator: a reader that finds an offset can read it, and a
+        // scan that sees an older record still reaches the newer one (see `each`).
+        self.len.store(w.len, std::sync::atomic::Ordering::Release);
+        let mut locator = self.locator.write().map_err(|_| log_err(&self.path, "locator poisoned"))?;
+        for (id, offset) in offsets {
+            locator.insert(id_key(id), offset);
+        }
+        Ok(())
+    }
+
+    /// The record at `offset` (a consent record's tag byte).
+    fn record_at(&self, offset: u64) -> Result<Record, StoreError> {
+        let bad = |e: String| log_err(&self.path, format!("record at byte {offset}: {e}"));
+        let mut head = [0u8; 11];
+        let end = self.len.load(std::sync::atomic::Ordering::Acquire);
+        let n = ((end.saturating_sub(offset)) as usize).min(head.len());
+        self.file.read_exact_at(&mut head[..n], offset).map_err(|e| bad(e.to_string()))?;
+        if head[0] != CONSENT {
+            return Err(bad("not a consent record".into()));
+        }
+        let mut c = Cursor { b: &head[..n], at: 1 };
+        let len = c.varint().map_err(bad)? as usize;
+        let mut body = vec![0u8; len];
+        self.file.read_exact_at(&mut body, offset + c.at as u64).map_err(|e| bad(e.to_string()))?;
+        let names = self.names.read().map_err(|_| bad("names poisoned".into()))?;
+        decode(&body, &names).map_err(bad)
+    }
+
+    fn latest(&self, id: &str) -> Option<u64> {
+        let id = ConsentId::parse(id)?;
+        self.locator.read().ok()?.get(&id_key(id.0)).copied()
+    }
+
+    /// Whether the log holds a consent with this id.
+    pub fn contains(&self, id: &str) -> bool {
+        self.latest(id).is_some()
+    }
+
+    /// The consent with this id as it stands.
+    pub fn get(&self, id: &str) -> Result<Option<Consent>, StoreError> {
+        self.latest(id).map(|at| self.record_at(at).map(|r| r.consent)).transpose()
+    }
+
+    /// The consent's events, oldest first.
+    pub fn history(&self, id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut out = Vec::new();
+        let mut next = self.latest(id);
+        while let Some(at) = next {
+            let r = self.record_at(at)?;
+            out.push(super::event_json(&r.consent, &r.event, r.at_ms, &r.actor));
+            next = r.prev.filter(|p| *p < at);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Calls `f` with every consent as it stands, reading the log once from the start; returns
+    /// how many calls were made. A record is passed when it is its consent's latest; a change
+    /// made during the scan may pass a consent twice, the newer state last, never zero times.
+    pub fn each(&self, mut f: impl FnMut(&Consent)) -> Result<usize, StoreError> {
+        let io = |e: std::io::Error| log_err(&self.path, e);
+        let poisoned = || log_err(&self.path, "lock poisoned");
+        // A descriptor of its own: a duplicate would share the file position with others.
+        let mut reader = BufReader::with_capacity(4 << 20, File::open(&self.path).map_err(io)?);
+        std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(HEADER)).map_err(io)?;
+        let (mut at, mut n, mut payload) = (HEADER, 0, Vec::new());
+        while at < self.len.load(std::sync::atomic::Ordering::Acquire) {
+            let mut h = [0u8; FRAME_HEADER];
+            reader.read_exact(&mut h).map_err(io)?;
+            let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            payload.resize(len as usize, 0);
+            reader.read_exact(&mut payload).map_err(io)?;
+            let base = at + FRAME_HEADER as u64;
+            for r in records(&payload) {
+                let (off, tag, body) = r.map_err(|e| log_err(&self.path, e))?;
+                if tag != CONSENT {
+                    continue;
+                }
+                let id = record_id(body).map_err(|e| log_err(&self.path, e))?;
+                let latest = self.locator.read().map_err(|_| poisoned())?.get(&id_key(id)).copied();
+                if latest == Some(base + off as u64) {
+                    let r = decode(body, &*self.names.read().map_err(|_| poisoned())?)
+                        .map_err(|e| log_err(&self.path, e))?;
+                    f(&r.consent);
+                    n += 1;
+                }
+            }
+            at = base + u64::from(len);
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,188 @@
+//! The embedded store's consent log: what it keeps (every field, every event), what it takes
+//! on disk, and what it does with a crash's torn write, with damage, and with the sled trees
+//! an earlier version kept consents in.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use gateway::consent::{Channel, Consent, ConsentId, ConsentStore, LOG_FILE, Recipient, Registry, sample};
+use gateway::store::SledStore;
+use policies::model::OrgKind;
+
+const BANK: &str = "0456123494";
+
+fn open(dir: &Path) -> (SledStore, Registry) {
+    let store = SledStore::open(dir).unwrap();
+    let registry = Registry::open(ConsentStore::open(&store).unwrap()).unwrap();
+    (store, registry)
+}
+
+fn person(j: u64) -> String {
+    let mut d = [0u8; 11];
+    gateway::audit::generate::Plan::person(j).digits(&mut d).to_owned()
+}
+
+/// Consents of every shape a record can hold.
+fn shapes() -> Vec<Consent> {
+    let mut a = sample(1, &person(1), BANK);
+    a.scope = vec!["vlaanderen.onderwijs".into(), "vlaanderen.wonen".into()];
+    a.evidence = "form 2026/00017 — signé à la commune".into();
+    let mut b = sample(u128::MAX - 7, &person(2), BANK);
+    b.recipient = Recipient::Kind(OrgKind::FlemishInstance);
+    b.given_via = Channel::Instance("0207123407".into());
+    b.service = "vlaanderen.contact".into();
+    b.purpose = "CONTACT".into();
+    let mut c = sample(3, &person(1), "0456789034");
+    c.valid_until_ms = u64::MAX / 4;
+    vec![a, b, c]
+}
+
+#[test]
+fn every_field_and_every_event_come_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let consents = shapes();
+    let (store, r) = open(dir.path());
+    r.give(&consents[0], "0316222275").unwrap();
+    r.import(&consents[1..], "0207000176").unwrap();
+    let revoked = r.revoke(&consents[2].id, 1_800_000_000_123, "0316222275").unwrap();
+    let revalidated = r.revalidate(&consents[0].id, 1_800_000_000_456, "0316222275").unwrap();
+    r.invite(&consents[1].id, 1_800_000_000_789, "0456123494").unwrap();
+    assert!(matches!(
+        r.revoke(&consents[2].id, 1_800_000_001_000, "x"),
+        Err(gateway::consent::ChangeError::AlreadyRevoked)
+    ));
+    let expect = [revalidated, consents[1].clone(), revoked];
+    drop((r, store));
+
+    let (_store, r) = open(dir.path());
+    for c in &expect {
+        assert_eq!(r.store().get(&c.id).unwrap().as_ref(), Some(c), "{}", c.id);
+    }
+    let events = |id: &str| -> Vec<(String, u64, String)> {
+        r.store()
+            .history(id)
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert_eq!(e["consent"], id);
+                (e["event"].as_str().unwrap().into(), e["at_ms"].as_u64().unwrap(), e["actor"].as_str().unwrap().into())
+            })
+            .collect()
+    };
+    let given = consents[0].given_at_ms;
+    assert_eq!(
+        events(&consents[0].id),
+        [("given".into(), given, "0316222275".into()), ("revalidated".into(), 1_800_000_000_456, "0316222275".into())]
+    );
+    assert_eq!(
+        events(&consents[1].id),
+        [("imported".into(), given, "0207000176".into()), ("invited".into(), 1_800_000_000_789, "0456123494".into())]
+    );
+    assert_eq!(events(&consents[2].id)[1], ("revoked".into(), 1_800_000_000_123, "0316222275".into()));
+    let mine: Vec<String> = r.of_subject(&person(1)).unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(mine.len(), 2);
+    assert!(mine.contains(&consents[0].id) && mine.contains(&consents[2].id));
+    assert!(r.store().get(&ConsentId(99).to_text()).unwrap().is_none());
+    assert!(r.store().history(&ConsentId(99).to_text()).unwrap().is_empty());
+}
+
+#[test]
+fn a_consent_with_its_history_takes_well_under_300_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, r) = open(dir.path());
+    let n = 20_000u64;
+    let batch: Vec<Consent> = (0..n).map(|j| sample(u128::from(j) + 1, &person(j), BANK)).collect();
+    r.import(&batch, "0207000176").unwrap();
+    // A tenth revoked and a tenth re-validated: history beside the consents.
+    for c in batch.iter().step_by(10) {
+        r.revoke(&c.id, 1_800_000_000_000, "0316222275").unwrap();
+    }
+    for c in batch.iter().skip(1).step_by(10) {
+        r.revalidate(&c.id, 1_800_000_000_000, "0316222275").unwrap();
+    }
+    let bytes = std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
+    let per = bytes as f64 / n as f64;
+    println!("{n} consents, a fifth changed once: {bytes} bytes, {per:.1} a consent");
+    assert!(per < 120.0, "{per:.1} bytes a consent");
+}
+
+#[test]
+fn a_torn_last_write_is_cut_and_damage_before_the_end_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let consents = shapes();
+    let path = dir.path().join(LOG_FILE);
+    let len_after_first;
+    {
+        let (_store, r) = open(dir.path());
+        r.give(&consents[0], "t").unwrap();
+        len_after_first = std::fs::metadata(&path).unwrap().len();
+        r.import(&consents[1..], "t").unwrap();
+    }
+    let whole = std::fs::read(&path).unwrap();
+    // A crash while the second frame was being written: any prefix of it is cut off, and
+    // the first consent is there.
+    for keep in [len_after_first + 1, len_after_first + 12, whole.len() as u64 - 1] {
+        std::fs::write(&path, &whole[..keep as usize]).unwrap();
+        let (_s, r) = open(dir.path());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len_after_first, "cut back to the last whole frame");
+        assert!(r.store().get(&consents[0].id).unwrap().is_some());
+        assert!(r.store().get(&consents[1].id).unwrap().is_none(), "a frame is all there or not at all");
+        // Writing goes on after the cut.
+        r.import(&consents[1..], "t").unwrap();
+        drop((r, _s));
+        let (_s, r) = open(dir.path());
+        assert_eq!(r.store().get(&consents[2].id).unwrap().as_ref(), Some(&consents[2]));
+        assert_eq!(std::fs::read(&path).unwrap(), whole, "the same bytes as without the crash");
+    }
+    // A byte flipped in the first frame, the second intact: not a torn write.
+    let mut damaged = whole.clone();
+    damaged[40] ^= 0x10;
+    std::fs::write(&path, &damaged).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let err = ConsentStore::open(&store).unwrap_err().to_string();
+    assert!(err.contains("damaged at byte 24") && err.contains("valid frames after it"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), damaged, "nothing cut");
+}
+
+#[test]
+fn consents_kept_in_sled_by_an_earlier_version_move_to_the_log_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let consents = shapes();
+    {
+        // The trees and values an earlier version wrote.
+        let db = sled::open(dir.path()).unwrap();
+        let (trees, ids, events) = (
+            db.open_tree("consents").unwrap(),
+            db.open_tree("consent_ids").unwrap(),
+            db.open_tree("consent_events").unwrap(),
+        );
+        for (i, c) in consents.iter().enumerate() {
+            let mut key = c.subject.as_bytes().to_vec();
+            key.push(0);
+            key.extend_from_slice(c.id.as_bytes());
+            trees.insert(key, serde_json::to_vec(c).unwrap()).unwrap();
+            ids.insert(c.id.as_bytes(), c.subject.as_bytes()).unwrap();
+            for (at, event) in [(c.given_at_ms, "given"), (c.given_at_ms + 1000 + i as u64, "invited")] {
+                let mut k = at.to_be_bytes().to_vec();
+                k.extend_from_slice(c.id.as_bytes());
+                let e = serde_json::json!({ "event": event, "consent": c.id, "at_ms": at, "actor": "0316222275" });
+                events.insert(k, e.to_string().as_bytes()).unwrap();
+            }
+        }
+        db.flush().unwrap();
+    }
+    for _ in 0..2 {
+        let (store, r) = open(dir.path());
+        for c in &consents {
+            assert_eq!(r.store().get(&c.id).unwrap().as_ref(), Some(c));
+            let h = r.store().history(&c.id).unwrap();
+            assert_eq!(h.iter().map(|e| e["event"].as_str().unwrap()).collect::<Vec<_>>(), ["given", "invited"]);
+        }
+        assert_eq!(r.len(), 3, "indexed");
+        let names = store.db().tree_names();
+        assert!(!names.iter().any(|t| t.as_ref() == b"consents"), "the sled trees are dropped");
+    }
+    let bytes = std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
+    assert!(bytes < 1_000, "migrated once: {bytes} bytes");
+}
