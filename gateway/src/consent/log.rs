@@ -262,6 +262,64 @@ impl Encoder<'_> {
     }
 }
 
+/// What the index takes from a consent record, read without allocating: names are the log's
+/// numbers (see [`ConsentLog::name`]), digits their numeric value (`None` when the record holds
+/// text where digits belong: the index skips such a consent, as it skips one it cannot parse).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Indexed {
+    pub id: u128,
+    pub subject: Option<u64>,
+    /// An enterprise number, or (`Err`) the name of a kind.
+    pub recipient: Result<Option<u64>, u32>,
+    pub service: u32,
+    pub purpose: u32,
+    pub valid_until_ms: u64,
+    pub revoked: bool,
+    pub last_validated_ms: u64,
+}
+
+fn digits_value(c: &mut Cursor<'_>) -> Result<Option<u64>, String> {
+    let v = c.varint()?;
+    if v & 31 == 0 {
+        let n = c.varint()? as usize;
+        c.bytes(n)?;
+        return Ok(None);
+    }
+    Ok(Some(v >> 5))
+}
+
+fn name_id(c: &mut Cursor<'_>) -> Result<u32, String> {
+    u32::try_from(c.varint()?).map_err(|_| "a name number over 32 bits".into())
+}
+
+fn decode_indexed(body: &[u8]) -> Result<Indexed, String> {
+    let mut c = Cursor { b: body, at: 0 };
+    for _ in 0..4 {
+        c.varint()?;
+    }
+    let id = u128::from_be_bytes(c.bytes(16)?.try_into().map_err(|_| "record cut short")?);
+    let subject = digits_value(&mut c)?;
+    let recipient = match c.u8()? {
+        0 => Ok(digits_value(&mut c)?),
+        1 => Err(name_id(&mut c)?),
+        t => return Err(format!("unknown recipient tag {t}")),
+    };
+    let service = name_id(&mut c)?;
+    let purpose = name_id(&mut c)?;
+    for _ in 0..c.varint()? {
+        c.varint()?;
+    }
+    let _given_at = c.varint()?;
+    let valid_until_ms = c.varint()?;
+    let revoked = c.varint()? != 0;
+    let _channel = c.u8()?;
+    digits_value(&mut c)?;
+    let n = c.varint()? as usize;
+    c.bytes(n)?;
+    let last_validated_ms = c.varint()?;
+    Ok(Indexed { id, subject, recipient, service, purpose, valid_until_ms, revoked, last_validated_ms })
+}
+
 /// A consent record as read back.
 struct Record {
     event: String,
@@ -637,16 +695,19 @@ impl ConsentLog {
         Ok(out)
     }
 
-    /// Calls `f` with every consent as it stands, reading the log once from the start; returns
-    /// how many calls were made. A record is passed when it is its consent's latest; a change
-    /// made during the scan may pass a consent twice, the newer state last, never zero times.
-    pub fn each(&self, mut f: impl FnMut(&Consent)) -> Result<usize, StoreError> {
+    /// The name the log numbers `id`.
+    pub(super) fn name(&self, id: u32) -> Option<String> {
+        self.names.read().ok()?.names.get(id as usize).map(|s| s.to_string())
+    }
+
+    /// Calls `f` with the offset and body of every consent record, in the order written, up
+    /// to the log's durable end (read anew after each frame, so changes made meanwhile are
+    /// reached too). A descriptor of its own: a duplicate would share the file position.
+    fn consent_records(&self, mut f: impl FnMut(u64, &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
         let io = |e: std::io::Error| log_err(&self.path, e);
-        let poisoned = || log_err(&self.path, "lock poisoned");
-        // A descriptor of its own: a duplicate would share the file position with others.
         let mut reader = BufReader::with_capacity(4 << 20, File::open(&self.path).map_err(io)?);
         std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(HEADER)).map_err(io)?;
-        let (mut at, mut n, mut payload) = (HEADER, 0, Vec::new());
+        let (mut at, mut payload) = (HEADER, Vec::new());
         while at < self.len.load(std::sync::atomic::Ordering::Acquire) {
             let mut h = [0u8; FRAME_HEADER];
             reader.read_exact(&mut h).map_err(io)?;
@@ -656,20 +717,45 @@ impl ConsentLog {
             let base = at + FRAME_HEADER as u64;
             for r in records(&payload) {
                 let (off, tag, body) = r.map_err(|e| log_err(&self.path, e))?;
-                if tag != CONSENT {
-                    continue;
-                }
-                let id = record_id(body).map_err(|e| log_err(&self.path, e))?;
-                let latest = self.locator.read().map_err(|_| poisoned())?.get(&id_key(id)).copied();
-                if latest == Some(base + off as u64) {
-                    let r = decode(body, &*self.names.read().map_err(|_| poisoned())?)
-                        .map_err(|e| log_err(&self.path, e))?;
-                    f(&r.consent);
-                    n += 1;
+                if tag == CONSENT {
+                    f(base + off as u64, body)?;
                 }
             }
             at = base + u64::from(len);
         }
+        Ok(())
+    }
+
+    /// Calls `f` with every consent record in the order they were written (a consent changed
+    /// after it was given comes more than once, its latest state last), reading only what the
+    /// index needs and allocating nothing per record: the index's rebuild. Returns how many.
+    pub(super) fn scan(&self, mut f: impl FnMut(&Indexed)) -> Result<usize, StoreError> {
+        let mut n = 0;
+        self.consent_records(|_, body| {
+            f(&decode_indexed(body).map_err(|e| log_err(&self.path, e))?);
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// Calls `f` with every consent as it stands, reading the log once from the start; returns
+    /// how many calls were made. A record is passed when it is its consent's latest; a change
+    /// made during the scan may pass a consent twice, the newer state last, never zero times.
+    pub fn each(&self, mut f: impl FnMut(&Consent)) -> Result<usize, StoreError> {
+        let poisoned = || log_err(&self.path, "lock poisoned");
+        let mut n = 0;
+        self.consent_records(|offset, body| {
+            let id = record_id(body).map_err(|e| log_err(&self.path, e))?;
+            let latest = self.locator.read().map_err(|_| poisoned())?.get(&id_key(id)).copied();
+            if latest == Some(offset) {
+                let r =
+                    decode(body, &*self.names.read().map_err(|_| poisoned())?).map_err(|e| log_err(&self.path, e))?;
+                f(&r.consent);
+                n += 1;
+            }
+            Ok(())
+        })?;
         Ok(n)
     }
 }

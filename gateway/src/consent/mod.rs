@@ -548,11 +548,65 @@ impl Registry {
     /// shared store has missed notifications). Consents are never deleted, only marked, so
     /// indexing them all again brings the index up to date. Returns how many were read.
     pub fn reload(&self) -> Result<usize, StoreError> {
+        if let ConsentStore::Log(log) = &self.store {
+            return self.reload_log(log);
+        }
         self.store.each(|c| {
             if let Ok(mut shard) = self.shard_for(&c.subject).write() {
                 self.index_into(&mut shard, c);
             }
         })
+    }
+
+    /// The index built from the consent log: every record in the order written (a later state
+    /// replaces an earlier one), each decoded only as far as the index needs, names mapped
+    /// from the log's numbers to the index's once, the shards sized for the log's consents
+    /// first so that no table grows on the way. Returns the consents indexed.
+    fn reload_log(&self, log: &log::ConsentLog) -> Result<usize, StoreError> {
+        let per_shard = log.consents() / SHARDS;
+        for shard in self.shards.iter() {
+            if let Ok(mut s) = shard.write() {
+                s.table.reserve(per_shard + per_shard / 8 + 16, |s| slot_hash(s.subject, s.recipient));
+            }
+        }
+        // The log's name number → the index's (None: not mapped yet), and kinds by name.
+        let mut names: Vec<Option<u32>> = Vec::new();
+        let mut kinds: FxHashMap<u32, Option<OrgKind>> = FxHashMap::default();
+        let intern = |id: u32, names: &mut Vec<Option<u32>>| -> u32 {
+            let i = id as usize;
+            if names.len() <= i {
+                names.resize(i + 1, None);
+            }
+            *names[i].get_or_insert_with(|| log.name(id).map_or(u32::MAX, |n| self.intern(&n)))
+        };
+        log.scan(|r| {
+            let recipient = match r.recipient {
+                Ok(Some(kbo)) => kbo,
+                Ok(None) => return,
+                Err(kind) => {
+                    let k = kinds.entry(kind).or_insert_with(|| {
+                        log.name(kind).and_then(|n| serde_json::from_value(serde_json::Value::String(n)).ok())
+                    });
+                    match k {
+                        Some(k) => kind_key(*k),
+                        None => return,
+                    }
+                }
+            };
+            let Some(subject) = r.subject else { return };
+            let entry = Entry {
+                service: intern(r.service, &mut names),
+                purpose: intern(r.purpose, &mut names),
+                valid_until_ms: r.valid_until_ms,
+                revoked: r.revoked,
+                id: halves(ConsentId(r.id)),
+                validated_day: (r.last_validated_ms / DAY_MS) as u32,
+            };
+            if let Ok(mut shard) = self.shards[shard_of(subject)].write() {
+                shard.upsert(subject, recipient, entry);
+            }
+        })?;
+        Ok(log.consents())
     }
 
     /// Puts consents read from the store (another replica wrote them) into the index.
