@@ -145,6 +145,57 @@ fn a_torn_last_write_is_cut_and_damage_before_the_end_is_refused() {
     assert_eq!(std::fs::read(&path).unwrap(), damaged, "nothing cut");
 }
 
+/// Evidence is text a caller chooses: bytes shaped like a whole frame inside it do not make a
+/// crash during its write look like damage.
+#[test]
+fn a_frame_forged_inside_evidence_is_not_taken_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(LOG_FILE);
+    {
+        let (_s, r) = open(dir.path());
+        r.give(&sample(1, &person(1), BANK), "t").unwrap();
+    }
+    let before = std::fs::metadata(&path).unwrap().len();
+    // Frames as an attacker would forge them: CRC-32 of the payload alone, and of each offset
+    // the evidence could land at and the payload (the log's identity the attacker lacks).
+    let mut c = sample(2, &person(2), BANK);
+    // Evidence is UTF-8: a forged frame is one whose checksum bytes happen to be ASCII, found
+    // by varying the name its payload defines.
+    let forge = |sum: &dyn Fn(&[u8]) -> u32| -> String {
+        (0u32..)
+            .find_map(|k| {
+                let payload = [&[1u8, 4][..], &k.to_le_bytes().map(|b| b'a' + b % 26)[..]].concat();
+                let mut f = b"PCF1".to_vec();
+                f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                f.extend_from_slice(&sum(&payload).to_le_bytes());
+                f.extend_from_slice(&payload);
+                f.is_ascii().then(|| String::from_utf8(f).unwrap())
+            })
+            .unwrap()
+    };
+    let mut forged = forge(&|p: &[u8]| crc32fast::hash(p));
+    for at in before..before + 300 {
+        forged.push_str(&forge(&|p: &[u8]| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&at.to_le_bytes());
+            h.update(p);
+            h.finalize()
+        }));
+    }
+    assert!(forged.len() > 1000, "the forged frames are text");
+    c.evidence = forged;
+    {
+        let (_s, r) = open(dir.path());
+        r.give(&c, "t").unwrap();
+    }
+    // The crash: the frame holding it is cut short.
+    let whole = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
+    let (_s, r) = open(dir.path());
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), before, "cut as a torn write");
+    assert!(r.store().get(&c.id).unwrap().is_none());
+}
+
 #[test]
 fn consents_kept_in_sled_by_an_earlier_version_move_to_the_log_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -185,4 +236,20 @@ fn consents_kept_in_sled_by_an_earlier_version_move_to_the_log_once() {
     }
     let bytes = std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
     assert!(bytes < 1_000, "migrated once: {bytes} bytes");
+
+    // An earlier version run again on the migrated store writes a consent into sled: the
+    // next start names it and refuses, rather than drop it.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let late = sample(77, &person(77), BANK);
+        let mut key = late.subject.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(late.id.as_bytes());
+        db.open_tree("consents").unwrap().insert(key, serde_json::to_vec(&late).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let err = ConsentStore::open(&store).unwrap_err().to_string();
+    assert!(err.contains(&ConsentId(77).to_text()) && err.contains("which the log lacks"), "{err}");
+    assert!(store.db().tree_names().iter().any(|t| t.as_ref() == b"consents"), "nothing dropped");
 }

@@ -10,7 +10,7 @@
 //! Format (little-endian), specified here and nowhere else since only the gateway reads it:
 //! * a header: `PCLOG001` and the log's random 16-byte identity (the index image names it);
 //! * frames, each one commit: `u32` magic `PCF1`, `u32` payload length, `u32` CRC-32 of the
-//!   payload, the payload; a frame is written whole and synced (`fdatasync`) before the change
+//!   log's identity, the frame's offset in the file (`u64`) and the payload, the payload; a frame is written whole and synced (`fdatasync`) before the change
 //!   it holds is acknowledged, so a batch is all there or not at all;
 //! * in a payload, records: a tag byte, the body's length (LEB128), the body.
 //!   * tag 1, a name: UTF-8 bytes. Names (services, purposes, scopes, actors, events, kinds)
@@ -416,12 +416,21 @@ fn records(payload: &[u8]) -> impl Iterator<Item = Result<(usize, u8, &[u8]), St
     })
 }
 
-fn crc(payload: &[u8]) -> u32 {
-    crc32fast::hash(payload)
+/// A frame's checksum: CRC-32 of the log's identity, the frame's offset (`u64`) and its
+/// payload. Identity and offset tie a frame to its log and its place, so bytes shaped like a
+/// frame inside another one's payload (a consent's evidence is text a caller chooses, and the
+/// identity never leaves the store) are not taken for a frame of their own when a torn write
+/// is told from damage.
+fn crc(identity: &[u8; 16], at: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(identity);
+    h.update(&at.to_le_bytes());
+    h.update(payload);
+    h.finalize()
 }
 
 /// Is there a whole, valid frame at `at`?
-fn frame_at(file: &File, at: u64, end: u64) -> bool {
+fn frame_at(file: &File, identity: &[u8; 16], at: u64, end: u64) -> bool {
     let mut h = [0u8; FRAME_HEADER];
     if at + FRAME_HEADER as u64 > end || file.read_exact_at(&mut h, at).is_err() {
         return false;
@@ -432,11 +441,11 @@ fn frame_at(file: &File, at: u64, end: u64) -> bool {
         return false;
     }
     let mut payload = vec![0u8; len as usize];
-    file.read_exact_at(&mut payload, at + FRAME_HEADER as u64).is_ok() && crc(&payload) == sum
+    file.read_exact_at(&mut payload, at + FRAME_HEADER as u64).is_ok() && crc(identity, at, &payload) == sum
 }
 
 /// Is there a valid frame anywhere in `[from, end)`? (Tells damage from a torn last frame.)
-fn valid_frame_after(file: &File, from: u64, end: u64) -> bool {
+fn valid_frame_after(file: &File, identity: &[u8; 16], from: u64, end: u64) -> bool {
     let magic = FRAME_MAGIC.to_le_bytes();
     let mut buf = vec![0u8; 1 << 20];
     let mut at = from;
@@ -446,7 +455,7 @@ fn valid_frame_after(file: &File, from: u64, end: u64) -> bool {
             return false;
         }
         for i in 0..n.saturating_sub(3) {
-            if buf[i..i + 4] == magic && frame_at(file, at + i as u64, end) {
+            if buf[i..i + 4] == magic && frame_at(file, identity, at + i as u64, end) {
                 return true;
             }
         }
@@ -513,7 +522,7 @@ impl ConsentLog {
                 break at;
             }
             payload.resize(len as usize, 0);
-            if reader.read_exact(&mut payload).is_err() || crc(&payload) != sum {
+            if reader.read_exact(&mut payload).is_err() || crc(&identity, at, &payload) != sum {
                 break at;
             }
             let base = at + FRAME_HEADER as u64;
@@ -539,7 +548,7 @@ impl ConsentLog {
             at = base + u64::from(len);
         };
         if good < end {
-            if valid_frame_after(&file, good + 1, end) {
+            if valid_frame_after(&file, &identity, good + 1, end) {
                 return Err(log_err(
                     path,
                     format!(
@@ -618,7 +627,7 @@ impl ConsentLog {
         let mut frame = Vec::with_capacity(FRAME_HEADER + payload.len());
         frame.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
         frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(&crc(&payload).to_le_bytes());
+        frame.extend_from_slice(&crc(&self.identity, w.len, &payload).to_le_bytes());
         frame.extend_from_slice(&payload);
         let start = w.len;
         let written = w.file.write_all_at(&frame, start).and_then(|()| w.file.sync_data());

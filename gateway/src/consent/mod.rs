@@ -280,8 +280,23 @@ impl ConsentStore {
             migrate(store.db(), &path)?;
         }
         let (log, recovery) = log::ConsentLog::open(&path)?;
-        // Once the log exists it is the consents' only store: trees left by a migration that
-        // stopped after its rename are dropped.
+        // Once the log exists it is the consents' only store. Trees left by a migration that
+        // stopped after its rename hold nothing the log lacks and are dropped; a consent in
+        // them that the log lacks (an earlier version run on this store again) is refused,
+        // never dropped.
+        if store.db().tree_names().iter().any(|t| t.as_ref() == SLED_TREES[0].as_bytes()) {
+            for kv in store.db().open_tree(SLED_TREES[0])?.iter() {
+                let (_, v) = kv?;
+                let id = serde_json::from_slice::<Consent>(&v).map(|c| c.id).unwrap_or_default();
+                if !log.contains(&id) {
+                    return Err(StoreError::ConsentLog(format!(
+                        "{}: the store's sled trees hold consent {id}, which the log lacks (was an \
+                         earlier version run on this store?); move the log aside to migrate again",
+                        path.display()
+                    )));
+                }
+            }
+        }
         for tree in SLED_TREES {
             if store.db().tree_names().iter().any(|t| t.as_ref() == tree.as_bytes()) {
                 store.db().drop_tree(tree)?;
