@@ -146,9 +146,8 @@ pub enum ConsentCommand {
     /// and given now, by --actor. A batch is written durably, all of it or none, before its
     /// line is printed (`{"batch":…,"through_line":N,…}`): after a stop, `--from-line N+1`
     /// resumes. A consent's id is derived from the actor, the line's number and its text, so
-    /// a line imported before is not imported twice (on the embedded store; the shared store
-    /// writes it again over itself). A refused line is named on stderr and skipped; the exit
-    /// code is then 1.
+    /// a line imported before is not imported again (nor written over what happened to it
+    /// since). A refused line is named on stderr and skipped; the exit code is then 1.
     Import {
         /// The file of JSON lines (`-` for standard input).
         file: PathBuf,
@@ -273,16 +272,14 @@ async fn consent_command(command: ConsentCommand, target: ConsentTarget) -> anyh
                 if pending.is_empty() {
                     return Ok(());
                 }
-                // Lines a stopped import already wrote (durable, not yet acknowledged) are not
-                // written again: their ids are the same.
-                let before = pending.len();
-                pending.retain(|c| !registry.store().contains(&c.id));
-                registry.import(pending, &actor)?;
+                // Lines a stopped import already wrote (durable, not yet acknowledged) have the
+                // same ids: the registry does not write them again.
+                let written = registry.import(pending, &actor)?;
                 batches += 1;
-                imported += pending.len() as u64;
+                imported += written as u64;
                 let ack = serde_json::json!({
-                    "batch": batches, "through_line": through, "imported": pending.len(),
-                    "already_there": before - pending.len(), "durable": true,
+                    "batch": batches, "through_line": through, "imported": written,
+                    "already_there": pending.len() - written, "durable": true,
                 });
                 println!("{ack}");
                 std::io::Write::flush(&mut std::io::stdout())?;

@@ -87,6 +87,30 @@ fn every_field_and_every_event_come_back_after_a_restart() {
     assert!(r.store().history(&ConsentId(99).to_text()).unwrap().is_empty());
 }
 
+/// An import writes only consents the log lacks: importing again writes nothing, and never
+/// over a consent revoked since.
+#[test]
+fn an_import_never_writes_over_a_consent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, r) = open(dir.path());
+    let batch: Vec<Consent> = (0..100u64).map(|j| sample(u128::from(j) + 1, &person(j), BANK)).collect();
+    assert_eq!(r.import(&batch, "0207000176").unwrap(), 100);
+    r.revoke(&batch[5].id, 1_800_000_000_000, "0316222275").unwrap();
+    let mut more = batch.clone();
+    more.push(sample(1_000, &person(1_000), BANK));
+    more.push(sample(1_000, &person(1_000), BANK));
+    assert_eq!(r.import(&more, "0207000176").unwrap(), 1, "only the new one, once");
+    assert!(r.store().get(&batch[5].id).unwrap().unwrap().revoked_at_ms.is_some());
+    let now = 1_800_000_000_001;
+    let bank = policies::ids::Kbo::parse(BANK).unwrap();
+    let niss = gateway::audit::generate::Plan::person(5);
+    let check = r.check(niss, bank, None, "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", now, None);
+    assert_eq!(check, Err(gateway::consent::Denial::Revoked));
+    let events: Vec<String> =
+        r.store().history(&batch[5].id).unwrap().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(events, ["imported", "revoked"]);
+}
+
 #[test]
 fn a_consent_with_its_history_takes_well_under_300_bytes() {
     let dir = tempfile::tempdir().unwrap();

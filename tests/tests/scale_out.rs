@@ -426,4 +426,29 @@ async fn a_reconnecting_replica_reads_only_the_consents_it_missed() {
     let caught_up = sync.caught_up.load(Relaxed);
     assert!(caught_up <= 3, "the catch-up read only what was written while B was away: {caught_up}");
     eprintln!("after the reconnection B read {caught_up} consents from the feed (8 in the store)");
+
+    // An import writes only the consents the database lacks, never over one revoked since.
+    let registry = a.demo.gateway.consent.clone();
+    let extra: Vec<_> = adapters::sigedis::sandbox::Register::persons()[8..10]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut d = [0u8; 11];
+            gateway::consent::sample(900 + i as u128, n.digits(&mut d), "0456123494")
+        })
+        .collect();
+    let r = registry.clone();
+    let (first, again, kept, events) = tokio::task::spawn_blocking(move || {
+        let first = r.import(&extra, "0207000176").unwrap();
+        r.revoke(&extra[0].id, 1_800_000_000_000, "0316222275").unwrap();
+        let again = r.import(&extra, "0207000176").unwrap();
+        let kept = r.store().get(&extra[0].id).unwrap().unwrap();
+        (first, again, kept, r.store().history(&extra[0].id).unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!((first, again), (2, 0), "written once");
+    assert!(kept.revoked_at_ms.is_some(), "the revocation stands");
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["imported", "revoked"]);
 }

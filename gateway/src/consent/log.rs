@@ -677,8 +677,26 @@ impl ConsentLog {
     /// Appends `changes` as one frame and syncs it; durable (all of them, or none) when it
     /// returns.
     pub(super) fn append(&self, changes: &[Change<'_>]) -> Result<(), StoreError> {
+        self.append_where(changes, false).map(drop)
+    }
+
+    /// The offset of the latest record of consent `id`.
+    pub(super) fn latest_offset(&self, id: ConsentId) -> Option<u64> {
+        self.locator.read().ok()?.get(id_key(id.0))
+    }
+
+    /// Appends, as one frame, the changes whose consent the log does not hold yet (nor an
+    /// earlier change of the batch): an import, which must never write over a consent changed
+    /// since (a revocation). Decided under the writer's lock, so two imports of the same
+    /// consents cannot both write it. Returns the changes written: their indices and the
+    /// offsets of their records.
+    pub(super) fn append_new(&self, changes: &[Change<'_>]) -> Result<Vec<(usize, u64)>, StoreError> {
+        self.append_where(changes, true)
+    }
+
+    fn append_where(&self, changes: &[Change<'_>], only_new: bool) -> Result<Vec<(usize, u64)>, StoreError> {
         if changes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut w = self.writer.lock().map_err(|_| log_err(&self.path, "writer poisoned"))?;
         if w.broken {
@@ -693,20 +711,28 @@ impl ConsentLog {
             body: Vec::with_capacity(128),
         };
         let mut offsets = Vec::with_capacity(changes.len());
+        let mut written = Vec::with_capacity(changes.len());
         {
             let locator = self.locator.read().map_err(|_| log_err(&self.path, "locator poisoned"))?;
             let mut within: FxHashMap<u128, u64> = FxHashMap::default();
-            for ch in changes {
+            for (i, ch) in changes.iter().enumerate() {
                 let id = ConsentId::parse(&ch.consent.id).map(|i| i.0).unwrap_or_default();
                 let prev = within.get(&id).copied().or_else(|| locator.get(id_key(id)));
+                if only_new && prev.is_some() {
+                    continue;
+                }
                 let at = enc.consent(ch, prev).map_err(|e| log_err(&self.path, e))?;
                 let offset = w.len + FRAME_HEADER as u64 + at as u64;
+                written.push((i, offset));
                 within.insert(id, offset);
                 offsets.push((id, offset));
             }
         }
         let (added, payload) = (enc.added, enc.payload);
         drop(names);
+        if written.is_empty() {
+            return Ok(written);
+        }
         let len = u32::try_from(payload.len()).ok().filter(|l| *l <= MAX_FRAME);
         let len = len.ok_or_else(|| log_err(&self.path, "a batch over 1 GiB: import in smaller batches"))?;
         let mut frame = Vec::with_capacity(FRAME_HEADER + payload.len());
@@ -715,8 +741,8 @@ impl ConsentLog {
         frame.extend_from_slice(&crc(&self.identity, w.len, &payload).to_le_bytes());
         frame.extend_from_slice(&payload);
         let start = w.len;
-        let written = w.file.write_all_at(&frame, start).and_then(|()| w.file.sync_data());
-        if let Err(e) = written {
+        let synced = w.file.write_all_at(&frame, start).and_then(|()| w.file.sync_data());
+        if let Err(e) = synced {
             // Leave no half frame behind: the next start would take it for a torn write, but
             // later frames would make it damage.
             if w.file.set_len(start).and_then(|()| w.file.sync_data()).is_err() {
@@ -740,7 +766,7 @@ impl ConsentLog {
         for (id, offset) in offsets {
             locator.set(id_key(id), offset);
         }
-        Ok(())
+        Ok(written)
     }
 
     /// The record at `offset` (a consent record's tag byte).

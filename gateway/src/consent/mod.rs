@@ -321,29 +321,22 @@ impl ConsentStore {
         }
     }
 
-    /// Writes many consents with their events (each at its `given_at_ms`), durable — all of
-    /// them or none — when it returns.
-    fn put_many(&self, consents: &[Consent], event: &str, actor: &str) -> Result<(), StoreError> {
+    /// Writes the consents among `consents` whose id the store does not hold yet, each with
+    /// its event (at its `given_at_ms`), durable — all of them or none — when it returns; an
+    /// import never writes over a consent that exists (it may have been revoked since).
+    /// Returns the consents written: their indices, and on the log the offsets of their records.
+    fn put_new(&self, consents: &[Consent], event: &str, actor: &str) -> Result<Vec<(usize, u64)>, StoreError> {
         match self {
             ConsentStore::Log(l) => {
                 let changes: Vec<log::Change<'_>> =
                     consents.iter().map(|c| log::Change { consent: c, event, at_ms: c.given_at_ms, actor }).collect();
-                l.append(&changes)
+                l.append_new(&changes)
             }
             ConsentStore::Postgres(p) => {
                 let events: Vec<String> =
                     consents.iter().map(|c| event_json(c, event, c.given_at_ms, actor).to_string()).collect();
-                p.consent_put(consents, &events)
+                Ok(p.consent_put_new(consents, &events)?.into_iter().map(|i| (i, 0)).collect())
             }
-        }
-    }
-
-    /// Whether the consent log holds this id (without reading it); always false on the
-    /// shared store, whose writes replace a consent of the same id.
-    pub fn contains(&self, id: &str) -> bool {
-        match self {
-            ConsentStore::Log(l) => l.contains(id),
-            ConsentStore::Postgres(_) => false,
         }
     }
 
@@ -692,17 +685,32 @@ impl Registry {
         Ok(())
     }
 
-    /// Records many consents (a migration, a load test) with one flush at the end; durable and
-    /// indexed when it returns.
-    pub fn import(&self, consents: &[Consent], actor: &str) -> Result<(), ChangeError> {
+    /// Records many consents (a migration, a load test) in one durable write — those whose id
+    /// the store does not hold yet: a consent imported before is not written over, whatever
+    /// happened to it since. Durable and indexed when it returns; returns how many were new.
+    pub fn import(&self, consents: &[Consent], actor: &str) -> Result<usize, ChangeError> {
         let _changing = self.change()?;
-        self.store.put_many(consents, "imported", actor)?;
-        for c in consents {
+        let written = self.store.put_new(consents, "imported", actor)?;
+        for &(i, offset) in &written {
+            let c = &consents[i];
             let mut shard =
                 self.shard_for(&c.subject).write().map_err(|_| ChangeError::Invalid("index poisoned".into()))?;
-            self.index_into(&mut shard, c);
+            // The consent is in the store before it is in the index: a change made in between
+            // (a revocation, under this shard's lock) is newer than what was imported, and the
+            // index takes the store's latest state. (On the shared store that change's
+            // notification refreshes the index.)
+            match &self.store {
+                ConsentStore::Log(log)
+                    if ConsentId::parse(&c.id).and_then(|id| log.latest_offset(id)) != Some(offset) =>
+                {
+                    if let Some(latest) = self.store.get(&c.id)? {
+                        self.index_into(&mut shard, &latest);
+                    }
+                }
+                _ => self.index_into(&mut shard, c),
+            }
         }
-        Ok(())
+        Ok(written.len())
     }
 
     /// Marks a consent revoked (durable when it returns); the next check refuses.

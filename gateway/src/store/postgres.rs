@@ -240,28 +240,48 @@ impl PgStore {
 
     /// Writes consents and their events in one transaction, announced to every replica.
     pub fn consent_put(&self, consents: &[Consent], events: &[String]) -> Result<(), StoreError> {
+        self.consent_write(consents, events, true).map(drop)
+    }
+
+    /// Writes, in one transaction announced to every replica, the consents whose id the
+    /// database does not hold yet, with their events; returns their indices in `consents`.
+    pub fn consent_put_new(&self, consents: &[Consent], events: &[String]) -> Result<Vec<usize>, StoreError> {
+        let written: std::collections::HashSet<String> =
+            self.consent_write(consents, events, false)?.into_iter().collect();
+        Ok(consents.iter().enumerate().filter(|(_, c)| written.contains(&c.id)).map(|(i, _)| i).collect())
+    }
+
+    /// Writes consents (over those of the same id with `replace`, else only those the
+    /// database lacks) and the events of those written; returns the ids written.
+    fn consent_write(&self, consents: &[Consent], events: &[String], replace: bool) -> Result<Vec<String>, StoreError> {
         let ids: Vec<String> = consents.iter().map(|c| c.id.clone()).collect();
         let subjects: Vec<String> = consents.iter().map(|c| c.subject.clone()).collect();
         let docs: Vec<Vec<u8>> = consents.iter().map(|c| serde_json::to_vec(c).unwrap_or_default()).collect();
         let evs: Vec<Vec<u8>> = events.iter().map(|e| e.clone().into_bytes()).collect();
+        let conflict = if replace {
+            "DO UPDATE SET subject = EXCLUDED.subject, document = EXCLUDED.document, seq = nextval('consent_seq')"
+        } else {
+            "DO NOTHING"
+        };
+        let insert = format!(
+            "INSERT INTO consents (id, subject, document) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
+             ON CONFLICT (id) {conflict} RETURNING id, seq"
+        );
         self.call(move |c| {
             Box::pin(async move {
                 let tx = c.transaction().await?;
                 // Numbers taken under the lock, held to the commit: they follow the commit order.
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CONSENT_LOCK]).await?;
-                let rows = tx
-                    .query(
-                        "INSERT INTO consents (id, subject, document) \
-                         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
-                         ON CONFLICT (id) DO UPDATE SET subject = EXCLUDED.subject, document = EXCLUDED.document, \
-                         seq = nextval('consent_seq') \
-                         RETURNING id, seq",
-                        &[&ids, &subjects, &docs],
-                    )
-                    .await?;
+                let rows = tx.query(&insert, &[&ids, &subjects, &docs]).await?;
+                let written: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+                // One event per consent written (an id twice in a batch is written once).
+                let mut keep: std::collections::HashSet<&str> = written.iter().map(String::as_str).collect();
+                let (ev_ids, ev_docs): (Vec<&String>, Vec<&Vec<u8>>) =
+                    ids.iter().zip(&evs).filter(|(id, _)| replace || keep.remove(id.as_str())).unzip();
                 tx.execute(
                     "INSERT INTO consent_events (consent_id, event) SELECT * FROM unnest($1::text[], $2::bytea[])",
-                    &[&ids, &evs],
+                    &[&ev_ids, &ev_docs],
                 )
                 .await?;
                 if rows.len() <= NOTIFY_EACH_UP_TO {
@@ -274,7 +294,7 @@ impl PgStore {
                     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("consents {last}")]).await?;
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(written)
             })
         })
     }
