@@ -58,7 +58,7 @@ fn main() {
     };
     let took = started.elapsed().as_secs_f64();
     println!(
-        "{mode}: index of {} keys ready in {took:.2} s ({}; the store opened in {opened:.2} s); RSS {before} MiB before, {} MiB after",
+        "{mode}: index of {} consents ready in {took:.2} s ({}; the store opened in {opened:.2} s); RSS {before} MiB before, {} MiB after",
         registry.len(),
         if registry.from_image() { "read from its image" } else { "built from the store" },
         testkit::rss_kib() / 1024

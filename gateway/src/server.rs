@@ -410,7 +410,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         // Nothing changes consents any more: leave the index's image for the next start.
         let saved = tokio::task::spawn_blocking(move || registry.save_image()).await;
         match saved.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-            Ok(Some(keys)) => tracing::info!(keys, "consent index image written"),
+            Ok(Some(consents)) => tracing::info!(consents, "consent index image written"),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "consent index image not written; the next start rebuilds the index"),
         }

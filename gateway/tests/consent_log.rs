@@ -286,3 +286,55 @@ fn consents_kept_in_sled_by_an_earlier_version_move_to_the_log_once() {
     assert!(err.contains(&ConsentId(77).to_text()) && err.contains("which the log lacks"), "{err}");
     assert!(store.db().tree_names().iter().any(|t| t.as_ref() == b"consents"), "nothing dropped");
 }
+
+/// Several consents of one person for one recipient (other services, a revoked one and a
+/// later one for the same service) are each answered for, also after a rebuild.
+#[test]
+fn several_consents_of_one_person_for_one_recipient_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = policies::ids::Kbo::parse(BANK).unwrap();
+    let niss = gateway::audit::generate::Plan::person(3);
+    let subject = person(3);
+    let mut pensions = sample(1, &subject, BANK);
+    pensions.valid_until_ms = 1_850_000_000_000;
+    let mut contact = sample(2, &subject, BANK);
+    contact.service = "vlaanderen.contact".into();
+    contact.purpose = "CONTACT".into();
+    let mut later = sample(3, &subject, BANK);
+    later.valid_until_ms = 1_950_000_000_000;
+    let ask =
+        |r: &Registry, service: &str, purpose: &str, now: u64| r.check(niss, bank, None, service, purpose, now, None);
+    for reopen in [false, true] {
+        let (_store, r) = open(dir.path());
+        if !reopen {
+            r.import(&[pensions.clone(), contact.clone()], "t").unwrap();
+        }
+        let now = 1_800_000_000_000;
+        if !reopen {
+            assert_eq!(ask(&r, "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", now), Ok(ConsentId(1)));
+            r.revoke(&pensions.id, now, "t").unwrap();
+        }
+        if !reopen {
+            assert_eq!(
+                ask(&r, "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", now + 1),
+                Err(gateway::consent::Denial::Revoked)
+            );
+        }
+        assert_eq!(ask(&r, "vlaanderen.contact", "CONTACT", now + 1), Ok(ConsentId(2)));
+        if !reopen {
+            r.give(&later, "t").unwrap();
+        }
+        assert_eq!(
+            ask(&r, "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", now + 1),
+            Ok(ConsentId(3)),
+            "the later one"
+        );
+        assert_eq!(
+            ask(&r, "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", 1_960_000_000_000),
+            Err(gateway::consent::Denial::Revoked)
+        );
+        assert_eq!(ask(&r, "vlaanderen.contact", "OTHER", now), Err(gateway::consent::Denial::Missing));
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.of_subject(&subject).unwrap().len(), 3);
+    }
+}

@@ -11,10 +11,9 @@
 //!
 //! Format (little-endian): `PCIMAGE2`; the log's identity (16 bytes) and length (`u64`); the
 //! interned names (`u32` count, then per name its `u32` id, `u16` length and UTF-8 bytes); the
-//! slots (`u64` count, then per slot the subject and recipient keys as `u64`, a `u16` entry
-//! count and that many 37-byte entries: service and purpose ids `u32`, validity end `u64`, the
-//! consent id's halves `u64` twice, the day of the last validation `u32`, revoked `u8`); then
-//! the SHA-256 of everything before it.
+//! cells (`u64` count, then per consent 40 bytes: the id's halves `u64` twice, the subject with
+//! the day of the last validation and the revoked flag `u64`, validity end `u64`, recipient
+//! `u32`, service and purpose `u16`); then the SHA-256 of everything before it.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -22,10 +21,10 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{Entry, Names, SHARDS, Shard, shard_of};
+use super::{Cell, Names, SHARDS, Shard, shard_of};
 
-const MAGIC: &[u8; 8] = b"PCIMAGE2";
-const ENTRY: usize = 37;
+const MAGIC: &[u8; 8] = b"PCIMAGE3";
+const CELL: usize = 40;
 
 /// A writer that hashes what it writes.
 struct Hashing<W: Write> {
@@ -79,32 +78,31 @@ impl<R: Read> Hashed<R> {
     }
 }
 
-fn entry_bytes(e: &Entry) -> [u8; ENTRY] {
-    let mut b = [0u8; ENTRY];
-    b[0..4].copy_from_slice(&e.service.to_le_bytes());
-    b[4..8].copy_from_slice(&e.purpose.to_le_bytes());
-    b[8..16].copy_from_slice(&e.valid_until_ms.to_le_bytes());
-    b[16..24].copy_from_slice(&e.id[0].to_le_bytes());
-    b[24..32].copy_from_slice(&e.id[1].to_le_bytes());
-    b[32..36].copy_from_slice(&e.validated_day.to_le_bytes());
-    b[36] = u8::from(e.revoked);
+fn cell_bytes(c: &Cell) -> [u8; CELL] {
+    let mut b = [0u8; CELL];
+    b[0..8].copy_from_slice(&c.id[0].to_le_bytes());
+    b[8..16].copy_from_slice(&c.id[1].to_le_bytes());
+    b[16..24].copy_from_slice(&c.subject_day.to_le_bytes());
+    b[24..32].copy_from_slice(&c.valid_until_ms.to_le_bytes());
+    b[32..36].copy_from_slice(&c.recipient.to_le_bytes());
+    b[36..38].copy_from_slice(&c.service.to_le_bytes());
+    b[38..40].copy_from_slice(&c.purpose.to_le_bytes());
     b
 }
 
-fn entry_of(b: &[u8; ENTRY]) -> Entry {
-    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+fn cell_of(b: &[u8; CELL]) -> Cell {
     let u64_at = |i: usize| {
         let mut a = [0u8; 8];
         a.copy_from_slice(&b[i..i + 8]);
         u64::from_le_bytes(a)
     };
-    Entry {
-        service: u32_at(0),
-        purpose: u32_at(4),
-        valid_until_ms: u64_at(8),
-        id: [u64_at(16), u64_at(24)],
-        validated_day: u32_at(32),
-        revoked: b[36] != 0,
+    Cell {
+        id: [u64_at(0), u64_at(8)],
+        subject_day: u64_at(16),
+        valid_until_ms: u64_at(24),
+        recipient: u32::from_le_bytes([b[32], b[33], b[34], b[35]]),
+        service: u16::from_le_bytes([b[36], b[37]]),
+        purpose: u16::from_le_bytes([b[38], b[39]]),
     }
 }
 
@@ -131,17 +129,11 @@ pub(super) fn write(path: &Path, state: ([u8; 16], u64), names: &Names, shards: 
         w.write_all(&len.to_le_bytes())?;
         w.write_all(name.as_bytes())?;
     }
-    let slots: u64 = shards.iter().map(|s| s.len() as u64).sum();
-    w.write_all(&slots.to_le_bytes())?;
+    let cells: u64 = shards.iter().map(|s| s.len() as u64).sum();
+    w.write_all(&cells.to_le_bytes())?;
     for shard in shards {
-        for slot in shard.table.iter() {
-            let n = u16::try_from(slot.iter().count()).map_err(|_| invalid("over 65,535 consents in one slot"))?;
-            w.write_all(&slot.subject.to_le_bytes())?;
-            w.write_all(&slot.recipient.to_le_bytes())?;
-            w.write_all(&n.to_le_bytes())?;
-            for e in slot.iter() {
-                w.write_all(&entry_bytes(e))?;
-            }
+        for cell in shard.table.iter() {
+            w.write_all(&cell_bytes(cell))?;
         }
     }
     let digest: [u8; 32] = w.hash.finalize_reset().into();
@@ -176,18 +168,18 @@ pub(super) fn read(path: &Path, state: ([u8; 16], u64)) -> std::io::Result<Optio
         names.ids.insert(name.into_boxed_str(), id);
     }
     let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::default()).collect();
-    let slots = r.u64()?;
-    // Each slot takes at least 18 + 37 bytes: a count the file cannot hold is damage.
-    if slots > len / 55 {
+    let cells = r.u64()?;
+    // A count the file cannot hold is damage.
+    if cells > len / CELL as u64 {
         return Ok(None);
     }
-    for _ in 0..slots {
-        let subject = r.u64()?;
-        let recipient = r.u64()?;
-        for _ in 0..r.u16()? {
-            let e = entry_of(&r.exact::<ENTRY>()?);
-            shards[shard_of(subject)].upsert(subject, recipient, e);
-        }
+    let per_shard = cells as usize / SHARDS;
+    for shard in &mut shards {
+        shard.reserve(per_shard + per_shard / 8 + 16);
+    }
+    for _ in 0..cells {
+        let cell = cell_of(&r.exact::<CELL>()?);
+        shards[shard_of(cell.subject())].insert(cell);
     }
     let digest: [u8; 32] = r.hash.finalize().into();
     let mut stored = [0u8; 32];

@@ -119,16 +119,16 @@ impl Locator {
     /// From every consent record's `[id high, id low, offset]` in any order: the latest per id.
     fn build(mut all: Vec<[u64; 3]>) -> Self {
         all.sort_unstable();
-        // Sorted by id then offset: keep each id's last.
-        let mut sorted: Vec<[u64; 3]> = Vec::with_capacity(all.len());
-        for e in all {
-            match sorted.last_mut() {
-                Some(last) if last[..2] == e[..2] => *last = e,
-                _ => sorted.push(e),
+        // Sorted by id then offset: keep each id's last, in place (no second array).
+        all.dedup_by(|later, kept| {
+            let same = later[..2] == kept[..2];
+            if same {
+                kept[2] = later[2];
             }
-        }
-        sorted.shrink_to_fit();
-        Locator { sorted, recent: FxHashMap::default() }
+            same
+        });
+        all.shrink_to_fit();
+        Locator { sorted: all, recent: FxHashMap::default() }
     }
 
     fn find(&self, id: [u64; 2]) -> Result<usize, usize> {

@@ -107,6 +107,7 @@ impl ConsentId {
     }
 }
 
+/// A consent as the index keeps it, before it is packed into its [`Cell`].
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     service: u32,
@@ -117,12 +118,6 @@ struct Entry {
     /// The day (since 1970-01-01) the citizen last validated it.
     validated_day: u32,
     revoked: bool,
-}
-
-impl Entry {
-    fn id(&self) -> ConsentId {
-        ConsentId(u128::from(self.id[0]) << 64 | u128::from(self.id[1]))
-    }
 }
 
 fn halves(id: ConsentId) -> [u64; 2] {
@@ -141,68 +136,113 @@ fn kind_key(kind: OrgKind) -> u64 {
     (1 << 63) | kind as u64
 }
 
-/// The consents of one (subject, recipient) with their key, in exactly one cache line: nearly
-/// always one consent, kept inline, so a hit reads the table's control bytes and this line
-/// and follows no pointer. (With the key beside an 80-byte value, as a map stores them, a
-/// bucket straddled two lines and a hit cost two to three memory misses with a million
-/// consents.)
-#[derive(Debug, Clone)]
-#[repr(C, align(64))]
-struct Slot {
-    subject: u64,
-    recipient: u64,
-    first: Entry,
-    /// A thin pointer (a boxed slice's would be two words and push the slot past a line).
-    #[allow(clippy::box_collection)]
-    more: Option<Box<Vec<Entry>>>,
+/// A recipient key in 32 bits: an enterprise number is below 2 × 10⁹ (its first digit is 0
+/// or 1), so below 2³¹; a kind sets the high bit.
+fn pack_recipient(key: u64) -> u32 {
+    if key >> 63 == 1 { 0x8000_0000 | (key as u32 & 0x7fff_ffff) } else { key as u32 & 0x7fff_ffff }
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+const SUBJECT_BITS: u32 = 40;
+const REVOKED_BIT: u64 = 1 << 63;
 
-impl Slot {
-    fn iter(&self) -> impl Iterator<Item = &Entry> {
-        std::iter::once(&self.first).chain(self.more.iter().flat_map(|m| m.iter()))
-    }
+/// One consent in the index, with its key, in 40 bytes: the id, the subject (NISS, 37 bits)
+/// with the day of the last validation (16 bits, to 2149) and the revoked flag in one word, the
+/// end of validity (ms), the recipient (32 bits), service and purpose (interned, 16 bits). A
+/// (subject, recipient) with several consents has several cells; a hit reads the table's
+/// control bytes and one or two adjacent cache lines, and follows no pointer. (64-byte slots
+/// holding a first consent inline took 107 bytes a consent at ten million, at the table's
+/// load there; cells take 69.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cell {
+    id: [u64; 2],
+    subject_day: u64,
+    valid_until_ms: u64,
+    recipient: u32,
+    service: u16,
+    purpose: u16,
+}
 
-    fn upsert(&mut self, e: Entry) {
-        if self.first.id == e.id {
-            self.first = e;
-        } else if let Some(x) = self.more.iter_mut().flat_map(|m| m.iter_mut()).find(|x| x.id == e.id) {
-            *x = e;
-        } else {
-            self.more.get_or_insert_default().push(e);
+const _: () = assert!(std::mem::size_of::<Cell>() == 40);
+
+impl Cell {
+    fn new(subject: u64, recipient: u64, e: &Entry) -> Cell {
+        let day = u64::from(e.validated_day.min(u32::from(u16::MAX)));
+        Cell {
+            id: e.id,
+            subject_day: (subject & ((1 << SUBJECT_BITS) - 1))
+                | day << SUBJECT_BITS
+                | if e.revoked { REVOKED_BIT } else { 0 },
+            valid_until_ms: e.valid_until_ms,
+            recipient: pack_recipient(recipient),
+            service: u16::try_from(e.service).unwrap_or(u16::MAX),
+            purpose: u16::try_from(e.purpose).unwrap_or(u16::MAX),
         }
     }
+
+    fn subject(&self) -> u64 {
+        self.subject_day & ((1 << SUBJECT_BITS) - 1)
+    }
+
+    fn validated_day(&self) -> u64 {
+        (self.subject_day >> SUBJECT_BITS) & 0xffff
+    }
+
+    fn revoked(&self) -> bool {
+        self.subject_day & REVOKED_BIT != 0
+    }
+
+    fn id(&self) -> ConsentId {
+        ConsentId(u128::from(self.id[0]) << 64 | u128::from(self.id[1]))
+    }
+
+    fn hash(&self) -> u64 {
+        cell_hash(self.subject(), self.recipient)
+    }
 }
 
-/// One shard of the index: slots in an open-addressing table (hashbrown's), 64-byte aligned.
+/// One shard of the index: cells in an open-addressing table (hashbrown's), several per key
+/// where a person gave a recipient several consents.
 #[derive(Debug, Default)]
 struct Shard {
-    table: hashbrown::HashTable<Slot>,
+    table: hashbrown::HashTable<Cell>,
 }
 
-fn slot_hash(subject: u64, recipient: u64) -> u64 {
+fn cell_hash(subject: u64, recipient: u32) -> u64 {
     use std::hash::BuildHasher as _;
     rustc_hash::FxBuildHasher.hash_one((subject, recipient))
 }
 
 impl Shard {
-    fn get(&self, key: &(u64, u64)) -> Option<&Slot> {
-        self.table.find(slot_hash(key.0, key.1), |s| (s.subject, s.recipient) == *key)
+    /// The consents of `subject` for `recipient` (a key as [`recipient_key`] makes it).
+    fn cells(&self, subject: u64, recipient: u64) -> impl Iterator<Item = &Cell> {
+        let recipient = pack_recipient(recipient);
+        self.table
+            .iter_hash(cell_hash(subject, recipient))
+            .filter(move |c| c.recipient == recipient && c.subject() == subject)
     }
 
     fn upsert(&mut self, subject: u64, recipient: u64, e: Entry) {
-        let hash = slot_hash(subject, recipient);
-        match self.table.find_mut(hash, |s| (s.subject, s.recipient) == (subject, recipient)) {
-            Some(slot) => slot.upsert(e),
+        let cell = Cell::new(subject, recipient, &e);
+        let hash = cell.hash();
+        match self.table.find_mut(hash, |c| c.id == cell.id && c.recipient == cell.recipient && c.subject() == subject)
+        {
+            Some(c) => *c = cell,
             None => {
-                self.table.insert_unique(hash, Slot { subject, recipient, first: e, more: None }, |s| {
-                    slot_hash(s.subject, s.recipient)
-                });
+                self.table.insert_unique(hash, cell, Cell::hash);
             }
         }
     }
 
+    /// Puts a cell read from an image (no two of them are the same consent).
+    fn insert(&mut self, cell: Cell) {
+        self.table.insert_unique(cell.hash(), cell, Cell::hash);
+    }
+
+    fn reserve(&mut self, more: usize) {
+        self.table.reserve(more, Cell::hash);
+    }
+
+    /// How many consents.
     fn len(&self) -> usize {
         self.table.len()
     }
@@ -487,7 +527,7 @@ impl Registry {
                     r.shards = shards.into_iter().map(RwLock::new).collect();
                     r.from_image = true;
                     tracing::info!(
-                        keys = r.len(),
+                        consents = r.len(),
                         ms = started.elapsed().as_millis() as u64,
                         "consent index read from its image"
                     );
@@ -508,8 +548,8 @@ impl Registry {
     }
 
     /// Writes the index's image, naming the log and its length, for the next start; at a
-    /// clean stop. No change is in flight while it is written. Returns the (subject,
-    /// recipient) keys written, or `None` without an image path or a log for it.
+    /// clean stop. No change is in flight while it is written. Returns the consents written,
+    /// or `None` without an image path or a log for it.
     pub fn save_image(&self) -> Result<Option<usize>, StoreError> {
         let (ConsentStore::Log(log), Some(path)) = (&self.store, &self.image) else { return Ok(None) };
         let _quiet = self.changing.write().unwrap_or_else(|p| p.into_inner());
@@ -533,12 +573,7 @@ impl Registry {
             ConsentStore::Log(log) => {
                 let Ok(niss) = Niss::parse(subject) else { return Ok(Vec::new()) };
                 let ids: Vec<ConsentId> = match self.shards[shard_of(niss.as_u64())].read() {
-                    Ok(shard) => shard
-                        .table
-                        .iter()
-                        .filter(|slot| slot.subject == niss.as_u64())
-                        .flat_map(|slot| slot.iter().map(Entry::id))
-                        .collect(),
+                    Ok(shard) => shard.table.iter().filter(|c| c.subject() == niss.as_u64()).map(Cell::id).collect(),
                     Err(_) => Vec::new(),
                 };
                 let mut v = Vec::with_capacity(ids.len());
@@ -574,7 +609,7 @@ impl Registry {
         let per_shard = log.consents() / SHARDS;
         for shard in self.shards.iter() {
             if let Ok(mut s) = shard.write() {
-                s.table.reserve(per_shard + per_shard / 8 + 16, |s| slot_hash(s.subject, s.recipient));
+                s.reserve(per_shard + per_shard / 8 + 16);
             }
         }
         // The log's name number → the index's (None: not mapped yet), and kinds by name.
@@ -653,6 +688,12 @@ impl Registry {
         let Ok(_writer) = self.names_write.lock() else { return u32::MAX };
         let mut names = Names::clone(&self.names.load());
         let next = names.ids.len() as u32;
+        // A cell holds a name in 16 bits, u16::MAX meaning none: past that, a name is not
+        // interned and its consents match nothing (refused, never wrongly permitted).
+        if next >= u32::from(u16::MAX) && names.get(s).is_none() {
+            tracing::error!("over 65,534 service and purpose names: consents for a new one cannot be indexed");
+            return u32::MAX;
+        }
         let id = *names.ids.entry(s.into()).or_insert(next);
         self.names.store(Arc::new(names));
         id
@@ -776,20 +817,22 @@ impl Registry {
             return Err(Denial::Missing);
         };
         drop(names);
+        // Names past 16 bits are never in a cell (see `intern`).
+        let (Ok(service), Ok(purpose)) = (u16::try_from(service), u16::try_from(purpose)) else {
+            return Err(Denial::Missing);
+        };
         let Ok(shard) = self.shards[shard_of(subject.as_u64())].read() else { return Err(Denial::Missing) };
         let mut denial = Denial::Missing;
         let keys = [Some(recipient.as_u64()), kind.map(kind_key)];
         for key in keys.into_iter().flatten() {
-            let Some(slot) = shard.get(&(subject.as_u64(), key)) else { continue };
-            for e in slot.iter().filter(|e| e.service == service && e.purpose == purpose) {
-                if e.revoked {
+            for e in shard.cells(subject.as_u64(), key).filter(|e| e.service == service && e.purpose == purpose) {
+                if e.revoked() {
                     denial = Denial::Revoked;
                 } else if now_ms >= e.valid_until_ms {
                     if denial == Denial::Missing {
                         denial = Denial::Expired;
                     }
-                } else if revalidate_days.is_some_and(|d| now_ms / DAY_MS >= u64::from(e.validated_day) + u64::from(d))
-                {
+                } else if revalidate_days.is_some_and(|d| now_ms / DAY_MS >= e.validated_day() + u64::from(d)) {
                     if matches!(denial, Denial::Missing | Denial::Expired) {
                         denial = Denial::RevalidationDue;
                     }
@@ -801,7 +844,7 @@ impl Registry {
         Err(denial)
     }
 
-    /// How many (subject, recipient) keys the index holds.
+    /// How many consents the index holds.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().map_or(0, |s| s.len())).sum()
     }
