@@ -780,8 +780,12 @@ impl ConsentLog {
             return Err(bad("not a consent record".into()));
         }
         let mut c = Cursor { b: &head[..n], at: 1 };
-        let len = c.varint().map_err(bad)? as usize;
-        let mut body = vec![0u8; len];
+        let len = c.varint().map_err(bad)?;
+        // Checked when the log was opened; a length the log cannot hold is damage since.
+        if len > end.saturating_sub(offset) {
+            return Err(bad(format!("a record of {len} bytes past the log's end")));
+        }
+        let mut body = vec![0u8; len as usize];
         self.file.read_exact_at(&mut body, offset + c.at as u64).map_err(|e| bad(e.to_string()))?;
         let names = self.names.read().map_err(|_| bad("names poisoned".into()))?;
         decode(&body, &names).map_err(bad)
