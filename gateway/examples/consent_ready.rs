@@ -6,7 +6,7 @@
 //! cargo run --release -p gateway --example consent_ready -- prepare 1000000   # import, once
 //! cargo run --release -p gateway --example consent_ready -- image 1000000     # open from the image
 //! cargo run --release -p gateway --example consent_ready -- rebuild 1000000   # open from the store
-//! cargo run --release -p gateway --example consent_ready -- each 1000000      # then read every consent
+//! cargo run --release -p gateway --example consent_ready -- each 1000000      # every consent read; those due
 //! ```
 //!
 //! `prepare` imports N synthetic consents into `/tmp/passerelle-consent-ready-N` (kept), opens
@@ -70,6 +70,14 @@ fn main() {
         let mut due = 0usize;
         let n = registry.store().each(|c| due += usize::from(c.last_validated_ms < 1_750_000_000_000)).unwrap();
         println!("each: {n} consents read from the store in {:.2} s", started.elapsed().as_secs_f64());
+        // What it does now: the index's cells, then the 100 most overdue read from the store.
+        let started = Instant::now();
+        let (first, total) = registry.due(&[("sigedis.pensions", 365)], 1_800_000_000_000, 100).unwrap();
+        println!(
+            "due: {total} due found in the index, {} read, in {:.2} s",
+            first.len(),
+            started.elapsed().as_secs_f64()
+        );
         return;
     }
     if mode != "rebuild" {

@@ -338,3 +338,37 @@ fn several_consents_of_one_person_for_one_recipient_are_told_apart() {
         assert_eq!(r.of_subject(&subject).unwrap().len(), 3);
     }
 }
+
+/// The consents due for re-validation come from the index: not revoked, validated a period
+/// ago or more, the most overdue first, at most `limit`, with how many are due in all.
+#[test]
+fn the_consents_due_are_the_most_overdue_of_the_index() {
+    const DAY: u64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, r) = open(dir.path());
+    let now = 20_000 * DAY;
+    // Consent j was last validated 300 + 3j days ago (j = 0..40).
+    let batch: Vec<Consent> = (0..40u64)
+        .map(|j| {
+            let mut c = sample(u128::from(j) + 1, &person(j), BANK);
+            c.last_validated_ms = now - (300 + 3 * j) * DAY;
+            c
+        })
+        .collect();
+    r.import(&batch, "t").unwrap();
+    r.revoke(&batch[39].id, now, "t").unwrap();
+    let mut other = sample(100, &person(100), BANK);
+    other.service = "vlaanderen.contact".into();
+    other.last_validated_ms = now - 900 * DAY;
+    r.give(&other, "t").unwrap();
+    // Due after 365 days: 300 + 3j >= 365 from j = 22 to 38 (39 revoked); the other service is
+    // not asked for.
+    let (first, total) = r.due(&[("sigedis.pensions", 365)], now, 5).unwrap();
+    assert_eq!(total, 17);
+    let ids: Vec<String> = first.iter().map(|c| c.id.clone()).collect();
+    let expect: Vec<String> = [38u64, 37, 36, 35, 34].iter().map(|j| batch[*j as usize].id.clone()).collect();
+    assert_eq!(ids, expect, "the most overdue first");
+    let (all, _) = r.due(&[("sigedis.pensions", 365), ("vlaanderen.contact", 365)], now, 100).unwrap();
+    assert_eq!(all.len(), 18);
+    assert_eq!(all[0].id, other.id);
+}

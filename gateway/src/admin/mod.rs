@@ -835,24 +835,28 @@ impl ControlPlane {
         let Some(rule) = model.sources.iter().find(|s| s.id == source).and_then(|s| s.revalidation) else {
             return Err(refuse(Code::RequestInvalid, format!("source '{source}' sets no re-validation of consents")));
         };
-        let services: Vec<String> =
-            model.services.iter().filter(|s| s.source == source).map(|s| s.id.clone()).collect();
         let snapshot = self.policy.current();
+        let services: Vec<(String, u32)> = model
+            .services
+            .iter()
+            .filter(|s| s.source == source)
+            .filter_map(|s| snapshot.service(&s.id).and_then(|(_, s)| s.revalidation).map(|r| (s.id.clone(), r.days)))
+            .collect();
         let now = self.policy.now_ms();
         let (due, total) = self
             .read_consents("listing failed", move |registry| {
                 let store = registry.store();
-                let mut due = Vec::new();
-                let mut total = 0usize;
-                store.each(|c| {
-                    let r = revalidation(&snapshot, c, now);
-                    if services.contains(&c.service) && r["due"] == true {
-                        total += 1;
-                        if due.len() < limit {
-                            due.push((c.clone(), r));
-                        }
-                    }
-                })?;
+                let periods: Vec<(&str, u32)> = services.iter().map(|(s, d)| (s.as_str(), *d)).collect();
+                let (found, total) = registry.due(&periods, now, limit)?;
+                // Read again from the store: shown only if still due as the store has it.
+                let due: Vec<_> = found
+                    .into_iter()
+                    .map(|c| {
+                        let r = revalidation(&snapshot, &c, now);
+                        (c, r)
+                    })
+                    .filter(|(_, r)| r["due"] == true)
+                    .collect();
                 let mut out = Vec::with_capacity(due.len());
                 for (c, r) in due {
                     let invited = store

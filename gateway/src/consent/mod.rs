@@ -844,6 +844,48 @@ impl Registry {
         Err(denial)
     }
 
+    /// The consents whose re-validation is due at `now_ms`, among `services` (each with its
+    /// re-validation period in days): not revoked, last validated that many days ago or more.
+    /// They are found in the index, without reading the store; the `limit` most overdue are then
+    /// read from the store (oldest validation first, then by id). Returns them with how many
+    /// are due in all.
+    pub fn due(
+        &self,
+        services: &[(&str, u32)],
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<Consent>, usize), StoreError> {
+        let names = self.names.load();
+        let periods: Vec<(u16, u64)> = services
+            .iter()
+            .filter_map(|(s, days)| names.get(s).and_then(|i| u16::try_from(i).ok()).map(|i| (i, u64::from(*days))))
+            .collect();
+        drop(names);
+        let today = now_ms / DAY_MS;
+        let mut total = 0usize;
+        // The `limit` most overdue so far: a max-heap whose top is the least overdue kept.
+        let mut heap: std::collections::BinaryHeap<(u64, [u64; 2])> = std::collections::BinaryHeap::new();
+        for shard in self.shards.iter() {
+            let Ok(shard) = shard.read() else { continue };
+            for c in shard.table.iter().filter(|c| !c.revoked()) {
+                let Some((_, days)) = periods.iter().find(|(s, _)| *s == c.service) else { continue };
+                if today >= c.validated_day() + days {
+                    total += 1;
+                    heap.push((c.validated_day(), c.id));
+                    if heap.len() > limit {
+                        heap.pop();
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(heap.len());
+        for (_, id) in heap.into_sorted_vec() {
+            let id = ConsentId(u128::from(id[0]) << 64 | u128::from(id[1]));
+            out.extend(self.store.get(&id.to_text())?);
+        }
+        Ok((out, total))
+    }
+
     /// How many consents the index holds.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().map_or(0, |s| s.len())).sum()
