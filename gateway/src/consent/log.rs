@@ -63,7 +63,6 @@ fn log_err(path: &Path, what: impl std::fmt::Display) -> StoreError {
 /// What opening the log found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recovery {
-    pub frames: u64,
     pub records: u64,
     pub consents: usize,
     /// Bytes of an unfinished last frame, cut off.
@@ -372,10 +371,7 @@ fn name_id(c: &mut Cursor<'_>) -> Result<u32, String> {
 
 fn decode_indexed(body: &[u8]) -> Result<Indexed, String> {
     let mut c = Cursor { b: body, at: 0 };
-    for _ in 0..4 {
-        c.varint()?;
-    }
-    let id = u128::from_be_bytes(c.bytes(16)?.try_into().map_err(|_| "record cut short")?);
+    let id = read_id(&mut c)?;
     let subject = digits_value(&mut c)?;
     let recipient = match c.u8()? {
         0 => Ok(digits_value(&mut c)?),
@@ -408,17 +404,20 @@ struct Record {
 }
 
 fn id_key(id: u128) -> [u64; 2] {
-    [(id >> 64) as u64, id as u64]
+    ConsentId(id).halves()
 }
 
-/// The id of a consent record's body (it follows four numbers).
-fn record_id(body: &[u8]) -> Result<u128, String> {
-    let mut c = Cursor { b: body, at: 0 };
+/// The id of a consent record's body, read past the four numbers before it.
+fn read_id(c: &mut Cursor<'_>) -> Result<u128, String> {
     for _ in 0..4 {
         c.varint()?;
     }
     let b: [u8; 16] = c.bytes(16)?.try_into().map_err(|_| "record cut short")?;
     Ok(u128::from_be_bytes(b))
+}
+
+fn record_id(body: &[u8]) -> Result<u128, String> {
+    read_id(&mut Cursor { b: body, at: 0 })
 }
 
 fn decode(body: &[u8], names: &Names) -> Result<Record, String> {
@@ -626,7 +625,6 @@ impl ConsentLog {
                 }
                 recovery.records += 1;
             }
-            recovery.frames += 1;
             at = base + u64::from(len);
         };
         if good < end {
@@ -663,10 +661,6 @@ impl ConsentLog {
     /// The log's identity and its durable length: what an index image was made from.
     pub fn state(&self) -> ([u8; 16], u64) {
         (self.identity, self.len.load(std::sync::atomic::Ordering::Acquire))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// How many consents the log holds.
@@ -792,8 +786,7 @@ impl ConsentLog {
     }
 
     fn latest(&self, id: &str) -> Option<u64> {
-        let id = ConsentId::parse(id)?;
-        self.locator.read().ok()?.get(id_key(id.0))
+        self.latest_offset(ConsentId::parse(id)?)
     }
 
     /// Whether the log holds a consent with this id.

@@ -105,6 +105,15 @@ impl ConsentId {
         let hex = s.strip_prefix("c-")?;
         (hex.len() == 32).then(|| u128::from_str_radix(hex, 16).ok()).flatten().map(ConsentId)
     }
+
+    /// The id as two words, high first (a `u128` field would align its holder to 16 bytes).
+    pub(crate) fn halves(self) -> [u64; 2] {
+        [(self.0 >> 64) as u64, self.0 as u64]
+    }
+
+    pub(crate) fn from_halves(h: [u64; 2]) -> Self {
+        ConsentId(u128::from(h[0]) << 64 | u128::from(h[1]))
+    }
 }
 
 /// A consent as the index keeps it, before it is packed into its [`Cell`].
@@ -118,10 +127,6 @@ struct Entry {
     /// The day (since 1970-01-01) the citizen last validated it.
     validated_day: u32,
     revoked: bool,
-}
-
-fn halves(id: ConsentId) -> [u64; 2] {
-    [(id.0 >> 64) as u64, id.0 as u64]
 }
 
 /// Recipient key in the index: an enterprise number, or a kind (high bit set).
@@ -192,7 +197,7 @@ impl Cell {
     }
 
     fn id(&self) -> ConsentId {
-        ConsentId(u128::from(self.id[0]) << 64 | u128::from(self.id[1]))
+        ConsentId::from_halves(self.id)
     }
 
     fn hash(&self) -> u64 {
@@ -324,7 +329,7 @@ impl ConsentStore {
         // stopped after its rename hold nothing the log lacks and are dropped; a consent in
         // them that the log lacks (an earlier version run on this store again) is refused,
         // never dropped.
-        if store.db().tree_names().iter().any(|t| t.as_ref() == SLED_TREES[0].as_bytes()) {
+        if has_tree(store.db(), SLED_TREES[0]) {
             for kv in store.db().open_tree(SLED_TREES[0])?.iter() {
                 let (_, v) = kv?;
                 let id = serde_json::from_slice::<Consent>(&v).map(|c| c.id).unwrap_or_default();
@@ -338,7 +343,7 @@ impl ConsentStore {
             }
         }
         for tree in SLED_TREES {
-            if store.db().tree_names().iter().any(|t| t.as_ref() == tree.as_bytes()) {
+            if has_tree(store.db(), tree) {
                 store.db().drop_tree(tree)?;
             }
         }
@@ -415,10 +420,18 @@ type Migrated = (Consent, Vec<(u64, String, String)>);
 /// The sled trees that held consents before the consent log.
 const SLED_TREES: [&str; 3] = ["consents", "consent_ids", "consent_events"];
 
+/// Whether sled has a tree of this name (opening one would create it).
+fn has_tree(db: &sled::Db, name: &str) -> bool {
+    db.tree_names().iter().any(|t| t.as_ref() == name.as_bytes())
+}
+
 /// Copies the consents and their histories from the sled trees of an earlier version into a
 /// new consent log at `path`: written beside it, synced, then renamed into place, so a stop
 /// halfway leaves no log and the next start migrates again.
 fn migrate(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
+    if !has_tree(db, SLED_TREES[0]) {
+        return Ok(());
+    }
     let consents = db.open_tree(SLED_TREES[0])?;
     if consents.is_empty() {
         return Ok(());
@@ -566,7 +579,7 @@ impl Registry {
     }
 
     /// Every consent of a subject, with revoked ones, oldest first. On the consent log, the
-    /// subject's consents are found in the index (one shard's slots) and read from the log.
+    /// subject's consents are found in the index (one shard's cells) and read from the log.
     pub fn of_subject(&self, subject: &str) -> Result<Vec<Consent>, StoreError> {
         let mut v = match &self.store {
             ConsentStore::Postgres(p) => p.consent_of_subject(subject)?,
@@ -642,7 +655,7 @@ impl Registry {
                 purpose: intern(r.purpose, &mut names),
                 valid_until_ms: r.valid_until_ms,
                 revoked: r.revoked,
-                id: halves(ConsentId(r.id)),
+                id: ConsentId(r.id).halves(),
                 validated_day: (r.last_validated_ms / DAY_MS) as u32,
             };
             if let Ok(mut shard) = self.shards[shard_of(subject)].write() {
@@ -710,7 +723,7 @@ impl Registry {
             purpose: self.intern(&c.purpose),
             valid_until_ms: c.valid_until_ms,
             revoked: c.revoked_at_ms.is_some(),
-            id: halves(id),
+            id: id.halves(),
             validated_day: (c.last_validated_ms / DAY_MS) as u32,
         };
         shard.upsert(niss.as_u64(), rk, entry);
@@ -864,14 +877,14 @@ impl Registry {
         let today = now_ms / DAY_MS;
         let mut total = 0usize;
         // The `limit` most overdue so far: a max-heap whose top is the least overdue kept.
-        let mut heap: std::collections::BinaryHeap<(u64, [u64; 2])> = std::collections::BinaryHeap::new();
+        let mut heap: std::collections::BinaryHeap<(u64, u128)> = std::collections::BinaryHeap::new();
         for shard in self.shards.iter() {
             let Ok(shard) = shard.read() else { continue };
             for c in shard.table.iter().filter(|c| !c.revoked()) {
                 let Some((_, days)) = periods.iter().find(|(s, _)| *s == c.service) else { continue };
                 if today >= c.validated_day() + days {
                     total += 1;
-                    heap.push((c.validated_day(), c.id));
+                    heap.push((c.validated_day(), c.id().0));
                     if heap.len() > limit {
                         heap.pop();
                     }
@@ -880,8 +893,7 @@ impl Registry {
         }
         let mut out = Vec::with_capacity(heap.len());
         for (_, id) in heap.into_sorted_vec() {
-            let id = ConsentId(u128::from(id[0]) << 64 | u128::from(id[1]));
-            out.extend(self.store.get(&id.to_text())?);
+            out.extend(self.store.get(&ConsentId(id).to_text())?);
         }
         Ok((out, total))
     }
