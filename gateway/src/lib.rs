@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod consent;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod metrics;

@@ -366,10 +366,23 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     // Refused handshakes on the mTLS listeners, written once a second (seed 004: attempts too).
     let attempts = Arc::new(crate::audit::attempts::Attempts::default());
     let attempts_task = tokio::spawn(attempts.clone().run(pipeline.audit.clone(), shutdown_rx.clone()));
-    let control_task = control.map(|(l, plane)| {
+    let control = match control {
+        Some((l, plane)) => {
+            let console = Arc::new(crate::console::Console::new(plane.clone(), policy.clone())?);
+            Some((l, plane, console))
+        }
+        None => None,
+    };
+    let control_task = control.map(|(l, plane, console)| {
         let handler = move |req: Request<Incoming>, caller: Arc<Caller>| {
-            let plane = plane.clone();
-            async move { plane.handle(req, &caller).await }
+            let (plane, console) = (plane.clone(), console.clone());
+            async move {
+                if crate::console::owns(req.uri().path()) {
+                    console.handle(req, &caller).await
+                } else {
+                    plane.handle(req, &caller).await
+                }
+            }
         };
         tokio::spawn(control_conns.clone().sweeper(shutdown_rx.clone()));
         let mut listen =

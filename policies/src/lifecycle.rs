@@ -160,6 +160,16 @@ pub fn state_of(ins: &Instrument) -> &'static str {
     }
 }
 
+/// The states (a convention) or statuses (another instrument) an instrument in `state` may
+/// move to, as [`state_of`] names them; none for a state this lifecycle does not know.
+pub fn next_states(convention: bool, state: &str) -> Vec<&'static str> {
+    if convention {
+        ConventionState::parse(state).map(|s| s.next().iter().map(|n| n.as_str()).collect()).unwrap_or_default()
+    } else {
+        Status::parse(state).map(|s| s.next().iter().map(|n| n.as_str()).collect()).unwrap_or_default()
+    }
+}
+
 fn allowed(from: &'static str, to: &'static str, possible: Vec<&'static str>) -> Result<(), TransitionError> {
     if possible.contains(&to) { Ok(()) } else { Err(TransitionError::NotAllowed { from, to, possible }) }
 }

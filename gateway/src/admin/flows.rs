@@ -13,7 +13,6 @@
 use std::collections::{BTreeSet, HashSet};
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use policies::ids::Kbo;
 use policies::lifecycle;
 use policies::model::{
@@ -247,7 +246,7 @@ impl ControlPlane {
     pub(super) async fn list(
         &self,
         what: &str,
-        req: &Request<Incoming>,
+        req: &Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.allowed(caller, "GET", &format!("/{what}"), &Scope::default())?;
@@ -366,7 +365,7 @@ impl ControlPlane {
     pub(super) async fn sign_request(
         &self,
         kbo: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         #[derive(Deserialize)]
@@ -455,7 +454,7 @@ impl ControlPlane {
 
     pub(super) async fn add_organisation(
         &self,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.allowed(caller, "POST", "/organisations", &Scope::default())?;
@@ -476,7 +475,11 @@ impl ControlPlane {
         .await
     }
 
-    pub(super) async fn add_source(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    pub(super) async fn add_source(
+        &self,
+        req: Request<super::ReqBody>,
+        caller: &Caller,
+    ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
         let source: Source = read_json(req).await?;
         if !who.is_integrator()
@@ -507,7 +510,11 @@ impl ControlPlane {
         .await
     }
 
-    pub(super) async fn add_service(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    pub(super) async fn add_service(
+        &self,
+        req: Request<super::ReqBody>,
+        caller: &Caller,
+    ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
         let mut service: Service = read_json(req).await?;
         // A registered service's fields are its catalogue's, unless the body lists them too.
@@ -532,7 +539,7 @@ impl ControlPlane {
 
     pub(super) async fn add_instrument(
         &self,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -628,7 +635,11 @@ impl ControlPlane {
         Ok(instrument_changed(StatusCode::CREATED, &change, &policy, &reference))
     }
 
-    pub(super) async fn put_role(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    pub(super) async fn put_role(
+        &self,
+        req: Request<super::ReqBody>,
+        caller: &Caller,
+    ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
         let role: Role = read_json(req).await?;
         if role.withdrawn.is_some() {
@@ -664,7 +675,7 @@ impl ControlPlane {
     /// privacy office advises.
     pub(super) async fn add_exceptional(
         &self,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -768,7 +779,7 @@ impl ControlPlane {
     pub(super) async fn advise(
         &self,
         id: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let body: AdviceBody = read_json(req).await?;
@@ -803,7 +814,7 @@ impl ControlPlane {
     pub(super) async fn remark(
         &self,
         id: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let body: RemarkBody = read_json(req).await?;
@@ -835,7 +846,7 @@ impl ControlPlane {
     pub(super) async fn withdraw(
         &self,
         id: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let body: WithdrawBody = read_json(req).await?;
@@ -849,7 +860,11 @@ impl ControlPlane {
         .await
     }
 
-    pub(super) async fn history(&self, req: &Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    pub(super) async fn history(
+        &self,
+        req: &Request<super::ReqBody>,
+        caller: &Caller,
+    ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
         let p = self.changes.handle.model();
         let owned = Scope::sources(p.sources.iter().filter(|s| s.owner == who.kbo).map(|s| s.id.clone()));
@@ -878,7 +893,11 @@ impl ControlPlane {
         Ok(r)
     }
 
-    pub(super) async fn import(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    pub(super) async fn import(
+        &self,
+        req: Request<super::ReqBody>,
+        caller: &Caller,
+    ) -> Result<Response<Body>, Refusal> {
         let who = self.allowed(caller, "POST", "/policy/import", &Scope::default())?;
         let dry_run = match query_param(req.uri().query(), "dry_run").as_deref() {
             None | Some("false") => false,

@@ -22,7 +22,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use policies::ids::Kbo;
 use policies::model::Date;
 use serde::{Deserialize, Serialize};
@@ -258,7 +257,7 @@ impl ControlPlane {
 
     pub(super) async fn add_requester(
         &self,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -362,7 +361,7 @@ impl ControlPlane {
 
     pub(super) async fn file_inquiry(
         &self,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -465,7 +464,7 @@ impl ControlPlane {
     pub(super) async fn advise_inquiry(
         &self,
         id: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -523,7 +522,7 @@ impl ControlPlane {
     pub(super) async fn inquiry_results(
         &self,
         id: &str,
-        req: &Request<Incoming>,
+        req: &Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let (q, _) = self.inquiry(id).await?;

@@ -37,7 +37,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use policies::ids::{Kbo, Niss, VCode};
 use policies::model::OrgKind;
 use serde::{Deserialize, Serialize};
@@ -57,6 +56,10 @@ const MAX_IMPORT: usize = 4 * 1024 * 1024;
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 const MAX_RESULTS: usize = 10_000;
+
+/// The body of a control-plane request: the connection's, or the one the console builds from
+/// a submitted form ([`crate::console`]) — both go through [`ControlPlane::call`].
+pub type ReqBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 /// What a control-plane call needs.
 #[derive(Debug)]
@@ -194,7 +197,7 @@ fn selector(subject: Option<&str>, caller: Option<&str>) -> Result<(Selector, Ve
 }
 
 /// The citizen named in `X-Subject`, as 11 digits.
-fn citizen(req: &Request<Incoming>) -> Result<String, Refusal> {
+fn citizen(req: &Request<ReqBody>) -> Result<String, Refusal> {
     let raw = req
         .headers()
         .get("x-subject")
@@ -304,7 +307,14 @@ impl ControlPlane {
         })
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
+    /// Answers a request from the control listener.
+    pub async fn handle(&self, req: Request<hyper::body::Incoming>, caller: &Caller) -> Response<Body> {
+        self.call(req.map(BodyExt::boxed), caller).await
+    }
+
+    /// Answers a control-plane request for `caller`: the one path every operation takes,
+    /// through the role table, whether it came from the API or from a console page.
+    pub async fn call(&self, req: Request<ReqBody>, caller: &Caller) -> Response<Body> {
         // The caller's request id, echoed on every answer (one is made when it sent none).
         let (rid, malformed) = match self.ids.take(req.headers()) {
             Ok(rid) => (rid, None),
@@ -495,7 +505,7 @@ impl ControlPlane {
         .map_err(|_| refuse(Code::Internal, "query failed"))?
     }
 
-    async fn audit_query(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    async fn audit_query(&self, req: Request<ReqBody>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         caller.org()?;
         self.allowed(caller, "POST", "/audit/queries", &authority::Scope::default())?;
         let q: Query = read_json(req).await?;
@@ -526,7 +536,7 @@ impl ControlPlane {
         ))
     }
 
-    async fn subject_report(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    async fn subject_report(&self, req: Request<ReqBody>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let org = caller.org()?;
         // A citizen access point asks for the citizen it authenticated; an enterprise or an
         // association asks about itself, with its own certificate.
@@ -610,7 +620,7 @@ fn openapi() -> Response<Body> {
 }
 
 /// Reads a JSON body of at most 16 KiB.
-pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Refusal> {
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: Request<ReqBody>) -> Result<T, Refusal> {
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
@@ -712,7 +722,7 @@ impl ControlPlane {
         Ok((who.kbo, who.kind == Some(OrgKind::CitizenAccessPoint)))
     }
 
-    async fn give_consent(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    async fn give_consent(&self, req: Request<ReqBody>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let (actor, is_portal) = self.consent_actor(caller, "POST", "/consents")?;
         let asked: NewConsent = read_json(req).await?;
         // The gateway's clock, as for every decision (tests move it forward).
@@ -751,7 +761,7 @@ impl ControlPlane {
         Ok(json(StatusCode::OK, &serde_json::json!(c)))
     }
 
-    async fn list_consents(&self, req: &Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    async fn list_consents(&self, req: &Request<ReqBody>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         self.consent_actor(caller, "GET", "/consents")?;
         let subject = citizen(req)?;
         let snapshot = self.policy.current();
@@ -812,7 +822,7 @@ impl ControlPlane {
     /// The consents of one source whose re-validation is due (`GET /consents/due?source=`),
     /// for its data owner to invite the citizens. The list names persons: it is recorded in
     /// the trail, with the subjects it names, before it is answered.
-    async fn consents_due(&self, req: &Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    async fn consents_due(&self, req: &Request<ReqBody>, caller: &Caller) -> Result<Response<Body>, Refusal> {
         let q = req.uri().query();
         for kv in q.unwrap_or_default().split('&').filter(|kv| !kv.is_empty()) {
             let k = kv.split_once('=').map_or(kv, |(k, _)| k);

@@ -20,7 +20,6 @@
 //! * DAM sheets (seed 004 §5): ICT's advice, then the SSIPVP's, then 7 days for a remark.
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use policies::ids::Kbo;
 use policies::lifecycle::{self, TransitionError};
 use policies::model::{
@@ -240,7 +239,7 @@ impl ControlPlane {
     pub(super) async fn transition(
         &self,
         reference: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -372,7 +371,7 @@ impl ControlPlane {
     pub(super) async fn instrument_advice(
         &self,
         reference: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -416,7 +415,7 @@ impl ControlPlane {
     pub(super) async fn adhere(
         &self,
         reference: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -532,7 +531,7 @@ impl ControlPlane {
         &self,
         reference: &str,
         org: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -628,7 +627,7 @@ impl ControlPlane {
     /// rights of one end user).
     pub(super) async fn withdraw_role(
         &self,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -699,7 +698,11 @@ impl ControlPlane {
     }
 
     /// A DAM sheet as the project team files it: without effect until advised.
-    pub(super) async fn add_dam(&self, req: Request<Incoming>, caller: &Caller) -> Result<Response<Body>, Refusal> {
+    pub(super) async fn add_dam(
+        &self,
+        req: Request<super::ReqBody>,
+        caller: &Caller,
+    ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
         let r: DamRequest = read_json(req).await?;
         if !policies::model::DAM_ROLES.contains(&r.end_user_role.as_str()) {
@@ -794,7 +797,7 @@ impl ControlPlane {
         &self,
         id: &str,
         ict: bool,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -849,7 +852,7 @@ impl ControlPlane {
     pub(super) async fn dam_remark(
         &self,
         id: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;
@@ -882,7 +885,7 @@ impl ControlPlane {
     pub(super) async fn dam_withdraw(
         &self,
         id: &str,
-        req: Request<Incoming>,
+        req: Request<super::ReqBody>,
         caller: &Caller,
     ) -> Result<Response<Body>, Refusal> {
         let who = self.who(caller)?;

@@ -1,0 +1,517 @@
+//! The web console: server-rendered pages on the control listener for data owners, privacy
+//! offices and the integrator.
+//!
+//! The console has no authority of its own. A page reads what it shows by calling the control
+//! plane's own operations ([`ControlPlane::call`]) as the caller — the organisation of the
+//! client certificate on this connection — so the role table ([`crate::admin::authority`])
+//! decides what every page shows, exactly as for the API; a form turns into the same request
+//! the API takes, so every action is the same audited change. The console adds no route to the
+//! data plane and nothing on its path.
+//!
+//! Forms are protected against cross-site requests: the browser presents the client
+//! certificate to any site that makes it post here, so every form carries a token bound to the
+//! caller's certificate (an HMAC under a key drawn when the gateway starts), and a post whose
+//! `Origin` or `Sec-Fetch-Site` shows another site is refused with `FORM_REJECTED`. Pages run
+//! no script; the `Content-Security-Policy` forbids scripts, inline styles, frames and form
+//! targets elsewhere.
+
+mod i18n;
+mod pages;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde_json::{Value, json};
+
+pub use i18n::{CATALOGUE, Lang};
+
+use crate::admin::ControlPlane;
+use crate::error::Body;
+use crate::pipeline::identity::Caller;
+use crate::policy::PolicyHandle;
+
+/// Where the console lives on the control listener.
+pub const PREFIX: &str = "/console";
+const CSS: &str = include_str!("console.css");
+const MAX_FORM: usize = 16 * 1024;
+/// No script at all, styles only from the console's own sheet, forms only back to it.
+pub const CSP: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Whether `path` is the console's.
+pub fn owns(path: &str) -> bool {
+    path == PREFIX || path.starts_with("/console/")
+}
+
+/// The console over one control plane.
+#[derive(Debug)]
+pub struct Console {
+    plane: Arc<ControlPlane>,
+    policy: Arc<PolicyHandle>,
+    /// Signs the forms' tokens; drawn at start, so a form from before a restart is refused.
+    key: ring::hmac::Key,
+}
+
+/// What a control-plane operation answered.
+#[derive(Debug)]
+struct Api {
+    status: StatusCode,
+    json: Value,
+}
+
+impl Api {
+    fn ok(&self) -> bool {
+        self.status.is_success()
+    }
+
+    /// The refusal's stable code and detail.
+    fn problem(&self) -> (String, String) {
+        let s = |k: &str| self.json.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        (s("code"), s("detail"))
+    }
+
+    fn items(&self) -> Vec<Value> {
+        self.json.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
+    }
+}
+
+/// Who is looking, as the pages need it.
+#[derive(Debug, Clone)]
+pub(crate) struct Viewer {
+    pub lang: Lang,
+    /// The enterprise number, digits only.
+    pub kbo: String,
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    /// The token the forms carry.
+    pub token: String,
+    /// Days until the certificate on this connection expires.
+    pub cert_days: i64,
+}
+
+impl Viewer {
+    pub fn t(&self, key: &'static str) -> &'static str {
+        self.lang.t(key)
+    }
+
+    pub fn integrator(&self) -> bool {
+        self.kind.as_deref() == Some("integrator")
+    }
+}
+
+/// A percent-encoded path segment (references such as `DIV/CONV/2023/0042` hold slashes).
+pub(crate) fn seg(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+/// The fields of an `application/x-www-form-urlencoded` body.
+fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    let decode = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    std::str::from_utf8(body)
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// A submitted form.
+#[derive(Debug)]
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    /// The trimmed value of `name`, when given and not empty.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
+    }
+}
+
+/// A refusal of the console itself (the form, the page), not of an operation.
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+}
+
+impl Console {
+    pub fn new(plane: Arc<ControlPlane>, policy: Arc<PolicyHandle>) -> anyhow::Result<Self> {
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("console: no randomness for the form key"))?;
+        Ok(Console { plane, policy, key })
+    }
+
+    /// Calls the control plane as `caller`: the page sees what the operation shows this caller.
+    async fn api(&self, caller: &Caller, method: Method, path: &str, body: Option<Value>) -> Api {
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes).map_err(|never| match never {}).boxed());
+        let Ok(req) = req else {
+            return Api {
+                status: StatusCode::BAD_REQUEST,
+                json: json!({ "code": "REQUEST_INVALID", "detail": "bad path" }),
+            };
+        };
+        let resp = self.plane.call(req, caller).await;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        Api { status, json: serde_json::from_slice(&body).unwrap_or(Value::Null) }
+    }
+
+    fn token(&self, fingerprint: &str) -> String {
+        let tag = ring::hmac::sign(&self.key, fingerprint.as_bytes());
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn token_valid(&self, fingerprint: &str, token: &str) -> bool {
+        let bytes: Option<Vec<u8>> = (token.len() % 2 == 0)
+            .then(|| (0..token.len()).step_by(2).map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok()).collect())
+            .flatten();
+        bytes.is_some_and(|b| ring::hmac::verify(&self.key, fingerprint.as_bytes(), &b).is_ok())
+    }
+
+    /// Who is looking: its organisation as the register shows it to this caller.
+    async fn viewer(&self, caller: &Caller, lang: Lang) -> Result<Viewer, Refused> {
+        let org = caller.org().map_err(|r| Refused {
+            status: r.code.status(),
+            code: r.code.as_str(),
+            detail: r.detail.to_string(),
+        })?;
+        let mut d = [0u8; 10];
+        let kbo = org.kbo.digits(&mut d).to_owned();
+        let now_s = i64::try_from(self.policy.now_ms() / 1000).unwrap_or(i64::MAX);
+        let orgs = self.api(caller, Method::GET, "/organisations", None).await;
+        let me = orgs.items().into_iter().find(|o| o["kbo"].as_str() == Some(kbo.as_str()));
+        Ok(Viewer {
+            lang,
+            name: me.as_ref().and_then(|o| o["name"].as_str()).map(str::to_owned),
+            kind: me.as_ref().and_then(|o| o["kind"].as_str()).map(str::to_owned),
+            kbo,
+            token: self.token(&org.fingerprint_hex()),
+            cert_days: (org.not_after - now_s).div_euclid(86_400),
+        })
+    }
+
+    /// Answers a request under [`PREFIX`].
+    pub async fn handle(&self, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
+        let lang = Lang::from_accept(req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()));
+        let path = req.uri().path().to_owned();
+        if path == "/console/static/console.css" {
+            return secure(respond(StatusCode::OK, "text/css; charset=utf-8", Bytes::from_static(CSS.as_bytes())));
+        }
+        let viewer = match self.viewer(caller, lang).await {
+            Ok(v) => v,
+            Err(r) => return secure(html(r.status, pages::refused(lang, r.code, &r.detail))),
+        };
+        let resp = match *req.method() {
+            Method::GET => self.page(&path, req.uri().query(), caller, &viewer).await,
+            Method::POST => match self.submit(req, &path, caller, &viewer).await {
+                Ok(resp) => resp,
+                Err(r) => html(r.status, pages::refused(lang, r.code, &r.detail)),
+            },
+            _ => html(StatusCode::METHOD_NOT_ALLOWED, pages::refused(lang, "METHOD_NOT_ALLOWED", "GET or POST")),
+        };
+        secure(resp)
+    }
+
+    /// A page.
+    async fn page(&self, path: &str, _query: Option<&str>, caller: &Caller, v: &Viewer) -> Response<Body> {
+        let rest = path.strip_prefix(PREFIX).unwrap_or_default();
+        let parts: Vec<String> = rest
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect();
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        match parts.as_slice() {
+            [] => {
+                let version = self.policy.version();
+                html(StatusCode::OK, pages::home(v, version))
+            }
+            ["sources"] => {
+                let sources = self.api(caller, Method::GET, "/sources", None).await;
+                let services = self.api(caller, Method::GET, "/services", None).await;
+                if !sources.ok() {
+                    return self.failed(v, &sources);
+                }
+                let mine: Vec<Value> = sources
+                    .items()
+                    .into_iter()
+                    .filter(|s| v.integrator() || s["owner"].as_str() == Some(v.kbo.as_str()))
+                    .collect();
+                if mine.is_empty() {
+                    return html(StatusCode::FORBIDDEN, pages::forbidden(v, v.t("sources_forbidden")));
+                }
+                html(StatusCode::OK, pages::sources(v, &mine, &services.items()))
+            }
+            ["instruments"] => {
+                let list = self.api(caller, Method::GET, "/instruments", None).await;
+                if !list.ok() {
+                    return self.failed(v, &list);
+                }
+                html(StatusCode::OK, pages::instruments(v, &list.items()))
+            }
+            ["instruments", reference] => {
+                let ins = self.api(caller, Method::GET, &format!("/instruments/{}", seg(reference)), None).await;
+                if !ins.ok() {
+                    return self.failed(v, &ins);
+                }
+                let orgs = self.api(caller, Method::GET, "/organisations", None).await;
+                html(StatusCode::OK, pages::instrument(v, &ins.json, &orgs.items()))
+            }
+            ["exceptional-accesses"] => {
+                let list = self.api(caller, Method::GET, "/exceptional-accesses", None).await;
+                if !list.ok() {
+                    return self.failed(v, &list);
+                }
+                html(StatusCode::OK, pages::exceptional(v, &list.items(), self.policy.now_ms()))
+            }
+            ["audit-requests"] => {
+                let list = self.api(caller, Method::GET, "/audit/requests", None).await;
+                if !list.ok() {
+                    return self.failed(v, &list);
+                }
+                html(StatusCode::OK, pages::audit_requests(v, &list.items()))
+            }
+            ["organisations"] => {
+                let list = self.api(caller, Method::GET, "/organisations", None).await;
+                if !list.ok() {
+                    return self.failed(v, &list);
+                }
+                let now_s = i64::try_from(self.policy.now_ms() / 1000).unwrap_or(i64::MAX);
+                html(StatusCode::OK, pages::organisations(v, &list.items(), now_s))
+            }
+            _ => html(StatusCode::NOT_FOUND, pages::not_found(v)),
+        }
+    }
+
+    /// The page for an operation the control plane refused.
+    fn failed(&self, v: &Viewer, api: &Api) -> Response<Body> {
+        let (code, detail) = api.problem();
+        if api.status == StatusCode::FORBIDDEN {
+            return html(StatusCode::FORBIDDEN, pages::forbidden(v, &detail));
+        }
+        html(api.status, pages::refusal(v, &code, &detail, None))
+    }
+
+    /// A submitted form: checked to come from a console page for this caller, turned into the
+    /// API's request, and answered by a redirect to the page it came from, or by the refusal.
+    async fn submit(
+        &self,
+        req: Request<Incoming>,
+        path: &str,
+        caller: &Caller,
+        v: &Viewer,
+    ) -> Result<Response<Body>, Refused> {
+        let form_rejected =
+            |detail: &str| Refused { status: StatusCode::FORBIDDEN, code: "FORM_REJECTED", detail: detail.to_owned() };
+        let headers = req.headers();
+        if headers
+            .get("sec-fetch-site")
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|s| s != "same-origin" && s != "none")
+        {
+            return Err(form_rejected("the form was sent from another site"));
+        }
+        if let Some(origin) = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok()) {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                .unwrap_or_default();
+            if origin != format!("https://{host}") {
+                return Err(form_rejected(&format!("the form was sent from another origin ({origin})")));
+            }
+        }
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Err(Refused {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "REQUEST_INVALID",
+                detail: "a console form is sent as application/x-www-form-urlencoded".into(),
+            });
+        }
+        let body =
+            Limited::new(req.into_body(), MAX_FORM).collect().await.map(|c| c.to_bytes()).map_err(|_| Refused {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "REQUEST_INVALID",
+                detail: format!("a form holds at most {MAX_FORM} bytes"),
+            })?;
+        let form = Form(form_fields(&body));
+        let fingerprint = caller.org().map(|o| o.fingerprint_hex()).unwrap_or_default();
+        if !form.get("csrf").is_some_and(|t| self.token_valid(&fingerprint, t)) {
+            return Err(form_rejected("the form's token is missing or not this certificate's; reload the page"));
+        }
+        let (api_path, body, back) = action(path, &form).ok_or_else(|| Refused {
+            status: StatusCode::NOT_FOUND,
+            code: "RESOURCE_UNKNOWN",
+            detail: "no console form posts here".into(),
+        })?;
+        let answer = self.api(caller, Method::POST, &api_path, Some(body)).await;
+        if answer.ok() {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            if let Ok(loc) = HeaderValue::from_str(&back) {
+                r.headers_mut().insert(header::LOCATION, loc);
+            }
+            return Ok(r);
+        }
+        let (code, detail) = answer.problem();
+        Ok(html(answer.status, pages::refusal(v, &code, &detail, Some(&back))))
+    }
+}
+
+/// The API operation a console form stands for: its path, its JSON body and the page to go
+/// back to. The fields are the API's; empty ones are left out, and the API refuses what is
+/// missing, as it would for any client.
+fn action(path: &str, f: &Form) -> Option<(String, Value, String)> {
+    let rest = path.strip_prefix("/console/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let opt = |name: &str| f.get(name).map(|s| Value::String(s.to_owned()));
+    let put = |body: &mut Value, key: &str, value: Option<Value>| {
+        if let Some(v) = value {
+            body[key] = v;
+        }
+    };
+    match parts.as_slice() {
+        ["instruments", reference, "transitions"] => {
+            let reference = percent_decode_str(reference).decode_utf8_lossy().into_owned();
+            let mut body = json!({ "to": f.get("to")? });
+            put(&mut body, "reason", opt("reason"));
+            put(&mut body, "text_version", opt("text_version"));
+            put(&mut body, "layout_version", opt("layout_version"));
+            if let Some(title) = f.get("document_title") {
+                let mut d = json!({ "title": title });
+                put(&mut d, "reference", opt("document_reference"));
+                body["documents"] = json!([d]);
+            }
+            if let (Some(name), Some(capacity)) = (f.get("signatory_name"), f.get("signatory_capacity")) {
+                body["signatory"] = json!({ "name": name, "capacity": capacity });
+            }
+            if let Some(name) = f.get("contact_name") {
+                let mut c = json!({ "name": name });
+                put(&mut c, "email", opt("contact_email"));
+                put(&mut c, "phone", opt("contact_phone"));
+                body["contact"] = c;
+            }
+            Some((
+                format!("/instruments/{}/transitions", seg(&reference)),
+                body,
+                format!("/console/instruments/{}", seg(&reference)),
+            ))
+        }
+        ["exceptional-accesses", id, step @ ("advice" | "remark" | "withdraw")] => {
+            let id = percent_decode_str(id).decode_utf8_lossy().into_owned();
+            let body = match *step {
+                "advice" => json!({ "reference": f.get("reference")?, "favourable": f.get("favourable")? == "true" }),
+                "remark" => json!({ "remark": f.get("remark")? }),
+                _ => json!({ "reason": f.get("reason")? }),
+            };
+            Some((format!("/exceptional-accesses/{}/{step}", seg(&id)), body, "/console/exceptional-accesses".into()))
+        }
+        ["audit-requests", id, "advice"] => {
+            let id = percent_decode_str(id).decode_utf8_lossy().into_owned();
+            let body = json!({ "favourable": f.get("favourable")? == "true", "reason": f.get("reason")? });
+            Some((format!("/audit/requests/{}/advice", seg(&id)), body, "/console/audit-requests".into()))
+        }
+        _ => None,
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn html(status: StatusCode, page: maud::Markup) -> Response<Body> {
+    respond(status, "text/html; charset=utf-8", Bytes::from(page.into_string()))
+}
+
+/// The headers every console answer carries.
+fn secure(mut r: Response<Body>) -> Response<Body> {
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_are_decoded() {
+        let f = Form(form_fields(b"to=convention-sent&reason=signed+copy%20%C3%A9&empty=&csrf=ab"));
+        assert_eq!(f.get("to"), Some("convention-sent"));
+        assert_eq!(f.get("reason"), Some("signed copy é"));
+        assert_eq!(f.get("empty"), None);
+        assert_eq!(f.get("missing"), None);
+    }
+
+    #[test]
+    fn a_transition_form_becomes_the_api_body() {
+        let f = Form(form_fields(
+            b"to=signed-by-beneficiary&signatory_name=An&signatory_capacity=Director&contact_name=Desk&contact_email=d%40x",
+        ));
+        let (path, body, back) = action("/console/instruments/DIV%2FCONV%2F1/transitions", &f).unwrap();
+        assert_eq!(path, "/instruments/DIV%2FCONV%2F1/transitions");
+        assert_eq!(back, "/console/instruments/DIV%2FCONV%2F1");
+        assert_eq!(
+            body,
+            json!({ "to": "signed-by-beneficiary", "signatory": { "name": "An", "capacity": "Director" },
+                    "contact": { "name": "Desk", "email": "d@x" } })
+        );
+        assert!(action("/console/instruments/X/elsewhere", &f).is_none());
+        assert!(action("/console/audit-requests/1/advice", &f).is_none(), "favourable and reason are required");
+    }
+
+    #[test]
+    fn the_catalogue_has_english_for_every_key_once() {
+        let mut keys: Vec<&str> = CATALOGUE.iter().map(|r| r.0).collect();
+        let n = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "a key is in the catalogue twice");
+        assert!(CATALOGUE.iter().all(|r| !r.1.is_empty()));
+        assert_eq!(Lang::from_accept(Some("nl-BE,nl;q=0.9,en;q=0.8")), Lang::Nl);
+        assert_eq!(Lang::from_accept(Some("de-DE, fr;q=0.5")), Lang::Fr);
+        assert_eq!(Lang::from_accept(None), Lang::En);
+        assert_eq!(Lang::Fr.t("end_user"), "End user", "an untranslated key falls back to English");
+    }
+
+    #[test]
+    fn every_key_the_pages_name_is_in_the_catalogue() {
+        let pages = include_str!("pages.rs");
+        let mut named = 0;
+        for part in pages.split("t(\"").skip(1) {
+            let key = part.split('"').next().unwrap();
+            assert!(CATALOGUE.iter().any(|r| r.0 == key), "{key} is not in the catalogue");
+            named += 1;
+        }
+        // The navigation's and the evidence form's keys, given as data.
+        for key in ["home", "sources", "instruments", "exceptional", "audit_requests", "organisations", "contact_phone"]
+        {
+            assert!(CATALOGUE.iter().any(|r| r.0 == key), "{key}");
+        }
+        assert!(named > 50, "the pages name their words through the catalogue ({named})");
+    }
+}

@@ -1,0 +1,391 @@
+//! The console's pages, rendered on the server (maud escapes every value it writes).
+
+use maud::{DOCTYPE, Markup, html};
+use serde_json::Value;
+
+use super::{Lang, Viewer, seg};
+
+const DAY_MS: u64 = 86_400_000;
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// A list of strings as `a, b, c`.
+fn list(v: &Value) -> String {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+}
+
+/// An enterprise number's usual written form.
+fn kbo(d: &str) -> String {
+    match (d.get(0..4), d.get(4..7), d.get(7..10)) {
+        (Some(a), Some(b), Some(c)) if d.len() == 10 => format!("{a}.{b}.{c}"),
+        _ => d.to_owned(),
+    }
+}
+
+/// The frame of every page: the navigation, who is signed in, the content.
+fn frame(lang: Lang, viewer: Option<&Viewer>, title: &str, content: Markup) -> Markup {
+    let nav: [(&str, &'static str); 6] = [
+        ("/console", "home"),
+        ("/console/sources", "sources"),
+        ("/console/instruments", "instruments"),
+        ("/console/exceptional-accesses", "exceptional"),
+        ("/console/audit-requests", "audit_requests"),
+        ("/console/organisations", "organisations"),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — " (lang.t("console")) }
+                link rel="stylesheet" href="/console/static/console.css";
+            }
+            body {
+                header {
+                    p.brand { (lang.t("console")) }
+                    @if let Some(v) = viewer {
+                        p.who {
+                            (v.t("signed_in_as")) " "
+                            strong { (v.name.as_deref().unwrap_or("?")) }
+                            " (" (kbo(&v.kbo)) ")"
+                        }
+                        nav aria-label="main" {
+                            ul {
+                                @for (href, key) in nav {
+                                    li { a href=(href) { (v.t(key)) } }
+                                }
+                            }
+                        }
+                    }
+                }
+                main id="main" { h1 { (title) } (content) }
+            }
+        }
+    }
+}
+
+/// The hidden token every form carries.
+fn token(v: &Viewer) -> Markup {
+    html! { input type="hidden" name="csrf" value=(v.token); }
+}
+
+pub(super) fn refused(lang: Lang, code: &str, detail: &str) -> Markup {
+    frame(
+        lang,
+        None,
+        lang.t("forbidden"),
+        html! {
+            p.problem { code { (code) } " — " (detail) }
+        },
+    )
+}
+
+pub(super) fn forbidden(v: &Viewer, detail: &str) -> Markup {
+    frame(
+        v.lang,
+        Some(v),
+        v.t("forbidden"),
+        html! {
+            p.problem data-code="ADMIN_ROLE_MISSING" { (v.t("forbidden_text")) }
+            p { (detail) }
+        },
+    )
+}
+
+pub(super) fn not_found(v: &Viewer) -> Markup {
+    frame(v.lang, Some(v), v.t("not_found"), html! { p { a href="/console" { (v.t("home")) } } })
+}
+
+/// The page shown when the control plane refused a change or a read: its code and detail.
+pub(super) fn refusal(v: &Viewer, code: &str, detail: &str, back: Option<&str>) -> Markup {
+    frame(
+        v.lang,
+        Some(v),
+        v.t("failed"),
+        html! {
+            p.problem data-code=(code) role="alert" { code { (code) } " — " (detail) }
+            @if let Some(b) = back { p { a href=(b) { (v.t("back")) } } }
+        },
+    )
+}
+
+pub(super) fn home(v: &Viewer, version: u64) -> Markup {
+    let content = html! {
+        @if v.name.is_none() { p.problem { (v.t("not_registered")) } }
+        dl.facts {
+            dt { (v.t("enterprise_number")) } dd { (kbo(&v.kbo)) }
+            dt { (v.t("kind")) } dd { (v.kind.as_deref().unwrap_or("—")) }
+            dt { (v.t("certificate")) } dd { (v.t("expires")) " — " (v.cert_days) " " (v.t("days_left")) }
+            dt { (v.t("policy_version")) } dd { (version) }
+        }
+    };
+    frame(v.lang, Some(v), v.t("home"), content)
+}
+
+pub(super) fn sources(v: &Viewer, sources: &[Value], services: &[Value]) -> Markup {
+    let content = html! {
+        @for src in sources {
+            section.card id=(format!("source-{}", s(&src["id"]))) {
+                h2 { (s(&src["name"])) " " small { code { (s(&src["id"])) } } }
+                dl.facts {
+                    dt { (v.t("owner")) } dd { (kbo(s(&src["owner"]))) }
+                    dt { (v.t("privacy_office")) } dd { (kbo(src["privacy_office"].as_str().unwrap_or(s(&src["owner"])))) }
+                }
+                h3 { (v.t("services")) }
+                table {
+                    thead { tr { th scope="col" { (v.t("service")) } th scope="col" { (v.t("fields")) } th scope="col" { (v.t("exposure")) } } }
+                    tbody {
+                        @for svc in services.iter().filter(|x| x["source"] == src["id"]) {
+                            tr {
+                                td { code { (s(&svc["id"])) } }
+                                td { (list(&svc["fields"])) }
+                                td { @if let Some(p) = svc["exposure"]["path"].as_str() { code { (p) } } @else { "—" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    frame(v.lang, Some(v), v.t("sources"), content)
+}
+
+/// Whether an instrument in `state` lets its recipients call in production.
+fn in_force(state: &str) -> bool {
+    matches!(state, "active" | "published")
+}
+
+pub(super) fn instruments(v: &Viewer, items: &[Value]) -> Markup {
+    let mut states: Vec<&str> = items.iter().map(|i| s(&i["state_or_status"])).collect();
+    states.sort_unstable();
+    states.dedup();
+    let content = html! {
+        @if items.is_empty() { p { (v.t("none")) } }
+        @for state in &states {
+            section.card {
+                h2 { (v.t("state")) ": " (state) }
+                table {
+                    thead { tr { th scope="col" { (v.t("reference")) } th scope="col" { (v.t("kind")) } th scope="col" { (v.t("title")) } th scope="col" { (v.t("in_force")) } } }
+                    tbody {
+                        @for i in items.iter().filter(|i| s(&i["state_or_status"]) == *state) {
+                            tr {
+                                td { a href=(format!("/console/instruments/{}", seg(s(&i["reference"])))) { (s(&i["reference"])) } }
+                                td { (s(&i["kind"])) }
+                                td { (s(&i["title"])) }
+                                td { (s(&i["effective_status"])) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    frame(v.lang, Some(v), v.t("instruments"), content)
+}
+
+/// Who a grant is for, named from the register.
+fn recipient(r: &Value, orgs: &[Value]) -> String {
+    if let Some(k) = r["org"].as_str() {
+        let name = orgs.iter().find(|o| o["kbo"].as_str() == Some(k)).map(|o| s(&o["name"]).to_owned());
+        return match name {
+            Some(n) => format!("{n} ({})", kbo(k)),
+            None => kbo(k),
+        };
+    }
+    if let Some(k) = r["kind"].as_str() {
+        return format!("every organisation of kind {k}");
+    }
+    "the adherents".to_owned()
+}
+
+pub(super) fn instrument(v: &Viewer, ins: &Value, orgs: &[Value]) -> Markup {
+    let reference = s(&ins["reference"]);
+    let state = s(&ins["state_or_status"]);
+    let convention = s(&ins["kind"]) == "convention";
+    let next = policies::lifecycle::next_states(convention, state);
+    let grants: Vec<&Value> = ins["grants"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let mut who: Vec<String> = grants.iter().map(|g| recipient(&g["recipient"], orgs)).collect();
+    who.sort();
+    who.dedup();
+    let content = html! {
+        dl.facts {
+            dt { (v.t("reference")) } dd #reference { (reference) }
+            dt { (v.t("kind")) } dd { (s(&ins["kind"])) }
+            dt { (v.t("title")) } dd { (s(&ins["title"])) }
+            dt { (v.t("state")) } dd #state { (state) }
+            dt { (v.t("in_force")) } dd #effective { (s(&ins["effective_status"])) }
+            @if let Some(p) = ins["parent"].as_str() {
+                dt { (v.t("parent")) } dd { a href=(format!("/console/instruments/{}", seg(p))) { (p) } }
+            }
+        }
+        h2 { (v.t("access_matrix")) }
+        table #matrix {
+            thead { tr {
+                th scope="col" { (v.t("recipient")) } th scope="col" { (v.t("what")) }
+                th scope="col" { (v.t("purpose")) } th scope="col" { (v.t("until")) }
+            } }
+            tbody {
+                @for g in &grants {
+                    tr {
+                        td { (recipient(&g["recipient"], orgs)) }
+                        td { code { (s(&g["service"])) } " — " (list(&g["fields"])) }
+                        td { (list(&g["purposes"])) }
+                        td { (g["valid_until"].as_str().or(ins["valid_until"].as_str()).unwrap_or("—")) }
+                    }
+                }
+            }
+        }
+        h2 { (v.t("actions")) }
+        @if next.is_empty() { p { (v.t("no_actions")) } }
+        @for to in &next {
+            form.step method="post" action=(format!("/console/instruments/{}/transitions", seg(reference))) {
+                (token(v))
+                input type="hidden" name="to" value=(to);
+                fieldset {
+                    legend { (v.t("move_to")) " " strong { (to) } }
+                    @if in_force(to) && !in_force(state) {
+                        p.effect { (v.t("gain")) ": " (who.join("; ")) }
+                    } @else if in_force(state) && !in_force(to) {
+                        p.effect { (v.t("lose")) ": " (who.join("; ")) }
+                    } @else {
+                        p.effect { (v.t("no_change")) }
+                    }
+                    label for=(format!("reason-{to}")) { (v.t("reason")) }
+                    textarea id=(format!("reason-{to}")) name="reason" rows="2" {}
+                    details {
+                        summary { (v.t("evidence")) }
+                        @for (name, key) in [
+                            ("document_title", "document_title"), ("document_reference", "document_reference"),
+                            ("text_version", "text_version"), ("layout_version", "layout_version"),
+                            ("signatory_name", "signatory_name"), ("signatory_capacity", "signatory_capacity"),
+                            ("contact_name", "contact_name"), ("contact_email", "contact_email"), ("contact_phone", "contact_phone"),
+                        ] {
+                            label for=(format!("{name}-{to}")) { (v.t(key)) }
+                            input id=(format!("{name}-{to}")) name=(name) type="text";
+                        }
+                    }
+                    button type="submit" name="go" value=(to) { (v.t("move_to")) " " (to) }
+                }
+            }
+        }
+    };
+    frame(v.lang, Some(v), reference, content)
+}
+
+/// Days until the tacit approval of an access advised on `advice_date` (7 days after it).
+fn days_to_approval(advice_date: &str, now_ms: u64) -> Option<i64> {
+    let d = policies::model::Date::parse(advice_date).ok()?;
+    let today = i64::try_from(now_ms / DAY_MS).ok()?;
+    Some(d.days() + 7 - today)
+}
+
+pub(super) fn exceptional(v: &Viewer, items: &[Value], now_ms: u64) -> Markup {
+    let content = html! {
+        @if items.is_empty() { p { (v.t("none")) } }
+        @for x in items {
+            section.card id=(format!("access-{}", s(&x["id"]))) {
+                h2 { code { (s(&x["id"])) } }
+                dl.facts {
+                    dt { (v.t("requester")) } dd { (kbo(s(&x["org"]))) }
+                    dt { (v.t("end_user")) } dd { (s(&x["end_user"])) }
+                    dt { (v.t("what")) } dd { code { (s(&x["service"])) } " — " (list(&x["fields"])) }
+                    dt { (v.t("purpose")) } dd { (list(&x["purposes"])) }
+                    dt { (v.t("until")) } dd { (s(&x["valid_until"])) }
+                    dt { (v.t("approval")) } dd.approval { (s(&x["approval"])) }
+                    @if let Some(n) = x["advice_date"].as_str().and_then(|d| days_to_approval(d, now_ms)).filter(|n| *n > 0) {
+                        @if !x["withdrawn"].as_bool().unwrap_or(false) && !x["remark"].as_bool().unwrap_or(false) && !x["advice_unfavourable"].as_bool().unwrap_or(false) {
+                            dt { (v.t("countdown")) } dd.countdown { (n) " " (v.t("days_to_approval")) }
+                        }
+                    }
+                }
+                @if x["advice_date"].is_null() && !x["withdrawn"].as_bool().unwrap_or(false) {
+                    form method="post" action=(format!("/console/exceptional-accesses/{}/advice", seg(s(&x["id"])))) {
+                        (token(v))
+                        fieldset {
+                            legend { (v.t("give_advice")) }
+                            label for=(format!("ref-{}", s(&x["id"]))) { (v.t("advice_reference")) }
+                            input id=(format!("ref-{}", s(&x["id"]))) name="reference" type="text" required;
+                            button type="submit" name="favourable" value="true" { (v.t("favourable")) }
+                            button type="submit" name="favourable" value="false" { (v.t("unfavourable")) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    frame(v.lang, Some(v), v.t("exceptional"), content)
+}
+
+pub(super) fn audit_requests(v: &Viewer, items: &[Value]) -> Markup {
+    let content = html! {
+        @if items.is_empty() { p { (v.t("none")) } }
+        @for q in items {
+            section.card id=(format!("request-{}", s(&q["id"]))) {
+                h2 { code { (s(&q["id"])) } " — " span.state { (s(&q["state"])) } }
+                dl.facts {
+                    dt { (v.t("requester")) } dd { (kbo(s(&q["requester"]))) " (" (s(&q["role"])) ")" }
+                    dt { (v.t("owner")) } dd { (kbo(s(&q["owner"]))) }
+                    dt { (v.t("about")) } dd {
+                        @if let Some(c) = q["caller"].as_str() { "calls by " (kbo(c)) }
+                        @else if !q["subject"].is_null() { "one data subject" }
+                    }
+                    dt { (v.t("period")) } dd { (s(&q["from"])) " – " (s(&q["to"])) }
+                    dt { (v.t("justification")) } dd {
+                        (s(&q["justification"]["case_reference"])) "; " (s(&q["justification"]["legal_ground"]))
+                        "; " (s(&q["justification"]["requested_by"]))
+                    }
+                    @if !q["advice"].is_null() {
+                        dt { (v.t("advice")) } dd.advice {
+                            @if q["advice"]["favourable"].as_bool().unwrap_or(false) { (v.t("favourable")) } @else { (v.t("unfavourable")) }
+                            " — " (s(&q["advice"]["reason"]))
+                        }
+                    }
+                }
+                @if s(&q["state"]) == "submitted" && s(&q["requester"]) != v.kbo {
+                    form method="post" action=(format!("/console/audit-requests/{}/advice", seg(s(&q["id"])))) {
+                        (token(v))
+                        fieldset {
+                            legend { (v.t("give_advice")) }
+                            label for=(format!("reason-{}", s(&q["id"]))) { (v.t("reason")) }
+                            textarea id=(format!("reason-{}", s(&q["id"]))) name="reason" rows="2" required {}
+                            button type="submit" name="favourable" value="true" { (v.t("favourable")) }
+                            button type="submit" name="favourable" value="false" { (v.t("unfavourable")) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    frame(v.lang, Some(v), v.t("audit_requests"), content)
+}
+
+pub(super) fn organisations(v: &Viewer, items: &[Value], now_s: i64) -> Markup {
+    let content = html! {
+        table #organisations {
+            thead { tr {
+                th scope="col" { (v.t("name")) } th scope="col" { (v.t("enterprise_number")) }
+                th scope="col" { (v.t("kind")) } th scope="col" { (v.t("certificate")) }
+            } }
+            tbody {
+                @for o in items {
+                    tr {
+                        td { (s(&o["name"])) }
+                        td { (kbo(s(&o["kbo"]))) }
+                        td { (s(&o["kind"])) }
+                        td {
+                            @for c in o["certificates"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                                @let days = c["not_after"].as_i64().map(|t| (t - now_s).div_euclid(86_400));
+                                span.cert { (s(&c["common_name"])) ": " @if let Some(d) = days { (d) " " (v.t("days_left")) } }
+                                br;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    frame(v.lang, Some(v), v.t("organisations"), content)
+}
