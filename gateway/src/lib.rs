@@ -4,6 +4,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for how a request flows.
 
+pub mod activity;
 pub mod admin;
 pub mod audit;
 mod background;

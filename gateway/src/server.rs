@@ -271,6 +271,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let handshake_timeout = Duration::from_millis(cfg.tls.handshake_timeout_ms);
     tracing::info!(addr = %data_addr, services = pipeline.routes.len(), "data plane listening");
 
+    // The last hour of the data plane, for GET /activity and the console's chart.
+    let activity = crate::activity::Activity::new(&pipeline.metrics);
+    tokio::spawn(activity.clone().run(shutdown_rx.clone()));
     // The control plane: same TLS material, its own listener and handler.
     let control = match cfg.control.listen {
         Some(addr) => {
@@ -284,6 +287,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 index.clone(),
                 consent.clone(),
                 store.clone(),
+                activity.clone(),
             )?);
             tracing::info!(addr = %l.local_addr()?, "control plane listening");
             Some((l, plane))

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::model::{ConventionState, Instrument, InstrumentKind, Status};
+use crate::model::{AdhesionState, ConventionState, Instrument, InstrumentKind, Status};
 
 /// Why a transition was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,13 +160,44 @@ pub fn state_of(ins: &Instrument) -> &'static str {
     }
 }
 
-/// The states (a convention) or statuses (another instrument) an instrument in `state` may
-/// move to, as [`state_of`] names them; none for a state this lifecycle does not know.
-pub fn next_states(convention: bool, state: &str) -> Vec<&'static str> {
-    if convention {
-        ConventionState::parse(state).map(|s| s.next().iter().map(|n| n.as_str()).collect()).unwrap_or_default()
-    } else {
-        Status::parse(state).map(|s| s.next().iter().map(|n| n.as_str()).collect()).unwrap_or_default()
+/// The states (a convention) or statuses (another instrument) `ins` may move to from where it
+/// is, as [`state_of`] names them. Who may take each step is the procedure table's.
+pub fn next_of(ins: &Instrument) -> Vec<&'static str> {
+    match ins.kind {
+        InstrumentKind::Convention => {
+            ins.state.unwrap_or(ConventionState::Requested).next().iter().map(|s| s.as_str()).collect()
+        }
+        _ => ins.status.unwrap_or(Status::Draft).next().iter().map(|s| s.as_str()).collect(),
+    }
+}
+
+impl AdhesionState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AdhesionState::Requested => "requested",
+            AdhesionState::Approved => "approved",
+            AdhesionState::Onboarding => "onboarding",
+            AdhesionState::Active => "active",
+            AdhesionState::Refused => "refused",
+            AdhesionState::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// The steps an adhesion in `state` may take (seed 001): examined, then onboarded, then
+/// confirmed. For a usage convention (`signed`, seed 003) there is no examination or
+/// onboarding: the user's signature is the request, the data owner's countersignature makes it
+/// active. Refused and withdrawn are final.
+pub fn adhesion_next(state: AdhesionState, signed: bool) -> &'static [AdhesionState] {
+    use AdhesionState::*;
+    match state {
+        Requested if signed => &[Active, Refused, Withdrawn],
+        Approved | Onboarding if signed => &[Withdrawn],
+        Requested => &[Approved, Refused, Withdrawn],
+        Approved => &[Onboarding, Withdrawn],
+        Onboarding => &[Active, Withdrawn],
+        Active => &[Withdrawn],
+        Refused | Withdrawn => &[],
     }
 }
 

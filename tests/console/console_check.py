@@ -92,7 +92,7 @@ def phase_one(browser):
     r = div.goto(BASE + "/console/sources")
     assert r.status == 200, r.status
     expect(div.locator("#source-div")).to_contain_text("div.vehicle")
-    assert div.locator("section.card").count() == 1, "a data owner sees only its sources"
+    assert div.locator("section.card[id^=source-]").count() == 1, "a data owner sees only its sources"
     shot(div, "sources.png")
 
     # A third party's certificate sees none of it: the 403 page.
@@ -185,12 +185,86 @@ def phase_one(browser):
     assert listed and listed[0]["approval"].startswith("awaiting remarks"), listed
     shot(sig, "exceptional-accesses.png")
 
+    # DIV registers a service from its XSD: a catalogue naming what the XSD lacks is refused
+    # with the API's code; the right one is registered and listed.
+    history = config["history"]
+    div.goto(BASE + "/console/sources")
+    form = div.locator("#register form")
+    form.locator("select[name=source]").select_option("div")
+    for name, value in [("id", "div.history"), ("path", "/div/history"), ("upstream_path", history["upstream_path"]),
+                        ("request_element", "GetVehicleHistoryRequest"),
+                        ("response_element", "GetVehicleHistoryResponse")]:
+        form.locator(f"input[name={name}]").fill(value)
+    form.locator("select[name=subject]").select_option("none")
+    form.locator("textarea[name=xsd]").fill(history["xsd"])
+    catalogue = "\n".join(["Plate", "periods: Entry/From", "periods: Entry/Until", "holders: Entry/Holder",
+                           "Entry/Holder/Id/Niss [person]", "Entry/Holder/Id/EnterpriseNumber [organisation]"])
+    form.locator("textarea[name=catalogue]").fill(catalogue + "\nmileage: Entry/Mileage")
+    form.get_by_role("button", name="Register").click()
+    expect(div.locator(".problem")).to_have_attribute("data-code", "REGISTRATION_INVALID")
+    assert "div.history" not in [s["id"] for s in api("div", "/services")["items"]]
+    div.go_back()
+    div.locator("#register textarea[name=catalogue]").fill(catalogue)
+    div.locator("#register").get_by_role("button", name="Register").click()
+    expect(div.locator("#source-div")).to_contain_text("div.history")
+    registered = [s for s in api("div", "/services")["items"] if s["id"] == "div.history"]
+    assert registered and registered[0]["exposure"]["path"] == "/div/history", registered
+    shot(div, "register-service.png")
+
+    # An adhesion through its steps, each by its role: the CSI approves, the bank returns its
+    # onboarding documents, Sigedis (the data owner) confirms.
+    general, bank_kbo = config["general"], config["bank_a"]
+
+    def adhesion_step(page, to, **fields):
+        form = page.locator(f"#adhesion-{bank_kbo} form", has=page.locator(f"input[name=to][value='{to}']"))
+        for name, value in fields.items():
+            form.locator(f"input[name={name}]").fill(value)
+        form.locator("button[type=submit]").click()
+        expect(page.locator(f"#adhesion-{bank_kbo} .state")).to_have_text(to)
+
+    def adhesion_state(who):
+        return api(who, f"/instruments/{enc(general)}")["adhesions"][0]["state"]
+
+    csi = context["csi-ssh"].new_page()
+    csi.goto(BASE + f"/console/instruments/{enc(general)}")
+    expect(csi.locator(f"#adhesion-{bank_kbo} .state")).to_have_text("requested")
+    adhesion_step(csi, "approved", document_title="CSI decision", document_reference="CSI/SSH/26/010/FI/A-17")
+    assert adhesion_state("csi-ssh") == "approved"
+    bank.goto(BASE + f"/console/instruments/{enc(general)}")
+    adhesion_step(bank, "onboarding", document_title="Onboarding DB2PDataTransfer", document_reference="ONB-7")
+    assert adhesion_state("bank-a") == "onboarding"
+    sig_owner = context["sigedis"].new_page()
+    sig_owner.goto(BASE + f"/console/instruments/{enc(general)}")
+    adhesion_step(sig_owner, "active")
+    assert adhesion_state("sigedis") == "active"
+    shot(sig_owner, "adhesion.png")
+
+    # The change history shows what the console did, by whom.
+    div.goto(BASE + "/console/changes")
+    expect(div.locator("#changes")).to_contain_text("POST /services")
+    expect(div.locator("#changes")).to_contain_text(conv)
+
     # The integrator's view of organisations and their certificates.
     admin = context["admin"].new_page()
     admin.goto(BASE + "/console/organisations")
     row = admin.locator("#organisations tr", has_text="Fleet lessor (synthetic)")
     expect(row.locator(".cert")).to_contain_text("days left")
     shot(admin, "organisations.png")
+
+    # The last hour of the data plane, as GET /activity gives it; a data owner may not see it.
+    last = api("admin", "/activity")
+    assert last["calls"] >= 3 and last["refused"] >= 1, last
+    admin.goto(BASE + "/console/activity")
+    expect(admin.locator("#activity-calls")).to_have_text(str(last["calls"]))
+    expect(admin.locator("#activity-refused")).to_have_text(str(last["refused"]))
+    for r in last["refusals"]:
+        expect(admin.locator("#refusals")).to_contain_text(r["code"])
+    for s in last["services"]:
+        expect(admin.locator("#services")).to_contain_text(s["service"])
+    assert admin.locator("svg.chart rect.refused").count() >= 1
+    shot(admin, "activity.png")
+    r = div.goto(BASE + "/console/activity")
+    assert r.status == 403, r.status
 
 
 def phase_two(browser):

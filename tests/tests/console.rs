@@ -15,11 +15,13 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde_json::json;
-use tests::{FLEET, FLEET_KBO, Harness, PROSECUTOR, PROSECUTOR_KBO};
+use tests::{ASSOC_CALLER, FLEET, FLEET_KBO, Harness, PROSECUTOR, PROSECUTOR_KBO};
 
 const DELIBERATION: &str = "CSI/AF/31/2026";
 const CONVENTION: &str = "DIV/CONV/2026/0100";
 const ACCESS: &str = "x-bank";
+const GENERAL: &str = "CSI/SSH/26/010/FI";
+const BANK_A_KBO: &str = "0456123494";
 
 /// The convention requested, the prosecutor's audit request filed, a bank's exceptional access
 /// filed on Sigedis' matrix: what the organisations then handle in the console.
@@ -67,6 +69,29 @@ async fn set_up(h: &Harness) -> String {
         "service": "sigedis.pensions", "purposes": ["SUPPLEMENTARY_PENSION_INFO"], "fields": ["planType"],
         "justification": "an urgent case", "valid_until": until.to_string() });
     created(h.ctl("bank-a", Method::POST, "/exceptional-accesses", Some(access)).await);
+
+    // A general instrument of Sigedis' issued by the CSI, and Bank A's request to adhere.
+    let framework = json!({ "reference": "CSI/SSH/26/010", "kind": "general", "source": "sigedis", "status": "active",
+        "title": "Framework for DB2P datatransfer", "authority": "CSI-SSH", "number": "26/010", "date": "2026-02-10",
+        "eligible": ["financial-institution", "insurer"] });
+    let special = json!({ "reference": GENERAL, "kind": "general", "parent": "CSI/SSH/26/010", "status": "active",
+        "title": "Special authorization: financial institutions × supplementary pension data",
+        "authority": "CSI-SSH", "number": "26/010-FI", "date": "2026-03-02", "eligible": ["financial-institution"],
+        "grants": [{ "id": "sigedis-fi-v2", "recipient": { "adherents": true }, "service": "sigedis.pensions",
+            "purposes": ["SUPPLEMENTARY_PENSION_INFO"], "consent": true, "fields": ["organiser", "planType"] }] });
+    for body in [framework, special] {
+        created(h.ctl("sigedis", Method::POST, "/instruments", Some(body)).await);
+    }
+    let adhesion = json!({ "org": BANK_A_KBO, "official_name": "Bank A NV (synthetic)", "seat": "Rue Royale 1, 1000 Brussels",
+        "requested_by": "An Janssens", "capacity": "Head of retirement planning", "reference": "ADH-2026-0042",
+        "modalities_confirmed": true, "evaluation_form": { "title": "Evaluation form DB2P", "reference": "EF-2026-7" } });
+    let path = format!("/instruments/{}/adhesions", tests::enc(GENERAL));
+    created(h.ctl("bank-a", Method::POST, &path, Some(adhesion)).await);
+
+    // The data plane answers and refuses: what the integrator's last hour shows.
+    for who in [ASSOC_CALLER, ASSOC_CALLER, "bank-a"] {
+        tests::association(&h.client(who), &tests::vcode(), &[]).await.unwrap();
+    }
     inquiry
 }
 
@@ -94,7 +119,7 @@ async fn organisations_run_their_flows_from_the_console_in_a_browser() {
     };
     let ca = write("ca.pem", &h.demo.pki.ca.cert_pem());
     let mut certs = serde_json::Map::new();
-    for who in ["div", "sigedis", "bank-a", "admin", FLEET, PROSECUTOR] {
+    for who in ["div", "sigedis", "bank-a", "admin", "csi-ssh", FLEET, PROSECUTOR] {
         let issued = h.demo.pki.client(who).unwrap();
         let cert = write(&format!("{who}.pem"), &issued.cert_pem);
         let key = write(&format!("{who}.key"), &issued.key_pem);
@@ -111,6 +136,8 @@ async fn organisations_run_their_flows_from_the_console_in_a_browser() {
         "ca": ca, "certs": certs, "screenshots": shots,
         "kbo": { "div": gateway::demo::org_kbo("div").unwrap().to_string() },
         "convention": CONVENTION, "deliberation": DELIBERATION, "inquiry": inquiry, "access": ACCESS,
+        "general": GENERAL, "bank_a": BANK_A_KBO,
+        "history": { "xsd": adapters::div::sandbox::HISTORY_XSD, "upstream_path": adapters::div::sandbox::HISTORY_PATH },
     });
     let config_path = dir.path().join("config.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
@@ -125,6 +152,15 @@ async fn organisations_run_their_flows_from_the_console_in_a_browser() {
     assert_eq!(a.json().unwrap()["state_or_status"], "published", "{}", a.text());
     let a = h.ctl(PROSECUTOR, Method::GET, &format!("/audit/requests/{inquiry}"), None).await;
     assert_eq!(a.json().unwrap()["state"], "approved", "{}", a.text());
+    let a = h.ctl("sigedis", Method::GET, &format!("/instruments/{}", tests::enc(GENERAL)), None).await;
+    assert_eq!(a.json().unwrap()["adhesions"][0]["state"], "active", "{}", a.text());
+    // The integrator's last hour, as documented; nobody else's.
+    let a = h.ctl("admin", Method::GET, "/activity", None).await;
+    let last = a.json().unwrap();
+    assert!(last["calls"].as_u64().unwrap() >= 3 && last["refused"].as_u64().unwrap() >= 1, "{last}");
+    assert_eq!(h.ctl("div", Method::GET, "/activity", None).await.code(), Some("ADMIN_ROLE_MISSING"));
+    let a = h.ctl("div", Method::GET, "/services", None).await;
+    assert!(a.text().contains("\"div.history\""), "registered from the console: {}", a.text());
     // Every change made in the browser is in the change history, by the organisation that made it.
     let a = h.ctl("div", Method::GET, "/changes", None).await;
     assert!(a.text().contains("published"), "{}", a.text());

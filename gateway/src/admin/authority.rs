@@ -334,6 +334,12 @@ pub const TABLE: &[Rule] = &[
         note: "never empty; must leave an integrator and the importer's own role; `?dry_run=true` shows the difference",
     },
     Rule { method: "POST", path: "/reload", roles: &[Integrator], note: "" },
+    Rule {
+        method: "GET",
+        path: "/activity",
+        roles: &[Integrator],
+        note: "the data plane's last hour from the metrics: calls, refusals by code, p99 per service",
+    },
 ];
 
 /// One step of a procedure and the roles that may take it: the second half of the role table.

@@ -115,6 +115,17 @@ pub(super) fn instrument_view(ins: &Instrument) -> serde_json::Value {
     let mut v = serde_json::json!(ins);
     v["effective_status"] = serde_json::json!(ins.effective_status().as_str());
     v["state_or_status"] = serde_json::json!(lifecycle::state_of(ins));
+    v["next_states"] = serde_json::json!(lifecycle::next_of(ins));
+    let signed = ins.signed_matrix();
+    let adhesions: serde_json::Map<String, serde_json::Value> = ins
+        .adhesions
+        .iter()
+        .map(|a| {
+            let next: Vec<&str> = lifecycle::adhesion_next(a.state, signed).iter().map(|s| s.as_str()).collect();
+            (a.org.digits(&mut [0u8; 10]).to_owned(), serde_json::json!(next))
+        })
+        .collect();
+    v["adhesion_next_steps"] = serde_json::Value::Object(adhesions);
     v
 }
 

@@ -76,6 +76,8 @@ pub struct ControlPlane {
     /// Where the a-posteriori control keeps its requesters and inquiries.
     store: Arc<dyn crate::store::Store>,
     ids: crate::pipeline::envelope::RequestIds,
+    /// The last hour of the data plane (`GET /activity`).
+    activity: Arc<crate::activity::Activity>,
 }
 
 /// The body of an audit query.
@@ -269,6 +271,7 @@ fn record_json(replica: Option<String>, r: &StoredRecord) -> serde_json::Value {
 }
 
 impl ControlPlane {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &ControlConfig,
         changes: Arc<Changes>,
@@ -277,6 +280,7 @@ impl ControlPlane {
         index: Arc<dyn AuditIndex>,
         consent: Arc<Registry>,
         store: Arc<dyn crate::store::Store>,
+        activity: Arc<crate::activity::Activity>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         // Config validation has checked every entry parses.
@@ -303,6 +307,7 @@ impl ControlPlane {
             auditors,
             consent,
             store,
+            activity,
             ids: crate::pipeline::envelope::RequestIds::new(),
         })
     }
@@ -381,6 +386,9 @@ impl ControlPlane {
                     ("GET", "/policy/export") => self.export(caller).await,
                     ("POST", "/policy/import") => self.import(req, caller).await,
                     ("POST", "/reload") => self.reload(caller).await,
+                    ("GET", "/activity") => self
+                        .allowed(caller, "GET", "/activity", &authority::Scope::default())
+                        .map(|_| json(StatusCode::OK, &self.activity.last_hour())),
                     _ => Err(refuse(Code::Internal, "a route without a handler")),
                 }
             }

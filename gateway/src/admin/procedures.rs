@@ -563,16 +563,8 @@ impl ControlPlane {
                     "active" => Active,
                     _ => Withdrawn,
                 };
-                let possible: &[AdhesionState] = match a.state {
-                    Requested if signed => &[Active, Refused, Withdrawn],
-                    Approved | Onboarding if signed => &[Withdrawn],
-                    Requested => &[Approved, Refused, Withdrawn],
-                    Approved => &[Onboarding, Withdrawn],
-                    Onboarding => &[Active, Withdrawn],
-                    Active => &[Withdrawn],
-                    Refused | Withdrawn => &[],
-                };
-                let name = |s: AdhesionState| serde_json::json!(s).as_str().unwrap_or_default().to_owned();
+                let possible = policies::lifecycle::adhesion_next(a.state, signed);
+                let name = |s: AdhesionState| s.as_str().to_owned();
                 if !possible.contains(&to) {
                     let next: Vec<String> = possible.iter().map(|s| name(*s)).collect();
                     let detail = if next.is_empty() {

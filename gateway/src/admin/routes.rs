@@ -57,6 +57,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/policy/export"),
     ("POST", "/policy/import"),
     ("POST", "/reload"),
+    ("GET", "/activity"),
 ];
 
 /// A matched route: its template and the decoded path parameters.

@@ -291,6 +291,23 @@ impl Console {
                 let now_s = i64::try_from(self.policy.now_ms() / 1000).unwrap_or(i64::MAX);
                 html(StatusCode::OK, pages::organisations(v, &list.items(), now_s))
             }
+            ["activity"] => {
+                let a = self.api(caller, Method::GET, "/activity", None).await;
+                if !a.ok() {
+                    return self.failed(v, &a);
+                }
+                html(StatusCode::OK, pages::activity(v, &a.json))
+            }
+            ["changes"] => {
+                // The last 100 changes.
+                let after = self.policy.version().saturating_sub(100);
+                let list = self.api(caller, Method::GET, &format!("/changes?after={after}&limit=100"), None).await;
+                if !list.ok() {
+                    return self.failed(v, &list);
+                }
+                let changes = list.json["changes"].as_array().cloned().unwrap_or_default();
+                html(StatusCode::OK, pages::changes(v, &changes))
+            }
             _ => html(StatusCode::NOT_FOUND, pages::not_found(v)),
         }
     }
@@ -413,6 +430,33 @@ fn action(path: &str, f: &Form) -> Option<(String, Value, String)> {
                 format!("/console/instruments/{}", seg(&reference)),
             ))
         }
+        ["instruments", reference, "adhesions", org, "transitions"] => {
+            let reference = percent_decode_str(reference).decode_utf8_lossy().into_owned();
+            let mut body = json!({ "to": f.get("to")? });
+            put(&mut body, "reason", opt("reason"));
+            if let Some(title) = f.get("document_title") {
+                let mut d = json!({ "title": title });
+                put(&mut d, "reference", opt("document_reference"));
+                body["documents"] = json!([d]);
+            }
+            Some((
+                format!("/instruments/{}/adhesions/{}/transitions", seg(&reference), seg(org)),
+                body,
+                format!("/console/instruments/{}", seg(&reference)),
+            ))
+        }
+        ["services"] => {
+            let mut exposure = json!({
+                "method": "POST", "path": f.get("path")?, "upstream_path": f.get("upstream_path")?,
+                "dialect": "soap",
+                "layout": { "xsd": f.get("xsd")?, "request_element": f.get("request_element")?,
+                            "response_element": f.get("response_element")? },
+                "catalogue": catalogue(f.get("catalogue")?),
+            });
+            put(&mut exposure, "subject", opt("subject"));
+            let body = json!({ "id": f.get("id")?, "source": f.get("source")?, "exposure": exposure });
+            Some(("/services".to_owned(), body, "/console/sources".to_owned()))
+        }
         ["exceptional-accesses", id, step @ ("advice" | "remark" | "withdraw")] => {
             let id = percent_decode_str(id).decode_utf8_lossy().into_owned();
             let body = match *step {
@@ -429,6 +473,32 @@ fn action(path: &str, f: &Form) -> Option<(String, Value, String)> {
         }
         _ => None,
     }
+}
+
+/// The catalogue of a registration as the form gives it, one entry a line: `field: Path` (a
+/// grantable field), `Path` (always kept), either followed by `[person]` or `[organisation]`
+/// when the part identifies a data subject.
+fn catalogue(text: &str) -> Value {
+    let entries: Vec<Value> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let (rest, subject) = match line.strip_suffix(']').and_then(|l| l.rsplit_once('[')) {
+                Some((rest, subject)) => (rest.trim(), Some(subject.trim())),
+                None => (line, None),
+            };
+            let mut entry = match rest.split_once(':') {
+                Some((field, path)) => json!({ "field": field.trim(), "path": path.trim() }),
+                None => json!({ "path": rest }),
+            };
+            if let Some(subject) = subject {
+                entry["subject"] = json!(subject);
+            }
+            entry
+        })
+        .collect();
+    Value::Array(entries)
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
@@ -482,6 +552,28 @@ mod tests {
         );
         assert!(action("/console/instruments/X/elsewhere", &f).is_none());
         assert!(action("/console/audit-requests/1/advice", &f).is_none(), "favourable and reason are required");
+    }
+
+    #[test]
+    fn a_registration_form_becomes_the_api_body() {
+        let f = Form(form_fields(
+            b"source=div&id=div.history&path=%2Fdiv%2Fhistory&upstream_path=%2Fh&request_element=Rq&response_element=Rs\
+              &subject=none&xsd=%3Cxs%3Aschema%2F%3E&catalogue=Plate%0D%0Aperiods%3A+Entry%2FFrom%0D%0A\
+              Entry%2FHolder%2FId%2FNiss+%5Bperson%5D%0D%0A",
+        ));
+        let (path, body, back) = action("/console/services", &f).unwrap();
+        assert_eq!((path.as_str(), back.as_str()), ("/services", "/console/sources"));
+        assert_eq!(
+            body,
+            json!({ "id": "div.history", "source": "div", "exposure": {
+                "method": "POST", "path": "/div/history", "upstream_path": "/h", "dialect": "soap", "subject": "none",
+                "layout": { "xsd": "<xs:schema/>", "request_element": "Rq", "response_element": "Rs" },
+                "catalogue": [
+                    { "path": "Plate" },
+                    { "field": "periods", "path": "Entry/From" },
+                    { "path": "Entry/Holder/Id/Niss", "subject": "person" },
+                ] } })
+        );
     }
 
     #[test]

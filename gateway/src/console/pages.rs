@@ -26,13 +26,15 @@ fn kbo(d: &str) -> String {
 
 /// The frame of every page: the navigation, who is signed in, the content.
 fn frame(lang: Lang, viewer: Option<&Viewer>, title: &str, content: Markup) -> Markup {
-    let nav: [(&str, &'static str); 6] = [
+    let nav: [(&str, &'static str); 8] = [
         ("/console", "home"),
         ("/console/sources", "sources"),
         ("/console/instruments", "instruments"),
         ("/console/exceptional-accesses", "exceptional"),
         ("/console/audit-requests", "audit_requests"),
         ("/console/organisations", "organisations"),
+        ("/console/changes", "changes"),
+        ("/console/activity", "activity"),
     ];
     html! {
         (DOCTYPE)
@@ -149,8 +151,63 @@ pub(super) fn sources(v: &Viewer, sources: &[Value], services: &[Value]) -> Mark
                 }
             }
         }
+        section.card #register {
+            h2 { (v.t("register_xsd")) }
+            form method="post" action="/console/services" {
+                (token(v))
+                label for="svc-source" { (v.t("source")) }
+                select id="svc-source" name="source" {
+                    @for src in sources { option value=(s(&src["id"])) { (s(&src["name"])) } }
+                }
+                @for (name, key, hint) in [
+                    ("id", "service_id", "div.history"),
+                    ("path", "exposure", "/div/history"),
+                    ("upstream_path", "upstream_path", "/div/v1/history"),
+                    ("request_element", "request_element", "GetVehicleHistoryRequest"),
+                    ("response_element", "response_element", "GetVehicleHistoryResponse"),
+                ] {
+                    label for=(format!("svc-{name}")) { (v.t(key)) }
+                    input id=(format!("svc-{name}")) name=(name) type="text" placeholder=(hint) required;
+                }
+                label for="svc-subject" { (v.t("subject_kind")) }
+                select id="svc-subject" name="subject" {
+                    @for k in ["none", "niss", "kbo", "association"] { option value=(k) { (k) } }
+                }
+                label for="svc-xsd" { (v.t("xsd")) }
+                textarea id="svc-xsd" name="xsd" rows="8" required {}
+                label for="svc-catalogue" { (v.t("catalogue")) }
+                p.hint id="catalogue-hint" { (v.t("catalogue_hint")) }
+                textarea id="svc-catalogue" name="catalogue" rows="6" aria-describedby="catalogue-hint" required {}
+                button type="submit" { (v.t("register")) }
+            }
+        }
     };
     frame(v.lang, Some(v), v.t("sources"), content)
+}
+
+pub(super) fn changes(v: &Viewer, changes: &[Value]) -> Markup {
+    let content = html! {
+        @if changes.is_empty() { p { (v.t("none")) } }
+        table #changes {
+            thead { tr {
+                th scope="col" { (v.t("version")) } th scope="col" { (v.t("time")) } th scope="col" { (v.t("actor")) }
+                th scope="col" { (v.t("operation")) } th scope="col" { (v.t("summary")) } th scope="col" { (v.t("reason")) }
+            } }
+            tbody {
+                @for c in changes.iter().rev() {
+                    tr {
+                        td { (c["version"]) }
+                        td { (s(&c["time"])) }
+                        td { (kbo(s(&c["actor"]))) }
+                        td { code { (s(&c["operation"])) } " " (s(&c["target"])) }
+                        td { (s(&c["summary"])) }
+                        td { (c["reason"].as_str().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+    };
+    frame(v.lang, Some(v), v.t("changes"), content)
 }
 
 /// Whether an instrument in `state` lets its recipients call in production.
@@ -204,12 +261,24 @@ fn recipient(r: &Value, orgs: &[Value]) -> String {
 pub(super) fn instrument(v: &Viewer, ins: &Value, orgs: &[Value]) -> Markup {
     let reference = s(&ins["reference"]);
     let state = s(&ins["state_or_status"]);
-    let convention = s(&ins["kind"]) == "convention";
-    let next = policies::lifecycle::next_states(convention, state);
+    let next: Vec<&str> = ins["next_states"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
+    let adhesions: Vec<&Value> = ins["adhesions"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
     let grants: Vec<&Value> = ins["grants"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-    let mut who: Vec<String> = grants.iter().map(|g| recipient(&g["recipient"], orgs)).collect();
+    // Who the grants reach: an instrument for its adherents reaches those whose adhesion is active.
+    let mut who: Vec<String> = grants
+        .iter()
+        .flat_map(|g| match g["recipient"].get("adherents") {
+            Some(_) => adhesions
+                .iter()
+                .filter(|a| a["state"] == "active")
+                .map(|a| recipient(&serde_json::json!({ "org": a["org"] }), orgs))
+                .collect(),
+            None => vec![recipient(&g["recipient"], orgs)],
+        })
+        .collect();
     who.sort();
     who.dedup();
+    let reached = if who.is_empty() { v.t("none").to_owned() } else { who.join("; ") };
     let content = html! {
         dl.facts {
             dt { (v.t("reference")) } dd #reference { (reference) }
@@ -247,9 +316,9 @@ pub(super) fn instrument(v: &Viewer, ins: &Value, orgs: &[Value]) -> Markup {
                 fieldset {
                     legend { (v.t("move_to")) " " strong { (to) } }
                     @if in_force(to) && !in_force(state) {
-                        p.effect { (v.t("gain")) ": " (who.join("; ")) }
+                        p.effect { (v.t("gain")) ": " (reached) }
                     } @else if in_force(state) && !in_force(to) {
-                        p.effect { (v.t("lose")) ": " (who.join("; ")) }
+                        p.effect { (v.t("lose")) ": " (reached) }
                     } @else {
                         p.effect { (v.t("no_change")) }
                     }
@@ -268,6 +337,36 @@ pub(super) fn instrument(v: &Viewer, ins: &Value, orgs: &[Value]) -> Markup {
                         }
                     }
                     button type="submit" name="go" value=(to) { (v.t("move_to")) " " (to) }
+                }
+            }
+        }
+        @if !adhesions.is_empty() {
+            h2 { (v.t("adhesions")) }
+            @for a in &adhesions {
+                @let org = s(&a["org"]);
+                section.card.adhesion id=(format!("adhesion-{org}")) {
+                    h3 { (recipient(&serde_json::json!({ "org": org }), orgs)) " — " span.state { (s(&a["state"])) } }
+                    dl.facts {
+                        dt { (v.t("requested_by")) } dd { (s(&a["requested_by"])) }
+                        dt { (v.t("filed_on")) } dd { (s(&a["date"])) }
+                    }
+                    @for to in ins["adhesion_next_steps"][org].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(s) {
+                        form.adhesion-step method="post"
+                            action=(format!("/console/instruments/{}/adhesions/{org}/transitions", seg(reference))) {
+                            (token(v))
+                            input type="hidden" name="to" value=(to);
+                            fieldset {
+                                legend { (v.t("move_to")) " " strong { (to) } }
+                                label for=(format!("areason-{org}-{to}")) { (v.t("reason")) }
+                                input id=(format!("areason-{org}-{to}")) name="reason" type="text";
+                                label for=(format!("adoc-{org}-{to}")) { (v.t("document_title")) }
+                                input id=(format!("adoc-{org}-{to}")) name="document_title" type="text";
+                                label for=(format!("adocref-{org}-{to}")) { (v.t("document_reference")) }
+                                input id=(format!("adocref-{org}-{to}")) name="document_reference" type="text";
+                                button type="submit" { (v.t("move_to")) " " (to) }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -388,4 +487,76 @@ pub(super) fn organisations(v: &Viewer, items: &[Value], now_s: i64) -> Markup {
         }
     };
     frame(v.lang, Some(v), v.t("organisations"), content)
+}
+
+/// The data plane's last hour: calls minute by minute (refused ones stacked in another
+/// colour), refusals by code, and each service's 99th percentile. The chart is SVG drawn here;
+/// the same figures stand in the tables below it for those who do not see it.
+pub(super) fn activity(v: &Viewer, a: &Value) -> Markup {
+    const W: f64 = 720.0;
+    const H: f64 = 160.0;
+    let minutes: Vec<&Value> = a["minutes"].as_array().map(|m| m.iter().collect()).unwrap_or_default();
+    let n = |x: &Value| x.as_u64().unwrap_or(0);
+    let peak = minutes.iter().map(|m| n(&m["calls"])).max().unwrap_or(0).max(1) as f64;
+    let slot = W / minutes.len().max(1) as f64;
+    let services: Vec<&Value> = a["services"].as_array().map(|s| s.iter().collect()).unwrap_or_default();
+    let slowest = services.iter().filter_map(|s| s["p99_ms"].as_f64()).fold(1.0_f64, f64::max);
+    let content = html! {
+        p { (s(&a["from"])) " – " (s(&a["to"])) }
+        dl.facts {
+            dt { (v.t("calls")) } dd #activity-calls { (n(&a["calls"])) }
+            dt { (v.t("refused")) } dd #activity-refused { (n(&a["refused"])) }
+        }
+        figure {
+            svg.chart width=(W) height=(H + 20.0) viewBox=(format!("0 0 {W} {}", H + 20.0)) role="img" aria-labelledby="calls-title" {
+                title id="calls-title" { (v.t("calls_per_minute")) }
+                line x1="0" y1=(H) x2=(W) y2=(H) stroke="#4a5560" {}
+                @for (i, m) in minutes.iter().enumerate() {
+                    @let (calls, refused) = (n(&m["calls"]) as f64, n(&m["refused"]) as f64);
+                    @let x = i as f64 * slot + 1.0;
+                    @let w = (slot - 2.0).max(1.0);
+                    rect.granted x=(x) y=(H - calls / peak * H) width=(w) height=((calls - refused) / peak * H) fill="#0b5cad" {}
+                    rect.refused x=(x) y=(H - refused / peak * H) width=(w) height=(refused / peak * H) fill="#a4260f" {}
+                }
+                text x="4" y="12" font-size="12" fill="#1b1f24" { (peak as u64) " / min" }
+                text x="4" y=(H + 16.0) font-size="12" fill="#1b1f24" { (v.t("calls_per_minute")) }
+            }
+            figcaption { span.key-granted { "■ " } (v.t("granted")) " " span.key-refused { "■ " } (v.t("refused")) }
+        }
+        h2 { (v.t("refusals_by_code")) }
+        @if a["refusals"].as_array().is_none_or(Vec::is_empty) { p { (v.t("none")) } }
+        table #refusals {
+            tbody {
+                @for r in a["refusals"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    tr { th scope="row" { code { (s(&r["code"])) } } td { (n(&r["count"])) } }
+                }
+            }
+        }
+        h2 { (v.t("p99_by_service")) }
+        svg.chart width=(W) height=(services.len() as f64 * 24.0 + 4.0) role="img" aria-labelledby="p99-title" {
+            title id="p99-title" { (v.t("p99_by_service")) }
+            @for (i, svc) in services.iter().enumerate() {
+                @let p99 = svc["p99_ms"].as_f64();
+                @let y = i as f64 * 24.0 + 2.0;
+                text x="0" y=(y + 15.0) font-size="13" fill="#1b1f24" { (s(&svc["service"])) }
+                rect x="200" y=(y) width=(p99.map_or(W - 280.0, |p| (p / slowest * (W - 280.0)).max(2.0))) height="18" fill="#0b5cad" {}
+                text x=(W - 70.0) y=(y + 15.0) font-size="13" fill="#1b1f24" {
+                    @if let Some(p) = p99 { "≤ " (p) " ms" } @else { "> 5 s" }
+                }
+            }
+        }
+        table #services {
+            thead { tr { th scope="col" { (v.t("service")) } th scope="col" { (v.t("calls")) } th scope="col" { "p99" } } }
+            tbody {
+                @for svc in &services {
+                    tr {
+                        td { code { (s(&svc["service"])) } }
+                        td { (n(&svc["calls"])) }
+                        td { @if let Some(p) = svc["p99_ms"].as_f64() { "≤ " (p) " ms" } @else { "> 5 s" } }
+                    }
+                }
+            }
+        }
+    };
+    frame(v.lang, Some(v), v.t("activity"), content)
 }
