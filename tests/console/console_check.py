@@ -174,6 +174,14 @@ def phase_one(browser):
     expect(sig.locator(f"#request-{inquiry} .advice")).to_contain_text("Favourable")
     assert api("prosecutor", f"/audit/requests/{inquiry}")["state"] == "approved"
     shot(sig, "audit-requests.png")
+    # The requester downloads the result: the records of the calls it asked about.
+    prosecutor = context["prosecutor"].new_page()
+    prosecutor.goto(BASE + "/console/audit-requests")
+    with prosecutor.expect_download() as download:
+        prosecutor.locator(f"#request-{inquiry} a.download").click()
+    result = json.load(open(download.value.path()))
+    assert result["request"] == inquiry and result["count"] == len(result["records"]), result
+    assert sorted(r["request_id"] for r in result["records"]) == ["pension-console-0", "pension-console-1"], result
 
     # The exceptional access: the privacy office's advice starts the 7 days.
     sig.goto(BASE + "/console/exceptional-accesses")

@@ -27,6 +27,11 @@ const BANK_A_KBO: &str = "0456123494";
 /// filed on Sigedis' matrix: what the organisations then handle in the console.
 async fn set_up(h: &Harness) -> String {
     let created = |a: tests::Answer| assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    // Bank A's calls to Sigedis: what the prosecutor's audit request will read.
+    for i in 0..2 {
+        let id = format!("pension-console-{i}");
+        tests::sigedis(&h.client("bank-a"), &tests::person(), &[("x-request-id", id.as_str())]).await.unwrap();
+    }
     let org = json!({ "kbo": FLEET_KBO, "name": "Fleet lessor (synthetic)", "kind": "leasing-company" });
     created(h.ctl("admin", Method::POST, "/organisations", Some(org)).await);
     // Its certificate signed by the gateway's CA: the integrator's page shows its days left.

@@ -126,6 +126,7 @@ pub const CATALOGUE: &[Row] = &[
     ("period", "Period", Some("Période"), Some("Periode")),
     ("justification", "Justification", None, None),
     ("advice", "Advice", Some("Avis"), Some("Advies")),
+    ("download_results", "Download the result (JSON; reading it is recorded in the trail)", None, None),
     ("none", "None.", Some("Aucun."), Some("Geen.")),
     ("failed", "The change was refused", Some("La modification a été refusée"), Some("De wijziging werd geweigerd")),
     ("back", "Back", Some("Retour"), Some("Terug")),

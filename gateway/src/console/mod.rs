@@ -283,6 +283,20 @@ impl Console {
                 }
                 html(StatusCode::OK, pages::audit_requests(v, &list.items()))
             }
+            ["audit-requests", id, "results"] => {
+                // The result as the API gives it (its read is audited there), to download.
+                let path = format!("/audit/requests/{}/results?limit=10000", seg(id));
+                let a = self.api(caller, Method::GET, &path, None).await;
+                if !a.ok() {
+                    return self.failed(v, &a);
+                }
+                let mut r = respond(StatusCode::OK, "application/json", Bytes::from(a.json.to_string()));
+                let name: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+                if let Ok(h) = HeaderValue::from_str(&format!("attachment; filename=\"audit-request-{name}.json\"")) {
+                    r.headers_mut().insert(header::CONTENT_DISPOSITION, h);
+                }
+                r
+            }
             ["organisations"] => {
                 let list = self.api(caller, Method::GET, "/organisations", None).await;
                 if !list.ok() {

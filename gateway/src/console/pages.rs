@@ -443,6 +443,9 @@ pub(super) fn audit_requests(v: &Viewer, items: &[Value]) -> Markup {
                         }
                     }
                 }
+                @if s(&q["state"]) == "approved" {
+                    p { a.download href=(format!("/console/audit-requests/{}/results", seg(s(&q["id"])))) { (v.t("download_results")) } }
+                }
                 @if s(&q["state"]) == "submitted" && s(&q["requester"]) != v.kbo {
                     form method="post" action=(format!("/console/audit-requests/{}/advice", seg(s(&q["id"])))) {
                         (token(v))
