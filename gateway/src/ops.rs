@@ -34,6 +34,8 @@ pub struct Ops {
     pub ids: crate::pipeline::envelope::RequestIds,
     /// The registered services, whose upstreams `/readyz` reports.
     pub registered: Option<Arc<crate::registered::Keeper>>,
+    /// The data plane's last hour (`GET /activity` on the control plane).
+    pub activity: Arc<crate::activity::Activity>,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -67,6 +69,14 @@ impl Ops {
     }
 
     async fn ready(&self) -> Response<Body> {
+        let (all, doc) = self.readiness().await;
+        let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        reply(status, "application/json", doc.to_string())
+    }
+
+    /// Whether the gateway can answer, and the document `/readyz` serves: the store, the
+    /// trail, the policy, each source's reachability.
+    pub async fn readiness(&self) -> (bool, serde_json::Value) {
         let in_sync = self.sync.as_ref().is_none_or(|s| s.in_sync());
         let st = self.store.clone();
         let store = in_sync
@@ -113,8 +123,7 @@ impl Ops {
             "policy": { "loaded": policy, "version": snapshot.version(), "grants": snapshot.grant_count() },
             "sources": sources,
         });
-        let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-        reply(status, "application/json", doc.to_string())
+        (all, doc)
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {

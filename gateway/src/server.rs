@@ -271,9 +271,31 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let handshake_timeout = Duration::from_millis(cfg.tls.handshake_timeout_ms);
     tracing::info!(addr = %data_addr, services = pipeline.routes.len(), "data plane listening");
 
-    // The last hour of the data plane, for GET /activity and the console's chart.
+    // What the operations listener and GET /activity read: readiness, metrics, the last hour.
     let activity = crate::activity::Activity::new(&pipeline.metrics);
     tokio::spawn(activity.clone().run(shutdown_rx.clone()));
+    let upstreams = cfg
+        .sources
+        .iter()
+        .flat_map(|(name, s)| {
+            [Some(&s.upstream), s.test_upstream.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|u| crate::ops::authority(u).map(|a| (name.clone(), a)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let ops = Arc::new(crate::ops::Ops {
+        metrics: pipeline.metrics.clone(),
+        store: store.clone(),
+        audit: audit.clone(),
+        policy: policy.clone(),
+        upstreams,
+        sync: sync.clone(),
+        ids: crate::pipeline::envelope::RequestIds::new(),
+        registered: Some(pipeline.registered.clone()),
+        activity,
+    });
     // The control plane: same TLS material, its own listener and handler.
     let control = match cfg.control.listen {
         Some(addr) => {
@@ -287,7 +309,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
                 index.clone(),
                 consent.clone(),
                 store.clone(),
-                activity.clone(),
+                ops.clone(),
             )?);
             tracing::info!(addr = %l.local_addr()?, "control plane listening");
             Some((l, plane))
@@ -300,30 +322,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         Some(addr) => {
             let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (operations)"))?;
             let a = l.local_addr()?;
-            let upstreams = cfg
-                .sources
-                .iter()
-                .flat_map(|(name, s)| {
-                    [Some(&s.upstream), s.test_upstream.as_ref()]
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|u| crate::ops::authority(u).map(|a| (name.clone(), a)))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
             let conns = Connections::new("ops", Bounds::of("ops", &cfg.connections.ops), &pipeline.metrics);
             tokio::spawn(conns.clone().sweeper(shutdown_rx.clone()));
-            let ops = Arc::new(crate::ops::Ops {
-                metrics: pipeline.metrics.clone(),
-                store: store.clone(),
-                audit: audit.clone(),
-                policy: policy.clone(),
-                upstreams,
-                sync: sync.clone(),
-                ids: crate::pipeline::envelope::RequestIds::new(),
-                registered: Some(pipeline.registered.clone()),
-            });
-            tokio::spawn(crate::ops::serve(l, ops, conns, shutdown_rx.clone()));
+            tokio::spawn(crate::ops::serve(l, ops.clone(), conns, shutdown_rx.clone()));
             tracing::info!(addr = %a, "operations listening");
             Some(a)
         }
@@ -372,7 +373,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let attempts_task = tokio::spawn(attempts.clone().run(pipeline.audit.clone(), shutdown_rx.clone()));
     let control = match control {
         Some((l, plane)) => {
-            let console = Arc::new(crate::console::Console::new(plane.clone(), policy.clone())?);
+            let metrics_url = cfg.ops.listen.map(|a| format!("http://{a}/metrics"));
+            let console = Arc::new(crate::console::Console::new(plane.clone(), policy.clone(), metrics_url)?);
             Some((l, plane, console))
         }
         None => None,

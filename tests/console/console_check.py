@@ -145,6 +145,11 @@ def phase_one(browser):
     div.goto(BASE + "/console/instruments")
     shot(div, "instruments.png")
 
+    # The publication now names the published convention; anyone may read it.
+    bank.goto(BASE + "/console/publication")
+    expect(bank.locator("#publication")).to_contain_text(conv)
+    shot(bank, "publication.png")
+
     # Forms only from this console, for this certificate.
     path = f"/console/instruments/{enc(conv)}/transitions"
     form = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -270,6 +275,9 @@ def phase_one(browser):
     for s in last["services"]:
         expect(admin.locator("#services")).to_contain_text(s["service"])
     assert admin.locator("svg.chart rect.refused").count() >= 1
+    expect(admin.locator("#ready")).to_have_text("yes" if last["readiness"]["ready"] else "no")
+    for source in last["readiness"]["sources"]:
+        expect(admin.locator("#source-readiness")).to_contain_text(source)
     shot(admin, "activity.png")
     r = div.goto(BASE + "/console/activity")
     assert r.status == 403, r.status

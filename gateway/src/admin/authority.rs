@@ -338,7 +338,7 @@ pub const TABLE: &[Rule] = &[
         method: "GET",
         path: "/activity",
         roles: &[Integrator],
-        note: "the data plane's last hour from the metrics: calls, refusals by code, p99 per service",
+        note: "the data plane's last hour from the metrics: calls, refusals by code, p99 per service; readiness now",
     },
 ];
 

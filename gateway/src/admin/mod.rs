@@ -76,8 +76,8 @@ pub struct ControlPlane {
     /// Where the a-posteriori control keeps its requesters and inquiries.
     store: Arc<dyn crate::store::Store>,
     ids: crate::pipeline::envelope::RequestIds,
-    /// The last hour of the data plane (`GET /activity`).
-    activity: Arc<crate::activity::Activity>,
+    /// Readiness and the last hour of the data plane (`GET /activity`).
+    ops: Arc<crate::ops::Ops>,
 }
 
 /// The body of an audit query.
@@ -280,7 +280,7 @@ impl ControlPlane {
         index: Arc<dyn AuditIndex>,
         consent: Arc<Registry>,
         store: Arc<dyn crate::store::Store>,
-        activity: Arc<crate::activity::Activity>,
+        ops: Arc<crate::ops::Ops>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         // Config validation has checked every entry parses.
@@ -307,7 +307,7 @@ impl ControlPlane {
             auditors,
             consent,
             store,
-            activity,
+            ops,
             ids: crate::pipeline::envelope::RequestIds::new(),
         })
     }
@@ -386,9 +386,7 @@ impl ControlPlane {
                     ("GET", "/policy/export") => self.export(caller).await,
                     ("POST", "/policy/import") => self.import(req, caller).await,
                     ("POST", "/reload") => self.reload(caller).await,
-                    ("GET", "/activity") => self
-                        .allowed(caller, "GET", "/activity", &authority::Scope::default())
-                        .map(|_| json(StatusCode::OK, &self.activity.last_hour())),
+                    ("GET", "/activity") => self.activity(caller).await,
                     _ => Err(refuse(Code::Internal, "a route without a handler")),
                 }
             }
@@ -399,6 +397,14 @@ impl ControlPlane {
         };
         resp.headers_mut().insert(crate::pipeline::envelope::REQUEST_ID, rid);
         resp
+    }
+
+    /// The data plane's last hour, and whether the gateway and each source are ready now.
+    async fn activity(&self, caller: &Caller) -> Result<Response<Body>, Refusal> {
+        self.allowed(caller, "GET", "/activity", &authority::Scope::default())?;
+        let mut doc = self.ops.activity.last_hour();
+        doc["readiness"] = self.ops.readiness().await.1;
+        Ok(json(StatusCode::OK, &doc))
     }
 
     /// Records a query of the trail, or a step of the a-posteriori control (`request_id` the

@@ -37,7 +37,9 @@ use crate::policy::PolicyHandle;
 /// Where the console lives on the control listener.
 pub const PREFIX: &str = "/console";
 const CSS: &str = include_str!("console.css");
-const MAX_FORM: usize = 16 * 1024;
+/// A form's body: URL encoding can triple a registration's XSD, which the API then bounds
+/// as it bounds any body (16 KiB of JSON).
+const MAX_FORM: usize = 64 * 1024;
 /// No script at all, styles only from the console's own sheet, forms only back to it.
 pub const CSP: &str =
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -54,6 +56,8 @@ pub struct Console {
     policy: Arc<PolicyHandle>,
     /// Signs the forms' tokens; drawn at start, so a form from before a restart is refused.
     key: ring::hmac::Key,
+    /// The operations listener's metrics, linked from the integrator's page.
+    metrics_url: Option<String>,
 }
 
 /// What a control-plane operation answered.
@@ -142,10 +146,14 @@ struct Refused {
 }
 
 impl Console {
-    pub fn new(plane: Arc<ControlPlane>, policy: Arc<PolicyHandle>) -> anyhow::Result<Self> {
+    pub fn new(
+        plane: Arc<ControlPlane>,
+        policy: Arc<PolicyHandle>,
+        metrics_url: Option<String>,
+    ) -> anyhow::Result<Self> {
         let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
             .map_err(|_| anyhow::anyhow!("console: no randomness for the form key"))?;
-        Ok(Console { plane, policy, key })
+        Ok(Console { plane, policy, key, metrics_url })
     }
 
     /// Calls the control plane as `caller`: the page sees what the operation shows this caller.
@@ -310,7 +318,14 @@ impl Console {
                 if !a.ok() {
                     return self.failed(v, &a);
                 }
-                html(StatusCode::OK, pages::activity(v, &a.json))
+                html(StatusCode::OK, pages::activity(v, &a.json, self.metrics_url.as_deref()))
+            }
+            ["publication"] => {
+                // What the public listener publishes: public by nature, shown to anyone here.
+                let model = self.policy.model();
+                let now = i64::try_from(self.policy.now_ms() / 1000).unwrap_or(i64::MAX);
+                let doc = crate::publication::document(&model, &self.policy.current(), now);
+                html(StatusCode::OK, pages::publication(v, &doc))
             }
             ["changes"] => {
                 // The last 100 changes.
@@ -608,10 +623,18 @@ mod tests {
     fn every_key_the_pages_name_is_in_the_catalogue() {
         let pages = include_str!("pages.rs");
         let mut named = 0;
-        for part in pages.split("t(\"").skip(1) {
+        for part in pages.split(".t(\"").skip(1) {
             let key = part.split('"').next().unwrap();
             assert!(CATALOGUE.iter().any(|r| r.0 == key), "{key} is not in the catalogue");
             named += 1;
+        }
+        // The tables' columns.
+        for part in pages.split("head(v, &[").skip(1) {
+            for key in part.split(']').next().unwrap().split(',') {
+                let key = key.trim().trim_matches('"');
+                assert!(CATALOGUE.iter().any(|r| r.0 == key), "{key} is not in the catalogue");
+                named += 1;
+            }
         }
         // The navigation's and the evidence form's keys, given as data.
         for key in ["home", "sources", "instruments", "exceptional", "audit_requests", "organisations", "contact_phone"]

@@ -26,7 +26,7 @@ fn kbo(d: &str) -> String {
 
 /// The frame of every page: the navigation, who is signed in, the content.
 fn frame(lang: Lang, viewer: Option<&Viewer>, title: &str, content: Markup) -> Markup {
-    let nav: [(&str, &'static str); 8] = [
+    let nav: [(&str, &'static str); 9] = [
         ("/console", "home"),
         ("/console/sources", "sources"),
         ("/console/instruments", "instruments"),
@@ -35,6 +35,7 @@ fn frame(lang: Lang, viewer: Option<&Viewer>, title: &str, content: Markup) -> M
         ("/console/organisations", "organisations"),
         ("/console/changes", "changes"),
         ("/console/activity", "activity"),
+        ("/console/publication", "publication"),
     ];
     html! {
         (DOCTYPE)
@@ -67,6 +68,11 @@ fn frame(lang: Lang, viewer: Option<&Viewer>, title: &str, content: Markup) -> M
             }
         }
     }
+}
+
+/// A table's header row, its columns named from the catalogue.
+fn head(v: &Viewer, keys: &[&'static str]) -> Markup {
+    html! { thead { tr { @for k in keys { th scope="col" { (v.t(k)) } } } } }
 }
 
 /// The hidden token every form carries.
@@ -138,7 +144,7 @@ pub(super) fn sources(v: &Viewer, sources: &[Value], services: &[Value]) -> Mark
                 }
                 h3 { (v.t("services")) }
                 table {
-                    thead { tr { th scope="col" { (v.t("service")) } th scope="col" { (v.t("fields")) } th scope="col" { (v.t("exposure")) } } }
+                    (head(v, &["service", "fields", "exposure"]))
                     tbody {
                         @for svc in services.iter().filter(|x| x["source"] == src["id"]) {
                             tr {
@@ -189,10 +195,7 @@ pub(super) fn changes(v: &Viewer, changes: &[Value]) -> Markup {
     let content = html! {
         @if changes.is_empty() { p { (v.t("none")) } }
         table #changes {
-            thead { tr {
-                th scope="col" { (v.t("version")) } th scope="col" { (v.t("time")) } th scope="col" { (v.t("actor")) }
-                th scope="col" { (v.t("operation")) } th scope="col" { (v.t("summary")) } th scope="col" { (v.t("reason")) }
-            } }
+            (head(v, &["version", "time", "actor", "operation", "summary", "reason"]))
             tbody {
                 @for c in changes.iter().rev() {
                     tr {
@@ -225,7 +228,7 @@ pub(super) fn instruments(v: &Viewer, items: &[Value]) -> Markup {
             section.card {
                 h2 { (v.t("state")) ": " (state) }
                 table {
-                    thead { tr { th scope="col" { (v.t("reference")) } th scope="col" { (v.t("kind")) } th scope="col" { (v.t("title")) } th scope="col" { (v.t("in_force")) } } }
+                    (head(v, &["reference", "kind", "title", "in_force"]))
                     tbody {
                         @for i in items.iter().filter(|i| s(&i["state_or_status"]) == *state) {
                             tr {
@@ -292,10 +295,7 @@ pub(super) fn instrument(v: &Viewer, ins: &Value, orgs: &[Value]) -> Markup {
         }
         h2 { (v.t("access_matrix")) }
         table #matrix {
-            thead { tr {
-                th scope="col" { (v.t("recipient")) } th scope="col" { (v.t("what")) }
-                th scope="col" { (v.t("purpose")) } th scope="col" { (v.t("until")) }
-            } }
+            (head(v, &["recipient", "what", "purpose", "until"]))
             tbody {
                 @for g in &grants {
                     tr {
@@ -467,10 +467,7 @@ pub(super) fn audit_requests(v: &Viewer, items: &[Value]) -> Markup {
 pub(super) fn organisations(v: &Viewer, items: &[Value], now_s: i64) -> Markup {
     let content = html! {
         table #organisations {
-            thead { tr {
-                th scope="col" { (v.t("name")) } th scope="col" { (v.t("enterprise_number")) }
-                th scope="col" { (v.t("kind")) } th scope="col" { (v.t("certificate")) }
-            } }
+            (head(v, &["name", "enterprise_number", "kind", "certificate"]))
             tbody {
                 @for o in items {
                     tr {
@@ -495,7 +492,7 @@ pub(super) fn organisations(v: &Viewer, items: &[Value], now_s: i64) -> Markup {
 /// The data plane's last hour: calls minute by minute (refused ones stacked in another
 /// colour), refusals by code, and each service's 99th percentile. The chart is SVG drawn here;
 /// the same figures stand in the tables below it for those who do not see it.
-pub(super) fn activity(v: &Viewer, a: &Value) -> Markup {
+pub(super) fn activity(v: &Viewer, a: &Value, metrics_url: Option<&str>) -> Markup {
     const W: f64 = 720.0;
     const H: f64 = 160.0;
     let minutes: Vec<&Value> = a["minutes"].as_array().map(|m| m.iter().collect()).unwrap_or_default();
@@ -535,6 +532,25 @@ pub(super) fn activity(v: &Viewer, a: &Value) -> Markup {
                 }
             }
         }
+        h2 { (v.t("readiness")) }
+        @let ready = &a["readiness"];
+        dl.facts #readiness {
+            dt { (v.t("ready")) } dd #ready { (yes_no(v, &ready["ready"])) }
+            dt { (v.t("store")) } dd { (yes_no(v, &ready["store"])) }
+            dt { (v.t("audit_writable")) } dd { (yes_no(v, &ready["audit_writable"])) }
+            dt { (v.t("policy_version")) } dd { (ready["policy"]["version"]) " (" (ready["policy"]["grants"]) " grants)" }
+        }
+        table #source-readiness {
+            (head(v, &["source", "reachable"]))
+            tbody {
+                @for key in ["sources", "registered_sources"] {
+                    @for (name, up) in ready[key].as_object().into_iter().flatten() {
+                        tr { td { code { (name) } } td { (yes_no(v, up)) } }
+                    }
+                }
+            }
+        }
+        @if let Some(url) = metrics_url { p { a href=(url) { (v.t("metrics_link")) } } }
         h2 { (v.t("p99_by_service")) }
         svg.chart width=(W) height=(services.len() as f64 * 24.0 + 4.0) role="img" aria-labelledby="p99-title" {
             title id="p99-title" { (v.t("p99_by_service")) }
@@ -562,4 +578,39 @@ pub(super) fn activity(v: &Viewer, a: &Value) -> Markup {
         }
     };
     frame(v.lang, Some(v), v.t("activity"), content)
+}
+
+fn yes_no(v: &Viewer, b: &Value) -> &'static str {
+    if b.as_bool().unwrap_or(false) { v.t("yes") } else { v.t("no") }
+}
+
+/// What the public listener publishes (`/public/instruments`), as it stands now.
+pub(super) fn publication(v: &Viewer, doc: &Value) -> Markup {
+    let items: Vec<&Value> = doc["instruments"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let content = html! {
+        p { (v.t("publication_text")) }
+        table #publication {
+            (head(v, &["reference", "title", "recipient", "what"]))
+            tbody {
+                @for i in &items {
+                    tr {
+                        td { (s(&i["reference"])) }
+                        td { (s(&i["title"])) }
+                        td {
+                            @for g in i["grants"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                                @let r = &g["recipient"];
+                                (r["name"].as_str().or(r["kind"].as_str()).unwrap_or("the adherents")) br;
+                            }
+                        }
+                        td {
+                            @for g in i["grants"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                                code { (s(&g["service"])) } " — " (list(&g["fields"])) br;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    frame(v.lang, Some(v), v.t("publication"), content)
 }
