@@ -696,6 +696,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 for c in demo.curl_commands() {
                     println!("{c}\n");
                 }
+                if let Some(control) = demo.gateway.control_addr {
+                    let (cert, key) = (demo.paths.client_cert("div"), demo.paths.client_key("div"));
+                    println!(
+                        "The web console (docs/console/): import an organisation's certificate into a browser, e.g. DIV's\n\
+                         (openssl pkcs12 -export -in {} -inkey {} -out div.p12), trust {},\n\
+                         then open https://localhost:{}/console\n",
+                        cert.display(),
+                        key.display(),
+                        demo.paths.ca_cert().display(),
+                        control.port()
+                    );
+                }
                 println!("Ctrl-C stops the demo.");
                 signal.await;
                 demo.gateway.shutdown().await;
