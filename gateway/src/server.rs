@@ -374,7 +374,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
     let control = match control {
         Some((l, plane)) => {
             let metrics_url = cfg.ops.listen.map(|a| format!("http://{a}/metrics"));
-            let console = Arc::new(crate::console::Console::new(plane.clone(), policy.clone(), metrics_url)?);
+            let public_port = public_addr.map(|a| a.port());
+            let console =
+                Arc::new(crate::console::Console::new(plane.clone(), policy.clone(), metrics_url, public_port)?);
             Some((l, plane, console))
         }
         None => None,

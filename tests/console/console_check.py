@@ -222,6 +222,12 @@ def phase_one(browser):
     expect(div.locator("#source-div")).to_contain_text("div.history")
     registered = [s for s in api("div", "/services")["items"] if s["id"] == "div.history"]
     assert registered and registered[0]["exposure"]["path"] == "/div/history", registered
+    # Its WSDL, on the public listener, from the link on the page.
+    wsdl = div.locator("#source-div a", has_text="WSDL").get_attribute("href")
+    assert wsdl.endswith("/public/services/div.history.wsdl"), wsdl
+    ctx = ssl.create_default_context(cafile=config["ca"])
+    with urllib.request.urlopen(wsdl, context=ctx) as r:
+        assert b"GetVehicleHistoryRequest" in r.read()
     shot(div, "register-service.png")
 
     # An adhesion through its steps, each by its role: the CSI approves, the bank returns its

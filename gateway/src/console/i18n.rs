@@ -82,6 +82,7 @@ pub const CATALOGUE: &[Row] = &[
     ("service", "Service", Some("Service"), Some("Dienst")),
     ("fields", "Fields", Some("Champs"), Some("Velden")),
     ("exposure", "Exposed at", None, None),
+    ("description", "Description", Some("Description"), Some("Beschrijving")),
     ("layout", "Layout", Some("Format"), Some("Formaat")),
     ("reference", "Reference", Some("Référence"), Some("Referentie")),
     ("kind", "Kind", Some("Type"), Some("Soort")),

@@ -58,6 +58,9 @@ pub struct Console {
     key: ring::hmac::Key,
     /// The operations listener's metrics, linked from the integrator's page.
     metrics_url: Option<String>,
+    /// The public listener's port: the registered services' WSDL and OpenAPI documents are
+    /// linked there, on the host name the browser used for the console.
+    public_port: Option<u16>,
 }
 
 /// What a control-plane operation answered.
@@ -95,6 +98,8 @@ pub(crate) struct Viewer {
     pub token: String,
     /// Days until the certificate on this connection expires.
     pub cert_days: i64,
+    /// The public listener as this browser reaches it (`https://host:port`), when there is one.
+    pub public_base: Option<String>,
 }
 
 impl Viewer {
@@ -107,9 +112,12 @@ impl Viewer {
     }
 }
 
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 /// A percent-encoded path segment (references such as `DIV/CONV/2023/0042` hold slashes).
 pub(crate) fn seg(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// The fields of an `application/x-www-form-urlencoded` body.
@@ -150,10 +158,11 @@ impl Console {
         plane: Arc<ControlPlane>,
         policy: Arc<PolicyHandle>,
         metrics_url: Option<String>,
+        public_port: Option<u16>,
     ) -> anyhow::Result<Self> {
         let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
             .map_err(|_| anyhow::anyhow!("console: no randomness for the form key"))?;
-        Ok(Console { plane, policy, key, metrics_url })
+        Ok(Console { plane, policy, key, metrics_url, public_port })
     }
 
     /// Calls the control plane as `caller`: the page sees what the operation shows this caller.
@@ -189,7 +198,7 @@ impl Console {
     }
 
     /// Who is looking: its organisation as the register shows it to this caller.
-    async fn viewer(&self, caller: &Caller, lang: Lang) -> Result<Viewer, Refused> {
+    async fn viewer(&self, caller: &Caller, lang: Lang, host: Option<&str>) -> Result<Viewer, Refused> {
         let org = caller.org().map_err(|r| Refused {
             status: r.code.status(),
             code: r.code.as_str(),
@@ -207,6 +216,7 @@ impl Console {
             kbo,
             token: self.token(&org.fingerprint_hex()),
             cert_days: (org.not_after - now_s).div_euclid(86_400),
+            public_base: self.public_port.zip(host).map(|(port, host)| format!("https://{host}:{port}")),
         })
     }
 
@@ -217,7 +227,8 @@ impl Console {
         if path == "/console/static/console.css" {
             return secure(respond(StatusCode::OK, "text/css; charset=utf-8", Bytes::from_static(CSS.as_bytes())));
         }
-        let viewer = match self.viewer(caller, lang).await {
+        let host = host_name(&req);
+        let viewer = match self.viewer(caller, lang, host.as_deref()).await {
             Ok(v) => v,
             Err(r) => return secure(html(r.status, pages::refused(lang, r.code, &r.detail))),
         };
@@ -528,6 +539,15 @@ fn catalogue(text: &str) -> Value {
         })
         .collect();
     Value::Array(entries)
+}
+
+/// The host name the browser used (without the port), from `Host` or the HTTP/2 authority.
+fn host_name<B>(req: &Request<B>) -> Option<String> {
+    let authority = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().host())?;
+    let authority: http::uri::Authority = authority.parse().ok()?;
+    let host = authority.host();
+    // Only a name or an address: nothing a link could be turned with.
+    host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)).then(|| host.to_owned())
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {

@@ -144,13 +144,19 @@ pub(super) fn sources(v: &Viewer, sources: &[Value], services: &[Value]) -> Mark
                 }
                 h3 { (v.t("services")) }
                 table {
-                    (head(v, &["service", "fields", "exposure"]))
+                    (head(v, &["service", "fields", "exposure", "description"]))
                     tbody {
                         @for svc in services.iter().filter(|x| x["source"] == src["id"]) {
                             tr {
                                 td { code { (s(&svc["id"])) } }
                                 td { (list(&svc["fields"])) }
                                 td { @if let Some(p) = svc["exposure"]["path"].as_str() { code { (p) } } @else { "—" } }
+                                td {
+                                    @if let (Some(base), Some(dialect)) = (&v.public_base, svc["exposure"]["dialect"].as_str()) {
+                                        @let (ext, label) = if dialect == "soap" { ("wsdl", "WSDL") } else { ("openapi.json", "OpenAPI") };
+                                        a href=(format!("{base}/public/services/{}.{ext}", seg(s(&svc["id"])))) { (label) }
+                                    } @else { "—" }
+                                }
                             }
                         }
                     }
