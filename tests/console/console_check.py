@@ -87,6 +87,9 @@ def phase_one(browser):
     expect(div.locator(".who")).to_contain_text(config["kbo"]["div"])
     assert div.locator("script").count() == 0
     shot(div, "home.png")
+    # The same page in French, from the browser's language.
+    _, french, _ = http("div", "/console", headers={"Accept-Language": "fr-BE,fr;q=0.9"})
+    assert '<html lang="fr">' in french and "Connecté en tant que" in french, french[:400]
 
     # Its sources and services, and only its own.
     r = div.goto(BASE + "/console/sources")

@@ -633,10 +633,14 @@ mod tests {
         keys.dedup();
         assert_eq!(keys.len(), n, "a key is in the catalogue twice");
         assert!(CATALOGUE.iter().all(|r| !r.1.is_empty()));
+        let untranslated: Vec<&str> =
+            CATALOGUE.iter().filter(|r| r.2.is_none() || r.3.is_none()).map(|r| r.0).collect();
+        assert!(untranslated.is_empty(), "without French or Dutch: {untranslated:?}");
         assert_eq!(Lang::from_accept(Some("nl-BE,nl;q=0.9,en;q=0.8")), Lang::Nl);
         assert_eq!(Lang::from_accept(Some("de-DE, fr;q=0.5")), Lang::Fr);
         assert_eq!(Lang::from_accept(None), Lang::En);
-        assert_eq!(Lang::Fr.t("end_user"), "End user", "an untranslated key falls back to English");
+        assert_eq!(Lang::Nl.t("end_user"), "Eindgebruiker");
+        assert_eq!(Lang::Fr.t("no-such-key"), "no-such-key", "a key the catalogue lacks shows as itself");
     }
 
     #[test]
