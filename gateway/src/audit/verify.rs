@@ -469,6 +469,15 @@ pub fn read_records(dir: &Path) -> Result<Vec<super::record::StoredRecord>, Stri
     Ok(out)
 }
 
+/// A record's time, read from its payload without building the rest of it.
+fn record_time(frame: &format::Frame) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Time {
+        time_ms: u64,
+    }
+    serde_json::from_slice::<Time>(&frame.payload).ok().map(|t| t.time_ms)
+}
+
 /// Removes whole segments, oldest first, whose records are all older than `cutoff_ms`. The
 /// newest segment is never removed, nor anything after the first segment that must stay, so
 /// the retained segments stay contiguous and the oldest one's header anchors the chain.
@@ -479,11 +488,12 @@ pub fn prune(dir: &Path, cutoff_ms: u64) -> Result<Vec<std::path::PathBuf>, Stri
     for (_, path) in segs.iter().take(segs.len().saturating_sub(1)) {
         let data = format::read_all(path).map_err(|e| e.to_string())?;
         let (frames, _) = format::decode_frames(&data, HEADER_LEN);
-        let newest = frames
-            .iter()
-            .filter_map(|f| serde_json::from_slice::<serde_json::Value>(&f.payload).ok()?["time_ms"].as_u64())
-            .max()
-            .unwrap_or(0);
+        // The usual case, nothing past retention: the segment's last record is inside it, so
+        // its newest is too, and one record decides (not a parse of every record).
+        if frames.last().and_then(record_time).is_some_and(|t| t >= cutoff_ms) {
+            break;
+        }
+        let newest = frames.iter().filter_map(record_time).max().unwrap_or(0);
         if newest >= cutoff_ms {
             break;
         }
@@ -574,6 +584,38 @@ mod tests {
         assert_eq!(trail.append(&record(41 * 86_400_000)).await.unwrap(), 41);
         trail.close();
         assert_eq!(verify_dir(&cfg.dir, &trail.public_key).unwrap().problem, None);
+    }
+
+    /// A segment whose last record is past retention but holds a newer one stays: one record
+    /// decides only when it keeps the segment.
+    #[tokio::test]
+    async fn a_segment_with_any_record_inside_the_retention_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::SledStore::open(&dir.path().join("store")).unwrap());
+        let cfg = TrailConfig {
+            dir: dir.path().join("audit"),
+            signing_key: dir.path().join("key"),
+            segment_bytes: 2_000,
+            checkpoint_every: 1_000,
+            checkpoint_interval: std::time::Duration::from_secs(60),
+            max_batch: 1,
+        };
+        let (trail, _) = AuditTrail::open(cfg.clone(), store).unwrap();
+        // Day 30 first, then day 1: the first segment ends on a day-1 record.
+        for i in 0..40u64 {
+            let day = if i == 0 { 30 } else { 1 };
+            trail.append(&record(day * 86_400_000 + i)).await.unwrap();
+        }
+        trail.close();
+        let segs = format::segments(&cfg.dir).unwrap();
+        assert!(segs.len() > 5, "{} segments", segs.len());
+        let first = format::read_all(&segs[0].1).unwrap();
+        let (frames, _) = format::decode_frames(&first, HEADER_LEN);
+        assert!(frames.len() >= 2, "the first segment holds both days");
+        // Keep 20 days: the first segment holds the day-30 record, so it stays, and so does
+        // everything after it.
+        assert_eq!(prune(&cfg.dir, 20 * 86_400_000).unwrap(), Vec::<std::path::PathBuf>::new());
+        assert_eq!(format::segments(&cfg.dir).unwrap().len(), segs.len());
     }
 
     /// Segments after the first are prepared in advance (zeros written and synced) and filled
