@@ -15,6 +15,8 @@ use prometheus::{HistogramVec, IntCounterVec};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::admin::now_ms;
+
 const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 60 * MINUTE_MS;
 
@@ -48,15 +50,8 @@ pub struct Activity {
     samples: Mutex<VecDeque<Sample>>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 fn rfc3339(ms: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
+    crate::admin::rfc3339(ms).unwrap_or_default()
 }
 
 impl Activity {

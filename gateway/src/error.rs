@@ -108,6 +108,9 @@ pub enum Code {
     /// layout does not have, a path already taken, an upstream URL or TLS file that is
     /// unusable); the detail names what and where.
     RegistrationInvalid,
+    /// Console: a form that did not come from a console page for this certificate (no token,
+    /// another certificate's token, another origin or site).
+    FormRejected,
 }
 
 impl Code {
@@ -160,6 +163,7 @@ impl Code {
             Code::ReloadFailed => "RELOAD_FAILED",
             Code::CsrInvalid => "CSR_INVALID",
             Code::RegistrationInvalid => "REGISTRATION_INVALID",
+            Code::FormRejected => "FORM_REJECTED",
         }
     }
 
@@ -180,7 +184,8 @@ impl Code {
             | Code::ClientCertInvalid
             | Code::ClientCertRevoked
             | Code::AdminRoleMissing
-            | Code::AdhesionNotEligible => StatusCode::FORBIDDEN,
+            | Code::AdhesionNotEligible
+            | Code::FormRejected => StatusCode::FORBIDDEN,
             Code::AlreadyExists | Code::TransitionNotAllowed | Code::ConcurrentChange => StatusCode::CONFLICT,
             Code::PolicyInvalid
             | Code::ProtocolIncomplete
@@ -260,6 +265,7 @@ impl Code {
             Code::ReloadFailed => "The reload found a problem; nothing was changed",
             Code::CsrInvalid => "The certificate signing request cannot be signed for this organisation",
             Code::RegistrationInvalid => "The registered service or upstream cannot be used as registered",
+            Code::FormRejected => "The form did not come from this console for this certificate",
         }
     }
 }

@@ -199,6 +199,7 @@ def phase_one(browser):
     expect(sig.locator(f"#access-{access} .countdown")).to_have_text("7 days until tacit approval")
     listed = [x for x in api("sigedis", "/exceptional-accesses")["items"] if x["id"] == access]
     assert listed and listed[0]["approval"].startswith("awaiting remarks"), listed
+    assert listed[0]["approved_from"] == listed[0]["approval"].split("until ")[1].split(" ")[0], listed
     shot(sig, "exceptional-accesses.png")
 
     # DIV registers a service from its XSD: a catalogue naming what the XSD lacks is refused

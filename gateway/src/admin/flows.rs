@@ -318,6 +318,7 @@ impl ControlPlane {
                     .map(|x| {
                         let mut v = serde_json::json!(x);
                         v["approval"] = serde_json::json!(approval_state(x, now));
+                        v["approved_from"] = serde_json::json!(x.approved_from_day().and_then(Date::from_days));
                         v
                     })
                     .collect()

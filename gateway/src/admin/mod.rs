@@ -143,7 +143,7 @@ pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> 
 }
 
 /// Unix milliseconds as an RFC 3339 time, as answers show times.
-fn rfc3339(ms: u64) -> Option<String> {
+pub(crate) fn rfc3339(ms: u64) -> Option<String> {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
@@ -210,7 +210,8 @@ fn citizen(req: &Request<ReqBody>) -> Result<String, Refusal> {
     Ok(niss.digits(&mut b).to_owned())
 }
 
-fn now_ms() -> u64 {
+/// The system clock, in Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

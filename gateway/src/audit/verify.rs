@@ -542,18 +542,24 @@ mod tests {
         }
     }
 
+    /// A trail in `dir` with small segments (a few records each at 2,000 bytes), one record a
+    /// batch.
+    fn config(dir: &Path, segment_bytes: u64, checkpoint_every: u64) -> TrailConfig {
+        TrailConfig {
+            dir: dir.join("audit"),
+            signing_key: dir.join("key"),
+            segment_bytes,
+            checkpoint_every,
+            checkpoint_interval: std::time::Duration::from_secs(60),
+            max_batch: 1,
+        }
+    }
+
     #[tokio::test]
     async fn pruning_keeps_the_chain_verifiable_from_the_retained_anchor() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::SledStore::open(&dir.path().join("store")).unwrap());
-        let cfg = TrailConfig {
-            dir: dir.path().join("audit"),
-            signing_key: dir.path().join("key"),
-            segment_bytes: 2_000, // a few records per segment
-            checkpoint_every: 7,
-            checkpoint_interval: std::time::Duration::from_secs(60),
-            max_batch: 1,
-        };
+        let cfg = config(dir.path(), 2_000, 7);
         let (trail, _) = AuditTrail::open(cfg.clone(), store).unwrap();
         // 40 records, one "day" apart.
         for day in 0..40u64 {
@@ -592,14 +598,7 @@ mod tests {
     async fn a_segment_with_any_record_inside_the_retention_stays() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::SledStore::open(&dir.path().join("store")).unwrap());
-        let cfg = TrailConfig {
-            dir: dir.path().join("audit"),
-            signing_key: dir.path().join("key"),
-            segment_bytes: 2_000,
-            checkpoint_every: 1_000,
-            checkpoint_interval: std::time::Duration::from_secs(60),
-            max_batch: 1,
-        };
+        let cfg = config(dir.path(), 2_000, 1_000);
         let (trail, _) = AuditTrail::open(cfg.clone(), store).unwrap();
         // Day 30 first, then day 1: the first segment ends on a day-1 record.
         for i in 0..40u64 {
@@ -626,14 +625,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::SledStore::open(&dir.path().join("store")).unwrap());
         let size = 16_384u64;
-        let cfg = TrailConfig {
-            dir: dir.path().join("audit"),
-            signing_key: dir.path().join("key"),
-            segment_bytes: size,
-            checkpoint_every: 1_000,
-            checkpoint_interval: std::time::Duration::from_secs(60),
-            max_batch: 1,
-        };
+        let cfg = config(dir.path(), size, 1_000);
         let (trail, _) = AuditTrail::open(cfg.clone(), store.clone()).unwrap();
         let mut n = 0u64;
         // The first rotation asks for a prepared segment; a later one finds it ready (the

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 pub use i18n::{CATALOGUE, Lang};
 
 use crate::admin::ControlPlane;
-use crate::error::Body;
+use crate::error::{Body, Code, Refusal};
 use crate::pipeline::identity::Caller;
 use crate::policy::PolicyHandle;
 
@@ -87,7 +87,7 @@ impl Api {
 }
 
 /// Who is looking, as the pages need it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Viewer {
     pub lang: Lang,
     /// The enterprise number, digits only.
@@ -100,6 +100,8 @@ pub(crate) struct Viewer {
     pub cert_days: i64,
     /// The public listener as this browser reaches it (`https://host:port`), when there is one.
     pub public_base: Option<String>,
+    /// The register as `GET /organisations` shows it to this caller (read once a page).
+    register: Api,
 }
 
 impl Viewer {
@@ -145,14 +147,6 @@ impl Form {
     }
 }
 
-/// A refusal of the console itself (the form, the page), not of an operation.
-#[derive(Debug)]
-struct Refused {
-    status: StatusCode,
-    code: &'static str,
-    detail: String,
-}
-
 impl Console {
     pub fn new(
         plane: Arc<ControlPlane>,
@@ -186,37 +180,30 @@ impl Console {
     }
 
     fn token(&self, fingerprint: &str) -> String {
-        let tag = ring::hmac::sign(&self.key, fingerprint.as_bytes());
-        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        crate::audit::format::hex(ring::hmac::sign(&self.key, fingerprint.as_bytes()).as_ref())
     }
 
     fn token_valid(&self, fingerprint: &str, token: &str) -> bool {
-        let bytes: Option<Vec<u8>> = (token.len() % 2 == 0)
-            .then(|| (0..token.len()).step_by(2).map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok()).collect())
-            .flatten();
-        bytes.is_some_and(|b| ring::hmac::verify(&self.key, fingerprint.as_bytes(), &b).is_ok())
+        crate::audit::format::unhex(token)
+            .is_some_and(|tag| ring::hmac::verify(&self.key, fingerprint.as_bytes(), &tag).is_ok())
     }
 
     /// Who is looking: its organisation as the register shows it to this caller.
-    async fn viewer(&self, caller: &Caller, lang: Lang, host: Option<&str>) -> Result<Viewer, Refused> {
-        let org = caller.org().map_err(|r| Refused {
-            status: r.code.status(),
-            code: r.code.as_str(),
-            detail: r.detail.to_string(),
-        })?;
+    async fn viewer(&self, caller: &Caller, lang: Lang, host: Option<&str>) -> Result<Viewer, Refusal> {
+        let org = caller.org()?;
         let mut d = [0u8; 10];
         let kbo = org.kbo.digits(&mut d).to_owned();
-        let now_s = i64::try_from(self.policy.now_ms() / 1000).unwrap_or(i64::MAX);
-        let orgs = self.api(caller, Method::GET, "/organisations", None).await;
-        let me = orgs.items().into_iter().find(|o| o["kbo"].as_str() == Some(kbo.as_str()));
+        let register = self.api(caller, Method::GET, "/organisations", None).await;
+        let me = register.json["items"].as_array().and_then(|a| a.iter().find(|o| o["kbo"] == kbo.as_str()));
         Ok(Viewer {
             lang,
-            name: me.as_ref().and_then(|o| o["name"].as_str()).map(str::to_owned),
-            kind: me.as_ref().and_then(|o| o["kind"].as_str()).map(str::to_owned),
-            kbo,
+            name: me.and_then(|o| o["name"].as_str()).map(str::to_owned),
+            kind: me.and_then(|o| o["kind"].as_str()).map(str::to_owned),
             token: self.token(&org.fingerprint_hex()),
-            cert_days: (org.not_after - now_s).div_euclid(86_400),
+            cert_days: (org.not_after - self.policy.now_secs()).div_euclid(86_400),
             public_base: self.public_port.zip(host).map(|(port, host)| format!("https://{host}:{port}")),
+            kbo,
+            register,
         })
     }
 
@@ -230,21 +217,18 @@ impl Console {
         let host = host_name(&req);
         let viewer = match self.viewer(caller, lang, host.as_deref()).await {
             Ok(v) => v,
-            Err(r) => return secure(html(r.status, pages::refused(lang, r.code, &r.detail))),
+            Err(r) => return secure(refused(lang, &r)),
         };
         let resp = match *req.method() {
-            Method::GET => self.page(&path, req.uri().query(), caller, &viewer).await,
-            Method::POST => match self.submit(req, &path, caller, &viewer).await {
-                Ok(resp) => resp,
-                Err(r) => html(r.status, pages::refused(lang, r.code, &r.detail)),
-            },
-            _ => html(StatusCode::METHOD_NOT_ALLOWED, pages::refused(lang, "METHOD_NOT_ALLOWED", "GET or POST")),
+            Method::GET => self.page(&path, caller, &viewer).await,
+            Method::POST => self.submit(req, &path, caller, &viewer).await.unwrap_or_else(|r| refused(lang, &r)),
+            _ => refused(lang, &Refusal::method_not_allowed("console pages take GET, and its forms POST", "GET, POST")),
         };
         secure(resp)
     }
 
     /// A page.
-    async fn page(&self, path: &str, _query: Option<&str>, caller: &Caller, v: &Viewer) -> Response<Body> {
+    async fn page(&self, path: &str, caller: &Caller, v: &Viewer) -> Response<Body> {
         let rest = path.strip_prefix(PREFIX).unwrap_or_default();
         let parts: Vec<String> = rest
             .split('/')
@@ -285,15 +269,14 @@ impl Console {
                 if !ins.ok() {
                     return self.failed(v, &ins);
                 }
-                let orgs = self.api(caller, Method::GET, "/organisations", None).await;
-                html(StatusCode::OK, pages::instrument(v, &ins.json, &orgs.items()))
+                html(StatusCode::OK, pages::instrument(v, &ins.json, &v.register.items()))
             }
             ["exceptional-accesses"] => {
                 let list = self.api(caller, Method::GET, "/exceptional-accesses", None).await;
                 if !list.ok() {
                     return self.failed(v, &list);
                 }
-                html(StatusCode::OK, pages::exceptional(v, &list.items(), self.policy.now_ms()))
+                html(StatusCode::OK, pages::exceptional(v, &list.items(), self.policy.now_secs()))
             }
             ["audit-requests"] => {
                 let list = self.api(caller, Method::GET, "/audit/requests", None).await;
@@ -317,12 +300,10 @@ impl Console {
                 r
             }
             ["organisations"] => {
-                let list = self.api(caller, Method::GET, "/organisations", None).await;
-                if !list.ok() {
-                    return self.failed(v, &list);
+                if !v.register.ok() {
+                    return self.failed(v, &v.register);
                 }
-                let now_s = i64::try_from(self.policy.now_ms() / 1000).unwrap_or(i64::MAX);
-                html(StatusCode::OK, pages::organisations(v, &list.items(), now_s))
+                html(StatusCode::OK, pages::organisations(v, &v.register.items(), self.policy.now_secs()))
             }
             ["activity"] => {
                 let a = self.api(caller, Method::GET, "/activity", None).await;
@@ -333,9 +314,8 @@ impl Console {
             }
             ["publication"] => {
                 // What the public listener publishes: public by nature, shown to anyone here.
-                let model = self.policy.model();
-                let now = i64::try_from(self.policy.now_ms() / 1000).unwrap_or(i64::MAX);
-                let doc = crate::publication::document(&model, &self.policy.current(), now);
+                let doc =
+                    crate::publication::document(&self.policy.model(), &self.policy.current(), self.policy.now_secs());
                 html(StatusCode::OK, pages::publication(v, &doc))
             }
             ["changes"] => {
@@ -369,25 +349,19 @@ impl Console {
         path: &str,
         caller: &Caller,
         v: &Viewer,
-    ) -> Result<Response<Body>, Refused> {
-        let form_rejected =
-            |detail: &str| Refused { status: StatusCode::FORBIDDEN, code: "FORM_REJECTED", detail: detail.to_owned() };
+    ) -> Result<Response<Body>, Refusal> {
+        let form_rejected = |detail: String| Refusal::new(Code::FormRejected, detail);
         let headers = req.headers();
         if headers
             .get("sec-fetch-site")
             .and_then(|h| h.to_str().ok())
             .is_some_and(|s| s != "same-origin" && s != "none")
         {
-            return Err(form_rejected("the form was sent from another site"));
+            return Err(form_rejected("the form was sent from another site".into()));
         }
         if let Some(origin) = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok()) {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().authority().map(|a| a.as_str()))
-                .unwrap_or_default();
-            if origin != format!("https://{host}") {
-                return Err(form_rejected(&format!("the form was sent from another origin ({origin})")));
+            if origin != format!("https://{}", authority(&req).unwrap_or_default()) {
+                return Err(form_rejected(format!("the form was sent from another origin ({origin})")));
             }
         }
         let is_form = headers
@@ -395,27 +369,23 @@ impl Console {
             .and_then(|h| h.to_str().ok())
             .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
         if !is_form {
-            return Err(Refused {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                code: "REQUEST_INVALID",
-                detail: "a console form is sent as application/x-www-form-urlencoded".into(),
-            });
+            return Err(Refusal::new(
+                Code::RequestInvalid,
+                "a console form is sent as application/x-www-form-urlencoded",
+            ));
         }
-        let body =
-            Limited::new(req.into_body(), MAX_FORM).collect().await.map(|c| c.to_bytes()).map_err(|_| Refused {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: "REQUEST_INVALID",
-                detail: format!("a form holds at most {MAX_FORM} bytes"),
-            })?;
+        let body = Limited::new(req.into_body(), MAX_FORM)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|_| Refusal::new(Code::BodyTooLarge, format!("a form holds at most {MAX_FORM} bytes")))?;
         let form = Form(form_fields(&body));
         let fingerprint = caller.org().map(|o| o.fingerprint_hex()).unwrap_or_default();
         if !form.get("csrf").is_some_and(|t| self.token_valid(&fingerprint, t)) {
-            return Err(form_rejected("the form's token is missing or not this certificate's; reload the page"));
+            return Err(form_rejected("the form's token is missing or not this certificate's; reload the page".into()));
         }
-        let (api_path, body, back) = action(path, &form).ok_or_else(|| Refused {
-            status: StatusCode::NOT_FOUND,
-            code: "RESOURCE_UNKNOWN",
-            detail: "no console form posts here".into(),
+        let (api_path, body, back) = action(path, &form).ok_or_else(|| {
+            Refusal::new(Code::ResourceUnknown, "no console form posts here, or a field it needs is empty")
         })?;
         let answer = self.api(caller, Method::POST, &api_path, Some(body)).await;
         if answer.ok() {
@@ -541,10 +511,14 @@ fn catalogue(text: &str) -> Value {
     Value::Array(entries)
 }
 
-/// The host name the browser used (without the port), from `Host` or the HTTP/2 authority.
+/// Where the browser sent the request (`host:port`): `Host`, or the HTTP/2 authority.
+fn authority<B>(req: &Request<B>) -> Option<&str> {
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// The host name the browser used, without the port.
 fn host_name<B>(req: &Request<B>) -> Option<String> {
-    let authority = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().host())?;
-    let authority: http::uri::Authority = authority.parse().ok()?;
+    let authority: http::uri::Authority = authority(req)?.parse().ok()?;
     let host = authority.host();
     // Only a name or an address: nothing a link could be turned with.
     host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)).then(|| host.to_owned())
@@ -555,6 +529,15 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+/// The page of a refusal by the console itself (the certificate, the form, the method).
+fn refused(lang: Lang, r: &Refusal) -> Response<Body> {
+    let mut resp = html(r.code.status(), pages::refused(lang, r.code.as_str(), &r.detail));
+    if let Some(allow) = r.allow {
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    resp
 }
 
 fn html(status: StatusCode, page: maud::Markup) -> Response<Body> {

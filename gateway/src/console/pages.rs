@@ -5,8 +5,6 @@ use serde_json::Value;
 
 use super::{Lang, Viewer, seg};
 
-const DAY_MS: u64 = 86_400_000;
-
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
 }
@@ -16,12 +14,9 @@ fn list(v: &Value) -> String {
     v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()
 }
 
-/// An enterprise number's usual written form.
+/// An enterprise number's usual written form (`0403.019.261`).
 fn kbo(d: &str) -> String {
-    match (d.get(0..4), d.get(4..7), d.get(7..10)) {
-        (Some(a), Some(b), Some(c)) if d.len() == 10 => format!("{a}.{b}.{c}"),
-        _ => d.to_owned(),
-    }
+    policies::ids::Kbo::parse(d).map_or_else(|_| d.to_owned(), |k| k.to_string())
 }
 
 /// The frame of every page: the navigation, who is signed in, the content.
@@ -380,14 +375,14 @@ pub(super) fn instrument(v: &Viewer, ins: &Value, orgs: &[Value]) -> Markup {
     frame(v.lang, Some(v), reference, content)
 }
 
-/// Days until the tacit approval of an access advised on `advice_date` (7 days after it).
-fn days_to_approval(advice_date: &str, now_ms: u64) -> Option<i64> {
-    let d = policies::model::Date::parse(advice_date).ok()?;
-    let today = i64::try_from(now_ms / DAY_MS).ok()?;
-    Some(d.days() + 7 - today)
+/// Days from `today` until `day` (a date the API gives), when it is still to come.
+fn days_until(day: &Value, today: i64) -> Option<i64> {
+    let d = policies::model::Date::parse(day.as_str()?).ok()?;
+    Some(d.days() - today).filter(|n| *n > 0)
 }
 
-pub(super) fn exceptional(v: &Viewer, items: &[Value], now_ms: u64) -> Markup {
+pub(super) fn exceptional(v: &Viewer, items: &[Value], now_s: i64) -> Markup {
+    let today = now_s.div_euclid(86_400);
     let content = html! {
         @if items.is_empty() { p { (v.t("none")) } }
         @for x in items {
@@ -400,10 +395,8 @@ pub(super) fn exceptional(v: &Viewer, items: &[Value], now_ms: u64) -> Markup {
                     dt { (v.t("purpose")) } dd { (list(&x["purposes"])) }
                     dt { (v.t("until")) } dd { (s(&x["valid_until"])) }
                     dt { (v.t("approval")) } dd.approval { (s(&x["approval"])) }
-                    @if let Some(n) = x["advice_date"].as_str().and_then(|d| days_to_approval(d, now_ms)).filter(|n| *n > 0) {
-                        @if !x["withdrawn"].as_bool().unwrap_or(false) && !x["remark"].as_bool().unwrap_or(false) && !x["advice_unfavourable"].as_bool().unwrap_or(false) {
-                            dt { (v.t("countdown")) } dd.countdown { (n) " " (v.t("days_to_approval")) }
-                        }
+                    @if let Some(n) = days_until(&x["approved_from"], today) {
+                        dt { (v.t("countdown")) } dd.countdown { (n) " " (v.t("days_to_approval")) }
                     }
                 }
                 @if x["advice_date"].is_null() && !x["withdrawn"].as_bool().unwrap_or(false) {
