@@ -40,7 +40,9 @@ fn main() {
                 .map(|(j, p)| {
                     let mut d = [0u8; 11];
                     let bank = ["0456123494", "0456789034"][j % 2];
-                    gateway::consent::sample((i * 50_000 + j) as u128 + 1, p.digits(&mut d), bank)
+                    // Ids as `passerelle consent import` derives them: spread, not counted.
+                    let id = gateway::consent::import_id("bench", (i * 50_000 + j) as u64, "");
+                    gateway::consent::sample(id.0, p.digits(&mut d), bank)
                 })
                 .collect();
             registry.import(&batch, "bench").unwrap();
@@ -59,10 +61,11 @@ fn main() {
     };
     let took = started.elapsed().as_secs_f64();
     println!(
-        "{mode}: index of {} consents ready in {took:.2} s ({}; the store opened in {opened:.2} s); RSS {before} MiB before, {} MiB after",
+        "{mode}: index of {} consents ready in {took:.2} s ({}; the store opened in {opened:.2} s); RSS {before} MiB before, {} MiB after, {} MiB at most",
         registry.len(),
         if registry.from_image() { "read from its image" } else { "built from the store" },
-        testkit::rss_kib() / 1024
+        testkit::rss_kib() / 1024,
+        testkit::peak_rss_kib() / 1024
     );
     if mode == "each" {
         // What `GET /consents/due` reads: every consent as it stands, from the store.
@@ -85,9 +88,10 @@ fn main() {
         registry.save_image().unwrap();
         let bytes = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
         println!(
-            "image written in {:.2} s: {bytes} bytes ({:.0} a consent)",
+            "image written in {:.2} s: {bytes} bytes ({:.0} a consent); RSS {} MiB at most",
             started.elapsed().as_secs_f64(),
-            bytes as f64 / n as f64
+            bytes as f64 / n as f64,
+            testkit::peak_rss_kib() / 1024
         );
     }
 }

@@ -96,10 +96,17 @@ pub fn free_port() -> u16 {
 /// This process's resident memory in KiB (`VmRSS` of `/proc/self/status`; 0 where there is
 /// none), for benches and measurement tools that report what a structure takes.
 pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// This process's peak resident set size so far, in KiB (0 where `/proc` is not there).
+pub fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)
 }
