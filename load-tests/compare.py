@@ -25,9 +25,10 @@ not survive a crash; never run the gateway so).
 
 After each of Passerelle's closed-loop runs it prints where the CPU went by thread (from
 schedstat; the kernel's part of each from its user and system clock ticks) and the audit trail's
-records per group commit. `--syscalls` adds each proxy's system calls and context switches per
-request, by thread (`perf stat`, first round only); `--perf FILE` records a profile of
-Passerelle's first closed-loop run.
+records per group commit. Each open-loop run prints its CPU per request too. `--syscalls` adds
+each proxy's system calls and context switches per request, by thread (`perf stat`, first round
+only, closed loop and each open-loop rate); `--perf FILE` records a profile of Passerelle's
+first closed-loop run.
 
 `--baseline BINARY` puts another Passerelle build in nginx's place (same configuration, its own
 trail and store): an A/B of two versions, e.g. `git worktree add /tmp/old <commit>`, build it
@@ -251,6 +252,21 @@ SYSCALL_EVENTS = [f"syscalls:sys_enter_{c}" for c in (
     "futex", "fdatasync", "pwrite64")] + ["sched:sched_switch", "sched:sched_wakeup"]
 
 
+def start_counting(args, pid, csv):
+    """`perf stat` of the system calls and context switches of process `pid`, by thread."""
+    counting = subprocess.Popen(["perf", "stat", "--per-thread", "-x", ",", "-e", ",".join(SYSCALL_EVENTS),
+                                 "-p", str(pid), "-o", os.path.join(args.work, csv)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    return counting
+
+
+def stop_counting(counting, args, csv, r):
+    counting.send_signal(signal.SIGINT)
+    counting.wait()
+    print_syscalls(os.path.join(args.work, csv), r)
+
+
 def print_syscalls(csv, r):
     """Per request, the counts `perf stat` wrote to `csv` (over the whole run, warm-up included)."""
     calls = run_calls(r)
@@ -418,12 +434,7 @@ def main():
                 if args.perf and name == "passerelle" and rnd == 0:
                     perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-p", str(pid), "-o", args.perf],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                counting = None
-                if args.syscalls and rnd == 0:
-                    counting = subprocess.Popen(["perf", "stat", "--per-thread", "-x", ",", "-e", ",".join(SYSCALL_EVENTS),
-                                                 "-p", str(pid), "-o", os.path.join(args.work, f"syscalls-{name}.csv")],
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    time.sleep(0.3)
+                counting = start_counting(args, pid, f"syscalls-{name}.csv") if args.syscalls and rnd == 0 else None
                 before, commits = thread_cpu(pid), audit_commits() if pid == pa.pid else None
                 r = load(args, port, pid, "closed", ["--connections", str(args.connections)], f"closed-{name}-{rnd}")
                 after = thread_cpu(pid)
@@ -451,21 +462,26 @@ def main():
                 if writer is not None:
                     results[name]["writer"].append(writer)
                 if counting:
-                    counting.send_signal(signal.SIGINT)
-                    counting.wait()
-                    print_syscalls(os.path.join(args.work, f"syscalls-{name}.csv"), r)
+                    stop_counting(counting, args, f"syscalls-{name}.csv", r)
                 if commits:
                     (r0, b0), (r1, b1) = commits, audit_commits() or commits
                     print(f"        audit: {(r1 - r0) / max(b1 - b0, 1):.1f} records per group commit, "
                           f"{(b1 - b0) / (args.seconds + LOAD_WARMUP):.0f} commits/s")
             for rate in rates:
                 for name, (port, pid) in targets.items():
+                    csv = f"syscalls-{name}-{rate}.csv"
+                    counting = start_counting(args, pid, csv) if args.syscalls and rnd == 0 else None
                     r = load(args, port, pid, "open", ["--rate", str(rate), "--connections", str(args.connections)],
                              f"open{rate}-{name}-{rnd}")
                     results[name][f"p50@{rate}"].append(r["latency_us"]["p50"])
                     results[name][f"p99@{rate}"].append(r["latency_us"]["p99"])
+                    # Open loop, calls arrive one by one: fewer calls share each wake-up and
+                    # each group commit than in the closed loop, so a call costs more CPU.
                     print(f"round {rnd + 1} {name:10} {rate}/s: p50 {r['latency_us']['p50']} µs, "
-                          f"p99 {r['latency_us']['p99']} µs ({r['requests']} requests)", flush=True)
+                          f"p99 {r['latency_us']['p99']} µs ({r['requests']} requests), "
+                          f"{r['cpu_us_per_request']:.1f} µs CPU/request", flush=True)
+                    if counting:
+                        stop_counting(counting, args, csv, r)
             for name, (port, pid) in targets.items():
                 r = load(args, port, pid, "handshake", ["--connections", "8"], f"hs-{name}-{rnd}")
                 results[name]["hs"].append(r["requests_per_second"])
