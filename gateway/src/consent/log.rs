@@ -191,19 +191,28 @@ impl<K: BuildHasher> Locator<K> {
         Locator { keys, sorted: slots, recent: FxHashMap::default() }
     }
 
-    /// Where consent `id` is in `sorted`.
-    fn position(&self, id: u128, id_at: impl Fn(u64) -> Option<u128>) -> Option<usize> {
-        let prefix = prefix_of(&self.keys, id);
+    /// Where the slots of `prefix` are in `sorted`.
+    fn run_of(&self, prefix: u64) -> std::ops::Range<usize> {
         let start = self.sorted.partition_point(|s| s.prefix() < prefix);
-        let run = self.sorted[start..].iter().take_while(|s| s.prefix() == prefix);
-        run.map(|s| s.offset()).position(|at| id_at(at) == Some(id)).map(|k| start + k)
+        start..start + self.sorted[start..].iter().take_while(|s| s.prefix() == prefix).count()
+    }
+
+    /// Where consent `id` is among the slots `run`: the one whose record holds `id`.
+    fn position(
+        &self,
+        mut run: std::ops::Range<usize>,
+        id: u128,
+        id_at: impl Fn(u64) -> Option<u128>,
+    ) -> Option<usize> {
+        run.find(|&i| id_at(self.sorted[i].offset()) == Some(id))
     }
 
     fn get(&self, id: u128, id_at: impl Fn(u64) -> Option<u128>) -> Option<u64> {
         if let Some(at) = self.recent.get(&id) {
             return Some(*at);
         }
-        self.position(id, id_at).map(|i| self.sorted[i].offset())
+        let run = self.run_of(prefix_of(&self.keys, id));
+        self.position(run, id, id_at).map(|i| self.sorted[i].offset())
     }
 
     /// Consent `id`, whose latest record was at `prev` (`None`: a consent the log did not
@@ -216,13 +225,9 @@ impl<K: BuildHasher> Locator<K> {
         }
         if let Some(prev) = prev {
             let prefix = prefix_of(&self.keys, id);
-            let start = self.sorted.partition_point(|s| s.prefix() < prefix);
-            let mut run = self.sorted[start..].iter_mut().take_while(|s| s.prefix() == prefix);
-            if let Some(slot) = run.find(|s| s.offset() == prev) {
-                *slot = Slot::new(prefix, offset);
-                return;
-            }
-            if let Some(i) = self.position(id, id_at) {
+            let run = self.run_of(prefix);
+            let found = run.clone().find(|&i| self.sorted[i].offset() == prev);
+            if let Some(i) = found.or_else(|| self.position(run, id, id_at)) {
                 self.sorted[i] = Slot::new(prefix, offset);
                 return;
             }
