@@ -72,12 +72,13 @@ fn bench(c: &mut Criterion) {
     let registry = Registry::open(ConsentStore::open(&store).unwrap()).unwrap();
     let after = testkit::rss_kib();
     println!(
-        "consent bench: index of {} consents rebuilt in {:.1} s; RSS {} MiB before, {} MiB after ({} MiB for the index, the consent log's locator and the store)",
+        "consent bench: index of {} consents rebuilt in {:.1} s; RSS {} MiB before, {} MiB after ({} MiB for the index, the consent log's locator and the store; {} MiB in huge pages)",
         registry.len(),
         started.elapsed().as_secs_f64(),
         before / 1024,
         after / 1024,
-        after.saturating_sub(before) / 1024
+        after.saturating_sub(before) / 1024,
+        testkit::huge_pages_kib() / 1024
     );
     let bank_a = Kbo::parse(banks[0]).unwrap();
     // Bank A holds the consents of every other person.

@@ -104,8 +104,18 @@ pub fn peak_rss_kib() -> u64 {
     status_kib("VmHWM:")
 }
 
+/// How much of this process's anonymous memory is held in transparent huge pages, in KiB (0
+/// where `/proc` is not there).
+pub fn huge_pages_kib() -> u64 {
+    kib_in("/proc/self/smaps_rollup", "AnonHugePages:")
+}
+
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    kib_in("/proc/self/status", field)
+}
+
+fn kib_in(file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(file)
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{Cell, Names, SHARDS, Shard, shard_of};
+use super::{Cell, Names, SHARDS, Shard, room_per_shard, shard_of};
 
 const MAGIC: &[u8; 8] = b"PCIMAGE3";
 const CELL: usize = 40;
@@ -173,9 +173,9 @@ pub(super) fn read(path: &Path, state: ([u8; 16], u64)) -> std::io::Result<Optio
     if cells > len / CELL as u64 {
         return Ok(None);
     }
-    let per_shard = cells as usize / SHARDS;
+    let room = room_per_shard(cells as usize);
     for shard in &mut shards {
-        shard.reserve(per_shard + per_shard / 8 + 16);
+        shard.reserve(room);
     }
     for _ in 0..cells {
         let cell = cell_of(&r.exact::<CELL>()?);

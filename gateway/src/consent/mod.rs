@@ -18,6 +18,7 @@
 
 mod image;
 pub mod log;
+mod table;
 
 /// The index image's file name in the embedded store's directory.
 pub const IMAGE_FILE: &str = "consent-index.img";
@@ -157,7 +158,8 @@ const REVOKED_BIT: u64 = 1 << 63;
 /// control bytes and one or two adjacent cache lines, and follows no pointer. (64-byte slots
 /// holding a first consent inline took 107 bytes a consent at ten million, at the table's
 /// load there; cells take 69.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 struct Cell {
     id: [u64; 2],
     subject_day: u64,
@@ -170,6 +172,13 @@ struct Cell {
 const _: () = assert!(std::mem::size_of::<Cell>() == 40);
 
 impl Cell {
+    /// A free slot of a [`table::Table`]: its subject is 0, which no NISS is.
+    const FREE: Cell = Cell { id: [0; 2], subject_day: 0, valid_until_ms: 0, recipient: 0, service: 0, purpose: 0 };
+
+    fn is_free(&self) -> bool {
+        self.subject() == 0
+    }
+
     fn new(subject: u64, recipient: u64, e: &Entry) -> Cell {
         let day = u64::from(e.validated_day.min(u32::from(u16::MAX)));
         Cell {
@@ -205,11 +214,11 @@ impl Cell {
     }
 }
 
-/// One shard of the index: cells in an open-addressing table (hashbrown's), several per key
-/// where a person gave a recipient several consents.
+/// One shard of the index: cells in an open-addressing table ([`table::Table`]), several per
+/// key where a person gave a recipient several consents.
 #[derive(Debug, Default)]
 struct Shard {
-    table: hashbrown::HashTable<Cell>,
+    table: table::Table,
 }
 
 fn cell_hash(subject: u64, recipient: u32) -> u64 {
@@ -232,19 +241,17 @@ impl Shard {
         match self.table.find_mut(hash, |c| c.id == cell.id && c.recipient == cell.recipient && c.subject() == subject)
         {
             Some(c) => *c = cell,
-            None => {
-                self.table.insert_unique(hash, cell, Cell::hash);
-            }
+            None => self.table.insert(cell),
         }
     }
 
     /// Puts a cell read from an image (no two of them are the same consent).
     fn insert(&mut self, cell: Cell) {
-        self.table.insert_unique(cell.hash(), cell, Cell::hash);
+        self.table.insert(cell);
     }
 
     fn reserve(&mut self, more: usize) {
-        self.table.reserve(more, Cell::hash);
+        self.table.reserve(more);
     }
 
     /// How many consents.
@@ -493,6 +500,14 @@ fn migrate(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The cells to make room for in each shard before `consents` are put in: a shard's share with
+/// six standard deviations of the spread above it (a shard holds about `consents / SHARDS`
+/// give or take its square root), so that no table grows on the way.
+fn room_per_shard(consents: usize) -> usize {
+    let per_shard = consents / SHARDS;
+    per_shard + per_shard / 32 + 16
+}
+
 fn shard_of(niss: u64) -> usize {
     // Fibonacci hashing spreads sequential numbers over the shards.
     (niss.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % SHARDS
@@ -619,10 +634,10 @@ impl Registry {
     /// from the log's numbers to the index's once, the shards sized for the log's consents
     /// first so that no table grows on the way. Returns the consents indexed.
     fn reload_log(&self, log: &log::ConsentLog) -> Result<usize, StoreError> {
-        let per_shard = log.consents() / SHARDS;
+        let room = room_per_shard(log.consents());
         for shard in self.shards.iter() {
             if let Ok(mut s) = shard.write() {
-                s.reserve(per_shard + per_shard / 8 + 16);
+                s.reserve(room);
             }
         }
         // The log's name number → the index's (None: not mapped yet), and kinds by name.
