@@ -46,8 +46,20 @@ async fn metrics_count_the_calls_and_parse_as_prometheus_text() {
     // A certificate refused at the handshake: counted by reason, no call.
     assert!(association(&h.client(tests::EXPIRED), &vcode(), &[]).await.is_err());
 
-    let (status, text) = get(&h, "/metrics").await;
-    assert_eq!(status, 200);
+    // The client may read the server's alert before the server's handshake task has counted
+    // the failure: wait (5 s at most) until it is counted, then take the exposition.
+    let mut tries = 0;
+    let text = loop {
+        let (status, text) = get(&h, "/metrics").await;
+        assert_eq!(status, 200);
+        tries += 1;
+        if text.contains("passerelle_tls_handshake_failures_total{listener=\"data\",reason=\"expired\"} 1")
+            || tries == 50
+        {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let mut child = Command::new("python3")
         .args(["-c", PARSE])
         .stdin(std::process::Stdio::piped())
