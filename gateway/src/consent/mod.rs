@@ -154,10 +154,10 @@ const REVOKED_BIT: u64 = 1 << 63;
 /// One consent in the index, with its key, in 40 bytes: the id, the subject (NISS, 37 bits)
 /// with the day of the last validation (16 bits, to 2149) and the revoked flag in one word, the
 /// end of validity (ms), the recipient (32 bits), service and purpose (interned, 16 bits). A
-/// (subject, recipient) with several consents has several cells; a hit reads the table's
-/// control bytes and one or two adjacent cache lines, and follows no pointer. (64-byte slots
-/// holding a first consent inline took 107 bytes a consent at ten million, at the table's
-/// load there; cells take 69.)
+/// (subject, recipient) with several consents has several cells, side by side in the table; a
+/// hit reads one or two adjacent cache lines and follows no pointer. (64-byte slots holding a
+/// first consent inline took 107 bytes a consent at ten million; these cells in hashbrown's
+/// table 69, in [`table::Table`] 55.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 struct Cell {
@@ -500,9 +500,9 @@ fn migrate(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The cells to make room for in each shard before `consents` are put in: a shard's share with
-/// six standard deviations of the spread above it (a shard holds about `consents / SHARDS`
-/// give or take its square root), so that no table grows on the way.
+/// The cells to make room for in each shard before `consents` are put in: a shard's share and
+/// a margin (a shard holds about `consents / SHARDS`, give or take its square root: at ten
+/// million the margin is six times that), so that no large table grows on the way.
 fn room_per_shard(consents: usize) -> usize {
     let per_shard = consents / SHARDS;
     per_shard + per_shard / 32 + 16
