@@ -192,17 +192,13 @@ class Sampler(threading.Thread):
             last = now
 
 
-def steal_share(samples, since, until):
-    """The share of CPU 0's time the host took (steal) between two instants, from the samples."""
-    inside = [m for m in samples if since <= m["at"] < until]
-    seconds = sum(m["seconds"] for m in inside)
-    return sum(m["cpu0"]["steal"] for m in inside) / 1000 / seconds if seconds else 0.0
-
-
-def steal_peak(samples, since, until):
-    """The largest share of CPU 0 the host took in any one second between two instants."""
+def steal(samples, since, until):
+    """The share of CPU 0's time the host took (steal) between two instants, and the largest
+    share it took in any one second, from the samples."""
     inside = [m for m in samples if since <= m["at"] < until and m["seconds"] > 0]
-    return max((m["cpu0"]["steal"] / 1000 / m["seconds"] for m in inside), default=0.0)
+    seconds = sum(m["seconds"] for m in inside)
+    share = sum(m["cpu0"]["steal"] for m in inside) / 1000 / seconds if seconds else 0.0
+    return share, max((m["cpu0"]["steal"] / 1000 / m["seconds"] for m in inside), default=0.0)
 
 
 # A window with a second in which the host took more than this share of CPU 0: a minute's
@@ -339,8 +335,9 @@ def main():
             total += r["requests"]
             refused += sum(n for code, n in r["by_code"].items() if code)
             p99s.append(lat["p99"])
-            steals.append(steal_share(sampler.samples, began, time.time()))
-            peaks.append(steal_peak(sampler.samples, began, time.time()))
+            share, peak = steal(sampler.samples, began, time.time())
+            steals.append(share)
+            peaks.append(peak)
             print(f"{(w + 1) * args.window / 60:5.1f} min (from {time.strftime('%H:%M:%S', time.gmtime(began))}): {r['requests']:7} requests ({r['requests_per_second']:.0f}/s), "
                   f"by status {r['by_status']}, p50 {lat['p50']} µs, p99 {lat['p99']} µs, "
                   f"p99.9 {lat['p99_9']} µs, CPU {r['cpu_us_per_request']:.1f} µs/call, RSS {rss / 1024:.1f} MiB, "
