@@ -106,7 +106,7 @@ impl Ops {
                 if sources.contains_key(name) || registered.contains_key(name) {
                     continue;
                 }
-                let Some(addr) = route.upstream_uri.authority().map(|a| a.as_str().to_owned()) else { continue };
+                let Some(addr) = route.upstream.uri.authority().map(|a| a.as_str().to_owned()) else { continue };
                 let up = matches!(
                     tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await,
                     Ok(Ok(_))

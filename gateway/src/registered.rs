@@ -23,7 +23,7 @@ use policies::model::{Policy, Service, Source as SourceModel};
 
 use crate::config::{Config, SourceTls};
 use crate::pipeline::forward::{Source, Upstreams};
-use crate::pipeline::route::{Route, Table};
+use crate::pipeline::route::{Route, Table, Upstream};
 
 /// The registered services' routes and their upstreams.
 #[derive(Debug)]
@@ -105,7 +105,12 @@ fn resolve(cfg: &Config, source: &SourceModel) -> Result<Resolved, String> {
 
 /// A full upstream URI; `allowed` decides the host of a registered upstream (`None`: a built-in
 /// source's, from the configuration).
-fn uri(base: &str, path: &str, what: &str, allowed: Option<&crate::config::ControlConfig>) -> Result<Uri, String> {
+fn upstream(
+    base: &str,
+    path: &str,
+    what: &str,
+    allowed: Option<&crate::config::ControlConfig>,
+) -> Result<Upstream, String> {
     let u: Uri = format!("{}{}", base.trim_end_matches('/'), path)
         .parse()
         .map_err(|e| format!("{what} {base:?} is not a URL ({e})"))?;
@@ -120,7 +125,7 @@ fn uri(base: &str, path: &str, what: &str, allowed: Option<&crate::config::Contr
             "{what}'s host {host} is not one the operator allows registered upstreams to name (control.upstream_hosts)"
         ));
     }
-    Ok(u)
+    Upstream::new(u)
 }
 
 fn registrations(policy: &Policy) -> impl Iterator<Item = &Service> {
@@ -166,9 +171,9 @@ fn parts(cfg: &Config, policy: &Policy) -> Result<Parts, String> {
         let r = resolve(cfg, model).map_err(at)?;
         let registered = model.upstream.is_some();
         let allowed = registered.then_some(&cfg.control);
-        uri(&r.production, "/", "the upstream", allowed).map_err(at)?;
+        upstream(&r.production, "/", "the upstream", allowed).map_err(at)?;
         if let Some(TestSide::Url(u)) = &r.test {
-            uri(u, "/", "the test upstream", allowed).map_err(at)?;
+            upstream(u, "/", "the test upstream", allowed).map_err(at)?;
         }
         let tls = (r.tls.as_ref().map(crate::tls::source_client_config).transpose())
             .map_err(|e| at(format!("the upstream's TLS settings: {e}")))?;
@@ -192,16 +197,16 @@ fn parts(cfg: &Config, policy: &Policy) -> Result<Parts, String> {
         let (_, r, is_registered) = &sources[source];
         let def = &compiled.def;
         let allowed = is_registered.then_some(&cfg.control);
-        let upstream_uri = uri(&r.production, def.upstream_path, "the upstream", allowed).map_err(at)?;
-        let (test_upstream_uri, sandbox) = match &r.test {
+        let production = upstream(&r.production, def.upstream_path, "the upstream", allowed).map_err(at)?;
+        let (test_upstream, sandbox) = match &r.test {
             None => (None, None),
             Some(TestSide::Url(u)) => {
-                (Some(uri(u, def.upstream_path, "the test upstream", allowed).map_err(at)?), None)
+                (Some(upstream(u, def.upstream_path, "the test upstream", allowed).map_err(at)?), None)
             }
             Some(TestSide::Sandbox) => (None, Some((compiled.example.clone(), content_type(def)))),
         };
         let layout = def.layout.map(adapters::layout::Layout::new).transpose().map_err(|e| at(e.to_string()))?;
-        routes.push(Route { service: def.clone(), upstream_uri, test_upstream_uri, source, layout, sandbox });
+        routes.push(Route { service: def.clone(), upstream: production, test_upstream, source, layout, sandbox });
         registered.push(compiled);
     }
     let sources = sources.into_iter().map(|(s, ..)| s).collect();

@@ -29,7 +29,7 @@ use crate::pipeline::envelope::RequestIds;
 use crate::pipeline::forward::{Source, Upstreams};
 use crate::pipeline::identity::Caller;
 use crate::pipeline::limits::Limits;
-use crate::pipeline::route::{Route, Table};
+use crate::pipeline::route::{Route, Table, Upstream};
 use crate::policy::{Changes, PolicyHandle};
 use crate::reload::Reloader;
 use crate::store::postgres::{PgStore, SyncState};
@@ -78,19 +78,20 @@ pub fn build_pipeline(
                 sources.len() - 1
             }
         };
-        let uri = |base: &str, key: &str| -> anyhow::Result<Uri> {
-            format!("{}{}", base.trim_end_matches('/'), service.upstream_path)
+        let upstream = |base: &str, key: &str| -> anyhow::Result<Upstream> {
+            let uri: Uri = format!("{}{}", base.trim_end_matches('/'), service.upstream_path)
                 .parse()
-                .with_context(|| format!("sources.{}.{key}", service.source))
+                .with_context(|| format!("sources.{}.{key}", service.source))?;
+            Upstream::new(uri).map_err(|e| anyhow::anyhow!("sources.{}.{key}: {e}", service.source))
         };
-        let upstream_uri = uri(&sc.upstream, "upstream")?;
-        let test_upstream_uri = sc.test_upstream.as_deref().map(|b| uri(b, "test_upstream")).transpose()?;
+        let upstream_at = upstream(&sc.upstream, "upstream")?;
+        let test_upstream = sc.test_upstream.as_deref().map(|b| upstream(b, "test_upstream")).transpose()?;
         let layout = service
             .layout
             .map(adapters::layout::Layout::new)
             .transpose()
             .with_context(|| format!("the layout of {}", service.id))?;
-        routes.push(Route { service, upstream_uri, test_upstream_uri, source, layout, sandbox: None });
+        routes.push(Route { service, upstream: upstream_at, test_upstream, source, layout, sandbox: None });
     }
     let snapshot = policy.current();
     for r in &routes {

@@ -564,6 +564,19 @@ impl VCode {
     pub const fn number(self) -> u32 {
         self.0
     }
+
+    /// Writes `V` and the 7 digits into `buf` and returns them as a `&str`, without
+    /// allocating (the `Display` form).
+    pub fn text(self, buf: &mut [u8; 8]) -> &str {
+        buf[0] = b'V';
+        let mut v = self.0;
+        for slot in buf[1..].iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        // INVARIANT: every byte is ASCII.
+        std::str::from_utf8(buf).unwrap_or_default()
+    }
 }
 
 impl FromStr for VCode {
@@ -743,6 +756,8 @@ mod tests {
         fn vcode_round_trips(n in VCode::FIRST..=9_999_999u32) {
             let v = VCode::from_number(n).unwrap();
             prop_assert_eq!(VCode::parse(&v.to_string()), Ok(v));
+            let mut b = [0; 8];
+            prop_assert_eq!(v.text(&mut b), v.to_string());
         }
 
         #[test]

@@ -133,7 +133,9 @@ impl Trace {
                 let mut b = [0u8; 10];
                 self.subjects.push(SubjectRef::Organisation(k.digits(&mut b).to_owned()));
             }
-            Some(Subject::Association(v)) => self.subjects.push(SubjectRef::Association(v.to_string())),
+            Some(Subject::Association(v)) => {
+                self.subjects.push(SubjectRef::Association(v.text(&mut [0; 8]).to_owned()))
+            }
             None => {}
         }
     }

@@ -118,16 +118,18 @@ impl Upstreams {
         }
         let source = &self.sources[route.source];
         let side = side(environment);
-        let uri = match environment {
-            Env::Production => &route.upstream_uri,
-            Env::Test => route.test_upstream_uri.as_ref().ok_or_else(|| {
+        let upstream = match environment {
+            Env::Production => &route.upstream,
+            Env::Test => route.test_upstream.as_ref().ok_or_else(|| {
                 Refusal::new(Code::UpstreamUnavailable, format!("source {} has no test environment here", source.name))
             })?,
         };
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = route.method().clone();
-        *req.uri_mut() = uri.clone();
+        *req.uri_mut() = upstream.uri.clone();
         let h = req.headers_mut();
+        // The clients speak HTTP/1.1 only (`enable_http1` above): `Host` names the upstream.
+        h.insert(http::header::HOST, upstream.host.clone());
         h.insert(envelope::REQUEST_ID, request_id.clone());
         h.insert(envelope::RECIPIENT, hv(caller_kbo));
         h.insert(envelope::PURPOSE, hv(env.purpose));
@@ -141,7 +143,8 @@ impl Upstreams {
                 h.insert(envelope::SUBJECT, hv(k.digits(&mut b)));
             }
             Some(Subject::Association(v)) => {
-                h.insert(envelope::SUBJECT, hv(&v.to_string()));
+                let mut b = [0u8; 8];
+                h.insert(envelope::SUBJECT, hv(v.text(&mut b)));
             }
             None => {}
         }

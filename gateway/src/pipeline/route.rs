@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use adapters::{Protocol, ServiceDef, SubjectKind};
-use http::{Method, Uri};
+use http::{HeaderValue, Method, Uri};
 
 use crate::error::{Code, Dialect, Refusal};
 
@@ -16,10 +16,10 @@ use crate::error::{Code, Dialect, Refusal};
 #[derive(Debug)]
 pub struct Route {
     pub service: ServiceDef,
-    /// Full upstream URI of the production side, built once.
-    pub upstream_uri: Uri,
-    /// Full upstream URI of the test side (sandbox), if the source has one.
-    pub test_upstream_uri: Option<Uri>,
+    /// The production side, built once.
+    pub upstream: Upstream,
+    /// The test side (sandbox), if the source has one.
+    pub test_upstream: Option<Upstream>,
     /// Index of the upstream source in the forwarder's table.
     pub source: usize,
     /// The service's imposed JSON layout, compiled once (the SOAP layout needs no compiling:
@@ -28,6 +28,30 @@ pub struct Route {
     /// A registered source's generated sandbox, its test side: the example answer and its
     /// content type, answered without any network call.
     pub sandbox: Option<(bytes::Bytes, http::HeaderValue)>,
+}
+
+/// Where a route's calls go: the full URI and its `Host` header, both built once.
+#[derive(Debug)]
+pub struct Upstream {
+    pub uri: Uri,
+    /// The host, and the port where it is not the scheme's default: what hyper's client would
+    /// otherwise format anew for every call.
+    pub host: HeaderValue,
+}
+
+impl Upstream {
+    /// The upstream at `uri`, which must name a host (the callers have checked it is http(s)).
+    pub fn new(uri: Uri) -> Result<Self, String> {
+        let host = uri.host().ok_or_else(|| format!("{uri} names no host"))?;
+        let default =
+            matches!((uri.scheme_str(), uri.port_u16()), (Some("http"), Some(80)) | (Some("https"), Some(443)));
+        let text = match uri.port_u16() {
+            Some(port) if !default => format!("{host}:{port}"),
+            _ => host.to_owned(),
+        };
+        let host = HeaderValue::from_str(&text).map_err(|_| format!("{uri}: the host is not a header value"))?;
+        Ok(Upstream { uri, host })
+    }
 }
 
 impl Route {
