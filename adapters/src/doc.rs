@@ -11,13 +11,13 @@
 //! values and the reader of the answer might take the other.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use jsonschema::JsonType;
 use jsonschema::json::{Array, Json, Node, NodeIdentity, Object};
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Number, Value};
+
+use crate::json_text;
 
 /// One JSON value of an answer; strings and keys borrowed from its text where they can be.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,13 +32,275 @@ pub enum Doc<'a> {
     Object(Vec<(Cow<'a, str>, Doc<'a>)>),
 }
 
-/// Reads JSON text; refuses trailing characters, nesting deeper than 128 (serde_json's limit)
-/// and an object that repeats a key (a data error: `is_data()`).
-pub fn parse(text: &str) -> Result<Doc<'_>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let doc = Seed.deserialize(&mut de)?;
-    de.end()?;
+/// Why a text is not an answer [`parse`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON, or nested deeper than serde_json allows.
+    #[error("not JSON")]
+    Syntax,
+    /// JSON, but an object repeats a key.
+    #[error("an object repeats a key")]
+    RepeatedKey,
+}
+
+impl ParseError {
+    /// Whether the text is JSON that breaks a rule of its content (a repeated key), as
+    /// `serde_json::Error::is_data`.
+    pub fn is_data(self) -> bool {
+        self == ParseError::RepeatedKey
+    }
+}
+
+/// Reads JSON text as `serde_json::from_str::<Value>` reads it (the same texts are accepted,
+/// with the same values, nesting limit included), but in place, and refusing an object that
+/// repeats a key.
+///
+/// The reader is this module's own: serde_json's deserializer reaches a `Doc` through the
+/// generic `Visitor` interface, which cost the data plane 13.7 thousand instructions per call
+/// for the association answer (`load-tests/instructions.py`). The two parts where JSON is
+/// subtle are still serde_json's: a string with an escape is unescaped by serde_json, and a
+/// number other than a plain integer of at most 18 digits is read by it. A differential test
+/// and the `json_layout` fuzz target hold the two readers equal.
+pub fn parse(text: &str) -> Result<Doc<'_>, ParseError> {
+    let mut r = Reader { text, pos: 0, members: Vec::with_capacity(32), items: Vec::with_capacity(16) };
+    let doc = r.value(0)?;
+    r.skip_ws();
+    if r.pos != text.len() {
+        return Err(ParseError::Syntax);
+    }
     Ok(doc)
+}
+
+/// The first byte from `i` on that a string cannot hold as it is: a quote, a backslash or a
+/// control character (or the end of `bytes`). Eight bytes at a time: a byte of a word is
+/// zero where it matched, found with the borrow trick of "Bit Twiddling Hacks" (a borrow can
+/// mark bytes above a real match, never below, so the lowest mark is the first match).
+fn special(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let hit = (zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGH;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while bytes.get(i).is_some_and(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        i += 1;
+    }
+    i
+}
+
+/// serde_json's nesting limit: an array or object opened this deep is refused.
+const MAX_DEPTH: usize = 128;
+
+/// The reader's state. The members of the objects being read are stacked in `members` (the
+/// elements of arrays in `items`) and moved into a vector of their exact size when the object
+/// ends: one allocation per object, where pushing into a vector of its own grows it two or
+/// three times.
+struct Reader<'a> {
+    text: &'a str,
+    pos: usize,
+    members: Vec<(Cow<'a, str>, Doc<'a>)>,
+    items: Vec<Doc<'a>>,
+}
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Skips white space, then takes `b` if it comes next.
+    fn eat(&mut self, b: u8) -> bool {
+        self.skip_ws();
+        let next = self.peek() == Some(b);
+        self.pos += usize::from(next);
+        next
+    }
+
+    /// A value, its first byte not yet read; `depth` arrays and objects are open around it.
+    fn value(&mut self, depth: usize) -> Result<Doc<'a>, ParseError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'"') => Ok(Doc::String(self.string()?)),
+            Some(b't') => self.literal("true", Doc::Bool(true)),
+            Some(b'f') => self.literal("false", Doc::Bool(false)),
+            Some(b'n') => self.literal("null", Doc::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(ParseError::Syntax),
+        }
+    }
+
+    fn literal(&mut self, word: &str, doc: Doc<'a>) -> Result<Doc<'a>, ParseError> {
+        if !self.text[self.pos..].starts_with(word) {
+            return Err(ParseError::Syntax);
+        }
+        self.pos += word.len();
+        Ok(doc)
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Doc<'a>, ParseError> {
+        if depth >= MAX_DEPTH {
+            return Err(ParseError::Syntax);
+        }
+        self.pos += 1;
+        if self.eat(b'}') {
+            return Ok(Doc::Object(Vec::new()));
+        }
+        let start = self.members.len();
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(ParseError::Syntax);
+            }
+            let key = self.string()?;
+            // A small object is searched as it fills; a large one is sorted once at the end,
+            // so that a source cannot make this quadratic.
+            let seen = &self.members[start..];
+            if seen.len() < SCANNED_KEYS && seen.iter().any(|(k, _)| *k == key) {
+                return Err(ParseError::RepeatedKey);
+            }
+            if !self.eat(b':') {
+                return Err(ParseError::Syntax);
+            }
+            let value = self.value(depth)?;
+            self.members.push((key, value));
+            if self.eat(b',') {
+                continue;
+            }
+            if self.eat(b'}') {
+                break;
+            }
+            return Err(ParseError::Syntax);
+        }
+        let out: Vec<_> = self.members.drain(start..).collect();
+        if out.len() > SCANNED_KEYS {
+            let mut keys: Vec<&str> = out.iter().map(|(k, _)| k.as_ref()).collect();
+            keys.sort_unstable();
+            if keys.windows(2).any(|w| w[0] == w[1]) {
+                return Err(ParseError::RepeatedKey);
+            }
+        }
+        Ok(Doc::Object(out))
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Doc<'a>, ParseError> {
+        if depth >= MAX_DEPTH {
+            return Err(ParseError::Syntax);
+        }
+        self.pos += 1;
+        if self.eat(b']') {
+            return Ok(Doc::Array(Vec::new()));
+        }
+        let start = self.items.len();
+        loop {
+            let item = self.value(depth)?;
+            self.items.push(item);
+            if self.eat(b',') {
+                continue;
+            }
+            if self.eat(b']') {
+                break;
+            }
+            return Err(ParseError::Syntax);
+        }
+        Ok(Doc::Array(self.items.drain(start..).collect()))
+    }
+
+    /// A string, at its opening quote: borrowed from the text when it has no escape.
+    fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
+        let start = self.pos + 1;
+        let i = special(self.text.as_bytes(), start);
+        match self.text.as_bytes().get(i) {
+            Some(b'"') => {
+                self.pos = i + 1;
+                // Both ends are ASCII quotes, so char boundaries.
+                Ok(Cow::Borrowed(&self.text[start..i]))
+            }
+            Some(b'\\') => self.escaped(i),
+            _ => Err(ParseError::Syntax),
+        }
+    }
+
+    /// The rest of a string that holds an escape at `at`: its end is found here, and
+    /// serde_json unescapes it (surrogate pairs, invalid escapes and all).
+    fn escaped(&mut self, mut at: usize) -> Result<Cow<'a, str>, ParseError> {
+        let bytes = self.text.as_bytes();
+        loop {
+            match bytes.get(at) {
+                // The byte after a backslash is escaped (if it begins a longer character, the
+                // rest of it is no quote or backslash either).
+                Some(b'\\') => at += 2,
+                Some(b'"') => break,
+                Some(_) => at += 1,
+                None => return Err(ParseError::Syntax),
+            }
+        }
+        let quoted = &self.text[self.pos..=at];
+        self.pos = at + 1;
+        serde_json::from_str::<String>(quoted).map(Cow::Owned).map_err(|_| ParseError::Syntax)
+    }
+
+    fn number(&mut self) -> Result<Doc<'a>, ParseError> {
+        let bytes = self.text.as_bytes();
+        let start = self.pos;
+        let digits = |mut i: usize| {
+            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        let negative = bytes[start] == b'-';
+        let int_start = start + usize::from(negative);
+        let mut end = match bytes.get(int_start) {
+            Some(b'0') => int_start + 1,
+            Some(b'1'..=b'9') => digits(int_start + 1),
+            _ => return Err(ParseError::Syntax),
+        };
+        let int_end = end;
+        if bytes.get(end) == Some(&b'.') {
+            let after = digits(end + 1);
+            if after == end + 1 {
+                return Err(ParseError::Syntax);
+            }
+            end = after;
+        }
+        if let Some(b'e' | b'E') = bytes.get(end) {
+            let mut i = end + 1;
+            if let Some(b'+' | b'-') = bytes.get(i) {
+                i += 1;
+            }
+            let after = digits(i);
+            if after == i {
+                return Err(ParseError::Syntax);
+            }
+            end = after;
+        }
+        self.pos = end;
+        // A plain integer of up to 18 digits fits an i64 whatever its sign; serde_json reads
+        // `-0` as a float, so a negative zero goes to it with every other number.
+        let plain = &bytes[int_start..int_end];
+        if end == int_end && plain.len() <= 18 && !(negative && plain == b"0") {
+            let n = plain.iter().fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+            return Ok(Doc::Number(if negative { (-n).into() } else { n.into() }));
+        }
+        serde_json::from_str::<Number>(&self.text[start..end]).map(Doc::Number).map_err(|_| ParseError::Syntax)
+    }
 }
 
 impl<'a> Doc<'a> {
@@ -92,103 +354,42 @@ impl<'a> Doc<'a> {
     }
 }
 
-/// Builds a [`Doc`] from serde_json's reader, borrowing what it lends.
-struct Seed;
-
-impl<'de> DeserializeSeed<'de> for Seed {
-    type Value = Doc<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Doc<'de>, D::Error> {
-        d.deserialize_any(Seed)
-    }
-}
-
-impl<'de> Visitor<'de> for Seed {
-    type Value = Doc<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, b: bool) -> Result<Doc<'de>, E> {
-        Ok(Doc::Bool(b))
-    }
-    fn visit_i64<E>(self, n: i64) -> Result<Doc<'de>, E> {
-        Ok(Doc::Number(n.into()))
-    }
-    fn visit_u64<E>(self, n: u64) -> Result<Doc<'de>, E> {
-        Ok(Doc::Number(n.into()))
-    }
-    fn visit_f64<E>(self, n: f64) -> Result<Doc<'de>, E> {
-        // As `Value` does: JSON text cannot spell a non-finite number.
-        Ok(Number::from_f64(n).map_or(Doc::Null, Doc::Number))
-    }
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Doc<'de>, E> {
-        Ok(Doc::String(Cow::Borrowed(s)))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Doc<'de>, E> {
-        Ok(Doc::String(Cow::Owned(s.to_owned())))
-    }
-    fn visit_string<E>(self, s: String) -> Result<Doc<'de>, E> {
-        Ok(Doc::String(Cow::Owned(s)))
-    }
-    fn visit_unit<E>(self) -> Result<Doc<'de>, E> {
-        Ok(Doc::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Doc<'de>, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(v) = seq.next_element_seed(Seed)? {
-            out.push(v);
-        }
-        Ok(Doc::Array(out))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
-        let mut out: Vec<(Cow<'de, str>, Doc<'de>)> = Vec::new();
-        while let Some(k) = map.next_key_seed(Key)? {
-            // A small object is searched as it fills; a large one is sorted once at the end,
-            // so that a source cannot make this quadratic.
-            if out.len() < SCANNED_KEYS && out.iter().any(|(seen, _)| *seen == k) {
-                return Err(de::Error::custom("an object repeats a key"));
-            }
-            let v = map.next_value_seed(Seed)?;
-            out.push((k, v));
-        }
-        if out.len() > SCANNED_KEYS {
-            let mut keys: Vec<&str> = out.iter().map(|(k, _)| k.as_ref()).collect();
-            keys.sort_unstable();
-            if keys.windows(2).any(|w| w[0] == w[1]) {
-                return Err(de::Error::custom("an object repeats a key"));
-            }
-        }
-        Ok(Doc::Object(out))
-    }
-}
-
 /// Objects up to this many members are checked for a repeated key as they are read.
 const SCANNED_KEYS: usize = 16;
 
-/// A member's key, borrowed where the text holds it without escapes.
-struct Key;
-
-impl<'de> DeserializeSeed<'de> for Key {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
-        d.deserialize_str(Key)
-    }
-}
-
-impl<'de> Visitor<'de> for Key {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a key")
-    }
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Borrowed(s))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(s.to_owned()))
-    }
-    fn visit_string<E>(self, s: String) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(s))
+impl Doc<'_> {
+    /// Appends the value's JSON text to `out`: the bytes `serde_json::to_writer` writes for
+    /// it, without its serializer (see [`crate::json_text`]).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Doc::Null => out.extend_from_slice(b"null"),
+            Doc::Bool(true) => out.extend_from_slice(b"true"),
+            Doc::Bool(false) => out.extend_from_slice(b"false"),
+            Doc::Number(n) => json_text::push_number(out, n),
+            Doc::String(s) => json_text::push_str(out, s),
+            Doc::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write(out);
+                }
+                out.push(b']');
+            }
+            Doc::Object(members) => {
+                out.push(b'{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    json_text::push_str(out, k);
+                    out.push(b':');
+                    v.write(out);
+                }
+                out.push(b'}');
+            }
+        }
     }
 }
 
@@ -371,8 +572,201 @@ mod tests {
             assert_eq!(doc.to_value(), value, "{text}");
             let written = serde_json::to_string(&doc).unwrap();
             assert_eq!(serde_json::from_str::<Value>(&written).unwrap(), value, "{text}");
+            let mut direct = Vec::new();
+            doc.write(&mut direct);
+            assert_eq!(String::from_utf8(direct).unwrap(), written, "{text}");
             assert_eq!(Doc::from_value(&value).to_value(), value);
         }
+    }
+
+    /// What serde_json makes of `text`, against this reader: the same value, or both refuse.
+    /// This reader also refuses JSON for a repeated key, which serde_json lets through, and
+    /// stops at the first such key, before any syntax error further on.
+    fn agrees_with_serde_json(text: &str) -> Result<(), String> {
+        let reference = serde_json::from_str::<Value>(text);
+        match (parse(text), reference) {
+            (Ok(doc), Ok(value)) if doc.to_value() == value => Ok(()),
+            (Err(ParseError::Syntax), Err(_)) | (Err(ParseError::RepeatedKey), _) => Ok(()),
+            (ours, theirs) => Err(format!("{text:?}: this reader {ours:?}, serde_json {theirs:?}")),
+        }
+    }
+
+    #[test]
+    fn reads_exactly_what_serde_json_reads() {
+        let deep = |open: &str, close: &str, n: usize| format!("{}1{}", open.repeat(n), close.repeat(n));
+        let mut texts: Vec<String> = [
+            // numbers
+            "0",
+            "-0",
+            "-0.0",
+            "0.0",
+            "7",
+            "-7",
+            "1e5",
+            "1E+5",
+            "1e-5",
+            "2.5e3",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "1e999",
+            "-1e999",
+            "1e-999",
+            "01",
+            "-01",
+            "00",
+            "1.",
+            ".5",
+            "-",
+            "+1",
+            "1e",
+            "1e+",
+            "1.e5",
+            "0x1",
+            "1_0",
+            // strings
+            r#""""#,
+            r#""plain""#,
+            r#""\u00e9""#,
+            r#""\ud83d\ude00""#,
+            r#""\ud83d""#,
+            r#""\ude00x""#,
+            r#""\x""#,
+            r#""a\"b""#,
+            r#""\\""#,
+            r#""\/""#,
+            "\"a\tb\"",
+            "\"a\u{1f}b\"",
+            "\"\u{7f}é中😀\"",
+            r#""abc"#,
+            r#""a\"#,
+            r#""\u12""#,
+            r#""\uZZZZ""#,
+            r#""\u0000""#,
+            // literals
+            "true",
+            "false",
+            "null",
+            "tru",
+            "nul",
+            "nullx",
+            "null null",
+            "True",
+            "NaN",
+            "Infinity",
+            // structure
+            "[]",
+            "{}",
+            "[1,]",
+            r#"{"a":1,}"#,
+            "{,}",
+            "[,1]",
+            r#"{"a" 1}"#,
+            r#"{"a":}"#,
+            "{1:2}",
+            " [ 1 , 2 ] ",
+            "\t\n\r[]\r\n",
+            "[]]",
+            "[",
+            "{",
+            "",
+            " ",
+            "[1 2]",
+            r#"{"a":1 "b":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":1,"\u0061":2}"#,
+            r#"[{"x":{"y":[true,false,null,"s",-1.5e-3]}}]"#,
+            "\u{feff}[]",
+            "[1]\u{0}",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for n in [126, 127, 128, 129] {
+            texts.push(deep("[", "]", n));
+            texts.push(deep(r#"{"k":"#, "}", n));
+            texts.push(deep(r#"[{"k":"#, "}]", n / 2));
+        }
+        for text in &texts {
+            agrees_with_serde_json(text).unwrap();
+        }
+    }
+
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[a-z\"\\\\\n]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec(("[a-c\"\\\\]{0,3}", inner), 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// JSON texts, compact and pretty, read back to the value they were written from.
+        #[test]
+        fn reads_what_serde_json_writes(v in json_value()) {
+            for text in [serde_json::to_string(&v).unwrap(), serde_json::to_string_pretty(&v).unwrap()] {
+                prop_assert_eq!(parse(&text).map(|d| d.to_value()), Ok(v.clone()));
+            }
+        }
+
+        /// A character removed, replaced or added anywhere: both readers still agree.
+        #[test]
+        fn agrees_with_serde_json_on_damaged_texts(
+            v in json_value(),
+            at in any::<prop::sample::Index>(),
+            edit in 0..3u8,
+            c in prop_oneof![Just('"'), Just('\\'), Just(','), Just(':'), Just('['), Just('}'), Just('-'),
+                             Just('0'), Just('e'), Just('.'), Just(' '), Just('\u{1}'), any::<char>()],
+        ) {
+            let mut chars: Vec<char> = serde_json::to_string(&v).unwrap().chars().collect();
+            let i = at.index(chars.len() + 1);
+            match edit {
+                0 if i < chars.len() => { chars.remove(i); }
+                1 if i < chars.len() => chars[i] = c,
+                _ => chars.insert(i, c),
+            }
+            let text: String = chars.into_iter().collect();
+            prop_assert!(agrees_with_serde_json(&text).is_ok(), "{}", agrees_with_serde_json(&text).unwrap_err());
+        }
+    }
+
+    #[test]
+    fn the_word_scan_finds_the_first_special_byte_as_a_byte_scan_does() {
+        let plain = |bytes: &[u8], i: usize| {
+            (i..bytes.len()).find(|&j| bytes[j] < 0x20 || bytes[j] == b'"' || bytes[j] == b'\\').unwrap_or(bytes.len())
+        };
+        let base: Vec<u8> = "abcdefghijklmnopqrstuvwxyz é中😀 0123456789".bytes().collect();
+        for special_byte in [b'"', b'\\', 0x00, 0x01, 0x1f] {
+            for at in 0..base.len() {
+                let mut bytes = base.clone();
+                bytes[at] = special_byte;
+                // A second match further on, and bytes just above and below the control range.
+                bytes.extend_from_slice(&[0x20, 0x7f, 0x80, 0xff, b'"']);
+                for start in 0..=at {
+                    assert_eq!(special(&bytes, start), plain(&bytes, start), "{special_byte} at {at} from {start}");
+                }
+            }
+        }
+        assert_eq!(special(&base, 0), base.len());
     }
 
     #[test]

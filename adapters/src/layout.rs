@@ -197,10 +197,10 @@ pub fn parse_answer(body: &[u8]) -> Result<Doc<'_>, &'static str> {
 
 /// Writes a checked and minimised answer. `hint` is the length of the answer it was cut from,
 /// which it seldom exceeds: the buffer is allocated once.
-pub fn write_answer(answer: &Doc<'_>, hint: usize) -> serde_json::Result<Vec<u8>> {
+pub fn write_answer(answer: &Doc<'_>, hint: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(hint);
-    serde_json::to_writer(&mut out, answer)?;
-    Ok(out)
+    answer.write(&mut out);
+    out
 }
 
 /// Parses JSON like `serde_json::from_slice::<Value>`, but refuses an object that repeats a

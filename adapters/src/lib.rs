@@ -19,6 +19,7 @@ pub mod describe;
 pub mod div;
 pub mod doc;
 pub mod example;
+pub mod json_text;
 pub mod layout;
 pub mod registered;
 pub mod rn;

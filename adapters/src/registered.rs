@@ -374,7 +374,7 @@ mod tests {
         let doc = crate::layout::parse_answer(&text).unwrap();
         layout.check(&doc).unwrap();
         let reduced = layout.minimise(doc, |f| f == "cadastralIncome");
-        let out: Value = serde_json::from_slice(&crate::layout::write_answer(&reduced, 0).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&crate::layout::write_answer(&reduced, 0)).unwrap();
         for p in out["parcels"].as_array().unwrap() {
             assert_eq!(p.as_object().unwrap().keys().collect::<Vec<_>>(), ["cadastralIncome"]);
         }

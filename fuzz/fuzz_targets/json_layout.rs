@@ -1,8 +1,8 @@
 //! JSON services' layout check on arbitrary bodies, as request and as answer, for every JSON
 //! service of the catalogue; what passes is minimised, and the minimised answer holds no
 //! field the grant lacks (it is checked again with nothing granted). The strict parser of
-//! request bodies, and the in-place reading of answers, agree with serde_json on everything but
-//! repeated keys.
+//! request bodies, and the in-place reading of answers (a reader of the gateway's own), agree
+//! with serde_json on everything but repeated keys, both ways.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,8 +24,18 @@ fuzz_target!(|data: &[u8]| {
             assert!(plain.is_err() || e.is_data(), "strict refused what serde_json took, not for a repeated key: {e}")
         }
     }
-    // Answers are read in place; that reading agrees with serde_json but refuses repeated keys.
-    let answer = adapters::layout::parse_answer(data).ok();
+    // Answers are read in place, by the gateway's own reader: it agrees with serde_json, both
+    // ways, but refuses repeated keys.
+    let answer = match std::str::from_utf8(data) {
+        Ok(text) => match adapters::doc::parse(text) {
+            Ok(doc) => Some(doc),
+            Err(e) => {
+                assert!(plain.is_err() || e.is_data(), "the in-place reading refused what serde_json took: {e}");
+                None
+            }
+        },
+        Err(_) => None,
+    };
     if let Some(doc) = &answer {
         assert_eq!(plain.as_ref().ok(), Some(&doc.to_value()), "the in-place reading and serde_json disagree");
     }
@@ -38,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
             let again = layout.minimise(none.clone(), |_| true);
             assert_eq!(none, again, "minimising keeps nothing the first pass dropped");
             let all = layout.minimise(answer, |_| true);
-            let written = adapters::layout::write_answer(&all, data.len()).expect("a minimised answer is written");
+            let written = adapters::layout::write_answer(&all, data.len());
             assert_eq!(adapters::layout::parse_answer(&written), Ok(all), "what is written reads back the same");
         }
     }

@@ -198,8 +198,7 @@ impl Associations {
             return Err(not_public());
         }
         let public = self.layout.minimise(doc, |f| adapters::associations::PUBLIC_FIELDS.contains(&f));
-        let body = adapters::layout::write_answer(&public, body.len())
-            .map_err(|_| Refusal::new(Code::Internal, "the association was not re-encoded"))?;
+        let body = adapters::layout::write_answer(&public, body.len());
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(resp)

@@ -6,8 +6,7 @@
 //! whitespace, absent values as `null`; the writer prefixes `"seq":N` when it assigns the
 //! sequence number, so the stored bytes are `{"seq":N,"kind":…}`.
 
-use std::io::Write as _;
-
+use adapters::json_text::{push_str, push_u64};
 use serde::{Deserialize, Serialize};
 
 /// What a record is about.
@@ -39,6 +38,22 @@ pub enum SubjectRef {
 }
 
 impl SubjectRef {
+    /// The subject's `type` in the canonical encoding (its serde tag).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SubjectRef::Person(_) => "person",
+            SubjectRef::Organisation(_) => "organisation",
+            SubjectRef::Association(_) => "association",
+        }
+    }
+
+    /// The identifier itself.
+    pub fn id(&self) -> &str {
+        match self {
+            SubjectRef::Person(s) | SubjectRef::Organisation(s) | SubjectRef::Association(s) => s,
+        }
+    }
+
     /// The index key of the subject: a type letter and the identifier.
     pub fn index_key(&self) -> String {
         match self {
@@ -139,14 +154,108 @@ impl Record {
     }
 
     /// The canonical bytes without the sequence number: `{"kind":…}`.
+    ///
+    /// Written member by member, in the struct's order: the bytes `serde_json::to_vec` gives
+    /// for the record (its `Serialize` derive is the reference, and a test holds the two equal
+    /// on arbitrary records), at about a fifth of the instructions. It runs on the data plane,
+    /// once per call.
     pub fn canonical_without_seq(&self) -> Vec<u8> {
         // A data call's record is some hundreds of bytes: one allocation, not a doubling series.
         let mut out = Vec::with_capacity(1024);
-        // Serialising a struct of strings, numbers and enums cannot fail.
-        if serde_json::to_writer(&mut out, self).is_err() {
-            out.clear();
+        let o = &mut out;
+        o.extend_from_slice(b"{\"kind\":\"");
+        o.extend_from_slice(self.kind.as_str().as_bytes());
+        o.extend_from_slice(b"\",\"time_ms\":");
+        push_u64(o, self.time_ms);
+        o.extend_from_slice(b",\"request_id\":");
+        push_str(o, &self.request_id);
+        for (key, value) in [
+            (&b",\"trace_id\":"[..], &self.trace_id),
+            (b",\"caller\":", &self.caller),
+            (b",\"cert_fingerprint\":", &self.cert_fingerprint),
+            (b",\"end_user\":", &self.end_user),
+            (b",\"environment\":", &self.environment),
+            (b",\"service\":", &self.service),
+        ] {
+            o.extend_from_slice(key);
+            push_opt(o, value);
         }
+        o.extend_from_slice(b",\"operation\":");
+        push_str(o, &self.operation);
+        for (key, value) in [
+            (&b",\"legal_basis\":"[..], &self.legal_basis),
+            (b",\"grant\":", &self.grant),
+            (b",\"purpose\":", &self.purpose),
+        ] {
+            o.extend_from_slice(key);
+            push_opt(o, value);
+        }
+        o.extend_from_slice(b",\"subjects\":[");
+        for (i, s) in self.subjects.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            o.extend_from_slice(b"{\"type\":\"");
+            o.extend_from_slice(s.type_name().as_bytes());
+            o.extend_from_slice(b"\",\"id\":");
+            push_str(o, s.id());
+            o.push(b'}');
+        }
+        o.extend_from_slice(b"],\"fields\":[");
+        for (i, f) in self.fields.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            push_str(o, f);
+        }
+        o.extend_from_slice(b"],\"consent_id\":");
+        push_opt(o, &self.consent_id);
+        o.extend_from_slice(b",\"outcome\":\"");
+        o.extend_from_slice(self.outcome.as_str().as_bytes());
+        o.extend_from_slice(b"\",\"status\":");
+        push_u64(o, self.status.into());
+        o.extend_from_slice(b",\"code\":");
+        push_opt(o, &self.code);
+        o.extend_from_slice(b",\"upstream_status\":");
+        match self.upstream_status {
+            Some(s) => push_u64(o, s.into()),
+            None => o.extend_from_slice(b"null"),
+        }
+        o.extend_from_slice(b",\"latency_us\":");
+        push_u64(o, self.latency_us);
+        o.extend_from_slice(b",\"justification\":");
+        push_opt(o, &self.justification);
+        o.push(b'}');
         out
+    }
+}
+
+fn push_opt(out: &mut Vec<u8>, value: &Option<String>) {
+    match value {
+        Some(s) => push_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+impl RecordKind {
+    /// The name the canonical encoding gives the kind (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::DataCall => "data-call",
+            RecordKind::AuditQuery => "audit-query",
+            RecordKind::PolicyChange => "policy-change",
+            RecordKind::HandshakeRefused => "handshake-refused",
+        }
+    }
+}
+
+impl Outcome {
+    /// The name the canonical encoding gives the outcome (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Granted => "granted",
+            Outcome::Refused => "refused",
+        }
     }
 }
 
@@ -154,8 +263,7 @@ impl Record {
 pub fn with_seq(seq: u64, canonical: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(b"{\"seq\":");
-    // Into the buffer directly: writing to a Vec cannot fail.
-    let _ = write!(out, "{seq}");
+    push_u64(out, seq);
     if canonical.len() > 2 {
         out.push(b',');
         out.extend_from_slice(&canonical[1..]);
@@ -210,5 +318,79 @@ mod tests {
         assert!(text.contains("\"subjects\":[{\"type\":\"association\",\"id\":\"V0001001\"}]"), "{text}");
         let back: StoredRecord = serde_json::from_slice(&out).unwrap();
         assert_eq!((back.seq, back.record), (42, r));
+    }
+
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        // Mostly what records hold, sometimes anything: quotes, backslashes, control characters.
+        prop_oneof![3 => "[A-Za-z0-9 ./_:-]{0,40}", 1 => any::<String>()]
+    }
+
+    fn opt() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(text())
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        let kind = prop_oneof![
+            Just(RecordKind::DataCall),
+            Just(RecordKind::AuditQuery),
+            Just(RecordKind::PolicyChange),
+            Just(RecordKind::HandshakeRefused)
+        ];
+        let subject = prop_oneof![
+            text().prop_map(SubjectRef::Person),
+            text().prop_map(SubjectRef::Organisation),
+            text().prop_map(SubjectRef::Association)
+        ];
+        let who = (kind, any::<u64>(), text(), opt(), opt(), opt(), opt(), opt(), opt(), text(), opt(), opt());
+        let what = (
+            opt(),
+            proptest::collection::vec(subject, 0..4),
+            proptest::collection::vec(text(), 0..4),
+            opt(),
+            any::<bool>(),
+            any::<u16>(),
+            opt(),
+            proptest::option::of(any::<u16>()),
+            any::<u64>(),
+            opt(),
+        );
+        (who, what).prop_map(|(w, x)| Record {
+            kind: w.0,
+            time_ms: w.1,
+            request_id: w.2,
+            trace_id: w.3,
+            caller: w.4,
+            cert_fingerprint: w.5,
+            end_user: w.6,
+            environment: w.7,
+            service: w.8,
+            operation: w.9,
+            legal_basis: w.10,
+            grant: w.11,
+            purpose: x.0,
+            subjects: x.1,
+            fields: x.2,
+            consent_id: x.3,
+            outcome: if x.4 { Outcome::Granted } else { Outcome::Refused },
+            status: x.5,
+            code: x.6,
+            upstream_status: x.7,
+            latency_us: x.8,
+            justification: x.9,
+        })
+    }
+
+    proptest! {
+        /// The hand-written encoding is the serde derive's, byte for byte.
+        #[test]
+        fn canonical_bytes_are_serde_json_bytes(r in record(), seq in any::<u64>()) {
+            let canonical = r.canonical_without_seq();
+            prop_assert_eq!(&canonical, &serde_json::to_vec(&r).unwrap());
+            let mut out = Vec::new();
+            with_seq(seq, &canonical, &mut out);
+            prop_assert_eq!(out, serde_json::to_vec(&StoredRecord { seq, record: r }).unwrap());
+        }
     }
 }

@@ -161,8 +161,7 @@ pub fn check_and_minimise(
     let granted = trace.granted_fields();
     let reduced = layout.minimise(value, |f| granted.iter().any(|g| g == f));
     record_subjects(trace, layout.subjects(&reduced));
-    let body = adapters::layout::write_answer(&reduced, answer.body.len())
-        .map_err(|_| Refusal::new(Code::Internal, "answer not re-encoded"))?;
+    let body = adapters::layout::write_answer(&reduced, answer.body.len());
     Ok(UpstreamAnswer {
         status: StatusCode::OK,
         content_type: Some(HeaderValue::from_static("application/json")),
