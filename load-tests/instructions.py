@@ -43,8 +43,8 @@ def totals(path):
     return 0
 
 
-def top_functions(path, calls, top):
-    """The `top` functions by inclusive instructions, per call, from `callgrind_annotate`."""
+def functions(path, calls):
+    """Every function by inclusive instructions per call, most first, from `callgrind_annotate`."""
     out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
                          capture_output=True, text=True, check=True).stdout
     rows, seen = [], set()
@@ -59,7 +59,7 @@ def top_functions(path, calls, top):
             continue
         seen.add(fn)
         rows.append((int(m.group(1).replace(",", "")) / calls, fn))
-    return rows[:top]
+    return rows
 
 
 def main():
@@ -112,8 +112,8 @@ def main():
         if not dumped:
             sys.exit("callgrind wrote no dump")
         by_thread = {int(f.rsplit("-", 1)[1]): totals(f) for f in dumped}
-        main_thread = os.path.join(os.path.dirname(out), os.path.basename(dumped[0]).rsplit("-", 1)[0] + "-01")
-        rows = top_functions(main_thread, calls, 100000)
+        # Thread 1 is the main thread: the data plane.
+        rows = functions(out + ".1-01", calls)
         # The counted run opens its connections anew: their TLS handshakes are not a call's.
         handshakes = next((per for per, fn in rows if fn.startswith("gateway::server::Listen::handshake")), 0)
         print(f"{calls} calls counted ({r['requests_per_second']:.0f}/s under valgrind)")

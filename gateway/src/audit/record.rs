@@ -157,7 +157,7 @@ impl Record {
     ///
     /// Written member by member, in the struct's order: the bytes `serde_json::to_vec` gives
     /// for the record (its `Serialize` derive is the reference, and a test holds the two equal
-    /// on arbitrary records), at about a fifth of the instructions. It runs on the data plane,
+    /// on arbitrary records), at about a third of the instructions. It runs on the data plane,
     /// once per call.
     pub fn canonical_without_seq(&self) -> Vec<u8> {
         // A data call's record is some hundreds of bytes: one allocation, not a doubling series.
