@@ -29,8 +29,18 @@
 //!
 //! A posting is 48 bytes: the first 16 bytes of SHA-256 over the key's kind and value, then
 //! big-endian time, sequence number, segment and offset. Byte order is therefore (key, time,
-//! seq) order and a lookup is a binary search. Two keys sharing a 128-bit hash prefix would
-//! only add a record to a query's result, never hide one.
+//! seq) order. Two keys sharing a 128-bit hash prefix would only add a record to a query's
+//! result, never hide one.
+//!
+//! A run file is its postings in that order, then its *fence*: the first 32 bytes (key, time,
+//! seq) of every [`BLOCK`]th posting, then a trailer (postings and block size, big-endian `u64`
+//! each, and [`MAGIC`]). The fence is held in memory (32 bytes for 1,024 postings: 9.4 MB at
+//! 10⁸ records), so a lookup in a run is a binary search in memory and one read of one block
+//! (48 KB) from the disk. A binary search on the disk read 20–27 postings a run, each in a page
+//! of its own: on a trail of 10⁸ records (21 runs) with the page cache emptied, citizen reports
+//! took 13.5 ms at the median and 166 ms at p99. A run without a fence (written before it
+//! existed: its length a multiple of 48) is searched on the disk until the upkeep thread has
+//! read its fence, a sample every block, at idle priority.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -54,6 +64,14 @@ const FANOUT: usize = 8;
 const CHUNK: usize = 256;
 /// Sealed tables (65,536 records, about 9 MB each) allowed to wait for the upkeep thread.
 const MAX_SEALED: usize = 4;
+/// Postings per block of a run's fence.
+const BLOCK: u64 = 1_024;
+/// The bytes of a posting the order is decided by (key, time, seq), as a fence holds them.
+const KEY: usize = 32;
+type FenceKey = [u8; KEY];
+/// The end of a run file that has a fence.
+const MAGIC: [u8; 8] = *b"PSLRUNF1";
+const TRAILER: u64 = 24;
 
 #[derive(Debug)]
 struct Run {
@@ -62,6 +80,14 @@ struct Run {
     first_seq: u64,
     last_seq: u64,
     postings: u64,
+    /// The first key of every block, once known.
+    fence: std::sync::OnceLock<Fence>,
+}
+
+#[derive(Debug)]
+struct Fence {
+    block: u64,
+    keys: Box<[FenceKey]>,
 }
 
 impl Run {
@@ -73,8 +99,22 @@ impl Run {
         self.file.read_exact_at(buf, at * POSTING as u64)
     }
 
-    /// Index of the first posting not below `probe`.
-    fn lower_bound(&self, probe: &[u8; 32]) -> std::io::Result<u64> {
+    /// Index of the first posting not below `probe`: by the fence and one block, or, for a run
+    /// whose fence is not read yet, by a binary search on the disk.
+    fn lower_bound(&self, probe: &FenceKey) -> std::io::Result<u64> {
+        let Some(fence) = self.fence.get() else { return self.lower_bound_on_disk(probe) };
+        // The fence's keys below `probe`: the bound lies past the first posting of the last of
+        // their blocks, and no further than the next block's first.
+        let below = fence.keys.partition_point(|k| k < probe) as u64;
+        let Some(block) = below.checked_sub(1) else { return Ok(0) };
+        let start = block * fence.block;
+        let n = (self.postings - start).min(fence.block) as usize;
+        let mut buf = vec![[0u8; POSTING]; n];
+        self.read(start, buf.as_flattened_mut())?;
+        Ok(start + buf.partition_point(|p| p[..KEY] < probe[..]) as u64)
+    }
+
+    fn lower_bound_on_disk(&self, probe: &FenceKey) -> std::io::Result<u64> {
         let (mut lo, mut hi) = (0, self.postings);
         let mut p = [0u8; POSTING];
         while lo < hi {
@@ -170,7 +210,7 @@ fn time_of(p: &Posting) -> u64 {
     u64::from_be_bytes(p[16..24].try_into().unwrap_or_default())
 }
 
-fn field(p: &Posting, at: usize) -> u64 {
+fn field(p: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(p[at..at + 8].try_into().unwrap_or_default())
 }
 
@@ -244,16 +284,61 @@ fn write_run(
     let tmp = dir.join(format!("{}.tmp", run_name(first, last)));
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
     let mut w = Paced::new(file, cancel).between(between);
+    let (mut count, mut keys) = (0u64, Vec::new());
     for p in postings {
+        if count % BLOCK == 0 {
+            keys.push(fence_key(&p));
+        }
         w.push(&p)?;
+        count += 1;
     }
+    for k in &keys {
+        w.push(k)?;
+    }
+    w.push(&be(count))?;
+    w.push(&be(BLOCK))?;
+    w.push(&MAGIC)?;
     w.slice()?;
     w.file.sync_all()?;
     drop(w.file);
     std::fs::rename(&tmp, &path)?;
     sync_dir(dir)?;
     let file = File::open(&path)?;
-    Ok(Run { path, file, first_seq: first, last_seq: last, postings: w.written / POSTING as u64 })
+    let fence = std::sync::OnceLock::from(Fence { block: BLOCK, keys: keys.into_boxed_slice() });
+    Ok(Run { path, file, first_seq: first, last_seq: last, postings: count, fence })
+}
+
+fn fence_key(p: &Posting) -> FenceKey {
+    let mut k = [0; KEY];
+    k.copy_from_slice(&p[..KEY]);
+    k
+}
+
+/// A run file's postings and, when it has one, its fence (read whole: 32 bytes for 1,024
+/// postings). A file without a trailer is a run from before fences: postings only.
+fn read_layout(path: &Path, file: &File) -> std::io::Result<(u64, Option<Fence>)> {
+    let len = file.metadata()?.len();
+    let not_ours = || std::io::Error::other(format!("{} is not a whole index run", path.display()));
+    if len >= TRAILER {
+        let mut t = [0u8; TRAILER as usize];
+        file.read_exact_at(&mut t, len - TRAILER)?;
+        if t[16..] == MAGIC {
+            let (postings, block) = (field(&t, 0), field(&t, 8));
+            let blocks = if block == 0 { None } else { postings.checked_add(block - 1).map(|b| b / block) };
+            let expected = blocks.and_then(|b| {
+                postings.checked_mul(POSTING as u64)?.checked_add(b.checked_mul(KEY as u64)?)?.checked_add(TRAILER)
+            });
+            let (Some(blocks), true) = (blocks, expected == Some(len)) else { return Err(not_ours()) };
+            let mut keys = vec![[0u8; KEY]; blocks as usize];
+            file.read_exact_at(keys.as_flattened_mut(), postings * POSTING as u64)?;
+            return Ok((postings, Some(Fence { block, keys: keys.into_boxed_slice() })));
+        }
+    }
+    // Runs are renamed into place only when complete; anything else is not ours.
+    if len % POSTING as u64 != 0 {
+        return Err(not_ours());
+    }
+    Ok((len / POSTING as u64, None))
 }
 
 /// Bytes of a removed run freed at a time (see [`release_gradually`]).
@@ -304,12 +389,9 @@ impl RunIndex {
                 continue;
             }
             let file = File::open(&path)?;
-            let len = file.metadata()?.len();
-            if len % POSTING as u64 != 0 {
-                // Runs are renamed into place only when complete; anything else is not ours.
-                return Err(std::io::Error::other(format!("{} is not a whole index run", path.display())));
-            }
-            runs.push(Arc::new(Run { path, file, first_seq: first, last_seq: last, postings: len / POSTING as u64 }));
+            let (postings, fence) = read_layout(&path, &file)?;
+            let fence = fence.map_or_else(std::sync::OnceLock::new, std::sync::OnceLock::from);
+            runs.push(Arc::new(Run { path, file, first_seq: first, last_seq: last, postings, fence }));
         }
         let last_seq = runs.last().map_or(0, |r| r.last_seq);
         let shared = Arc::new(Shared {
@@ -462,6 +544,7 @@ impl Shared {
     /// The upkeep thread: writes sealed tables and merges runs, at idle priority, until close.
     fn upkeep(&self) {
         crate::background::idle_priority("index-upkeep");
+        self.read_fences();
         loop {
             {
                 let mut g = self.lock();
@@ -483,6 +566,29 @@ impl Shared {
                 tracing::warn!(target: "passerelle::audit_index", error = %e, "audit index upkeep failed; retrying");
                 let g = self.lock();
                 let _ = self.wake.wait_timeout(g, std::time::Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Reads the fence of every run written before fences, a posting every block, so that its
+    /// lookups stop searching the disk. Such a run is searched on the disk meanwhile.
+    fn read_fences(&self) {
+        let runs = self.lock().runs.clone();
+        for run in runs.iter().filter(|r| r.fence.get().is_none()) {
+            let mut keys = Vec::with_capacity(run.postings.div_ceil(BLOCK) as usize);
+            let mut p = [0u8; POSTING];
+            for at in (0..run.postings).step_by(BLOCK as usize) {
+                if self.closing.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Err(e) = run.read(at, &mut p) {
+                    tracing::warn!(target: "passerelle::audit_index", error = %e, "index run's fence not read; it is searched on the disk");
+                    break;
+                }
+                keys.push(fence_key(&p));
+            }
+            if keys.len() as u64 == run.postings.div_ceil(BLOCK) {
+                let _ = run.fence.set(Fence { block: BLOCK, keys: keys.into_boxed_slice() });
             }
         }
     }
@@ -748,6 +854,87 @@ mod tests {
             seqs(idx.query(&Selector::Subject("P6".into()), 0, u64::MAX, 10_000).unwrap()),
             expected(n, |e| e.subjects[0] == "P6", 0, u64::MAX, 10_000)
         );
+    }
+
+    /// Every query `queries_agree…` asks, against what the entries say.
+    fn assert_queries_agree(idx: &RunIndex, n: u64) {
+        for (sel, pick) in [
+            (Selector::Subject("P3".into()), Box::new(|e: &IndexEntry| e.subjects[0] == "P3") as Box<dyn Fn(&_) -> _>),
+            (Selector::Subject("P0".into()), Box::new(|e: &IndexEntry| e.subjects[0] == "P0")),
+            (Selector::Subject("P9".into()), Box::new(|_: &IndexEntry| false)),
+            (Selector::Caller("c1".into()), Box::new(|e: &IndexEntry| e.caller.as_deref() == Some("c1"))),
+            (Selector::Time, Box::new(|_: &IndexEntry| true)),
+        ] {
+            for (from, to, limit) in [(0, u64::MAX, 100_000), (1_500, 2_200, 100_000), (1_200, u64::MAX, 17)] {
+                assert_eq!(seqs(idx.query(&sel, from, to, limit).unwrap()), expected(n, &pick, from, to, limit));
+            }
+        }
+    }
+
+    /// Runs of many blocks are searched by their fence and one block; a run written before
+    /// fences (postings only) is searched on the disk and then by the fence the upkeep thread
+    /// reads; a run whose trailer does not match its length is refused at open.
+    #[test]
+    fn lookups_by_the_fence_agree_with_the_disk_and_old_runs_still_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 7_000;
+        {
+            let idx = RunIndex::open(dir.path()).unwrap();
+            // 2,000 records a run: 6,000 postings, six blocks with keys across their edges.
+            idx.set_flush_records(2_000);
+            idx.add(&(1..=n).map(entry).collect::<Vec<_>>()).unwrap();
+            idx.flush().unwrap();
+            let runs = idx.shared.lock().runs.clone();
+            assert_eq!(runs.len(), 4);
+            for r in &runs {
+                let fence = r.fence.get().unwrap(); // a run written now has its fence
+                assert_eq!(fence.keys.len() as u64, r.postings.div_ceil(BLOCK));
+                assert!(fence.keys.len() > 1 || r.postings <= BLOCK);
+                // The fence's search finds what the disk's finds, for keys at and between
+                // every block's edge.
+                for b in 0..fence.keys.len() as u64 {
+                    for at in [b * BLOCK, b * BLOCK + 1, (b * BLOCK).saturating_sub(1)] {
+                        let mut p = [0u8; POSTING];
+                        r.read(at.min(r.postings - 1), &mut p).unwrap();
+                        let mut probe = fence_key(&p);
+                        for k in [probe, {
+                            probe[31] ^= 1;
+                            probe
+                        }] {
+                            assert_eq!(r.lower_bound(&k).unwrap(), r.lower_bound_on_disk(&k).unwrap());
+                        }
+                    }
+                }
+                assert_eq!(r.lower_bound(&[0xff; KEY]).unwrap(), r.postings);
+                assert_eq!(r.lower_bound(&[0; KEY]).unwrap(), 0);
+            }
+            assert_queries_agree(&idx, n);
+        }
+        // The oldest run as it was written before fences: its postings alone.
+        let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        let old = &files[0];
+        let postings = {
+            let f = File::open(old).unwrap();
+            read_layout(old, &f).unwrap().0
+        };
+        OpenOptions::new().write(true).open(old).unwrap().set_len(postings * POSTING as u64).unwrap();
+        let idx = RunIndex::open(dir.path()).unwrap();
+        assert_queries_agree(&idx, n);
+        let started = std::time::Instant::now();
+        while idx.shared.lock().runs.iter().any(|r| r.fence.get().is_none()) {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "the old run's fence was never read");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_queries_agree(&idx, n);
+        drop(idx);
+        // A trailer that does not describe its file: refused, naming it.
+        let damaged = &files[1];
+        let f = OpenOptions::new().write(true).open(damaged).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.write_all_at(&be(1), len - TRAILER).unwrap();
+        let e = RunIndex::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains(&*damaged.to_string_lossy()), "{e}");
     }
 
     #[test]
