@@ -577,9 +577,16 @@ impl Shared {
         for run in runs.iter().filter(|r| r.fence.get().is_none()) {
             let mut keys = Vec::with_capacity(run.postings.div_ceil(BLOCK) as usize);
             let mut p = [0u8; POSTING];
-            for at in (0..run.postings).step_by(BLOCK as usize) {
+            for (i, at) in (0..run.postings).step_by(BLOCK as usize).enumerate() {
                 if self.closing.load(Ordering::Acquire) {
                     return;
+                }
+                // Tens of seconds for a large index on a cold disk: tables that fill meanwhile
+                // are written between samples, or the indexer would write them itself.
+                if i % 4_096 == 4_095 && !self.lock().sealed.is_empty() {
+                    if let Err(e) = self.write_sealed() {
+                        tracing::warn!(target: "passerelle::audit_index", error = %e, "audit index table not written while fences are read");
+                    }
                 }
                 if let Err(e) = run.read(at, &mut p) {
                     tracing::warn!(target: "passerelle::audit_index", error = %e, "index run's fence not read; it is searched on the disk");
