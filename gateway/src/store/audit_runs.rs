@@ -324,7 +324,7 @@ fn read_layout(path: &Path, file: &File) -> std::io::Result<(u64, Option<Fence>)
         file.read_exact_at(&mut t, len - TRAILER)?;
         if t[16..] == MAGIC {
             let (postings, block) = (field(&t, 0), field(&t, 8));
-            let blocks = if block == 0 { None } else { postings.checked_add(block - 1).map(|b| b / block) };
+            let blocks = (block != 0).then(|| postings.div_ceil(block));
             let expected = blocks.and_then(|b| {
                 postings.checked_mul(POSTING as u64)?.checked_add(b.checked_mul(KEY as u64)?)?.checked_add(TRAILER)
             });
@@ -835,21 +835,7 @@ mod tests {
                         idx.shared.lock().runs.iter().map(|r| r.records()).collect::<Vec<_>>()
                     );
                 }
-                for (sel, pick) in [
-                    (
-                        Selector::Subject("P3".into()),
-                        Box::new(|e: &IndexEntry| e.subjects[0] == "P3") as Box<dyn Fn(&_) -> _>,
-                    ),
-                    (Selector::Caller("c1".into()), Box::new(|e: &IndexEntry| e.caller.as_deref() == Some("c1"))),
-                    (Selector::Time, Box::new(|_: &IndexEntry| true)),
-                ] {
-                    for (from, to, limit) in [(0, u64::MAX, 10_000), (1_500, 2_200, 10_000), (1_200, u64::MAX, 17)] {
-                        assert_eq!(
-                            seqs(idx.query(&sel, from, to, limit).unwrap()),
-                            expected(n, &pick, from, to, limit)
-                        );
-                    }
-                }
+                assert_queries_agree(&idx, n);
             }
             let l = idx.query(&Selector::Subject("P5".into()), 0, u64::MAX, 1).unwrap()[0];
             assert_eq!((l.segment, l.offset), (entry(l.seq).segment, entry(l.seq).offset));
@@ -863,7 +849,8 @@ mod tests {
         );
     }
 
-    /// Every query `queries_agree…` asks, against what the entries say.
+    /// Queries by subject (one held, one not), caller and time, over ranges and with a limit,
+    /// against what the entries say.
     fn assert_queries_agree(idx: &RunIndex, n: u64) {
         for (sel, pick) in [
             (Selector::Subject("P3".into()), Box::new(|e: &IndexEntry| e.subjects[0] == "P3") as Box<dyn Fn(&_) -> _>),
