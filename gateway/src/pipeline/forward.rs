@@ -1,5 +1,5 @@
-//! Step 9 — forward the call to its source over a pooled HTTP client, with a timeout covering
-//! the whole answer and a cap on its size. Stands after every check: nothing reaches a source
+//! Step 9 — forward the call to its source over a kept-alive connection (`pool`), with a
+//! timeout covering the whole answer and a cap on its size. Stands after every check: nothing reaches a source
 //! that the gateway would refuse.
 //!
 //! No retries: most calls are cheap to repeat but none is known idempotent at the source until
@@ -10,15 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use policies::model::Env;
 
 use super::breaker::{self, Breaker, Transition};
 use super::envelope::{self, Envelope, Subject};
+use super::pool::Pool;
 use super::route::Route;
 use crate::error::{Code, Refusal};
 
@@ -34,24 +31,18 @@ pub struct Source {
     pub tls: Option<rustls::ClientConfig>,
 }
 
-type SourceClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// The upstream side: one pooled client per source (each source may want its own client
+/// The upstream side: one connection pool per source (each source may want its own client
 /// certificate).
 #[derive(Debug)]
 pub struct Upstreams {
-    clients: Vec<SourceClient>,
+    pools: Vec<Pool>,
     /// Per source: the production side's breaker, then the test side's.
     breakers: Vec<[Breaker; 2]>,
     circuit_open: prometheus::IntGaugeVec,
     pub sources: Vec<Source>,
 }
 
-fn client_for(source: &Source) -> SourceClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(2)));
-    http.enforce_http(false);
+fn pool_for(source: &Source) -> Pool {
     // Without TLS settings, a client that trusts nothing: `https://` cannot succeed by accident.
     let tls = source.tls.clone().unwrap_or_else(|| {
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
@@ -59,12 +50,7 @@ fn client_for(source: &Source) -> SourceClient {
             .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
             .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
     });
-    let connector =
-        HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
+    Pool::new(tls)
 }
 
 /// What the source answered.
@@ -83,7 +69,7 @@ impl Upstreams {
             }
         }
         Upstreams {
-            clients: sources.iter().map(client_for).collect(),
+            pools: sources.iter().map(pool_for).collect(),
             breakers: sources.iter().map(|s| [Breaker::new(s.breaker), Breaker::new(s.breaker)]).collect(),
             circuit_open,
             sources,
@@ -126,9 +112,9 @@ impl Upstreams {
         };
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = route.method().clone();
-        *req.uri_mut() = upstream.uri.clone();
+        *req.uri_mut() = upstream.target.clone();
         let h = req.headers_mut();
-        // The clients speak HTTP/1.1 only (`enable_http1` above): `Host` names the upstream.
+        // The connections speak HTTP/1.1 only: `Host` names the upstream.
         h.insert(http::header::HOST, upstream.host.clone());
         h.insert(envelope::REQUEST_ID, request_id.clone());
         h.insert(envelope::RECIPIENT, hv(caller_kbo));
@@ -163,7 +149,8 @@ impl Upstreams {
             )
         })?;
         let fut = async {
-            let resp = self.clients[route.source].request(req).await.map_err(|e| {
+            let pool = &self.pools[route.source];
+            let (resp, conn) = pool.send(upstream, req).await.map_err(|e| {
                 tracing::warn!(source = %source.name, error = %e, "upstream request failed");
                 Refusal::new(Code::UpstreamUnavailable, format!("source {} cannot be reached", source.name))
             })?;
@@ -178,6 +165,8 @@ impl Upstreams {
                     Refusal::new(Code::UpstreamUnavailable, format!("source {} broke off its answer", source.name))
                 }
             })?;
+            // Read whole: the connection can carry the next call.
+            pool.put(upstream, conn);
             Ok(UpstreamAnswer {
                 status: parts.status,
                 content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),

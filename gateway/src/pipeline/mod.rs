@@ -16,6 +16,7 @@ pub mod forward;
 pub mod identity;
 pub mod layout;
 pub mod limits;
+pub mod pool;
 pub mod rate;
 pub mod route;
 

@@ -30,27 +30,46 @@ pub struct Route {
     pub sandbox: Option<(bytes::Bytes, http::HeaderValue)>,
 }
 
-/// Where a route's calls go: the full URI and its `Host` header, both built once.
+/// Where a route's calls go, everything a call needs built once: the full URI, the request
+/// target and `Host` header hyper's connection sends, the address to connect to, and the key
+/// of the connections kept for it (see `pool`).
 #[derive(Debug)]
 pub struct Upstream {
     pub uri: Uri,
-    /// The host, and the port where it is not the scheme's default: what hyper's client would
-    /// otherwise format anew for every call.
+    /// The host, and the port where it is not the scheme's default.
     pub host: HeaderValue,
+    /// The request target in origin form (path and query), as HTTP/1.1 sends it.
+    pub target: Uri,
+    /// The host to connect to and to name in TLS (an IPv6 address without its brackets).
+    pub addr_host: Box<str>,
+    pub port: u16,
+    /// `https://`.
+    pub tls: bool,
+    /// Scheme, host and port, in lower case: upstreams with the same key share connections.
+    pub key: std::sync::Arc<str>,
 }
 
 impl Upstream {
     /// The upstream at `uri`, which must name a host (the callers have checked it is http(s)).
     pub fn new(uri: Uri) -> Result<Self, String> {
         let host = uri.host().ok_or_else(|| format!("{uri} names no host"))?;
-        let default =
-            matches!((uri.scheme_str(), uri.port_u16()), (Some("http"), Some(80)) | (Some("https"), Some(443)));
-        let text = match uri.port_u16() {
-            Some(port) if !default => format!("{host}:{port}"),
-            _ => host.to_owned(),
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{uri} is not an http:// or https:// URL")),
         };
-        let host = HeaderValue::from_str(&text).map_err(|_| format!("{uri}: the host is not a header value"))?;
-        Ok(Upstream { uri, host })
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let default = port == if tls { 443 } else { 80 };
+        let text = if default { host.to_owned() } else { format!("{host}:{port}") };
+        let host_header = HeaderValue::from_str(&text).map_err(|_| format!("{uri}: the host is not a header value"))?;
+        let target: Uri = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|_| format!("{uri}: the path is not a request target"))?;
+        let addr_host = host.trim_start_matches('[').trim_end_matches(']').into();
+        let key = format!("{}://{}:{port}", if tls { "https" } else { "http" }, host.to_ascii_lowercase()).into();
+        Ok(Upstream { uri, host: host_header, target, addr_host, port, tls, key })
     }
 }
 
@@ -113,5 +132,34 @@ impl Table {
 
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.by_path.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_upstream_knows_its_address_target_host_and_pool_key() {
+        let u = Upstream::new("http://Register.example:8080/v1/verenigingen?x=1".parse().unwrap()).unwrap();
+        assert_eq!((u.tls, &*u.addr_host, u.port), (false, "Register.example", 8080));
+        assert_eq!(u.target.to_string(), "/v1/verenigingen?x=1");
+        assert_eq!(u.host, "Register.example:8080");
+        assert_eq!(&*u.key, "http://register.example:8080");
+
+        let u = Upstream::new("https://[::1]/div".parse().unwrap()).unwrap();
+        assert_eq!((u.tls, &*u.addr_host, u.port), (true, "::1", 443));
+        assert_eq!(u.host, "[::1]");
+        assert_eq!(&*u.key, "https://[::1]:443");
+
+        // The default port named or not: one key, one `Host`.
+        let a = Upstream::new("http://h:80/a".parse().unwrap()).unwrap();
+        let b = Upstream::new("http://h/b".parse().unwrap()).unwrap();
+        assert_eq!((a.key, a.host), (b.key, b.host));
+        assert_eq!(Upstream::new("http://h".parse().unwrap()).unwrap().target.to_string(), "/");
+
+        assert!(Upstream::new("ftp://h/x".parse().unwrap()).is_err());
+        assert!(Upstream::new("/no/host".parse().unwrap()).is_err());
     }
 }
