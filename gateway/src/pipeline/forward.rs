@@ -35,14 +35,14 @@ pub struct Source {
 /// certificate).
 #[derive(Debug)]
 pub struct Upstreams {
-    pools: Vec<Pool>,
+    pools: Vec<std::sync::Arc<Pool>>,
     /// Per source: the production side's breaker, then the test side's.
     breakers: Vec<[Breaker; 2]>,
     circuit_open: prometheus::IntGaugeVec,
     pub sources: Vec<Source>,
 }
 
-fn pool_for(source: &Source) -> Pool {
+fn pool_for(source: &Source) -> std::sync::Arc<Pool> {
     // Without TLS settings, a client that trusts nothing: `https://` cannot succeed by accident.
     let tls = source.tls.clone().unwrap_or_else(|| {
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))

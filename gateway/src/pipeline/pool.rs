@@ -13,7 +13,8 @@
 //! was read whole; one the upstream closed is dropped when it is next looked at; a request
 //! that a kept-alive connection could not even start to send (the upstream closed it
 //! meanwhile) is sent again on a new connection, and only such a one (nothing is sent twice);
-//! connections idle for [`IDLE_TIMEOUT`] are closed; at most [`MAX_IDLE`] wait per upstream.
+//! connections idle for [`IDLE_TIMEOUT`] are closed (when next looked at, and by a sweep every
+//! [`SWEEP_EVERY`] while no call comes); at most [`MAX_IDLE`] wait per upstream.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ use super::route::Upstream;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many idle connections wait per upstream.
 pub const MAX_IDLE: usize = 256;
+/// How often idle connections are looked at while no call comes.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// How long opening a TCP connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -83,8 +86,35 @@ pub struct Lent {
 }
 
 impl Pool {
-    pub fn new(tls: rustls::ClientConfig) -> Self {
-        Pool { tls: tokio_rustls::TlsConnector::from(Arc::new(tls)), stacks: Mutex::new(Vec::new()) }
+    /// A pool, swept by a task of the runtime it is made in (if any) for as long as it lives.
+    pub fn new(tls: rustls::ClientConfig) -> Arc<Self> {
+        let pool =
+            Arc::new(Pool { tls: tokio_rustls::TlsConnector::from(Arc::new(tls)), stacks: Mutex::new(Vec::new()) });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&pool);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(SWEEP_EVERY).await;
+                    let Some(pool) = weak.upgrade() else { return };
+                    pool.sweep(Instant::now());
+                }
+            });
+        }
+        pool
+    }
+
+    /// Closes the connections idle for [`IDLE_TIMEOUT`] or closed by their upstream.
+    fn sweep(&self, now: Instant) {
+        let Ok(mut stacks) = self.stacks.lock() else { return };
+        for stack in stacks.iter_mut() {
+            stack.idle.retain(|(send, since)| !send.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
+        }
+        stacks.retain(|s| !s.idle.is_empty());
+    }
+
+    /// How many connections wait, over all upstreams.
+    pub fn idle(&self) -> usize {
+        self.stacks.lock().map_or(0, |s| s.iter().map(|s| s.idle.len()).sum())
     }
 
     /// Sends `req` (its target already in origin form) to `upstream` on an idle connection, or
@@ -180,4 +210,91 @@ where
         }
     });
     Ok(send)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    /// An upstream on a real socket that answers every request of a connection, counting its
+    /// connections.
+    async fn upstream() -> (Upstream, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}/answer", listener.local_addr().unwrap()).parse().unwrap();
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counted = opened.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        (Upstream::new(uri).unwrap(), opened)
+    }
+
+    fn request(u: &Upstream) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = u.target.clone();
+        req.headers_mut().insert(http::header::HOST, u.host.clone());
+        req
+    }
+
+    async fn call(pool: &Pool, u: &Upstream) {
+        let (resp, lent) = pool.send(u, request(u)).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        pool.put(u, lent);
+    }
+
+    fn plain() -> rustls::ClientConfig {
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    }
+
+    #[tokio::test]
+    async fn connections_are_kept_reused_and_closed_when_idle_too_long() {
+        let (u, opened) = upstream().await;
+        let pool = Pool::new(plain());
+        // Two calls at once need two connections; both are kept.
+        tokio::join!(call(&pool, &u), call(&pool, &u));
+        assert_eq!((opened.load(Ordering::SeqCst), pool.idle()), (2, 2));
+        // Calls one after the other reuse them.
+        for _ in 0..10 {
+            call(&pool, &u).await;
+        }
+        assert_eq!((opened.load(Ordering::SeqCst), pool.idle()), (2, 2));
+        // A sweep a minute later closes both; the next call opens a new one.
+        pool.sweep(Instant::now() + IDLE_TIMEOUT);
+        assert_eq!(pool.idle(), 0);
+        call(&pool, &u).await;
+        assert_eq!((opened.load(Ordering::SeqCst), pool.idle()), (3, 1));
+        // A connection lent but never given back (its answer not read whole) is not kept.
+        let (_resp, lent) = pool.send(&u, request(&u)).await.unwrap();
+        drop(lent);
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_the_pool_does_not_trust_is_refused() {
+        let (plain_upstream, _) = upstream().await;
+        let https: http::Uri = plain_upstream.uri.to_string().replacen("http://", "https://", 1).parse().unwrap();
+        let u = Upstream::new(https).unwrap();
+        let pool = Pool::new(plain());
+        assert!(matches!(pool.send(&u, request(&u)).await, Err(PoolError::Tls(_))));
+        assert_eq!(pool.idle(), 0);
+    }
 }
