@@ -412,6 +412,11 @@ pub enum AuditCommand {
         /// Records handed to the writer at once (it commits them in groups).
         #[arg(long, default_value_t = 4_096)]
         in_flight: usize,
+        /// Records that may wait for the indexer before writing waits for it: memory stays
+        /// bounded (about 0.4 KB a record waiting). A large value lets the trail be written at
+        /// the disk's pace while the index follows later, holding what waits in memory.
+        #[arg(long, default_value_t = crate::audit::generate::INDEX_BACKLOG)]
+        index_backlog: u64,
     },
     /// Remove whole segments whose records are all older than the retention period, oldest
     /// first; the chain stays verifiable from the oldest segment kept.
@@ -436,6 +441,7 @@ async fn generate_trail(
     dir: &std::path::Path,
     plan: crate::audit::generate::Plan,
     in_flight: usize,
+    index_backlog: u64,
 ) -> anyhow::Result<()> {
     use crate::audit::generate::{dir_bytes, generate};
     let cfg = crate::config::AuditConfig {
@@ -452,7 +458,8 @@ async fn generate_trail(
     let (trail, _) = crate::audit::open(&cfg, store.clone())?;
     let trail = std::sync::Arc::new(trail);
     let total = plan.records;
-    let done = generate(trail.clone(), plan, in_flight, move |n| eprintln!("{n} of {total} records written")).await?;
+    let progress = move |n| eprintln!("{n} of {total} records written");
+    let done = generate(trail.clone(), plan, in_flight, index_backlog, progress).await?;
     // Everything indexed and the index durable before the numbers are reported.
     let started_index = std::time::Instant::now();
     let indexed = tokio::task::spawn_blocking({
@@ -920,7 +927,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
             Command::Audit {
-                command: AuditCommand::Generate { dir, records, years, until, subjects, organisations, in_flight },
+                command:
+                    AuditCommand::Generate { dir, records, years, until, subjects, organisations, in_flight, index_backlog },
             } => {
                 let end_ms = match until {
                     Some(t) => parse_time_ms(&t, true)?,
@@ -928,7 +936,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 };
                 let plan = crate::audit::generate::Plan { records, years, subjects, organisations, end_ms };
                 plan.check().map_err(anyhow::Error::msg)?;
-                generate_trail(&dir, plan, in_flight).await?;
+                generate_trail(&dir, plan, in_flight, index_backlog).await?;
                 Ok(0)
             }
             Command::Audit { command: AuditCommand::Prune { dir, retention_days, config } } => {

@@ -217,6 +217,10 @@ pub struct TrailStatus {
     pub last_seq: AtomicU64,
     pub records: AtomicU64,
     pub batches: AtomicU64,
+    /// Records handed to the indexer thread that it has not taken yet. A gateway writes at
+    /// its calls' pace, which the indexer outruns; a writer faster than that (the trail
+    /// generator) waits while this is high, or the records pile up in memory.
+    pub index_queue: AtomicU64,
     /// Told the size of each durable batch and how long its write and `fdatasync` took (the
     /// metrics), when set.
     pub on_batch: std::sync::OnceLock<BatchObserver>,
@@ -464,12 +468,13 @@ impl AuditTrail {
         let stop = indexer_stop.clone();
         let index_payload = index.wants_payload();
         let trail_dir = dir.clone();
+        let status = Arc::new(TrailStatus::default());
+        let queue = status.clone();
         let indexer = std::thread::Builder::new()
             .name("audit-indexer".into())
-            .spawn(move || run_indexer(index.as_ref(), index_rx, &stop, &trail_dir))
+            .spawn(move || run_indexer(index.as_ref(), index_rx, &stop, &trail_dir, &queue))
             .map_err(|e| open_err(&dir, e.to_string()))?;
         let gather = Arc::new(Gather::new());
-        let status = Arc::new(TrailStatus::default());
         status.writable.store(true, Ordering::Release);
         status.last_seq.store(last_seq, Ordering::Release);
         let writer = Writer {
@@ -731,7 +736,13 @@ pub fn check_checkpoint_chain(cps: &[StoredCheckpoint]) -> Result<(), String> {
 /// failed update loses no record: the index is then behind, what arrives meanwhile is dropped
 /// (it is durable in the trail), and the indexer catches up from the trail's segments, trying
 /// again every second until the index answers (a shared store that comes back).
-fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop: &AtomicBool, dir: &Path) {
+fn run_indexer(
+    index: &dyn AuditIndex,
+    rx: mpsc::Receiver<Vec<IndexEntry>>,
+    stop: &AtomicBool,
+    dir: &Path,
+    status: &TrailStatus,
+) {
     let mut behind = false;
     let mut caught_up_to = 0u64;
     let window = index.batch_window();
@@ -757,6 +768,7 @@ fn run_indexer(index: &dyn AuditIndex, rx: mpsc::Receiver<Vec<IndexEntry>>, stop
                 Err(_) => break,
             }
         }
+        status.index_queue.fetch_sub(entries.len() as u64, Ordering::Relaxed);
         if behind {
             match catch_up(dir, index) {
                 Ok((n, last)) => {
@@ -940,6 +952,7 @@ impl Writer {
                 self.status.records.fetch_add(entries.len() as u64, Ordering::Relaxed);
                 self.status.batches.fetch_add(1, Ordering::Relaxed);
                 if let Some(tx) = &self.index_tx {
+                    self.status.index_queue.fetch_add(entries.len() as u64, Ordering::Relaxed);
                     let _ = tx.send(entries);
                 }
                 let mut s = first;
