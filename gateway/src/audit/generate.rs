@@ -241,10 +241,9 @@ mod tests {
         let plan = Plan { records: 20_000, years: 1, subjects: 500, organisations: 20, end_ms: 1_800_000_000_000 };
         // A backlog of 1,000 records: the lanes wait for the indexer many times over.
         let run = generate(trail.clone(), plan, 64, 1_000, |_| {});
-        let done = tokio::time::timeout(std::time::Duration::from_secs(120), run)
-            .await
-            .expect("the generator waited for an indexer that had taken everything")
-            .unwrap();
+        let done = tokio::time::timeout(std::time::Duration::from_secs(120), run).await;
+        assert!(done.is_ok(), "the generator waited for an indexer that had taken everything");
+        let done = done.unwrap().unwrap();
         assert_eq!(done.records, 20_000);
         let indexed = tokio::task::spawn_blocking({
             let (trail, store) = (trail.clone(), store.clone());
