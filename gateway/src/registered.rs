@@ -9,10 +9,10 @@
 //! configuration's `[sources.<name>]` for a built-in source (a new service of DIV calls DIV
 //! where DIV is).
 //!
-//! [`Plane::build`] turns the same registrations into routes and upstream clients. The routes
-//! are consulted after the built-in table (a registered path never shadows a built-in one:
-//! [`check`] refuses it). A registered plane has its own pooled clients and breakers; a
-//! rebuild starts them afresh, which a registration change is rare enough to afford.
+//! [`Plane::build`] turns the same registrations into routes and upstream connection pools.
+//! The routes are consulted after the built-in table (a registered path never shadows a
+//! built-in one: [`check`] refuses it). A registered plane has its own connection pools and
+//! breakers; a rebuild starts them afresh, which a registration change is rare enough to afford.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,7 +214,7 @@ fn parts(cfg: &Config, policy: &Policy) -> Result<Parts, String> {
 }
 
 impl Plane {
-    /// The plane of checked parts: their pooled clients built, their circuit gauges set.
+    /// The plane of checked parts: their connection pools made, their circuit gauges set.
     fn of(parts: Parts, metrics: &crate::metrics::Metrics) -> Self {
         Plane {
             table: Table::new(parts.routes),

@@ -161,8 +161,8 @@ pub struct Generated {
 }
 
 /// Records the generator lets wait for the indexer thread before it writes more, unless told
-/// otherwise (about 0.1 GB of queued index entries). Unpaced, the generator wrote faster than the index took the
-/// records, and a 10⁸-record trail peaked at 14 GB of memory.
+/// otherwise (about 0.1 GB of queued index entries). Unpaced, the generator wrote faster than
+/// the index took the records, and a 10⁸-record trail peaked at 14 GB of memory.
 pub const INDEX_BACKLOG: u64 = 262_144;
 
 /// Appends the plan's records to `trail`, `in_flight` at a time (the writer commits them in

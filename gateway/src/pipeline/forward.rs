@@ -1,6 +1,6 @@
 //! Step 9 — forward the call to its source over a kept-alive connection (`pool`), with a
-//! timeout covering the whole answer and a cap on its size. Stands after every check: nothing reaches a source
-//! that the gateway would refuse.
+//! timeout covering the whole answer and a cap on its size. Stands after every check: nothing
+//! reaches a source that the gateway would refuse.
 //!
 //! No retries: most calls are cheap to repeat but none is known idempotent at the source until
 //! the adapters say so.

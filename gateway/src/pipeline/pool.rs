@@ -113,7 +113,8 @@ impl Pool {
     }
 
     /// How many connections wait, over all upstreams.
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.stacks.lock().map_or(0, |s| s.iter().map(|s| s.idle.len()).sum())
     }
 

@@ -58,9 +58,9 @@ impl Upstream {
             Some("https") => true,
             _ => return Err(format!("{uri} is not an http:// or https:// URL")),
         };
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let default = port == if tls { 443 } else { 80 };
-        let text = if default { host.to_owned() } else { format!("{host}:{port}") };
+        let default_port = if tls { 443 } else { 80 };
+        let port = uri.port_u16().unwrap_or(default_port);
+        let text = if port == default_port { host.to_owned() } else { format!("{host}:{port}") };
         let host_header = HeaderValue::from_str(&text).map_err(|_| format!("{uri}: the host is not a header value"))?;
         let target: Uri = uri
             .path_and_query()
