@@ -1,4 +1,4 @@
-//! The consent check allocates nothing: on a hit, a miss, a revoked and an expired consent, and
+//! The consent check, and asking ahead for its memory, allocate nothing: on a hit, a miss, a revoked and an expired consent, and
 //! for names it has never seen.
 
 #![allow(clippy::unwrap_used)]
@@ -53,6 +53,8 @@ fn check_allocates_nothing() {
         (people[3], agency, Some(OrgKind::FlemishInstance), "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", Ok(4)),
     ];
     for (subject, recipient, kind, service, purpose, expect) in cases {
+        let ((), allocs) = testkit::allocations(|| registry.prefetch(subject, recipient, kind));
+        assert_eq!(allocs, 0, "asking ahead for {service} {purpose}: {allocs} allocations");
         let (got, allocs) =
             testkit::allocations(|| registry.check(subject, recipient, kind, service, purpose, now, Some(365)));
         assert_eq!(allocs, 0, "{service} {purpose}: {allocs} allocations");

@@ -825,6 +825,19 @@ impl Registry {
         Ok(c)
     }
 
+    /// Asks for the memory that [`check`](Self::check) of `subject` for this recipient (the
+    /// organisation, or its kind) reads, without waiting for it. The data plane calls it as
+    /// soon as the envelope names the person, so that the cache lines arrive while the call
+    /// is authorised: at ten million consents a check that finds them in the cache takes a
+    /// fraction of one that waits for memory. Allocation-free; a shard being changed is
+    /// skipped (the check then waits for memory, and for the change, as without this).
+    pub fn prefetch(&self, subject: Niss, recipient: Kbo, kind: Option<OrgKind>) {
+        let Ok(shard) = self.shards[shard_of(subject.as_u64())].try_read() else { return };
+        for key in [Some(recipient.as_u64()), kind.map(kind_key)].into_iter().flatten() {
+            shard.table.prefetch(cell_hash(subject.as_u64(), pack_recipient(key)));
+        }
+    }
+
     /// Is there a consent of `subject` for this recipient (the organisation, or its kind),
     /// service and purpose, valid at `now_ms`? With `revalidate_days`, a consent the citizen
     /// has not validated in that many days does not count (the source's rule "stop").

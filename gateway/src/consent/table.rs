@@ -84,6 +84,25 @@ impl Table {
         self.filter.get(word).is_some_and(|w| w & bits == bits)
     }
 
+    /// Asks the processor to bring what a lookup of `hash` reads first (the filter's word, the
+    /// home cell and the one after it) into its cache, and does not wait for it. At ten
+    /// million consents each is a read from memory (about 200 ns here); asked for early
+    /// enough, the lookup finds them in the cache.
+    pub(super) fn prefetch(&self, hash: u64) {
+        let slots = self.slots();
+        let cap = slots.len();
+        if cap == 0 {
+            return;
+        }
+        let (word, _) = filter_bits(hash, self.filter.len());
+        prefetch_index::prefetch_index(&self.filter[..], word);
+        // A cell is 40 bytes: the home cell may end in the next cache line, where the next
+        // cell begins.
+        let at = home(hash, cap);
+        prefetch_index::prefetch_index(slots, at);
+        prefetch_index::prefetch_index(slots, if at + 1 == cap { 0 } else { at + 1 });
+    }
+
     /// The cells whose key hashes to `hash` (and perhaps others: the caller compares keys).
     pub(super) fn iter_hash(&self, hash: u64) -> impl Iterator<Item = &Cell> {
         self.probe(hash).map(|(_, c)| c)
@@ -326,6 +345,25 @@ mod tests {
                 t.insert(cell(1 + id * 7_919, 456_123_494, id, false));
             }
             assert_eq!(t.slots().len(), cap, "{n} cells");
+        }
+    }
+
+    /// Asking ahead is only a hint: on an empty table, and for keys whose home is the last
+    /// slot (the next one is the first), it reads nothing and changes nothing.
+    #[test]
+    fn asking_ahead_changes_nothing() {
+        let mut t = Table::default();
+        t.prefetch(u64::MAX);
+        for id in 1..=1_000u64 {
+            t.insert(cell(id, 456_123_494, id, false));
+        }
+        for hash in [0, 1, u64::MAX, u64::MAX / 2] {
+            t.prefetch(hash);
+        }
+        assert_eq!(home(u64::MAX, t.slots().len()), t.slots().len() - 1);
+        assert_eq!(t.len(), 1_000);
+        for id in 1..=1_000u64 {
+            assert_eq!(found(&t, id, 456_123_494), BTreeSet::from([id]));
         }
     }
 
