@@ -103,9 +103,9 @@ impl Pipeline {
         };
         // 11. Audit: the record is durable before the response leaves; if it cannot be
         //     written the call fails closed and no data leaves.
-        let record = trace.finish(rid, resp.status().as_u16(), code, started.elapsed());
-        let mut code = code;
         let t = Instant::now();
+        let record = trace.finish(rid, resp.status().as_u16(), code, t - started);
+        let mut code = code;
         if self.audit.append_coming(&record, coming).await.is_err() {
             let refusal =
                 Refusal::new(Code::AuditUnavailable, "the call could not be recorded, so nothing is released");
@@ -113,10 +113,11 @@ impl Pipeline {
             code = Some(Code::AuditUnavailable);
             tracing::warn!(request_id = rid, "audit trail unavailable: answer withheld");
         }
-        self.metrics.stages.audit.observe(t.elapsed().as_secs_f64());
+        let ended = Instant::now();
+        self.metrics.stages.audit.observe((ended - t).as_secs_f64());
         let outcome = if code.is_none() { "granted" } else { "refused" };
         let code_label = code.map_or("", Code::as_str);
-        let elapsed = started.elapsed();
+        let elapsed = ended - started;
         self.metrics.requests.with_label_values(&[service, caller_label, outcome, code_label]).inc();
         self.metrics.latency.with_label_values(&[service]).observe(elapsed.as_secs_f64());
         // One line per call; never a subject, a body or a personal identifier.
@@ -182,8 +183,11 @@ impl Pipeline {
         trace.envelope_raw(&parts.headers);
         let env = Envelope::parse(&parts.headers, route.subject())?;
         trace.envelope(&env);
-        // 5. Authorize: the snapshot in force when the request got here decides.
+        // 5. Authorize: the snapshot in force when the request got here decides, at one time
+        //    read once for both this step and the consent's. (Each stage's end is read once
+        //    and is the next one's start: a clock read costs tens of nanoseconds here.)
         let stages = &self.metrics.stages;
+        let now_ms = self.policy.now_ms();
         let t = Instant::now();
         let snapshot = self.policy.guard();
         // The consent check's memory (step 6) is asked for now and arrives while the call is
@@ -191,16 +195,15 @@ impl Pipeline {
         if let Some(envelope::Subject::Person(niss)) = env.subject {
             self.consent.prefetch(niss, org.kbo, snapshot.organisation(org.kbo).map(|o| o.kind));
         }
-        let decided = authorize::authorize(&snapshot, org, caller.peer.ip(), route, &env, self.policy.now_secs());
+        let decided = authorize::authorize(&snapshot, org, caller.peer.ip(), route, &env, (now_ms / 1000) as i64);
         trace.decision(&snapshot, &decided);
-        stages.authorize.observe(t.elapsed().as_secs_f64());
+        let authorised = Instant::now();
+        stages.authorize.observe((authorised - t).as_secs_f64());
         let permit = decided?;
         // 6. Consent.
-        let t = Instant::now();
-        let consent_id =
-            consent::check(&self.consent, &snapshot, &permit, org, route.service.id, &env, self.policy.now_ms());
+        let consent_id = consent::check(&self.consent, &snapshot, &permit, org, route.service.id, &env, now_ms);
         if permit.consent_required {
-            stages.consent.observe(t.elapsed().as_secs_f64());
+            stages.consent.observe(authorised.elapsed().as_secs_f64());
             let c = &self.metrics.consent_checks;
             match &consent_id {
                 Ok(_) => c.valid.inc(),
@@ -220,11 +223,11 @@ impl Pipeline {
         let body = self.limits.read_body(body).await?;
         let t = Instant::now();
         let request = layout::check_request(route, &body)?;
-        let layout_in = t.elapsed();
         // 9. Forward.
+        let forwarded = Instant::now();
+        let layout_in = forwarded - t;
         let traceparent = env.traceparent.map(|tp| tp.child(self.ids.span_id()));
         let mut kbo = [0u8; 10];
-        let t = Instant::now();
         let answer = upstreams
             .call(route, environment, &env, org.kbo.digits(&mut kbo), request_id, traceparent, body)
             .await
@@ -237,18 +240,18 @@ impl Pipeline {
                 };
                 self.metrics.upstream_errors.with_label_values(&[route.service.source, kind]).inc();
             })?;
-        stages.upstream.observe(t.elapsed().as_secs_f64());
+        let answered = Instant::now();
+        stages.upstream.observe((answered - forwarded).as_secs_f64());
         trace.upstream(answer.status.as_u16());
         // 10. Layout out + minimisation: a non-conforming answer never leaves; a conforming one
         //     leaves with the granted fields only.
         let scope = layout::ConsentScope { registry: &self.consent, consent: consent_id };
-        let t = Instant::now();
         let answer = layout::check_and_minimise(route, &request, answer, trace, scope).inspect_err(|r| {
             if r.code == Code::UpstreamLayoutViolation {
                 self.metrics.upstream_errors.with_label_values(&[route.service.source, "layout"]).inc();
             }
         })?;
-        stages.layout.observe((t.elapsed() + layout_in).as_secs_f64());
+        stages.layout.observe((answered.elapsed() + layout_in).as_secs_f64());
         // 12. Respond (after the audit step in `handle`).
         Ok(respond(answer))
     }
