@@ -105,7 +105,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % people.len();
                 if asked > 0 {
-                    registry.prefetch(people[(i + asked) % people.len()], bank_a, None);
+                    registry.prefetch(people[(i + asked) % people.len()], bank_a, None, "sigedis.pensions");
                 }
                 black_box(check(black_box(people[i])))
             })

@@ -53,7 +53,7 @@ fn check_allocates_nothing() {
         (people[3], agency, Some(OrgKind::FlemishInstance), "sigedis.pensions", "SUPPLEMENTARY_PENSION_INFO", Ok(4)),
     ];
     for (subject, recipient, kind, service, purpose, expect) in cases {
-        let ((), allocs) = testkit::allocations(|| registry.prefetch(subject, recipient, kind));
+        let ((), allocs) = testkit::allocations(|| registry.prefetch(subject, recipient, kind, service));
         assert_eq!(allocs, 0, "asking ahead for {service} {purpose}: {allocs} allocations");
         let (got, allocs) =
             testkit::allocations(|| registry.check(subject, recipient, kind, service, purpose, now, Some(365)));

@@ -829,9 +829,14 @@ impl Registry {
     /// organisation, or its kind) reads, without waiting for it. The data plane calls it as
     /// soon as the envelope names the person, so that the cache lines arrive while the call
     /// is authorised: at ten million consents a check that finds them in the cache takes a
-    /// fraction of one that waits for memory. Allocation-free; a shard being changed is
-    /// skipped (the check then waits for memory, and for the change, as without this).
-    pub fn prefetch(&self, subject: Niss, recipient: Kbo, kind: Option<OrgKind>) {
+    /// fraction of one that waits for memory. Nothing is asked for when no consent names
+    /// `service` (a flow that needs none, most often): asking costs a wait of its own, for the
+    /// address's translation. Allocation-free; a shard being changed is skipped (the check
+    /// then waits for memory, and for the change, as without this).
+    pub fn prefetch(&self, subject: Niss, recipient: Kbo, kind: Option<OrgKind>, service: &str) {
+        if self.names.load().get(service).is_none() {
+            return;
+        }
         let Ok(shard) = self.shards[shard_of(subject.as_u64())].try_read() else { return };
         for key in [Some(recipient.as_u64()), kind.map(kind_key)].into_iter().flatten() {
             shard.table.prefetch(cell_hash(subject.as_u64(), pack_recipient(key)));

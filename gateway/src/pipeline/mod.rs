@@ -193,7 +193,8 @@ impl Pipeline {
         // The consent check's memory (step 6) is asked for now and arrives while the call is
         // authorised: at ten million consents it is not in the cache.
         if let Some(envelope::Subject::Person(niss)) = env.subject {
-            self.consent.prefetch(niss, org.kbo, snapshot.organisation(org.kbo).map(|o| o.kind));
+            let kind = snapshot.organisation(org.kbo).map(|o| o.kind);
+            self.consent.prefetch(niss, org.kbo, kind, route.service.id);
         }
         let decided = authorize::authorize(&snapshot, org, caller.peer.ip(), route, &env, (now_ms / 1000) as i64);
         trace.decision(&snapshot, &decided);
