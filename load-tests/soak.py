@@ -192,13 +192,13 @@ class Sampler(threading.Thread):
             last = now
 
 
-def steal(samples, since, until):
-    """The share of CPU 0's time the host took (steal) between two instants, and the largest
-    share it took in any one second, from the samples."""
+def cpu0(samples, since, until, what="steal"):
+    """The share of CPU 0's time spent on `what` (the host's steal, or busy) between two
+    instants, and the largest share in any one second, from the samples."""
     inside = [m for m in samples if since <= m["at"] < until and m["seconds"] > 0]
     seconds = sum(m["seconds"] for m in inside)
-    share = sum(m["cpu0"]["steal"] for m in inside) / 1000 / seconds if seconds else 0.0
-    return share, max((m["cpu0"]["steal"] / 1000 / m["seconds"] for m in inside), default=0.0)
+    share = sum(m["cpu0"][what] for m in inside) / 1000 / seconds if seconds else 0.0
+    return share, max((m["cpu0"][what] / 1000 / m["seconds"] for m in inside), default=0.0)
 
 
 # A window with a second in which the host took more than this share of CPU 0: a minute's
@@ -332,7 +332,7 @@ def main():
         sampler = Sampler(pa.pid)
         sampler.start()
         reports = []
-        p99s, steals, peaks, total, refused = [], [], [], 0, 0
+        p99s, steals, peaks, busies, total, refused = [], [], [], [], 0, 0
         windows = int(args.minutes * 60 / args.window)
         for w in range(windows):
             began = time.time()
@@ -345,12 +345,17 @@ def main():
             total += r["requests"]
             refused += sum(n for code, n in r["by_code"].items() if code)
             p99s.append(lat["p99"])
-            share, peak = steal(sampler.samples, began, time.time())
+            share, peak = cpu0(sampler.samples, began, time.time())
             steals.append(share)
             peaks.append(peak)
+            # A core near full turns any stall into a queue that drains slowly: at 94 % busy a
+            # stall of 20 ms takes a third of a second to catch up.
+            busy, _ = cpu0(sampler.samples, began, time.time(), "busy")
+            busies.append(busy)
             print(f"{(w + 1) * args.window / 60:5.1f} min (from {time.strftime('%H:%M:%S', time.gmtime(began))}): {r['requests']:7} requests ({r['requests_per_second']:.0f}/s), "
                   f"by status {r['by_status']}, p50 {lat['p50']} µs, p99 {lat['p99']} µs, "
-                  f"p99.9 {lat['p99_9']} µs, CPU {r['cpu_us_per_request']:.1f} µs/call, RSS {rss / 1024:.1f} MiB, "
+                  f"p99.9 {lat['p99_9']} µs, CPU {r['cpu_us_per_request']:.1f} µs/call, CPU 0 busy {100 * busy:.0f} %, "
+                  f"RSS {rss / 1024:.1f} MiB, "
                   f"host steal {100 * steals[-1]:.0f} % of CPU 0 (its worst second {100 * peaks[-1]:.0f} %)"
                   + (f", {bad} UNEXPECTED e.g. {(r['unexpected_examples'] + r['transport_examples'])[:3]}" if bad else ""),
                   flush=True)
@@ -363,7 +368,8 @@ def main():
               f"({100 * (rss_end - rss_start) / rss_start:+.1f} %)")
         median = statistics.median(p99s)
         print(f"p99 per {args.window:.0f} s window: median {median:.0f} µs, min {min(p99s)} µs, max {max(p99s)} µs; "
-              f"worst / median {max(p99s) / max(median, 1):.2f} (bounded upkeep: at most 2)")
+              f"worst / median {max(p99s) / max(median, 1):.2f} (bounded upkeep: at most 2); "
+              f"CPU 0 busy {100 * statistics.median(busies):.0f} % (median window)")
         # The host taking a share of the gateway's core (steal) removes that share of its
         # capacity: a held rate of 70 % is then no longer 70 %, and the windows measure the host.
         if max(steals) > 0.05 or max(peaks) > STEAL_PEAK:
