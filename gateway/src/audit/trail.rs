@@ -952,8 +952,12 @@ impl Writer {
                 self.status.records.fetch_add(entries.len() as u64, Ordering::Relaxed);
                 self.status.batches.fetch_add(1, Ordering::Relaxed);
                 if let Some(tx) = &self.index_tx {
-                    self.status.index_queue.fetch_add(entries.len() as u64, Ordering::Relaxed);
-                    let _ = tx.send(entries);
+                    let n = entries.len() as u64;
+                    self.status.index_queue.fetch_add(n, Ordering::Relaxed);
+                    if tx.send(entries).is_err() {
+                        // No indexer to take them (it stopped): nothing waits for it.
+                        self.status.index_queue.fetch_sub(n, Ordering::Relaxed);
+                    }
                 }
                 let mut s = first;
                 let replies = batch
