@@ -10,9 +10,10 @@ path-traversal route, an invalid vCode, a missing purpose, a purpose the protoco
 allow, another flow's legal instrument, a body on a service that takes none, and a JSON body
 where a SOAP one is expected.
 
-It prints, per minute: requests, answers by status, p50/p99/p99.9 and Passerelle's RSS; then
-RSS at start and end, the spread of the per-minute p99, and the audit records written. It
-exits non-zero if any answer differs from what the mix expects or any request gets no answer.
+It prints, per minute: requests, answers by status, p50/p99/p99.9, how busy CPU 0 was and
+Passerelle's RSS; then RSS at start and end, the spread of the per-minute p99, and the audit
+records written. It exits non-zero if any answer differs from what the mix expects or any
+request gets no answer.
 
 To tell where a slow second comes from, it also samples the machine once a second (both CPUs'
 busy, iowait and steal time, the disk's writes and flushes, the gateway's CPU time and bytes
@@ -27,10 +28,10 @@ without such a second.
 
 The rate is derived from this mix itself: after the warm-up, the same mix runs closed-loop
 three times for 10 s (the same connections, as fast as the gateway answers), and the held rate
-is `--load` (70 % by default) of the median of the calls per second those runs reached. The mix costs more CPU per call
-than compare.py's single permitted call (hostile calls, a larger answer, open-loop bursts):
-70 % of compare.py's saturation held the gateway at about 87 % of its CPU and behind the
-schedule. `--rate N` sets the rate instead, to compare with an earlier run.
+is `--load` (70 % by default) of the median of the calls per second those runs reached. The
+mix costs more CPU per call than compare.py's single permitted call (hostile calls, a larger
+answer, open-loop bursts): 70 % of compare.py's saturation held the gateway at about 87 % of
+its CPU and behind the schedule. `--rate N` sets the rate instead, to compare with an earlier run.
 
 It ends with the criterion for index upkeep bounded per step: the worst window's p99 over the
 median window's (at most 2).
