@@ -8,14 +8,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderValue, StatusCode};
 
 use policies::model::Env;
 
 use super::breaker::{self, Breaker, Transition};
 use super::envelope::{self, Envelope, Subject};
-use super::pool::Pool;
+use super::h1::{self, CallError};
+use super::pool::{Pool, PoolError};
 use super::route::Route;
 use crate::error::{Code, Refusal};
 
@@ -110,33 +110,37 @@ impl Upstreams {
                 Refusal::new(Code::UpstreamUnavailable, format!("source {} has no test environment here", source.name))
             })?,
         };
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = route.method().clone();
-        *req.uri_mut() = upstream.target.clone();
-        let h = req.headers_mut();
-        // The connections speak HTTP/1.1 only: `Host` names the upstream.
-        h.insert(http::header::HOST, upstream.host.clone());
-        h.insert(envelope::REQUEST_ID, request_id.clone());
-        h.insert(envelope::RECIPIENT, hv(caller_kbo));
-        h.insert(envelope::PURPOSE, hv(env.purpose));
+        // The request as it goes on the wire, in one buffer: one write.
+        let method = route.method();
+        let mut req = Vec::with_capacity(384 + body.len());
+        h1::start_request(
+            &mut req,
+            method,
+            upstream.target.path_and_query().map_or("/", |p| p.as_str()),
+            &upstream.host,
+        );
+        h1::push_header(&mut req, &envelope::REQUEST_ID, request_id.as_bytes());
+        h1::push_header(&mut req, &envelope::RECIPIENT, caller_kbo.as_bytes());
+        h1::push_header(&mut req, &envelope::PURPOSE, env.purpose.as_bytes());
         match env.subject {
             Some(Subject::Person(n)) => {
                 let mut b = [0u8; 11];
-                h.insert(envelope::SUBJECT, hv(n.digits(&mut b)));
+                h1::push_header(&mut req, &envelope::SUBJECT, n.digits(&mut b).as_bytes());
             }
             Some(Subject::Organisation(k)) => {
                 let mut b = [0u8; 10];
-                h.insert(envelope::SUBJECT, hv(k.digits(&mut b)));
+                h1::push_header(&mut req, &envelope::SUBJECT, k.digits(&mut b).as_bytes());
             }
             Some(Subject::Association(v)) => {
                 let mut b = [0u8; 8];
-                h.insert(envelope::SUBJECT, hv(v.text(&mut b)));
+                h1::push_header(&mut req, &envelope::SUBJECT, v.text(&mut b).as_bytes());
             }
             None => {}
         }
         if let Some(tp) = traceparent {
-            h.insert(envelope::TRACEPARENT, hv(&tp));
+            h1::push_header(&mut req, &envelope::TRACEPARENT, tp.as_bytes());
         }
+        h1::end_request(&mut req, method, &body);
         let pass = self.breakers[route.source][side].admit().map_err(|wait| {
             Refusal::new(
                 Code::UpstreamCircuitOpen,
@@ -150,28 +154,24 @@ impl Upstreams {
         })?;
         let fut = async {
             let pool = &self.pools[route.source];
-            let (resp, conn) = pool.send(upstream, req).await.map_err(|e| {
-                tracing::warn!(source = %source.name, error = %e, "upstream request failed");
-                Refusal::new(Code::UpstreamUnavailable, format!("source {} cannot be reached", source.name))
-            })?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, source.max_response_bytes).collect().await.map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    Refusal::new(
+            let head_request = *method == http::Method::HEAD;
+            let answer =
+                pool.send(upstream, &req, head_request, source.max_response_bytes).await.map_err(|e| match e {
+                    PoolError::Call(CallError::TooLarge(limit)) => Refusal::new(
                         Code::UpstreamAnswerTooLarge,
-                        format!("source {} answered more than {} bytes", source.name, source.max_response_bytes),
-                    )
-                } else {
-                    Refusal::new(Code::UpstreamUnavailable, format!("source {} broke off its answer", source.name))
-                }
-            })?;
-            // Read whole: the connection can carry the next call.
-            pool.put(upstream, conn);
-            Ok(UpstreamAnswer {
-                status: parts.status,
-                content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
-                body: body.to_bytes(),
-            })
+                        format!("source {} answered more than {limit} bytes", source.name),
+                    ),
+                    e => {
+                        tracing::warn!(source = %source.name, error = %e, "upstream request failed");
+                        let what = match e {
+                            PoolError::Call(CallError::Incomplete | CallError::Read(_)) => "broke off its answer",
+                            PoolError::Call(CallError::Malformed(_)) => "did not answer in HTTP/1.1",
+                            _ => "cannot be reached",
+                        };
+                        Refusal::new(Code::UpstreamUnavailable, format!("source {} {what}", source.name))
+                    }
+                })?;
+            Ok(UpstreamAnswer { status: answer.status, content_type: answer.content_type, body: answer.body })
         };
         let answer = tokio::time::timeout(source.timeout, fut)
             .await

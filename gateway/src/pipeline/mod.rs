@@ -13,6 +13,7 @@ pub mod breaker;
 pub mod consent;
 pub mod envelope;
 pub mod forward;
+pub mod h1;
 pub mod identity;
 pub mod layout;
 pub mod limits;

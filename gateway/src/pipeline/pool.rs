@@ -1,5 +1,5 @@
 //! Step 9's connections: HTTP/1.1 connections to a source's upstreams, kept alive between
-//! calls, on hyper's connection API (`hyper::client::conn::http1`).
+//! calls, each spoken on by the calling task (`h1`).
 //!
 //! hyper-util's pooled client, used before, keys its pool by scheme and authority hashed with
 //! SipHash twice a call, wraps every request in its own futures and bookkeeping, and reads the
@@ -9,25 +9,21 @@
 //! them, each with a stack of idle connections; a route's [`Upstream`] carries its key, its
 //! address and its request target, all prepared once.
 //!
-//! What the pooled client did, this does too: a connection is taken back only once its answer
-//! was read whole; one the upstream closed is dropped when it is next looked at; a request
-//! that a kept-alive connection could not even start to send (the upstream closed it
-//! meanwhile) is sent again on a new connection, and only such a one (nothing is sent twice);
-//! connections idle for [`IDLE_TIMEOUT`] are closed (when next looked at, and by a sweep every
-//! [`SWEEP_EVERY`] while no call comes); at most [`MAX_IDLE`] wait per upstream.
+//! A connection is taken back only once its answer was read whole, and only if the answer let
+//! it carry another call; one the upstream closed (or wrote on unasked) is dropped when it is
+//! next looked at; a request that a kept-alive connection could not take whole (the upstream
+//! closed it meanwhile) is sent again on another connection, and only such a one: a request
+//! the upstream may have read is never sent twice. Connections idle for [`IDLE_TIMEOUT`] are
+//! closed (when next looked at, and by a sweep every [`SWEEP_EVERY`] while no call comes); at
+//! most [`MAX_IDLE`] wait per upstream.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::h1::{Answer, CallError, Conn, Io};
 use super::route::Upstream;
 
 /// How long an idle connection is kept.
@@ -39,12 +35,10 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// How long opening a TCP connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Sender = http1::SendRequest<Full<Bytes>>;
-
 /// The idle connections of one upstream, last returned on top.
 struct Stack {
     key: Arc<str>,
-    idle: Vec<(Sender, Instant)>,
+    idle: Vec<(Conn, Instant)>,
 }
 
 /// One source's connections.
@@ -76,13 +70,7 @@ pub enum PoolError {
     #[error("the upstream's host is not a TLS server name")]
     ServerName,
     #[error("HTTP: {0}")]
-    Http(#[from] hyper::Error),
-}
-
-/// A connection lent for one call: given back with [`Pool::put`] once its answer is read.
-#[derive(Debug)]
-pub struct Lent {
-    send: Sender,
+    Call(#[from] CallError),
 }
 
 impl Pool {
@@ -107,7 +95,7 @@ impl Pool {
     fn sweep(&self, now: Instant) {
         let Ok(mut stacks) = self.stacks.lock() else { return };
         for stack in stacks.iter_mut() {
-            stack.idle.retain(|(send, since)| !send.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
+            stack.idle.retain_mut(|(conn, since)| conn.is_open() && now.duration_since(*since) < IDLE_TIMEOUT);
         }
         stacks.retain(|s| !s.idle.is_empty());
     }
@@ -118,40 +106,41 @@ impl Pool {
         self.stacks.lock().map_or(0, |s| s.iter().map(|s| s.idle.len()).sum())
     }
 
-    /// Sends `req` (its target already in origin form) to `upstream` on an idle connection, or
-    /// on a new one.
+    /// Sends `request` (head and body as they go on the wire, its target in origin form) to
+    /// `upstream` on an idle connection, or on a new one, and reads the answer, whose body may
+    /// hold at most `limit` bytes. `head_request`: the method is HEAD.
     pub async fn send(
         &self,
         upstream: &Upstream,
-        mut req: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Lent), PoolError> {
-        while let Some(mut send) = self.take(&upstream.key) {
-            if send.ready().await.is_err() {
-                // Closed by the upstream since: the next one, or a new connection.
-                continue;
-            }
-            match send.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lent { send })),
-                Err(mut e) => match e.take_message() {
-                    // Not sent at all: safe to send on another connection.
-                    Some(back) => req = back,
-                    None => return Err(PoolError::Http(e.into_error())),
-                },
+        request: &[u8],
+        head_request: bool,
+        limit: usize,
+    ) -> Result<Answer, PoolError> {
+        while let Some(mut conn) = self.take(&upstream.key) {
+            match conn.call(request, head_request, limit).await {
+                Ok((answer, reusable)) => {
+                    if reusable {
+                        self.put(upstream, conn);
+                    }
+                    return Ok(answer);
+                }
+                // Not taken whole, so not read: safe to send on another connection.
+                Err(CallError::Write(_)) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
         // Boxed: opening a connection (name lookup, TCP, TLS) is a large future, and inline it
-        // would make every call's future as large, copied whole as hyper takes it (measured:
-        // two copies of about 4 thousand instructions a call).
-        let mut send = Box::pin(self.connect(upstream)).await?;
-        let resp = send.send_request(req).await?;
-        Ok((resp, Lent { send }))
+        // would make every call's future as large.
+        let mut conn = Box::pin(self.connect(upstream)).await?;
+        let (answer, reusable) = conn.call(request, head_request, limit).await?;
+        if reusable {
+            self.put(upstream, conn);
+        }
+        Ok(answer)
     }
 
     /// Takes back a connection whose answer was read whole.
-    pub fn put(&self, upstream: &Upstream, lent: Lent) {
-        if lent.send.is_closed() {
-            return;
-        }
+    fn put(&self, upstream: &Upstream, conn: Conn) {
         let now = Instant::now();
         let Ok(mut stacks) = self.stacks.lock() else { return };
         let stack = match stacks.iter().position(|s| *s.key == *upstream.key) {
@@ -162,29 +151,28 @@ impl Pool {
                 &mut stacks[last]
             }
         };
-        // The oldest sit at the bottom: those idle too long are closed (dropping a sender
-        // ends its connection).
+        // The oldest sit at the bottom: those idle too long are closed (dropped).
         let stale = stack.idle.iter().take_while(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT).count();
         stack.idle.drain(..stale);
         if stack.idle.len() < MAX_IDLE {
-            stack.idle.push((lent.send, now));
+            stack.idle.push((conn, now));
         }
     }
 
     /// The most recently returned connection to `key` that is still open and fresh.
-    fn take(&self, key: &str) -> Option<Sender> {
+    fn take(&self, key: &str) -> Option<Conn> {
         let mut stacks = self.stacks.lock().ok()?;
         let stack = stacks.iter_mut().find(|s| *s.key == *key)?;
-        while let Some((send, since)) = stack.idle.pop() {
-            if !send.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(send);
+        while let Some((mut conn, since)) = stack.idle.pop() {
+            if conn.is_open() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Opens a connection to `upstream` (TCP, then TLS for `https://`) and starts its task.
-    async fn connect(&self, upstream: &Upstream) -> Result<Sender, PoolError> {
+    /// Opens a connection to `upstream` (TCP, then TLS for `https://`).
+    async fn connect(&self, upstream: &Upstream) -> Result<Conn, PoolError> {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((&*upstream.addr_host, upstream.port)))
             .await
             .map_err(|_| PoolError::Connect(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
@@ -193,24 +181,11 @@ impl Pool {
         if upstream.tls {
             let name = ServerName::try_from(upstream.addr_host.to_string()).map_err(|_| PoolError::ServerName)?;
             let tls = self.tls.connect(name, tcp).await.map_err(PoolError::Tls)?;
-            handshake(TokioIo::new(tls)).await
+            Ok(Conn::new(Io::Tls(Box::new(tls))))
         } else {
-            handshake(TokioIo::new(tcp)).await
+            Ok(Conn::new(Io::Plain(tcp)))
         }
     }
-}
-
-async fn handshake<T>(io: T) -> Result<Sender, PoolError>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (send, conn) = http1::handshake(io).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection ended");
-        }
-    });
-    Ok(send)
 }
 
 #[cfg(test)]
@@ -218,21 +193,31 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http_body_util::BodyExt as _;
+    use bytes::Bytes;
+    use http::Response;
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
 
     use super::*;
 
     /// An upstream on a real socket that answers every request of a connection, counting its
-    /// connections.
-    async fn upstream() -> (Upstream, Arc<AtomicUsize>) {
+    /// connections; or, `one_per_connection`, that answers one request per connection and then
+    /// closes it without saying so in the answer.
+    async fn upstream_answering(one_per_connection: bool) -> (Upstream, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let uri = format!("http://{}/answer", listener.local_addr().unwrap()).parse().unwrap();
         let opened = Arc::new(AtomicUsize::new(0));
         let counted = opened.clone();
         tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((mut tcp, _)) = listener.accept().await else { return };
                 counted.fetch_add(1, Ordering::SeqCst);
+                if one_per_connection {
+                    let _ = tcp.read(&mut [0u8; 4096]).await;
+                    let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    continue;
+                }
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(|_req| async {
                         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
@@ -245,17 +230,20 @@ mod tests {
         (Upstream::new(uri).unwrap(), opened)
     }
 
-    fn request(u: &Upstream) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(Bytes::new()));
-        *req.uri_mut() = u.target.clone();
-        req.headers_mut().insert(http::header::HOST, u.host.clone());
+    async fn upstream() -> (Upstream, Arc<AtomicUsize>) {
+        upstream_answering(false).await
+    }
+
+    fn request(u: &Upstream) -> Vec<u8> {
+        let mut req = Vec::new();
+        super::super::h1::start_request(&mut req, &http::Method::GET, u.target.path(), &u.host);
+        super::super::h1::end_request(&mut req, &http::Method::GET, b"");
         req
     }
 
     async fn call(pool: &Pool, u: &Upstream) {
-        let (resp, lent) = pool.send(u, request(u)).await.unwrap();
-        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
-        pool.put(u, lent);
+        let answer = pool.send(u, &request(u), false, 1024).await.unwrap();
+        assert_eq!(answer.body, "ok");
     }
 
     fn plain() -> rustls::ClientConfig {
@@ -283,9 +271,28 @@ mod tests {
         assert_eq!(pool.idle(), 0);
         call(&pool, &u).await;
         assert_eq!((opened.load(Ordering::SeqCst), pool.idle()), (3, 1));
-        // A connection lent but never given back (its answer not read whole) is not kept.
-        let (_resp, lent) = pool.send(&u, request(&u)).await.unwrap();
-        drop(lent);
+        // A call whose answer is not read whole (here: larger than allowed) gives no
+        // connection back.
+        pool.sweep(Instant::now() + IDLE_TIMEOUT);
+        assert!(matches!(pool.send(&u, &request(&u), false, 1).await, Err(PoolError::Call(CallError::TooLarge(1)))));
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_not_used() {
+        let (u, opened) = upstream_answering(true).await;
+        let pool = Pool::new(plain());
+        for n in 1..=3 {
+            call(&pool, &u).await;
+            // Kept (the answer allowed it) until the upstream's close is seen.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            while pool.stacks.lock().unwrap()[0].idle.iter_mut().all(|(c, _)| c.is_open()) && Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            assert_eq!(opened.load(Ordering::SeqCst), n);
+        }
+        pool.sweep(Instant::now());
         assert_eq!(pool.idle(), 0);
     }
 
@@ -295,7 +302,7 @@ mod tests {
         let https: http::Uri = plain_upstream.uri.to_string().replacen("http://", "https://", 1).parse().unwrap();
         let u = Upstream::new(https).unwrap();
         let pool = Pool::new(plain());
-        assert!(matches!(pool.send(&u, request(&u)).await, Err(PoolError::Tls(_))));
+        assert!(matches!(pool.send(&u, &request(&u), false, 1024).await, Err(PoolError::Tls(_))));
         assert_eq!(pool.idle(), 0);
     }
 }
