@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use super::h1::{Answer, CallError, Conn, Io};
+use tokio_util::either::Either;
+
+use super::h1::{Answer, CallError, Conn};
 use super::route::Upstream;
 
 /// How long an idle connection is kept.
@@ -181,9 +183,9 @@ impl Pool {
         if upstream.tls {
             let name = ServerName::try_from(upstream.addr_host.to_string()).map_err(|_| PoolError::ServerName)?;
             let tls = self.tls.connect(name, tcp).await.map_err(PoolError::Tls)?;
-            Ok(Conn::new(Io::Tls(Box::new(tls))))
+            Ok(Conn::new(Either::Right(Box::new(tls))))
         } else {
-            Ok(Conn::new(Io::Plain(tcp)))
+            Ok(Conn::new(Either::Left(tcp)))
         }
     }
 }
@@ -236,8 +238,8 @@ mod tests {
 
     fn request(u: &Upstream) -> Vec<u8> {
         let mut req = Vec::new();
-        super::super::h1::start_request(&mut req, &http::Method::GET, u.target.path(), &u.host);
-        super::super::h1::end_request(&mut req, &http::Method::GET, b"");
+        crate::pipeline::h1::start_request(&mut req, &http::Method::GET, u.target.path(), &u.host);
+        crate::pipeline::h1::end_request(&mut req, &http::Method::GET, b"");
         req
     }
 
