@@ -66,13 +66,13 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Time from receipt to the answer, audit commit included, by service.
     pub latency: HistogramVec,
-    /// Audit records made durable, and the batches (fdatasync) they took.
+    /// Audit records made durable, and the batches (durable writes) they took.
     /// Counters fed at each scrape from the trail's own counts (see `ops::Ops::refresh`).
     pub audit_records: IntCounter,
     pub audit_batches: IntCounter,
     /// 1 while the audit trail can be written.
     pub audit_writable: IntGauge,
-    /// Records per durable batch, and the time each batch's write and fdatasync took.
+    /// Records per durable batch, and the time each batch's durable write took.
     pub audit_batch_size: Histogram,
     pub audit_commit: Histogram,
     /// Version of the policy snapshot in force, and how long it has been.
@@ -159,12 +159,12 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
         )?;
         let audit_commit = Histogram::with_opts(
-            HistogramOpts::new("audit_commit_seconds", "Time of one group commit: write and fdatasync")
+            HistogramOpts::new("audit_commit_seconds", "Time of one group commit: its durable write")
                 .buckets(STAGE_BUCKETS.to_vec()),
         )?;
         let policy_age = Gauge::new("policy_age_seconds", "Seconds since the policy version in force was installed")?;
         let audit_records = IntCounter::new("audit_records_total", "Audit records made durable since start")?;
-        let audit_batches = IntCounter::new("audit_batches_total", "Audit group commits (fdatasync) since start")?;
+        let audit_batches = IntCounter::new("audit_batches_total", "Audit group commits (durable writes) since start")?;
         let audit_writable = IntGauge::new("audit_writable", "1 while the audit trail can be written")?;
         let policy_version = IntGauge::new("policy_version", "Version of the policy snapshot in force")?;
         let certificate_days_left = IntGaugeVec::new(

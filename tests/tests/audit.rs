@@ -162,15 +162,18 @@ async fn a_damaged_trail_refuses_to_start_and_a_torn_tail_is_repaired() {
     let seg = format::segments(&cfg.audit.dir).unwrap()[0].1.clone();
     let good = std::fs::read(&seg).unwrap();
 
-    // A write cut short by a crash: half a frame at the end.
-    let mut torn = good.clone();
+    // A write cut short by a crash: half a frame after the last one, then the zeros the
+    // segment ends in (a direct write covers whole blocks).
+    let end = format::frames_end(&format::decode_frames(&good, HEADER_LEN).0, HEADER_LEN) as usize;
+    let mut torn = good[..end].to_vec();
     torn.extend_from_slice(&good[HEADER_LEN..HEADER_LEN + 30]);
+    torn.resize(torn.len().next_multiple_of(4096), 0);
     std::fs::write(&seg, &torn).unwrap();
     let gw = gateway::server::start(&cfg).await.unwrap();
     // The policy import of the first start, then the 3 calls.
     assert_eq!((gw.recovery.torn_bytes, gw.recovery.last_seq), (30, 4));
     gw.shutdown().await;
-    assert_eq!(std::fs::read(&seg).unwrap(), good, "only the torn bytes were cut");
+    assert_eq!(std::fs::read(&seg).unwrap(), &good[..end], "only the torn bytes were cut");
 
     // A record altered in the middle: the gateway will not append to that trail.
     let mut bad = good.clone();

@@ -125,11 +125,12 @@ pub fn frames_end(frames: &[Frame], start: usize) -> u64 {
     frames.last().map_or(start as u64, |f| f.offset + (FRAME_OVERHEAD + f.payload.len()) as u64)
 }
 
-/// The end of the bytes written from `at`: trailing zeros of a prepared segment left out, when
-/// there are at least a page of them (a torn frame may itself end in a few zero bytes).
+/// The end of the bytes written from `at`: trailing zeros left out when they are those of a
+/// prepared segment (at least a page of them) or a direct write's padding (the file ends on a
+/// 4 KiB boundary). Otherwise they are kept: a torn frame may itself end in a few zero bytes.
 pub fn written_end(data: &[u8], at: usize) -> usize {
     let tail = data[at..].iter().rev().take_while(|&&b| b == 0).count();
-    if tail >= 4096 { data.len() - tail } else { data.len() }
+    if tail >= 4096 || data.len() % 4096 == 0 { data.len() - tail } else { data.len() }
 }
 
 /// Decodes frames from `start` until the end of `data` or the first damage; zeros are damage

@@ -4,11 +4,13 @@
 //! * [`format`]: segments, frames, the hash chain and checkpoints on disk
 //!   (`docs/audit-format.md` is the normative description).
 //! * [`trail`]: the writer — group commit, fail-closed, recovery at start.
+//! * [`durable`]: how a batch becomes durable in the segment (direct, synchronous writes).
 //! * [`index`]: indexes by subject, caller and time, in the store.
 //! * [`verify`]: `passerelle audit verify` and `export`.
 //! * [`attempts`]: refused TLS handshakes, aggregated per second into records.
 
 pub mod attempts;
+mod durable;
 pub mod format;
 pub mod generate;
 pub mod index;

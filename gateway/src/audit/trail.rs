@@ -2,7 +2,7 @@
 //!
 //! Requests hand their record to [`AuditTrail::append`] and wait. The writer thread takes every
 //! record waiting, assigns sequence numbers, chains the hashes, writes the batch in one
-//! `write` and makes it durable with one `fdatasync`, then answers every waiter. A response
+//! write that is durable when it returns ([`super::durable`]), then answers every waiter. A response
 //! leaves the gateway only after that answer. Blocking file I/O stays off the async runtime.
 //!
 //! If writing or syncing fails (disk full, I/O error, read-only file system), every record of
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
+use super::durable::SegmentFile;
 use super::format::{self, Checkpoint, FrameError, GENESIS, HEADER_LEN, KIND_CHECKPOINT, KIND_RECORD};
 use super::index::{AuditIndex, IndexEntry};
 use super::record::{Record, SubjectRef, with_seq};
@@ -39,7 +40,7 @@ pub struct TrailConfig {
     pub checkpoint_every: u64,
     /// …or this often when records were written since the last one.
     pub checkpoint_interval: Duration,
-    /// The largest batch made durable by one fdatasync.
+    /// The largest batch made durable by one write.
     pub max_batch: usize,
 }
 
@@ -128,7 +129,7 @@ impl Replier {
 
 /// Group commit that waits for the records it knows are coming.
 ///
-/// Each `fdatasync` costs the core tens of microseconds whatever it carries, so under load the
+/// Each durable write costs the core tens of microseconds whatever it carries, so under load the
 /// batch size sets much of the cost per call. Left alone, a batch holds what arrived during the
 /// previous commit. The data plane counts its calls that have started but not yet handed over
 /// their record ([`AuditTrail::expect`]); when at least [`LINGER_SIBLINGS`] are on their way
@@ -221,7 +222,7 @@ pub struct TrailStatus {
     /// its calls' pace, which the indexer outruns; a writer faster than that (the trail
     /// generator) waits while this is high, or the records pile up in memory.
     pub index_queue: AtomicU64,
-    /// Told the size of each durable batch and how long its write and `fdatasync` took (the
+    /// Told the size of each durable batch and how long its durable write took (the
     /// metrics), when set.
     pub on_batch: std::sync::OnceLock<BatchObserver>,
 }
@@ -251,7 +252,7 @@ pub struct AuditTrail {
 
 struct Writer {
     cfg: TrailConfig,
-    file: File,
+    file: SegmentFile,
     seg_path: PathBuf,
     /// Durable length of the current segment.
     seg_len: u64,
@@ -461,7 +462,8 @@ impl AuditTrail {
             recovery.reindexed = reindex(&segs, indexed, index.as_ref()).map_err(|m| open_err(&dir, m))?;
         }
 
-        let file = OpenOptions::new().write(true).open(&seg_path).map_err(|e| open_err(&dir, e.to_string()))?;
+        let file = SegmentFile::open(&seg_path, seg_len).map_err(|e| open_err(&dir, e.to_string()))?;
+        tracing::debug!(target: "passerelle::audit_trail", direct = file.direct(), "audit segment opened for appending");
         let (spare, spare_thread) = Spare::start(&dir, cfg.segment_bytes).map_err(|e| open_err(&dir, e.to_string()))?;
         let (index_tx, index_rx) = mpsc::channel::<Vec<IndexEntry>>();
         let indexer_stop = Arc::new(AtomicBool::new(false));
@@ -997,11 +999,11 @@ impl Writer {
             let f = OpenOptions::new().write(true).open(&self.seg_path)?;
             f.set_len(self.seg_len)?;
             f.sync_all()?;
-            self.file = f;
+            self.file = SegmentFile::open(&self.seg_path, self.seg_len)?;
             self.broken = false;
             tracing::info!("audit trail writable again");
         }
-        let r = self.file.write_all_at(buf, self.seg_len).and_then(|()| self.file.sync_data());
+        let r = self.file.append(self.seg_len, buf);
         if r.is_err() {
             let _ = self.file.set_len(self.seg_len);
         }
@@ -1055,7 +1057,11 @@ impl Writer {
                 Ok(f)
             }),
         }
-        .and_then(|f| sync_dir(&self.cfg.dir).map(|()| f));
+        .and_then(|f| sync_dir(&self.cfg.dir).map(|()| f))
+        .and_then(|f| {
+            drop(f);
+            SegmentFile::open(&path, HEADER_LEN as u64)
+        });
         match r {
             Ok(f) => {
                 tracing::debug!(
