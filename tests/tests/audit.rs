@@ -167,7 +167,7 @@ async fn a_damaged_trail_refuses_to_start_and_a_torn_tail_is_repaired() {
     let end = format::frames_end(&format::decode_frames(&good, HEADER_LEN).0, HEADER_LEN) as usize;
     let mut torn = good[..end].to_vec();
     torn.extend_from_slice(&good[HEADER_LEN..HEADER_LEN + 30]);
-    torn.resize(torn.len().next_multiple_of(4096), 0);
+    torn.resize(torn.len().next_multiple_of(format::BLOCK), 0);
     std::fs::write(&seg, &torn).unwrap();
     let gw = gateway::server::start(&cfg).await.unwrap();
     // The policy import of the first start, then the 3 calls.

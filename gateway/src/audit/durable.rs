@@ -24,9 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
-/// The block a direct write covers: its offset, length and memory address are multiples of it.
-/// 4 KiB is the file system block size here and a multiple of every device's logical block.
-pub(crate) const BLOCK: usize = 4096;
+use super::format::BLOCK;
 
 /// The segment the audit writer appends to.
 #[derive(Debug)]
@@ -51,14 +49,11 @@ impl SegmentFile {
         let start = len - len % BLOCK as u64;
         let mut tail = vec![0u8; (len - start) as usize];
         File::open(path)?.read_exact_at(&mut tail, start)?;
-        let opened = match direct {
-            true => OpenOptions::new().write(true).custom_flags(libc::O_DIRECT | libc::O_DSYNC).open(path),
-            false => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
-        };
-        let (file, direct) = match opened {
-            Ok(f) => (f, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (OpenOptions::new().write(true).open(path)?, false),
-            Err(e) => return Err(e),
+        let opened = if direct { open_direct(path)? } else { None };
+        let direct = opened.is_some();
+        let file = match opened {
+            Some(f) => f,
+            None => OpenOptions::new().write(true).open(path)?,
         };
         Ok(SegmentFile { path: path.to_owned(), file, direct, tail, out: Vec::new() })
     }
@@ -130,6 +125,15 @@ impl SegmentFile {
     }
 }
 
+/// The file opened for direct, synchronous writes; `None` when its file system refuses that.
+fn open_direct(path: &Path) -> std::io::Result<Option<File>> {
+    match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT | libc::O_DSYNC).open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -142,7 +146,9 @@ mod tests {
     #[test]
     fn appends_land_byte_for_byte_whatever_the_block_boundaries() {
         // Beside the build, not in /tmp: a tmpfs there may refuse direct I/O.
-        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")).unwrap();
+        let beside = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
+        std::fs::create_dir_all(beside).unwrap();
+        let dir = tempfile::tempdir_in(beside).unwrap();
         for (prepared, direct) in [(true, true), (false, true), (true, false), (false, false)] {
             let path = dir.path().join(format!("seg-{prepared}-{direct}"));
             let mut file = b"HEADER".to_vec();

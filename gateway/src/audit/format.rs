@@ -30,6 +30,10 @@ pub const CHECKPOINT_TAG: &[u8] = b"passerelle-audit-checkpoint-v1\0";
 /// Domain separation of the chained checkpoint signature (version 2).
 pub const CHECKPOINT_TAG_V2: &[u8] = b"passerelle-audit-checkpoint-v2\0";
 pub const CHECKPOINTS_FILE: &str = "checkpoints.log";
+/// The unit of the gateway's direct segment writes: their offset, length and memory address are
+/// multiples of it, so such a segment ends on a multiple of it, padded with zeros after its last
+/// frame. 4 KiB is the file system block size here and a multiple of every device's logical block.
+pub const BLOCK: usize = 4096;
 
 pub fn chain(prev: &[u8; 32], payload: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -126,11 +130,11 @@ pub fn frames_end(frames: &[Frame], start: usize) -> u64 {
 }
 
 /// The end of the bytes written from `at`: trailing zeros left out when they are those of a
-/// prepared segment (at least a page of them) or a direct write's padding (the file ends on a
-/// 4 KiB boundary). Otherwise they are kept: a torn frame may itself end in a few zero bytes.
+/// prepared segment (at least a block of them) or a direct write's padding (the file ends on a
+/// [`BLOCK`] boundary). Otherwise they are kept: a torn frame may itself end in a few zero bytes.
 pub fn written_end(data: &[u8], at: usize) -> usize {
     let tail = data[at..].iter().rev().take_while(|&&b| b == 0).count();
-    if tail >= 4096 || data.len() % 4096 == 0 { data.len() - tail } else { data.len() }
+    if tail >= BLOCK || data.len() % BLOCK == 0 { data.len() - tail } else { data.len() }
 }
 
 /// Decodes frames from `start` until the end of `data` or the first damage; zeros are damage

@@ -17,7 +17,7 @@
 //! a rotation that finds it not ready (or its preparation failed, e.g. on a full disk) creates
 //! the segment the plain way.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -175,12 +175,11 @@ impl Spare {
 /// `create_new` would, if that name exists) and the spare name removed, then the directory is
 /// synced. A crash in between leaves either no segment or a whole one; a stale spare name is
 /// removed at the next start.
-pub(crate) fn install(spare: &Path, path: &Path, header: &[u8]) -> std::io::Result<File> {
+pub(crate) fn install(spare: &Path, path: &Path, header: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt as _;
     let f = OpenOptions::new().write(true).open(spare)?;
     f.write_all_at(header, 0)?;
     f.sync_data()?;
     std::fs::hard_link(spare, path)?;
-    std::fs::remove_file(spare)?;
-    Ok(f)
+    std::fs::remove_file(spare)
 }

@@ -1050,18 +1050,14 @@ impl Writer {
         });
         let was_prepared = matches!(prepared, Some(Ok(_)));
         let r = match prepared {
-            Some(Ok(f)) => Ok(f),
+            Some(Ok(())) => Ok(()),
             _ => OpenOptions::new().write(true).create_new(true).open(&path).and_then(|mut f| {
                 f.write_all(&header)?;
-                f.sync_all()?;
-                Ok(f)
+                f.sync_all()
             }),
         }
-        .and_then(|f| sync_dir(&self.cfg.dir).map(|()| f))
-        .and_then(|f| {
-            drop(f);
-            SegmentFile::open(&path, HEADER_LEN as u64)
-        });
+        .and_then(|()| sync_dir(&self.cfg.dir))
+        .and_then(|()| SegmentFile::open(&path, HEADER_LEN as u64));
         match r {
             Ok(f) => {
                 tracing::debug!(
