@@ -1,7 +1,8 @@
 //! The answer path per source, as the gateway runs it on every permitted call: parse the
 //! source's answer, check it against the published layout, reduce it to a grant's fields,
 //! write it out. Answers are recorded from the real sandboxes over a socket first. The request
-//! checks (JSON request schemas, the SOAP request) are measured too.
+//! checks (JSON request schemas, the SOAP request) are measured too. Where a layout allows the
+//! one-pass check (`adapters::stream`), it is measured beside the tree path, on the same answer.
 
 #![allow(clippy::unwrap_used)]
 
@@ -69,6 +70,11 @@ fn bench(c: &mut Criterion) {
                     })
                 },
             );
+            if layout.has_one_pass() {
+                c.bench_function(&format!("answer {} ({} bytes): one pass", service.id, answer.len()), |b| {
+                    b.iter(|| black_box(layout.one_pass(black_box(&answer), allow).unwrap()))
+                });
+            }
             if def.request_schema.is_some() {
                 c.bench_function(&format!("request {}: check", service.id), |b| {
                     b.iter(|| black_box(layout.check_request(black_box(request.as_bytes())).unwrap()))

@@ -14,6 +14,7 @@ use std::fmt;
 use policies::ids::{Iban, IdKind, Kbo, Niss, Plate, VCode, Vin};
 
 use crate::doc::{self, Doc, DocJson};
+use crate::stream::{self, narrow};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -78,7 +79,12 @@ pub struct Layout {
     fields: Vec<(&'static str, Keep)>,
     subjects: Vec<(Path, SubjectType)>,
     identifiers: Vec<(&'static str, Path, IdKind)>,
+    /// The one-pass check and minimisation, where the schema allows it ([`crate::stream`]).
+    plan: Option<stream::Plan>,
 }
+
+/// The data subjects found in an answer, each with how it is identified.
+pub type Subjects = Vec<(SubjectType, String)>;
 
 /// A path's segments: `/plans/*/organiser` is `["plans", "*", "organiser"]`.
 type Path = Vec<&'static str>;
@@ -102,17 +108,22 @@ fn segments(path: &'static str) -> Path {
 impl Layout {
     pub fn new(def: LayoutDef) -> Result<Self, LayoutError> {
         let schema = |text: &str| serde_json::from_str::<Value>(text).map_err(|e| LayoutError(e.to_string()));
-        let validator = jsonschema::options_for::<DocJson>()
-            .build(&schema(def.response_schema)?)
-            .map_err(|e| LayoutError(e.to_string()))?;
+        let response = schema(def.response_schema)?;
+        let validator =
+            jsonschema::options_for::<DocJson>().build(&response).map_err(|e| LayoutError(e.to_string()))?;
         let request = (def.request_schema)
             .map(|text| jsonschema::validator_for(&schema(text)?).map_err(|e| LayoutError(e.to_string())))
             .transpose()?;
+        let subject_paths: Vec<Path> = def.subjects.iter().map(|(p, _)| segments(p)).collect();
+        let identifier_paths: Vec<Path> = def.identifiers.iter().map(|(p, _)| segments(p)).collect();
         let kept: Vec<Path> = def.always.iter().chain(def.fields.iter().map(|(_, p)| p)).map(|p| segments(p)).collect();
         if kept.len() > MAX_KEPT_PATHS {
             return Err(LayoutError(format!("{} kept paths; at most {MAX_KEPT_PATHS}", kept.len())));
         }
         let bit = |i: usize| -> Keep { 1 << i };
+        let paths = stream::Paths { kept: &kept, subjects: &subject_paths, identifiers: &identifier_paths };
+        // The default/per-service rule reads the answer as a tree.
+        let plan = def.fallback.is_none().then(|| stream::Plan::new(&response, paths)).flatten();
         Ok(Layout {
             def,
             validator,
@@ -122,6 +133,9 @@ impl Layout {
             fields: def.fields.iter().enumerate().map(|(i, (f, _))| (*f, bit(def.always.len() + i))).collect(),
             subjects: def.subjects.iter().map(|(p, k)| (segments(p), *k)).collect(),
             identifiers: def.identifiers.iter().map(|(p, k)| (*p, segments(p), *k)).collect(),
+            // The default/per-service rule reads the answer as a tree; more subject or
+            // identifier paths than a mask holds are left to the tree path too.
+            plan,
         })
     }
 
@@ -172,6 +186,25 @@ impl Layout {
     pub fn minimise<'a>(&self, mut answer: Doc<'a>, granted: impl Fn(&str) -> bool) -> Doc<'a> {
         let keep = (self.fields.iter()).filter(|(f, _)| granted(f)).fold(self.always, |m, (_, b)| m | b);
         if retain(&mut answer, &self.kept, 0, keep) { answer } else { Doc::Object(Vec::new()) }
+    }
+
+    /// Checks a source's answer and minimises it in one pass over its text, when that pass
+    /// can decide ([`crate::stream`]): the bytes that leave, as [`write_answer`] writes them
+    /// after [`parse_answer`], [`Layout::check`] and [`Layout::minimise`], and the subjects
+    /// that leave with them, as [`Layout::subjects`] finds them. `None`: the answer must take
+    /// that path, which decides every answer (and names the rule a refused one breaks).
+    pub fn one_pass(&self, body: &[u8], granted: impl Fn(&str) -> bool) -> Option<(Vec<u8>, Subjects)> {
+        let plan = self.plan.as_ref()?;
+        let text = std::str::from_utf8(body).ok()?;
+        let keep = (self.fields.iter()).filter(|(f, _)| granted(f)).fold(self.always, |m, (_, b)| m | b);
+        let valid = |i: usize, s: &str| self.identifiers.get(i).is_some_and(|(_, _, kind)| valid(*kind, s));
+        let (out, found) = plan.run(text, keep, &valid, body.len())?;
+        Some((out, found.into_iter().map(|(i, s)| (self.subjects[i].1, s)).collect()))
+    }
+
+    /// Whether answers go through [`Layout::one_pass`] at all (for the tests).
+    pub fn has_one_pass(&self) -> bool {
+        self.plan.is_some()
     }
 
     /// The data subjects found in an answer (after minimisation: those that leave).
@@ -315,20 +348,6 @@ fn first_error<'i, F: jsonschema::json::Json>(
     }
 }
 
-/// The paths of `live` whose segment at `depth` is `seg`.
-fn narrow(paths: &[Path], depth: usize, live: Keep, seg: &str) -> Keep {
-    let mut out = 0;
-    let mut rest = live;
-    while rest != 0 {
-        let i = rest.trailing_zeros() as usize;
-        rest &= rest - 1;
-        if paths[i].get(depth).is_some_and(|s| *s == seg) {
-            out |= 1 << i;
-        }
-    }
-    out
-}
-
 /// Keeps in place the parts of `v` (at `depth`) that the paths of `live` reach; a path that
 /// ends at `v` keeps its whole subtree. Returns whether `v` itself stays: an object always
 /// does (emptied, perhaps), an array only where a path enters its elements (with the elements
@@ -425,6 +444,62 @@ mod tests {
         let text = r#"{"secret":"s","items":[{"who":"85073003328","a":1}],"id":"x"}"#;
         let m = l.minimise(crate::doc::parse(text).unwrap(), |_| true);
         assert_eq!(serde_json::to_string(&m).unwrap(), text);
+    }
+
+    #[test]
+    fn the_one_pass_minimises_as_the_tree_does_where_paths_enter_arrays_or_miss_them() {
+        const NESTED: &str = r#"{"type":"object","additionalProperties":false,
+            "properties":{"id":{"type":"string"},"list":{"type":"array","items":{"type":"object",
+            "properties":{"a":{"type":"integer","minimum":-5},"b":{"type":["string","null"]},"who":{"type":"string"}}}},
+            "grid":{"type":"array","items":{"type":"array","items":{"type":"number"}}},"free":{"type":"array"},
+            "obj":{"type":"object","properties":{"inner":{"type":"boolean"},"deep":{"type":"object","properties":{"x":{"type":"string"}}}}}}}"#;
+        let l = Layout::new(LayoutDef {
+            request_schema: None,
+            response_schema: NESTED,
+            always: &["/id"],
+            fields: &[
+                ("a", "/list/*/a"),
+                ("who", "/list/*/who"),
+                ("grid", "/grid/first"),
+                ("cells", "/grid/*/*"),
+                ("inner", "/obj/inner"),
+                ("x", "/obj/deep/x"),
+                ("obj", "/obj"),
+                ("free", "/free/*"),
+            ],
+            subjects: &[("/list/*/who", SubjectType::Person), ("/obj/deep/x", SubjectType::Organisation)],
+            identifiers: &[("/list/*/who", IdKind::Niss)],
+            fallback: None,
+        })
+        .unwrap();
+        assert!(l.has_one_pass());
+        let fields = ["a", "who", "grid", "cells", "inner", "x", "obj", "free"];
+        let answers = [
+            r#"{"id":"x","list":[{"a":1,"b":"q","who":"85073003328"},{"a":-5,"b":null},{}],"grid":[[1,2.5],[],[3e2]],
+                "obj":{"inner":true,"deep":{"x":"0123456749"}},"free":[1,"a",null,true]}"#,
+            r#"{"grid":[],"list":[],"obj":{},"id":"y"}"#,
+            r#" { "id" : "z" , "grid" : [ [ 1 , -0.0 , 18446744073709551616 ] ] } "#,
+            r#"{"id":"x","list":[{"a":-6}]}"#,
+            r#"{"id":"x","list":[{"a":1.0}]}"#,
+        ];
+        for text in answers {
+            for mask in 0..(1u32 << fields.len()) {
+                let granted = |f: &str| fields.iter().position(|g| *g == f).is_some_and(|i| mask & (1 << i) != 0);
+                let fast = l.one_pass(text.as_bytes(), granted);
+                let slow = parse_answer(text.as_bytes()).ok().filter(|d| l.check(d).is_ok()).map(|d| {
+                    let m = l.minimise(d, granted);
+                    (write_answer(&m, 0), l.subjects(&m))
+                });
+                if fast.is_some() {
+                    assert_eq!(fast, slow, "{text} {mask:b}");
+                }
+            }
+        }
+        // Ordinary answers are decided by the pass; a minimum broken or an integer written as a
+        // fraction is left to the tree.
+        for (i, taken) in [true, true, true, false, false].into_iter().enumerate() {
+            assert_eq!(l.one_pass(answers[i].as_bytes(), |_| true).is_some(), taken, "{}", answers[i]);
+        }
     }
 
     #[test]

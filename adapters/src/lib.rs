@@ -25,6 +25,7 @@ pub mod registered;
 pub mod rn;
 pub mod sandbox;
 pub mod sigedis;
+pub mod stream;
 pub mod synthetic;
 pub mod xml;
 pub mod xsd;
