@@ -233,50 +233,57 @@ impl<'a> Reader<'a> {
     }
 
     fn number(&mut self) -> Result<Doc<'a>, ParseError> {
-        let bytes = self.text.as_bytes();
-        let start = self.pos;
-        let digits = |mut i: usize| {
-            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            i
-        };
-        let negative = bytes[start] == b'-';
-        let int_start = start + usize::from(negative);
-        let mut end = match bytes.get(int_start) {
-            Some(b'0') => int_start + 1,
-            Some(b'1'..=b'9') => digits(int_start + 1),
-            _ => return Err(ParseError::Syntax),
-        };
-        let int_end = end;
-        if bytes.get(end) == Some(&b'.') {
-            let after = digits(end + 1);
-            if after == end + 1 {
-                return Err(ParseError::Syntax);
-            }
-            end = after;
-        }
-        if let Some(b'e' | b'E') = bytes.get(end) {
-            let mut i = end + 1;
-            if let Some(b'+' | b'-') = bytes.get(i) {
-                i += 1;
-            }
-            let after = digits(i);
-            if after == i {
-                return Err(ParseError::Syntax);
-            }
-            end = after;
-        }
+        let (end, n, _) = number_at(self.text, self.pos).ok_or(ParseError::Syntax)?;
         self.pos = end;
-        // A plain integer of up to 18 digits fits an i64 whatever its sign; serde_json reads
-        // `-0` as a float, so a negative zero goes to it with every other number.
-        let plain = &bytes[int_start..int_end];
-        if end == int_end && plain.len() <= 18 && !(negative && plain == b"0") {
-            let n = plain.iter().fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
-            return Ok(Doc::Number(if negative { (-n).into() } else { n.into() }));
-        }
-        serde_json::from_str::<Number>(&self.text[start..end]).map(Doc::Number).map_err(|_| ParseError::Syntax)
+        Ok(Doc::Number(n))
     }
+}
+
+/// The JSON number that begins at `start` of `text` (at its `-` or first digit): where it
+/// ends, its value, and whether it is a plain integer (no fraction or exponent, at most 18
+/// digits, not `-0`). `None`: no number begins there, or serde_json refuses it.
+pub(crate) fn number_at(text: &str, start: usize) -> Option<(usize, Number, bool)> {
+    let bytes = text.as_bytes();
+    let digits = |mut i: usize| {
+        while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let negative = bytes.get(start) == Some(&b'-');
+    let int_start = start + usize::from(negative);
+    let mut end = match bytes.get(int_start)? {
+        b'0' => int_start + 1,
+        b'1'..=b'9' => digits(int_start + 1),
+        _ => return None,
+    };
+    let int_end = end;
+    if bytes.get(end) == Some(&b'.') {
+        let after = digits(end + 1);
+        if after == end + 1 {
+            return None;
+        }
+        end = after;
+    }
+    if let Some(b'e' | b'E') = bytes.get(end) {
+        let mut i = end + 1;
+        if let Some(b'+' | b'-') = bytes.get(i) {
+            i += 1;
+        }
+        let after = digits(i);
+        if after == i {
+            return None;
+        }
+        end = after;
+    }
+    // A plain integer of up to 18 digits fits an i64 whatever its sign; serde_json reads
+    // `-0` as a float, so a negative zero goes to it with every other number.
+    let plain = &bytes[int_start..int_end];
+    if end == int_end && plain.len() <= 18 && !(negative && plain == b"0") {
+        let n = plain.iter().fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+        return Some((end, if negative { -n } else { n }.into(), true));
+    }
+    serde_json::from_str::<Number>(&text[start..end]).ok().map(|n| (end, n, false))
 }
 
 impl<'a> Doc<'a> {

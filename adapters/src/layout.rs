@@ -184,8 +184,13 @@ impl Layout {
     /// Keeps only the always-kept paths and those of the granted fields, removing the rest in
     /// place (no part of the answer is copied or rebuilt).
     pub fn minimise<'a>(&self, mut answer: Doc<'a>, granted: impl Fn(&str) -> bool) -> Doc<'a> {
-        let keep = (self.fields.iter()).filter(|(f, _)| granted(f)).fold(self.always, |m, (_, b)| m | b);
+        let keep = self.keep(granted);
         if retain(&mut answer, &self.kept, 0, keep) { answer } else { Doc::Object(Vec::new()) }
+    }
+
+    /// The always-kept paths and those of the granted fields.
+    fn keep(&self, granted: impl Fn(&str) -> bool) -> Keep {
+        (self.fields.iter()).filter(|(f, _)| granted(f)).fold(self.always, |m, (_, b)| m | b)
     }
 
     /// Checks a source's answer and minimises it in one pass over its text, when that pass
@@ -196,7 +201,7 @@ impl Layout {
     pub fn one_pass(&self, body: &[u8], granted: impl Fn(&str) -> bool) -> Option<(Vec<u8>, Subjects)> {
         let plan = self.plan.as_ref()?;
         let text = std::str::from_utf8(body).ok()?;
-        let keep = (self.fields.iter()).filter(|(f, _)| granted(f)).fold(self.always, |m, (_, b)| m | b);
+        let keep = self.keep(granted);
         let valid = |i: usize, s: &str| self.identifiers.get(i).is_some_and(|(_, _, kind)| valid(*kind, s));
         let (out, found) = plan.run(text, keep, &valid, body.len())?;
         Some((out, found.into_iter().map(|(i, s)| (self.subjects[i].1, s)).collect()))

@@ -20,7 +20,7 @@
 
 use serde_json::Value;
 
-use crate::json_text;
+use crate::{doc, json_text};
 
 /// A JSON type, as a bit: a schema node allows a set of them.
 type Types = u8;
@@ -103,12 +103,16 @@ impl Node {
 /// Keywords that carry no rule.
 const ANNOTATIONS: &[&str] = &["$schema", "$id", "$comment", "$defs", "title", "description", "default", "examples"];
 
+/// The mask of every path of `paths` (at most 64).
+fn every(paths: &[Vec<&'static str>]) -> u64 {
+    if paths.len() >= 64 { u64::MAX } else { (1u64 << paths.len()) - 1 }
+}
+
 /// The masks of `paths` whose segment at `at` is `seg`, of those that end at `at`.
 fn masks_of(paths: &Paths<'_>, at: usize, seg: Option<&str>) -> Masks {
-    let all = |p: &[Vec<&'static str>]| if p.len() >= 64 { u64::MAX } else { (1u64 << p.len()) - 1 };
     let m = |p: &[Vec<&'static str>]| match seg {
-        Some(seg) => narrow(p, at, all(p), seg),
-        None => ending(p, at, all(p)),
+        Some(seg) => narrow(p, at, every(p), seg),
+        None => ending(p, at, every(p)),
     };
     [m(paths.kept), m(paths.subjects), m(paths.identifiers)]
 }
@@ -428,11 +432,10 @@ impl Plan {
         if [paths.kept, paths.subjects, paths.identifiers].iter().any(|p| p.len() > 64) {
             return None;
         }
-        let all = |p: &[Vec<&'static str>]| if p.len() >= 64 { u64::MAX } else { (1u64 << p.len()) - 1 };
         Some(Plan {
             root: compile(schema, schema, 0, 0, &paths)?,
-            subjects: all(paths.subjects),
-            identifiers: all(paths.identifiers),
+            subjects: every(paths.subjects),
+            identifiers: every(paths.identifiers),
         })
     }
 
@@ -447,8 +450,7 @@ impl Plan {
         valid: &dyn Fn(usize, &str) -> bool,
         hint: usize,
     ) -> Option<(Vec<u8>, Found)> {
-        let mut pass =
-            Pass { text: text.as_bytes(), src: text, pos: 0, out: Vec::with_capacity(hint), found: Vec::new(), valid };
+        let mut pass = Pass { src: text, pos: 0, out: Vec::with_capacity(hint), found: Vec::new(), valid };
         pass.skip_ws();
         let first = pass.peek()?;
         let mode = Pass::mode(keep, &self.root, first);
@@ -479,8 +481,19 @@ enum Mode {
     Part(u64),
 }
 
+impl Mode {
+    /// What becomes of a member or element of `node` beginning with `first`, in a value
+    /// written as `self`; `kept`: the kept paths that go on into it.
+    fn within(self, kept: u64, node: &Node, first: u8) -> Mode {
+        match self {
+            Mode::Skip => Mode::Skip,
+            Mode::Whole => Mode::Whole,
+            Mode::Part(live) => Pass::mode(live & kept, node, first),
+        }
+    }
+}
+
 struct Pass<'t, 'l> {
-    text: &'t [u8],
     src: &'t str,
     pos: usize,
     out: Vec<u8>,
@@ -488,9 +501,13 @@ struct Pass<'t, 'l> {
     valid: &'l dyn Fn(usize, &str) -> bool,
 }
 
-impl Pass<'_, '_> {
+impl<'t> Pass<'t, '_> {
+    fn bytes(&self) -> &'t [u8] {
+        self.src.as_bytes()
+    }
+
     fn peek(&self) -> Option<u8> {
-        self.text.get(self.pos).copied()
+        self.bytes().get(self.pos).copied()
     }
 
     fn skip_ws(&mut self) {
@@ -516,11 +533,44 @@ impl Pass<'_, '_> {
         }
     }
 
+    /// After an opening bracket: whether a member or element follows (else `close` comes at
+    /// once, and is taken).
+    fn first(&mut self, close: u8) -> bool {
+        self.skip_ws();
+        let empty = self.peek() == Some(close);
+        self.pos += usize::from(empty);
+        !empty
+    }
+
+    /// After a member or element: whether another follows (`,`, taken) or `close` ends them
+    /// (taken); `None` for anything else.
+    fn next(&mut self, close: u8) -> Option<bool> {
+        self.skip_ws();
+        let more = match self.peek()? {
+            b',' => true,
+            c if c == close => false,
+            _ => return None,
+        };
+        self.pos += 1;
+        Some(more)
+    }
+
+    /// Writes the comma before a member or element that is written, when one was written
+    /// before it.
+    fn comma(&mut self, child: Mode, written: &mut bool) {
+        if child != Mode::Skip {
+            if *written {
+                self.out.push(b',');
+            }
+            *written = true;
+        }
+    }
+
     /// A string without escapes at its opening quote: its text (between the quotes).
     fn string(&mut self) -> Option<(usize, usize)> {
         let start = self.pos + 1;
-        let end = json_text::special(self.text, start);
-        if self.text.get(end) != Some(&b'"') {
+        let end = json_text::special(self.bytes(), start);
+        if self.bytes().get(end) != Some(&b'"') {
             return None;
         }
         self.pos = end + 1;
@@ -570,7 +620,7 @@ impl Pass<'_, '_> {
                     }
                 }
                 if write {
-                    self.out.extend_from_slice(&self.text[start - 1..=end]);
+                    self.out.extend_from_slice(&self.bytes()[start - 1..=end]);
                     let mut subs = subjects & node.ends[1];
                     while subs != 0 {
                         let i = subs.trailing_zeros() as usize;
@@ -586,7 +636,7 @@ impl Pass<'_, '_> {
                     b'f' => (b"false", BOOL),
                     _ => (b"null", NULL),
                 };
-                if !self.text[self.pos..].starts_with(word) || node.types & t == 0 || node.enum_strings.is_some() {
+                if !self.bytes()[self.pos..].starts_with(word) || node.types & t == 0 || node.enum_strings.is_some() {
                     return None;
                 }
                 self.pos += word.len();
@@ -599,64 +649,27 @@ impl Pass<'_, '_> {
         }
     }
 
-    /// A number: a plain integer of up to 18 digits is checked and copied; any other is
-    /// read as the tree path reads it and written as it writes it, where the node allows a
+    /// A number, read as the tree path reads it: a plain integer is checked against the node
+    /// and copied; any other is written as the tree path writes it, where the node allows a
     /// number that is not an integer and sets no minimum.
     fn number(&mut self, node: &Node, write: bool) -> Option<()> {
         let start = self.pos;
-        let digits = |mut i: usize| {
-            while self.text.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            i
-        };
-        let negative = self.text[start] == b'-';
-        let int_start = start + usize::from(negative);
-        let int_end = match self.text.get(int_start)? {
-            b'0' => int_start + 1,
-            b'1'..=b'9' => digits(int_start + 1),
-            _ => return None,
-        };
-        let plain = &self.text[int_start..int_end];
-        let fraction = matches!(self.text.get(int_end), Some(b'.' | b'e' | b'E'));
-        if !fraction && plain.len() <= 18 && !(negative && plain == b"0") {
-            let n = plain.iter().fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
-            let n = if negative { -n } else { n };
-            if node.types & INT == 0 || node.enum_strings.is_some() || node.minimum.is_some_and(|m| n < m) {
-                return None;
-            }
-            self.pos = int_end;
-            if write {
-                self.out.extend_from_slice(&self.text[start..int_end]);
-            }
-            return Some(());
-        }
-        if node.types & NUM == 0 || node.enum_strings.is_some() || node.minimum.is_some() {
+        let (end, n, plain) = doc::number_at(self.src, start)?;
+        let ok = node.enum_strings.is_none()
+            && match n.as_i64().filter(|_| plain) {
+                Some(i) => node.types & INT != 0 && node.minimum.is_none_or(|m| i >= m),
+                None => node.types & NUM != 0 && node.minimum.is_none(),
+            };
+        if !ok {
             return None;
         }
-        let mut end = int_end;
-        if self.text.get(end) == Some(&b'.') {
-            let after = digits(end + 1);
-            if after == end + 1 {
-                return None;
-            }
-            end = after;
-        }
-        if let Some(b'e' | b'E') = self.text.get(end) {
-            let mut i = end + 1;
-            if let Some(b'+' | b'-') = self.text.get(i) {
-                i += 1;
-            }
-            let after = digits(i);
-            if after == i {
-                return None;
-            }
-            end = after;
-        }
-        let n = serde_json::from_str::<serde_json::Number>(&self.src[start..end]).ok()?;
         self.pos = end;
         if write {
-            json_text::push_number(&mut self.out, &n);
+            if plain {
+                self.out.extend_from_slice(&self.bytes()[start..end]);
+            } else {
+                json_text::push_number(&mut self.out, &n);
+            }
         }
         Some(())
     }
@@ -675,59 +688,40 @@ impl Pass<'_, '_> {
         // Sources write an object's members in one order, mostly the schema's: the property
         // after the last one found is tried first.
         let mut next = 0;
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-        } else {
-            loop {
-                self.skip_ws();
-                if self.peek() != Some(b'"') {
-                    return None;
-                }
-                let (start, end) = self.string()?;
-                let key = &self.src[start..end];
-                // A key the schema does not name: outside a closed object a rule is broken;
-                // inside an open one, whether it repeats is not tracked here.
-                let i = match node.properties.get(next) {
-                    Some((p, _, _)) if p == key => next,
-                    _ => node.properties.iter().position(|(p, _, _)| p == key)?,
-                };
-                next = i + 1;
-                let (_, masks, child_node) = &node.properties[i];
-                if seen & (1 << i) != 0 {
-                    return None;
-                }
-                seen |= 1 << i;
-                self.skip_ws();
-                if self.peek() != Some(b':') {
-                    return None;
-                }
-                self.pos += 1;
-                self.skip_ws();
-                let child = match mode {
-                    Mode::Skip => Mode::Skip,
-                    Mode::Whole => Mode::Whole,
-                    Mode::Part(live) => Pass::mode(live & masks[0], child_node, self.peek()?),
-                };
-                if child != Mode::Skip {
-                    if written {
-                        self.out.push(b',');
-                    }
-                    written = true;
-                    self.out.extend_from_slice(&self.text[start - 1..=end]);
-                    self.out.push(b':');
-                }
-                self.value(child_node, depth + 1, child, subjects & masks[1], identifiers & masks[2])?;
-                self.skip_ws();
-                match self.peek()? {
-                    b',' => self.pos += 1,
-                    b'}' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
+        let mut more = self.first(b'}');
+        while more {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return None;
             }
+            let (start, end) = self.string()?;
+            let key = &self.src[start..end];
+            // A key the schema does not name: outside a closed object a rule is broken;
+            // inside an open one, whether it repeats is not tracked here.
+            let i = match node.properties.get(next) {
+                Some((p, _, _)) if p == key => next,
+                _ => node.properties.iter().position(|(p, _, _)| p == key)?,
+            };
+            next = i + 1;
+            let (_, masks, child_node) = &node.properties[i];
+            if seen & (1 << i) != 0 {
+                return None;
+            }
+            seen |= 1 << i;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return None;
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let child = mode.within(masks[0], child_node, self.peek()?);
+            self.comma(child, &mut written);
+            if child != Mode::Skip {
+                self.out.extend_from_slice(&self.bytes()[start - 1..=end]);
+                self.out.push(b':');
+            }
+            self.value(child_node, depth + 1, child, subjects & masks[1], identifiers & masks[2])?;
+            more = self.next(b'}')?;
         }
         if seen & node.required != node.required {
             return None;
@@ -748,43 +742,18 @@ impl Pass<'_, '_> {
             self.out.push(b'[');
         }
         let item = node.items.as_deref().unwrap_or(&UNRULED);
-        let live = match mode {
-            Mode::Part(live) => live & node.star[0],
-            _ => 0,
-        };
         let subjects = subjects & node.star[1];
         let identifiers = identifiers & node.star[2];
         let mut count = 0;
         let mut written = false;
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-        } else {
-            loop {
-                self.skip_ws();
-                let child = match mode {
-                    Mode::Skip => Mode::Skip,
-                    Mode::Whole => Mode::Whole,
-                    Mode::Part(_) => Pass::mode(live, item, self.peek()?),
-                };
-                if child != Mode::Skip {
-                    if written {
-                        self.out.push(b',');
-                    }
-                    written = true;
-                }
-                self.value(item, depth + 1, child, subjects, identifiers)?;
-                count += 1;
-                self.skip_ws();
-                match self.peek()? {
-                    b',' => self.pos += 1,
-                    b']' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
-            }
+        let mut more = self.first(b']');
+        while more {
+            self.skip_ws();
+            let child = mode.within(node.star[0], item, self.peek()?);
+            self.comma(child, &mut written);
+            self.value(item, depth + 1, child, subjects, identifiers)?;
+            count += 1;
+            more = self.next(b']')?;
         }
         if !(node.min_items..=node.max_items).contains(&count) {
             return None;
