@@ -113,12 +113,9 @@ impl<'a> Paced<'a> {
     /// Writes what is buffered and waits until the disk has it, then rests.
     pub(crate) fn slice(&mut self) -> std::io::Result<()> {
         if let Some(allows) = self.gate {
-            while !allows(self.written + self.buf.len() as u64) && !self.cancelled() {
-                std::thread::sleep(GATE_POLL);
-            }
-        }
-        if self.cancelled() {
-            return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "closing"));
+            wait_for(allows, self.written + self.buf.len() as u64, self.cancel)?;
+        } else if self.cancelled() {
+            return Err(closing());
         }
         self.file.write_all(&self.buf)?;
         sys::write_out(&self.file, self.written, self.buf.len())?;
@@ -140,6 +137,20 @@ impl<'a> Paced<'a> {
         self.since = Instant::now();
         Ok(())
     }
+}
+
+/// Waits until `allows(bytes)` holds, looking again every [`GATE_POLL`]; fails with
+/// `Interrupted` once `cancel` is set.
+pub(crate) fn wait_for(allows: &dyn Fn(u64) -> bool, bytes: u64, cancel: Option<&AtomicBool>) -> std::io::Result<()> {
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Acquire));
+    while !allows(bytes) && !cancelled() {
+        std::thread::sleep(GATE_POLL);
+    }
+    if cancelled() { Err(closing()) } else { Ok(()) }
+}
+
+fn closing() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, "closing")
 }
 
 /// The Linux call the standard library does not offer. It takes only integers and a file

@@ -13,17 +13,20 @@
 //! file is prepared under `SCHED_IDLE`, in slices that keep pace with the segment being written:
 //! it may be ahead by twice what that segment holds, so it is complete when the segment is half
 //! full whatever the rate, and the disk sees it as a trickle ([`crate::background`] says why).
-//! It takes neither the CPU nor the disk from calls. It is asked for when a segment starts, and
+//! The zeros go to the disk with direct writes, not through the page cache
+//! ([`Spare::prepare_direct`]). It takes neither the CPU nor the disk from calls. It is asked for when a segment starts, and
 //! a rotation that finds it not ready (or its preparation failed, e.g. on a full disk) creates
 //! the segment the plain way.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use crate::background::{PACE, Paced};
+use super::format::BLOCK;
+use crate::background::{self, PACE, Paced};
 
 /// The prepared file's name in the trail directory (not a segment name, so readers skip it).
 pub const SPARE_NAME: &str = "next-segment.spare";
@@ -154,6 +157,43 @@ impl Spare {
     }
 
     fn prepare(&self) -> std::io::Result<()> {
+        let mut direct = OpenOptions::new();
+        direct.write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT);
+        match direct.open(&self.path) {
+            Ok(file) => self.prepare_direct(file),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.prepare_buffered(),
+            Err(e) => Err(e),
+        }
+        .and_then(|file| file.sync_all())
+    }
+
+    /// Zeros written straight from memory to the disk, whole blocks at a time (the file is
+    /// rounded up to a block: a segment may end in zeros). Through the page cache, the kernel
+    /// copied every byte into a page, then wrote the page back: under `compare.py`'s closed
+    /// loop that was 0.4–0.7 µs of the core per call, and 64 MB of cached zeros per segment.
+    /// A direct write is on the device when it returns, so the slices need no write-out; the
+    /// one `fsync` at the end flushes the device's cache.
+    fn prepare_direct(&self, file: std::fs::File) -> std::io::Result<std::fs::File> {
+        let len = self.size.next_multiple_of(BLOCK as u64);
+        let mem = vec![0u8; PACE + BLOCK];
+        let skip = mem.as_ptr().align_offset(BLOCK);
+        let zeros = &mem[skip..skip + PACE];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(PACE as u64);
+            background::wait_for(&|bytes| self.may_hold(bytes), at + n, Some(&self.closing))?;
+            match file.write_all_at(&zeros[..n as usize], at) {
+                // Opened for direct I/O but refused it before writing: the page cache, then.
+                Err(e) if at == 0 && e.raw_os_error() == Some(libc::EINVAL) => return self.prepare_buffered(),
+                r => r?,
+            }
+            at += n;
+        }
+        Ok(file)
+    }
+
+    /// Where the file system refuses direct I/O: through the page cache, in paced slices.
+    fn prepare_buffered(&self) -> std::io::Result<std::fs::File> {
         let file = OpenOptions::new().write(true).create(true).truncate(true).open(&self.path)?;
         let gate = |bytes| self.may_hold(bytes);
         let mut w = Paced::new(file, Some(&self.closing)).gate(&gate);
@@ -165,8 +205,7 @@ impl Spare {
             left -= n as u64;
         }
         w.slice()?;
-        w.file.sync_all()?;
-        Ok(())
+        Ok(w.file)
     }
 }
 
@@ -182,4 +221,55 @@ pub(crate) fn install(spare: &Path, path: &Path, header: &[u8]) -> std::io::Resu
     f.sync_data()?;
     std::fs::hard_link(spare, path)?;
     std::fs::remove_file(spare)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ready(spare: &Spare) -> bool {
+        for _ in 0..2_000 {
+            if *spare.lock() == State::Ready {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// The spare keeps pace with the segment being written, holds zeros only (its size
+    /// rounded up to a whole block), and becomes a segment that starts with its header.
+    #[test]
+    fn a_spare_is_paced_zeroed_and_installed() {
+        // Beside the build, not in /tmp: a tmpfs there may refuse direct I/O.
+        let beside = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
+        std::fs::create_dir_all(beside).unwrap();
+        let dir = tempfile::tempdir_in(beside).unwrap();
+        let size = 3 * PACE as u64 + 100;
+        let (spare, thread) = Spare::start(dir.path(), size).unwrap();
+        let path = dir.path().join(SPARE_NAME);
+        spare.segment_filled(PACE as u64 / 2);
+        spare.request();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let held = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(held <= PACE as u64, "ahead by at most twice the segment: {held} bytes");
+        assert!(spare.take().is_none(), "not ready while the segment is young");
+
+        spare.segment_filled(size);
+        assert!(ready(&spare), "prepared once the segment allows it");
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, size.next_multiple_of(BLOCK as u64));
+        assert!(bytes.iter().all(|b| *b == 0));
+
+        let taken = spare.take().unwrap().to_owned();
+        let segment = dir.path().join("segment");
+        install(&taken, &segment, b"HEADER").unwrap();
+        let bytes = std::fs::read(&segment).unwrap();
+        assert_eq!(&bytes[..6], b"HEADER");
+        assert!(bytes[6..].iter().all(|b| *b == 0));
+        assert!(!path.exists(), "the spare name is gone");
+        spare.close();
+        thread.join().unwrap();
+    }
 }
