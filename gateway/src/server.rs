@@ -414,7 +414,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         shutdown_rx,
         move |req: Request<Incoming>, caller: Arc<Caller>| {
             let pipeline = data_pipeline.clone();
-            async move { pipeline.handle(req, &caller).await }
+            // Boxed: the call's future is some 4 KB, and hyper and the connection's counting
+            // wrapper each moved it by value (a `memcpy` of all of it, twice a call).
+            Box::pin(async move { pipeline.handle(req, &caller).await })
         },
     ));
     let registry = consent.clone();
