@@ -674,15 +674,23 @@ impl<'t> Pass<'t, '_> {
         Some(())
     }
 
-    fn object(&mut self, node: &Node, depth: usize, mode: Mode, subjects: u64, identifiers: u64) -> Option<()> {
-        if depth + 1 >= MAX_DEPTH || node.types & OBJECT == 0 || node.enum_strings.is_some() {
+    /// Steps into a container of type `kind` that `open` begins, writing `open` unless the
+    /// container is skipped; whether it is written. `None` when the node allows no such
+    /// container here (or it nests too deep).
+    fn enter(&mut self, node: &Node, depth: usize, mode: Mode, kind: Types, open: u8) -> Option<bool> {
+        if depth + 1 >= MAX_DEPTH || node.types & kind == 0 || node.enum_strings.is_some() {
             return None;
         }
         self.pos += 1;
         let write = mode != Mode::Skip;
         if write {
-            self.out.push(b'{');
+            self.out.push(open);
         }
+        Some(write)
+    }
+
+    fn object(&mut self, node: &Node, depth: usize, mode: Mode, subjects: u64, identifiers: u64) -> Option<()> {
+        let write = self.enter(node, depth, mode, OBJECT, b'{')?;
         let mut seen = 0u64;
         let mut written = false;
         // Sources write an object's members in one order, mostly the schema's: the property
@@ -733,14 +741,7 @@ impl<'t> Pass<'t, '_> {
     }
 
     fn array(&mut self, node: &Node, depth: usize, mode: Mode, subjects: u64, identifiers: u64) -> Option<()> {
-        if depth + 1 >= MAX_DEPTH || node.types & ARRAY == 0 || node.enum_strings.is_some() {
-            return None;
-        }
-        self.pos += 1;
-        let write = mode != Mode::Skip;
-        if write {
-            self.out.push(b'[');
-        }
+        let write = self.enter(node, depth, mode, ARRAY, b'[')?;
         let item = node.items.as_deref().unwrap_or(&UNRULED);
         let subjects = subjects & node.star[1];
         let identifiers = identifiers & node.star[2];
