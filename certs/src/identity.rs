@@ -126,9 +126,19 @@ pub fn hex_encode(bytes: &[u8], out: &mut String) {
     }
 }
 
+/// Writes `bytes` as lowercase hex into the start of `out` (which holds at least twice as
+/// many), as [`hex_encode`] writes them, without allocating.
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = H[usize::from(b >> 4)];
+        pair[1] = H[usize::from(b & 15)];
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::hex_encode;
+    use super::{hex_encode, hex_into};
 
     #[test]
     fn hex_is_lowercase_two_digits_per_byte() {
@@ -138,5 +148,9 @@ mod tests {
         let expected: String =
             std::iter::once("x".to_owned()).chain(bytes.iter().map(|b| format!("{b:02x}"))).collect();
         assert_eq!(s, expected);
+        let mut out = [b'.'; 514];
+        hex_into(&bytes, &mut out);
+        assert_eq!(&out[..512], &expected.as_bytes()[1..]);
+        assert_eq!(&out[512..], b"..");
     }
 }

@@ -23,7 +23,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-pub use identity::{Environment, IdentityError, ORG_OU_PREFIX, OrgIdentity, hex_encode};
+pub use identity::{Environment, IdentityError, ORG_OU_PREFIX, OrgIdentity, hex_encode, hex_into};
 /// Extended key usages a [`ClientSpec`] can carry.
 pub use rcgen::ExtendedKeyUsagePurpose as Eku;
 

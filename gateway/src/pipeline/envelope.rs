@@ -8,8 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use adapters::SubjectKind;
-use bytes::Bytes;
-use certs::hex_encode;
+use certs::{hex_encode, hex_into};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use policies::ids::{Kbo, Niss, VCode};
 
@@ -169,6 +168,8 @@ impl<'a> Envelope<'a> {
 pub struct RequestIds {
     prefix: u64,
     counter: AtomicU64,
+    /// The prefix in hex and the dash after it: the start of every id made here.
+    head: [u8; 17],
 }
 
 impl RequestIds {
@@ -180,7 +181,9 @@ impl RequestIds {
                 as u64)
                 .to_be_bytes();
         }
-        RequestIds { prefix: u64::from_be_bytes(seed), counter: AtomicU64::new(0) }
+        let mut head = [b'-'; 17];
+        hex_into(&seed, &mut head);
+        RequestIds { prefix: u64::from_be_bytes(seed), counter: AtomicU64::new(0), head }
     }
 
     /// Takes the caller's id or makes one. `Err` carries a fresh id and the refusal for a
@@ -207,12 +210,11 @@ impl RequestIds {
 
     pub fn generate(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut s = String::with_capacity(33);
-        hex_encode(&self.prefix.to_be_bytes(), &mut s);
-        s.push('-');
-        hex_encode(&n.to_be_bytes(), &mut s);
+        let mut id = [0u8; 33];
+        id[..17].copy_from_slice(&self.head);
+        hex_into(&n.to_be_bytes(), &mut id[17..]);
         // INVARIANT: hex digits and '-' are valid header characters.
-        HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or(HeaderValue::from_static("unidentified"))
+        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("unidentified"))
     }
 
     /// A fresh span id for the next hop of a trace.
@@ -286,6 +288,8 @@ mod tests {
         let a = ids.generate();
         let b = ids.generate();
         assert_ne!(a, b);
+        assert_eq!(a.to_str().unwrap(), format!("{:016x}-{:016x}", ids.prefix, 0));
+        assert_eq!(b.to_str().unwrap(), format!("{:016x}-{:016x}", ids.prefix, 1));
         assert_eq!(ids.take(&headers(&[(REQUEST_ID, "abc-1")])).unwrap(), "abc-1");
         assert!(ids.take(&headers(&[(REQUEST_ID, "a b")])).is_err());
     }
