@@ -25,6 +25,15 @@ impl FieldMask {
     pub const fn count(self) -> u32 {
         self.0.count_ones()
     }
+    /// The indices in the set, lowest first.
+    pub fn indices(self) -> impl Iterator<Item = usize> {
+        let mut rest = self.0;
+        std::iter::from_fn(move || {
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest.wrapping_sub(1);
+            (i < 64).then_some(i)
+        })
+    }
 }
 
 macro_rules! id {
@@ -483,11 +492,10 @@ impl Snapshot {
         self.service_info.get(id.index())
     }
 
-    /// The names of the fields in `mask` of `service`.
+    /// The names of the fields in `mask` of `service`, in the service's order.
     pub fn field_names<'s>(&'s self, service: ServiceId, mask: FieldMask) -> impl Iterator<Item = &'s str> + 's {
-        self.service_info(service)
-            .into_iter()
-            .flat_map(move |s| s.fields.iter().enumerate().filter(move |(i, _)| mask.contains(*i)).map(|(_, f)| &**f))
+        let fields = self.service_info(service).map_or(&[][..], |s| &s.fields[..]);
+        mask.indices().map_while(move |i| fields.get(i).map(|f| &**f))
     }
 
     pub fn grant_count(&self) -> usize {
@@ -521,4 +529,17 @@ pub(crate) const fn env_bit(e: Env) -> u8 {
 
 pub(crate) const fn key(org: u32, service: u32) -> u64 {
     (org as u64) << 32 | service as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FieldMask;
+
+    #[test]
+    fn a_masks_indices_are_its_set_bits_lowest_first() {
+        for bits in [0u64, 1, 0b1011_0000, 1 << 63, u64::MAX, 0x8000_0000_0000_0001] {
+            let expected: Vec<usize> = (0..64).filter(|&i| FieldMask(bits).contains(i)).collect();
+            assert_eq!(FieldMask(bits).indices().collect::<Vec<_>>(), expected, "{bits:#x}");
+        }
+    }
 }
