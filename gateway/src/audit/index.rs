@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::format::{self, FRAME_OVERHEAD, KIND_RECORD};
-use super::record::StoredRecord;
+use super::record::{StoredRecord, SubjectKind};
 
 /// Where a record is and what it is indexed by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,12 +16,105 @@ pub struct IndexEntry {
     /// Byte offset of its frame in that segment.
     pub offset: u64,
     pub time_ms: u64,
-    pub caller: Option<String>,
-    /// Subject index keys (`SubjectRef::index_key`).
-    pub subjects: Vec<String>,
+    /// The calling organisation and the subjects it is filed under.
+    pub keys: Keys,
     /// The record's canonical payload, for an index that keeps the records themselves (the
     /// shared store: see [`AuditIndex::wants_payload`]); `None` otherwise.
     pub payload: Option<Vec<u8>>,
+}
+
+/// The keys a record is filed under: the calling organisation's number and each subject's
+/// index key (`SubjectRef::index_key`: a type letter and the identifier), held in one buffer
+/// from `from` on, each as a 4-byte length and its bytes, the caller first (its length
+/// `u32::MAX` when there is none).
+///
+/// The buffer of a data call's record is the one its canonical bytes were written in
+/// ([`Outgoing`]): the call allocates once for both, and the keys reach the indexer without
+/// another copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    buf: Vec<u8>,
+    from: usize,
+}
+
+const NO_CALLER: u32 = u32::MAX;
+
+impl Keys {
+    pub fn new<'a>(caller: Option<&str>, subjects: impl Iterator<Item = (SubjectKind, &'a str)>) -> Keys {
+        let mut buf = Vec::new();
+        Keys::push(&mut buf, caller, subjects);
+        Keys { buf, from: 0 }
+    }
+
+    /// Appends the keys' encoding to `buf`.
+    pub(crate) fn push<'a>(
+        buf: &mut Vec<u8>,
+        caller: Option<&str>,
+        subjects: impl Iterator<Item = (SubjectKind, &'a str)>,
+    ) {
+        let len = |n: usize| u32::try_from(n).unwrap_or(NO_CALLER - 1).to_le_bytes();
+        match caller {
+            Some(c) => {
+                buf.extend_from_slice(&len(c.len()));
+                buf.extend_from_slice(c.as_bytes());
+            }
+            None => buf.extend_from_slice(&NO_CALLER.to_le_bytes()),
+        }
+        for (kind, id) in subjects {
+            buf.extend_from_slice(&len(1 + id.len()));
+            buf.push(kind.letter());
+            buf.extend_from_slice(id.as_bytes());
+        }
+    }
+
+    /// Each key in turn, the caller's first (`None` when there is none).
+    fn each(&self) -> impl Iterator<Item = Option<&str>> {
+        let mut rest = self.buf.get(self.from..).unwrap_or_default();
+        std::iter::from_fn(move || {
+            let (head, tail) = rest.split_first_chunk::<4>()?;
+            let n = u32::from_le_bytes(*head);
+            if n == NO_CALLER {
+                rest = tail;
+                return Some(None);
+            }
+            let (key, tail) = tail.split_at_checked(n as usize)?;
+            rest = tail;
+            // Written from `&str`s, a type letter before each subject's.
+            Some(Some(std::str::from_utf8(key).unwrap_or_default()))
+        })
+    }
+
+    /// The calling organisation's number.
+    pub fn caller(&self) -> Option<&str> {
+        self.each().next().flatten()
+    }
+
+    /// The subjects' index keys, in the record's order.
+    pub fn subjects(&self) -> impl Iterator<Item = &str> {
+        self.each().skip(1).flatten()
+    }
+}
+
+/// A record on its way to the writer: its canonical bytes without the sequence number, and
+/// after them, in the same buffer, the [`Keys`] the index files it under.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    pub(crate) buf: Vec<u8>,
+    /// Where the canonical bytes end.
+    pub(crate) record: usize,
+    pub(crate) time_ms: u64,
+}
+
+impl Outgoing {
+    /// The canonical bytes, `{"kind":…}`.
+    pub fn canonical(&self) -> &[u8] {
+        &self.buf[..self.record]
+    }
+
+    /// The keys, in the buffer that held the record too.
+    pub fn into_keys(self) -> Keys {
+        Keys { buf: self.buf, from: self.record }
+    }
 }
 
 /// A record found in a shared index: the chain (replica) it belongs to, and the record.
@@ -116,4 +209,41 @@ pub fn read_record(dir: &Path, loc: Location) -> Result<StoredRecord, String> {
         return Err(format!("record {}: index points at record {}", loc.seq, r.seq));
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::audit::record::{Outcome, Record, RecordKind, SubjectRef};
+
+    #[test]
+    fn keys_give_back_the_caller_and_the_subjects_in_order() {
+        let subjects = [(SubjectKind::Person, "85073003328"), (SubjectKind::Association, "V0001001")];
+        let k = Keys::new(Some("0207123407"), subjects.into_iter());
+        assert_eq!(k.caller(), Some("0207123407"));
+        assert_eq!(k.subjects().collect::<Vec<_>>(), ["P85073003328", "AV0001001"]);
+        let none = Keys::new(None, [(SubjectKind::Organisation, "0403019261")].into_iter());
+        assert_eq!(none.caller(), None);
+        assert_eq!(none.subjects().collect::<Vec<_>>(), ["O0403019261"]);
+        let empty = Keys::new(None, std::iter::empty());
+        assert_eq!((empty.caller(), empty.subjects().count()), (None, 0));
+        // An empty key is a key.
+        let blank = Keys::new(Some(""), [(SubjectKind::Person, "")].into_iter());
+        assert_eq!((blank.caller(), blank.subjects().collect::<Vec<_>>()), (Some(""), vec!["P"]));
+    }
+
+    #[test]
+    fn an_outgoing_record_holds_its_canonical_bytes_then_its_keys() {
+        let mut r = Record::control(RecordKind::DataCall, 7, "r-1".into(), Some("0207123407".into()), None, "GET /x");
+        r.subjects = vec![SubjectRef::Person("85073003328".into()), SubjectRef::Organisation("0403019261".into())];
+        r.outcome = Outcome::Refused;
+        let out = r.view().outgoing();
+        assert_eq!(out.canonical(), &r.canonical_without_seq()[..]);
+        assert_eq!(out.time_ms, 7);
+        let keys = out.into_keys();
+        assert_eq!(keys.caller(), Some("0207123407"));
+        let expected: Vec<String> = r.subjects.iter().map(SubjectRef::index_key).collect();
+        assert_eq!(keys.subjects().collect::<Vec<_>>(), expected);
+    }
 }

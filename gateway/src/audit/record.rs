@@ -7,6 +7,8 @@
 //! sequence number, so the stored bytes are `{"seq":N,"kind":…}`.
 
 use adapters::json_text::{push_str, push_u64};
+
+use super::index::{Keys, Outgoing};
 use serde::{Deserialize, Serialize};
 
 /// What a record is about.
@@ -38,13 +40,18 @@ pub enum SubjectRef {
 }
 
 impl SubjectRef {
+    /// What kind of subject it is.
+    pub fn kind(&self) -> SubjectKind {
+        match self {
+            SubjectRef::Person(_) => SubjectKind::Person,
+            SubjectRef::Organisation(_) => SubjectKind::Organisation,
+            SubjectRef::Association(_) => SubjectKind::Association,
+        }
+    }
+
     /// The subject's `type` in the canonical encoding (its serde tag).
     pub fn type_name(&self) -> &'static str {
-        match self {
-            SubjectRef::Person(_) => "person",
-            SubjectRef::Organisation(_) => "organisation",
-            SubjectRef::Association(_) => "association",
-        }
+        self.kind().name()
     }
 
     /// The identifier itself.
@@ -56,10 +63,37 @@ impl SubjectRef {
 
     /// The index key of the subject: a type letter and the identifier.
     pub fn index_key(&self) -> String {
+        let mut key = String::with_capacity(1 + self.id().len());
+        key.push(char::from(self.kind().letter()));
+        key.push_str(self.id());
+        key
+    }
+}
+
+/// The kind of a data subject, as records name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    Person,
+    Organisation,
+    Association,
+}
+
+impl SubjectKind {
+    /// The `type` the canonical encoding gives it (the serde tag of [`SubjectRef`]).
+    pub fn name(self) -> &'static str {
         match self {
-            SubjectRef::Person(s) => format!("P{s}"),
-            SubjectRef::Organisation(s) => format!("O{s}"),
-            SubjectRef::Association(s) => format!("A{s}"),
+            SubjectKind::Person => "person",
+            SubjectKind::Organisation => "organisation",
+            SubjectKind::Association => "association",
+        }
+    }
+
+    /// The letter that begins its index keys.
+    pub fn letter(self) -> u8 {
+        match self {
+            SubjectKind::Person => b'P',
+            SubjectKind::Organisation => b'O',
+            SubjectKind::Association => b'A',
         }
     }
 }
@@ -154,68 +188,146 @@ impl Record {
     }
 
     /// The canonical bytes without the sequence number: `{"kind":…}`.
-    ///
-    /// Written member by member, in the struct's order: the bytes `serde_json::to_vec` gives
-    /// for the record (its `Serialize` derive is the reference, and a test holds the two equal
-    /// on arbitrary records), at about a third of the instructions. It runs on the data plane,
-    /// once per call.
     pub fn canonical_without_seq(&self) -> Vec<u8> {
         // A data call's record is some hundreds of bytes: one allocation, not a doubling series.
         let mut out = Vec::with_capacity(1024);
-        let o = &mut out;
+        self.view().write(&mut out);
+        out
+    }
+
+    /// The record's members, borrowed.
+    #[allow(clippy::type_complexity, reason = "the iterators' own types, named once here")]
+    pub fn view(
+        &self,
+    ) -> View<
+        '_,
+        std::iter::Map<std::slice::Iter<'_, SubjectRef>, fn(&SubjectRef) -> (SubjectKind, &str)>,
+        std::iter::Map<std::slice::Iter<'_, String>, fn(&String) -> &str>,
+    > {
+        View {
+            kind: self.kind,
+            time_ms: self.time_ms,
+            request_id: &self.request_id,
+            trace_id: self.trace_id.as_deref(),
+            caller: self.caller.as_deref(),
+            cert_fingerprint: self.cert_fingerprint.as_deref(),
+            end_user: self.end_user.as_deref(),
+            environment: self.environment.as_deref(),
+            service: self.service.as_deref(),
+            operation: &self.operation,
+            legal_basis: self.legal_basis.as_deref(),
+            grant: self.grant.as_deref(),
+            purpose: self.purpose.as_deref(),
+            subjects: self.subjects.iter().map(|s| (s.kind(), s.id())),
+            fields: self.fields.iter().map(String::as_str),
+            consent_id: self.consent_id.as_deref(),
+            outcome: self.outcome,
+            status: self.status,
+            code: self.code.as_deref(),
+            upstream_status: self.upstream_status,
+            latency_us: self.latency_us,
+            justification: self.justification.as_deref(),
+        }
+    }
+}
+
+/// A record's members as the canonical encoding writes them, borrowed from wherever they are
+/// held: [`Record::view`] gives an owned record's, and the data plane builds one from the
+/// call's own state (the request's header values, the policy's names, digits on the stack),
+/// so that a call's record is written without first being copied into a [`Record`].
+///
+/// `subjects` yields each subject's kind and identifier, `fields` each field's name.
+#[derive(Debug, Clone)]
+pub struct View<'a, S, F> {
+    pub kind: RecordKind,
+    pub time_ms: u64,
+    pub request_id: &'a str,
+    pub trace_id: Option<&'a str>,
+    pub caller: Option<&'a str>,
+    pub cert_fingerprint: Option<&'a str>,
+    pub end_user: Option<&'a str>,
+    pub environment: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub operation: &'a str,
+    pub legal_basis: Option<&'a str>,
+    pub grant: Option<&'a str>,
+    pub purpose: Option<&'a str>,
+    pub subjects: S,
+    pub fields: F,
+    pub consent_id: Option<&'a str>,
+    pub outcome: Outcome,
+    pub status: u16,
+    pub code: Option<&'a str>,
+    pub upstream_status: Option<u16>,
+    pub latency_us: u64,
+    pub justification: Option<&'a str>,
+}
+
+impl<'a, S, F> View<'a, S, F>
+where
+    S: Iterator<Item = (SubjectKind, &'a str)> + Clone,
+    F: Iterator<Item = &'a str>,
+{
+    /// Appends the canonical bytes without the sequence number, `{"kind":…}`, to `o`.
+    ///
+    /// Written member by member, in [`Record`]'s order: the bytes `serde_json::to_vec` gives
+    /// for the record (its `Serialize` derive is the reference, and a test holds the two equal
+    /// on arbitrary records), at about a third of the instructions. It runs on the data plane,
+    /// once per call.
+    pub fn write(self, o: &mut Vec<u8>) {
         o.extend_from_slice(b"{\"kind\":\"");
         o.extend_from_slice(self.kind.as_str().as_bytes());
         o.extend_from_slice(b"\",\"time_ms\":");
         push_u64(o, self.time_ms);
         o.extend_from_slice(b",\"request_id\":");
-        push_str(o, &self.request_id);
+        push_str(o, self.request_id);
         for (key, value) in [
-            (&b",\"trace_id\":"[..], &self.trace_id),
-            (b",\"caller\":", &self.caller),
-            (b",\"cert_fingerprint\":", &self.cert_fingerprint),
-            (b",\"end_user\":", &self.end_user),
-            (b",\"environment\":", &self.environment),
-            (b",\"service\":", &self.service),
+            (&b",\"trace_id\":"[..], self.trace_id),
+            (b",\"caller\":", self.caller),
+            (b",\"cert_fingerprint\":", self.cert_fingerprint),
+            (b",\"end_user\":", self.end_user),
+            (b",\"environment\":", self.environment),
+            (b",\"service\":", self.service),
         ] {
             o.extend_from_slice(key);
             push_opt(o, value);
         }
         o.extend_from_slice(b",\"operation\":");
-        push_str(o, &self.operation);
+        push_str(o, self.operation);
         for (key, value) in [
-            (&b",\"legal_basis\":"[..], &self.legal_basis),
-            (b",\"grant\":", &self.grant),
-            (b",\"purpose\":", &self.purpose),
+            (&b",\"legal_basis\":"[..], self.legal_basis),
+            (b",\"grant\":", self.grant),
+            (b",\"purpose\":", self.purpose),
         ] {
             o.extend_from_slice(key);
             push_opt(o, value);
         }
         o.extend_from_slice(b",\"subjects\":[");
-        for (i, s) in self.subjects.iter().enumerate() {
+        for (i, (kind, id)) in self.subjects.enumerate() {
             if i > 0 {
                 o.push(b',');
             }
             o.extend_from_slice(b"{\"type\":\"");
-            o.extend_from_slice(s.type_name().as_bytes());
+            o.extend_from_slice(kind.name().as_bytes());
             o.extend_from_slice(b"\",\"id\":");
-            push_str(o, s.id());
+            push_str(o, id);
             o.push(b'}');
         }
         o.extend_from_slice(b"],\"fields\":[");
-        for (i, f) in self.fields.iter().enumerate() {
+        for (i, f) in self.fields.enumerate() {
             if i > 0 {
                 o.push(b',');
             }
             push_str(o, f);
         }
         o.extend_from_slice(b"],\"consent_id\":");
-        push_opt(o, &self.consent_id);
+        push_opt(o, self.consent_id);
         o.extend_from_slice(b",\"outcome\":\"");
         o.extend_from_slice(self.outcome.as_str().as_bytes());
         o.extend_from_slice(b"\",\"status\":");
         push_u64(o, self.status.into());
         o.extend_from_slice(b",\"code\":");
-        push_opt(o, &self.code);
+        push_opt(o, self.code);
         o.extend_from_slice(b",\"upstream_status\":");
         match self.upstream_status {
             Some(s) => push_u64(o, s.into()),
@@ -224,13 +336,23 @@ impl Record {
         o.extend_from_slice(b",\"latency_us\":");
         push_u64(o, self.latency_us);
         o.extend_from_slice(b",\"justification\":");
-        push_opt(o, &self.justification);
+        push_opt(o, self.justification);
         o.push(b'}');
-        out
+    }
+
+    /// The record on its way to the writer: its canonical bytes, then the keys the index
+    /// files it under, in one buffer (see [`Outgoing`]).
+    pub fn outgoing(self) -> Outgoing {
+        let mut buf = Vec::with_capacity(1024);
+        let (time_ms, caller, subjects) = (self.time_ms, self.caller, self.subjects.clone());
+        self.write(&mut buf);
+        let record = buf.len();
+        Keys::push(&mut buf, caller, subjects);
+        Outgoing { buf, record, time_ms }
     }
 }
 
-fn push_opt(out: &mut Vec<u8>, value: &Option<String>) {
+fn push_opt(out: &mut Vec<u8>, value: Option<&str>) {
     match value {
         Some(s) => push_str(out, s),
         None => out.extend_from_slice(b"null"),

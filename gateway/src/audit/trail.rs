@@ -24,8 +24,8 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use super::durable::SegmentFile;
 use super::format::{self, Checkpoint, FrameError, GENESIS, HEADER_LEN, KIND_CHECKPOINT, KIND_RECORD};
-use super::index::{AuditIndex, IndexEntry};
-use super::record::{Record, SubjectRef, with_seq};
+use super::index::{AuditIndex, IndexEntry, Keys, Outgoing};
+use super::record::{Record, with_seq};
 use super::spare::{self, Spare};
 
 /// Settings of the trail.
@@ -65,7 +65,7 @@ pub struct Recovery {
 }
 
 enum Msg {
-    Append { canonical: Vec<u8>, index: PendingIndex, reply: tokio::sync::oneshot::Sender<Result<u64, AuditError>> },
+    Append { record: Outgoing, reply: tokio::sync::oneshot::Sender<Result<u64, AuditError>> },
     Sync(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -201,13 +201,6 @@ impl Drop for Coming {
     fn drop(&mut self) {
         self.gather.arrived();
     }
-}
-
-/// What the index needs from a record, extracted before it goes to the writer.
-struct PendingIndex {
-    time_ms: u64,
-    caller: Option<String>,
-    subjects: Vec<String>,
 }
 
 /// Shared view of the writer's state.
@@ -532,30 +525,25 @@ impl AuditTrail {
         Coming { gather: self.gather.clone() }
     }
 
-    /// [`AuditTrail::append`] for a call announced by [`AuditTrail::expect`].
-    pub async fn append_coming(&self, record: &Record, coming: Coming) -> Result<u64, AuditError> {
+    /// [`AuditTrail::append`] for a call announced by [`AuditTrail::expect`], its record
+    /// already written out (see [`super::record::View::outgoing`]).
+    pub async fn append_coming(&self, record: Outgoing, coming: Coming) -> Result<u64, AuditError> {
         self.append_then(record, move || drop(coming)).await
     }
 
     /// Appends a record and waits until it is durable. Returns its sequence number.
     pub async fn append(&self, record: &Record) -> Result<u64, AuditError> {
-        self.append_then(record, || ()).await
+        self.append_then(record.view().outgoing(), || ()).await
     }
 
     /// Appends a record, runs `handed_over` once the writer has it (or cannot), and waits until
     /// the record is durable.
-    async fn append_then(&self, record: &Record, handed_over: impl FnOnce()) -> Result<u64, AuditError> {
-        let canonical = record.canonical_without_seq();
-        let index = PendingIndex {
-            time_ms: record.time_ms,
-            caller: record.caller.clone(),
-            subjects: record.subjects.iter().map(SubjectRef::index_key).collect(),
-        };
+    async fn append_then(&self, record: Outgoing, handed_over: impl FnOnce()) -> Result<u64, AuditError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let sent = {
             let tx = self.tx.lock().map_err(|_| AuditError::Unavailable)?;
             let tx = tx.as_ref().ok_or(AuditError::Unavailable)?;
-            tx.send(Msg::Append { canonical, index, reply }).map_err(|_| AuditError::Unavailable)
+            tx.send(Msg::Append { record, reply }).map_err(|_| AuditError::Unavailable)
         };
         handed_over();
         sent?;
@@ -830,8 +818,7 @@ fn reindex(segs: &[(u64, PathBuf)], indexed: u64, index: &dyn AuditIndex) -> Res
                 segment: *first,
                 offset: f.offset,
                 time_ms: r.record.time_ms,
-                caller: r.record.caller,
-                subjects: r.record.subjects.iter().map(SubjectRef::index_key).collect(),
+                keys: Keys::new(r.record.caller.as_deref(), r.record.subjects.iter().map(|s| (s.kind(), s.id()))),
                 payload: payload.then(|| f.payload.clone()),
             });
         }
@@ -919,8 +906,8 @@ impl Writer {
         let mut hash = self.hash;
         let mut entries = Vec::with_capacity(batch.len());
         for m in batch.iter_mut() {
-            if let Msg::Append { canonical, index, .. } = m {
-                with_seq(seq, canonical, payload);
+            if let Msg::Append { record, .. } = m {
+                with_seq(seq, record.canonical(), payload);
                 hash = format::chain(&hash, payload);
                 let offset = self.seg_len + buf.len() as u64;
                 format::encode_frame(buf, KIND_RECORD, &hash, payload);
@@ -928,10 +915,9 @@ impl Writer {
                     seq,
                     segment: self.seg_first,
                     offset,
-                    time_ms: index.time_ms,
-                    caller: index.caller.take(),
-                    subjects: std::mem::take(&mut index.subjects),
+                    time_ms: record.time_ms,
                     payload: self.index_payload.then(|| payload.clone()),
+                    keys: std::mem::take(record).into_keys(),
                 });
                 seq += 1;
             }

@@ -102,6 +102,17 @@ impl ConsentId {
         format!("c-{:032x}", self.0)
     }
 
+    /// [`ConsentId::to_text`] in `buf`, without allocating.
+    pub fn text(self, buf: &mut [u8; 34]) -> &str {
+        const H: &[u8; 16] = b"0123456789abcdef";
+        buf[..2].copy_from_slice(b"c-");
+        for (i, slot) in buf[2..].iter_mut().enumerate() {
+            *slot = H[((self.0 >> (4 * (31 - i))) & 15) as usize];
+        }
+        // INVARIANT: every byte is ASCII.
+        std::str::from_utf8(buf).unwrap_or_default()
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         let hex = s.strip_prefix("c-")?;
         (hex.len() == 32).then(|| u128::from_str_radix(hex, 16).ok()).flatten().map(ConsentId)

@@ -19,6 +19,9 @@ pub struct Caller {
     pub peer: SocketAddr,
     /// The connection's state, when a listener drives it.
     pub conn: Option<std::sync::Arc<crate::conn::ConnState>>,
+    /// The enterprise number's digits and the certificate's fingerprint in hex, as every
+    /// audit record of the connection writes them: worked out once, not once per call.
+    texts: Option<(Box<str>, Box<str>)>,
 }
 
 impl Caller {
@@ -29,7 +32,21 @@ impl Caller {
             // The verifier requires a certificate, so this only happens if it is misconfigured.
             None => Err(IdentityError::Unparsable),
         };
-        Caller { identity, peer, conn: None }
+        let texts = identity.as_ref().ok().map(|id| {
+            let mut d = [0u8; 10];
+            (id.kbo.digits(&mut d).into(), id.fingerprint_hex().into())
+        });
+        Caller { identity, peer, conn: None, texts }
+    }
+
+    /// The enterprise number's 10 digits, when the certificate named a valid one.
+    pub fn kbo_text(&self) -> Option<&str> {
+        self.texts.as_ref().map(|(k, _)| &**k)
+    }
+
+    /// The certificate's SHA-256 fingerprint in lowercase hex, when it named an organisation.
+    pub fn fingerprint_text(&self) -> Option<&str> {
+        self.texts.as_ref().map(|(_, f)| &**f)
     }
 
     /// The same caller, on the connection whose state is `conn`.

@@ -136,8 +136,7 @@ pub fn check_and_minimise(
         let payload = soap
             .check_response(&answer.body)
             .map_err(|why| Refusal::new(Code::UpstreamLayoutViolation, format!("source {source}: {why}")))?;
-        let granted = trace.granted_fields();
-        let reduced = xml::minimise(payload, &soap.response, &|f| granted.iter().any(|g| g == f))
+        let reduced = xml::minimise(payload, &soap.response, &|f| trace.grants(f))
             .ok_or_else(|| Refusal::new(Code::Internal, "the answer's root was removed"))?;
         let mut found = Vec::new();
         xml::subjects(&reduced, &soap.response, &mut found);
@@ -150,10 +149,9 @@ pub fn check_and_minimise(
     }
     let Some(layout) = &route.layout else { return Ok(answer) };
     refuse_status(source, answer.status)?;
-    let granted = trace.granted_fields();
     // One pass over the answer's text where the layout allows it; an answer that pass does
     // not decide (one it would refuse among them) takes the tree path below.
-    if let Some((body, found)) = layout.one_pass(&answer.body, |f| granted.iter().any(|g| g == f)) {
+    if let Some((body, found)) = layout.one_pass(&answer.body, |f| trace.grants(f)) {
         record_subjects(trace, found);
         return Ok(UpstreamAnswer {
             status: StatusCode::OK,
@@ -169,7 +167,7 @@ pub fn check_and_minimise(
     if let Some(rule) = &layout.def().fallback {
         fall_back(rule, request, &mut value, scope)?;
     }
-    let reduced = layout.minimise(value, |f| granted.iter().any(|g| g == f));
+    let reduced = layout.minimise(value, |f| trace.grants(f));
     record_subjects(trace, layout.subjects(&reduced));
     let body = adapters::layout::write_answer(&reduced, answer.body.len());
     Ok(UpstreamAnswer {

@@ -79,15 +79,17 @@ impl Pipeline {
         }
         let started = Instant::now();
         let coming = self.audit.expect();
-        let mut trace = Trace::start(&req, caller);
-        let (request_id, early) = match self.ids.take(req.headers()) {
+        let mut trace = Trace::start();
+        // The head stays here, for the audit record to read what the caller sent.
+        let (head, body) = req.into_parts();
+        let (request_id, early) = match self.ids.take(&head.headers) {
             Ok(id) => (id, None),
             Err((id, refusal)) => (id, Some(refusal)),
         };
         let mut dialect = Dialect::Json;
         let result = match early {
             Some(r) => Err(r),
-            None => self.run(req, caller, &request_id, &mut dialect, &mut trace).await,
+            None => self.run(&head, body, caller, &request_id, &mut dialect, &mut trace).await,
         };
         let rid = request_id.to_str().unwrap_or("");
         let (mut resp, code) = match result {
@@ -97,17 +99,17 @@ impl Pipeline {
         // Metric labels: an enterprise number only for registered organisations (bounded),
         // taken from the connection's identity into a stack buffer.
         let service = trace.service_label();
-        let mut kbo_digits = [0u8; 10];
-        let caller_label = match caller.identity.as_ref() {
-            Ok(id) if self.policy.guard().organisation(id.kbo).is_some() => id.kbo.digits(&mut kbo_digits),
+        let caller_label = match (caller.identity.as_ref(), caller.kbo_text()) {
+            (Ok(id), Some(digits)) if self.policy.guard().organisation(id.kbo).is_some() => digits,
             _ => "unregistered",
         };
         // 11. Audit: the record is durable before the response leaves; if it cannot be
         //     written the call fails closed and no data leaves.
         let t = Instant::now();
-        let record = trace.finish(rid, resp.status().as_u16(), code, t - started);
+        let record = trace.finish(caller, &head, rid, resp.status().as_u16(), code, t - started);
+        drop(trace);
         let mut code = code;
-        if self.audit.append_coming(&record, coming).await.is_err() {
+        if self.audit.append_coming(record, coming).await.is_err() {
             let refusal =
                 Refusal::new(Code::AuditUnavailable, "the call could not be recorded, so nothing is released");
             resp = error::respond(&refusal, dialect, rid);
@@ -139,7 +141,8 @@ impl Pipeline {
 
     async fn run(
         &self,
-        req: Request<Incoming>,
+        head: &http::request::Parts,
+        body: Incoming,
         caller: &Caller,
         request_id: &HeaderValue,
         dialect: &mut Dialect,
@@ -148,13 +151,13 @@ impl Pipeline {
         // The service, looked up first only so that every refusal, including those of the
         //    steps before the route's own (identity, limits), speaks the service's dialect: a
         //    SOAP Fault for an XML service. Its own refusal comes in step 3.
-        let mut looked_up = self.routes.lookup(req.method(), req.uri().path());
+        let mut looked_up = self.routes.lookup(&head.method, head.uri.path());
         let mut upstreams = &self.upstreams;
         // A path the built-in table does not know may be a registered service's: the plane in
         // force when the request got here serves it to the end.
         let plane = matches!(looked_up, Err((_, None))).then(|| self.registered.plane.load_full());
         if let Some(plane) = &plane
-            && let found @ (Ok(_) | Err((_, Some(_)))) = plane.table.lookup(req.method(), req.uri().path())
+            && let found @ (Ok(_) | Err((_, Some(_)))) = plane.table.lookup(&head.method, head.uri.path())
         {
             looked_up = found;
             upstreams = &plane.upstreams;
@@ -176,13 +179,12 @@ impl Pipeline {
         trace.environment(environment);
         // 2. Limits: shed before doing any work; refuse an announced oversized body unread.
         let _permit = self.limits.admit()?;
-        self.limits.check_announced(req.headers())?;
+        self.limits.check_announced(&head.headers)?;
         // 3. Route.
         let route = looked_up.map_err(|(refusal, _)| refusal)?;
         // 4. Envelope.
-        let (parts, body) = req.into_parts();
-        trace.envelope_raw(&parts.headers);
-        let env = Envelope::parse(&parts.headers, route.subject())?;
+        trace.envelope_raw();
+        let env = Envelope::parse(&head.headers, route.subject())?;
         trace.envelope(&env);
         // 5. Authorize: the snapshot in force when the request got here decides, at one time
         //    read once for both this step and the consent's. (Each stage's end is read once

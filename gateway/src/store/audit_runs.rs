@@ -432,10 +432,10 @@ impl RunIndex {
                 if g.table.is_empty() {
                     g.table_first = e.seq;
                 }
-                for s in &e.subjects {
+                for s in e.keys.subjects() {
                     g.table.push(posting(&key_hash(SUBJECT, s), e));
                 }
-                if let Some(c) = &e.caller {
+                if let Some(c) = e.keys.caller() {
                     g.table.push(posting(&key_hash(CALLER, c), e));
                 }
                 g.table.push(posting(&key_hash(TIME, ""), e));
@@ -791,6 +791,8 @@ impl Cursor {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::audit::index::Keys;
+    use crate::audit::record::SubjectKind;
 
     fn entry(seq: u64) -> IndexEntry {
         IndexEntry {
@@ -798,8 +800,10 @@ mod tests {
             segment: 1 + seq / 1000 * 1000,
             offset: seq * 10,
             time_ms: 1_000 + seq / 2,
-            caller: Some(format!("c{}", seq % 3)),
-            subjects: vec![format!("P{}", seq % 7)],
+            keys: Keys::new(
+                Some(&format!("c{}", seq % 3)),
+                [(SubjectKind::Person, &*format!("{}", seq % 7))].into_iter(),
+            ),
             payload: None,
         }
     }
@@ -856,7 +860,7 @@ mod tests {
         assert_eq!(idx.indexed_seq(), n);
         assert_eq!(
             seqs(idx.query(&Selector::Subject("P6".into()), 0, u64::MAX, 10_000).unwrap()),
-            expected(n, |e| e.subjects[0] == "P6", 0, u64::MAX, 10_000)
+            expected(n, |e| e.keys.subjects().next() == Some("P6"), 0, u64::MAX, 10_000)
         );
     }
 
@@ -864,10 +868,13 @@ mod tests {
     /// against what the entries say.
     fn assert_queries_agree(idx: &RunIndex, n: u64) {
         for (sel, pick) in [
-            (Selector::Subject("P3".into()), Box::new(|e: &IndexEntry| e.subjects[0] == "P3") as Box<dyn Fn(&_) -> _>),
-            (Selector::Subject("P0".into()), Box::new(|e: &IndexEntry| e.subjects[0] == "P0")),
+            (
+                Selector::Subject("P3".into()),
+                Box::new(|e: &IndexEntry| e.keys.subjects().next() == Some("P3")) as Box<dyn Fn(&_) -> _>,
+            ),
+            (Selector::Subject("P0".into()), Box::new(|e: &IndexEntry| e.keys.subjects().next() == Some("P0"))),
             (Selector::Subject("P9".into()), Box::new(|_: &IndexEntry| false)),
-            (Selector::Caller("c1".into()), Box::new(|e: &IndexEntry| e.caller.as_deref() == Some("c1"))),
+            (Selector::Caller("c1".into()), Box::new(|e: &IndexEntry| e.keys.caller() == Some("c1"))),
             (Selector::Time, Box::new(|_: &IndexEntry| true)),
         ] {
             for (from, to, limit) in [(0, u64::MAX, 100_000), (1_500, 2_200, 100_000), (1_200, u64::MAX, 17)] {

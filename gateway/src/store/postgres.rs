@@ -577,15 +577,15 @@ impl AuditIndex for PgStore {
             };
             seqs.push(i64_of(e.seq));
             times.push(i64_of(e.time_ms));
-            callers.push(e.caller.clone());
+            callers.push(e.keys.caller().map(str::to_owned));
             segments.push(i64_of(e.segment));
             offsets.push(i64_of(e.offset));
             payloads.push(p.clone());
-            for (i, s) in e.subjects.iter().enumerate() {
-                if e.subjects[..i].contains(s) {
+            for (i, s) in e.keys.subjects().enumerate() {
+                if e.keys.subjects().take(i).any(|t| t == s) {
                     continue; // one row per (subject, record)
                 }
-                s_keys.push(s.clone());
+                s_keys.push(s.to_owned());
                 s_times.push(i64_of(e.time_ms));
                 s_seqs.push(i64_of(e.seq));
             }
