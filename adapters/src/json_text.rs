@@ -25,22 +25,42 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
 /// control character (or the end of `bytes`). Eight bytes at a time: a byte of a word is
 /// zero where it matched, found with the borrow trick of "Bit Twiddling Hacks" (a borrow can
 /// mark bytes above a real match, never below, so the lowest mark is the first match).
-pub fn special(bytes: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES << 7;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let hit = (zero(w ^ (ONES * u64::from(b'"')))
-            | zero(w ^ (ONES * u64::from(b'\\')))
-            | (w.wrapping_sub(ONES * 0x20) & !w))
-            & HIGH;
+#[inline]
+pub fn special(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let hit = marks(chunk);
         if hit != 0 {
             return i + (hit.trailing_zeros() / 8) as usize;
         }
         i += 8;
+    }
+    special_in_tail(bytes, from, i)
+}
+
+/// The high bit of each byte of `chunk` that is special, and maybe of bytes above one that is.
+#[inline]
+fn marks(chunk: &[u8; 8]) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let w = u64::from_le_bytes(*chunk);
+    (zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | (w.wrapping_sub(ONES * 0x20) & !w))
+        & HIGH
+}
+
+/// [`special`] for the fewer than eight bytes from `i` on, `from..i` being plain.
+fn special_in_tail(bytes: &[u8], from: usize, mut i: usize) -> usize {
+    // The last eight bytes hold them, behind bytes found plain (a special byte below could
+    // mark plain ones above it), so the first mark at or after `i` is the first special byte.
+    // Fewer than eight from `from` are looked at byte by byte.
+    if let Some(last) = bytes.last_chunk::<8>()
+        && i < bytes.len()
+        && bytes.len() - 8 >= from
+    {
+        let behind = 8 - (bytes.len() - i);
+        let hit = marks(last) >> (8 * behind) << (8 * behind);
+        return if hit != 0 { bytes.len() - 8 + (hit.trailing_zeros() / 8) as usize } else { bytes.len() };
     }
     while bytes.get(i).is_some_and(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
         i += 1;
@@ -88,6 +108,34 @@ mod tests {
             }
         }
         assert_eq!(special(&base, 0), base.len());
+    }
+
+    #[test]
+    fn every_length_and_start_ends_where_a_byte_scan_does() {
+        let plain = |bytes: &[u8], i: usize| {
+            (i..bytes.len()).find(|&j| bytes[j] < 0x20 || bytes[j] == b'"' || bytes[j] == b'\\').unwrap_or(bytes.len())
+        };
+        // Bytes one above each special value (a borrow from a special byte below turns them
+        // into marks) around the special ones.
+        for len in 0..26 {
+            for filler in [b'a', b'#', b']', 0x21] {
+                for special_at in (0..len).map(Some).chain([None]) {
+                    for special_byte in [b'"', b'\\', 0x00, 0x1f] {
+                        let mut bytes = vec![filler; len];
+                        if let Some(at) = special_at {
+                            bytes[at] = special_byte;
+                        }
+                        for start in 0..=len {
+                            assert_eq!(
+                                special(&bytes, start),
+                                plain(&bytes, start),
+                                "len {len} filler {filler} at {special_at:?} byte {special_byte} from {start}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

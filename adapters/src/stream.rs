@@ -232,26 +232,37 @@ struct Pattern {
 #[derive(Debug, Clone)]
 enum Atom {
     Char(char),
-    /// Ranges; `space`: `\s` is in the class; `negated`: `[^...]`.
+    /// `ascii`: bit `c` is whether the ASCII character `c` matches, negation included;
+    /// `ranges`: the class's ranges, for the characters beyond ASCII; `negated`: `[^...]`.
     Class {
+        ascii: u128,
         ranges: Vec<(char, char)>,
-        space: bool,
         negated: bool,
     },
 }
 
 impl Atom {
+    /// A class of `ranges` (and `\s` when `space`), negated or not.
+    fn class(ranges: Vec<(char, char)>, space: bool, negated: bool) -> Atom {
+        let mut ascii = 0u128;
+        for c in (0..128u8).map(char::from) {
+            let inside = ranges.iter().any(|(a, b)| (*a..=*b).contains(&c))
+                || (space && matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'));
+            ascii |= u128::from(inside != negated) << u32::from(c);
+        }
+        Atom::Class { ascii, ranges, negated }
+    }
+
     fn matches(&self, c: char) -> bool {
         match self {
             Atom::Char(x) => *x == c,
-            Atom::Class { ranges, space, negated } => {
-                if *negated && !c.is_ascii() {
-                    // ECMAScript's `\s` holds characters beyond ASCII: not decided here.
-                    return false;
+            Atom::Class { ascii, ranges, negated } => {
+                if c.is_ascii() {
+                    return ascii >> u32::from(c) & 1 != 0;
                 }
-                let inside = ranges.iter().any(|(a, b)| (*a..=*b).contains(&c))
-                    || (*space && matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'));
-                inside != *negated
+                // ECMAScript's `\s` holds characters beyond ASCII: a negated class does not
+                // decide them here, and a class's `\s` does not match them.
+                !*negated && ranges.iter().any(|(a, b)| (*a..=*b).contains(&c))
             }
         }
     }
@@ -300,7 +311,7 @@ impl Pattern {
                             ranges.push((c, c));
                         }
                     }
-                    Atom::Class { ranges, space, negated }
+                    Atom::class(ranges, space, negated)
                 }
                 '.' | '(' | ')' | '|' | '*' | '+' | '?' | '{' | '}' | '^' | '$' | ']' => return None,
                 c => Atom::Char(c),
