@@ -66,6 +66,9 @@ struct Node {
     max_items: usize,
     /// Each property, the paths that go on into it, its node.
     properties: Vec<(String, Masks, Node)>,
+    /// Bit `i`: `properties[i]`'s name holds no byte a JSON string escapes, so a key is that
+    /// name exactly when the text at the key is the name and a quote.
+    plain_names: u64,
     /// Bit `i`: `properties[i]` is required.
     required: u64,
     /// `additionalProperties: false`.
@@ -93,6 +96,7 @@ impl Node {
             min_items: 0,
             max_items: usize::MAX,
             properties: Vec::new(),
+            plain_names: 0,
             required: 0,
             closed: false,
             one_of: Vec::new(),
@@ -181,6 +185,11 @@ fn compile(schema: &Value, root: &Value, depth: usize, at: usize, paths: &Paths<
     }
     if n.properties.len() > 64 {
         return None;
+    }
+    for (i, (name, _, _)) in n.properties.iter().enumerate() {
+        if json_text::special(name.as_bytes(), 0) == name.len() {
+            n.plain_names |= 1 << i;
+        }
     }
     if let Some(req) = map.get("required") {
         for name in req.as_array()? {
@@ -713,13 +722,27 @@ impl<'t> Pass<'t, '_> {
             if self.peek() != Some(b'"') {
                 return None;
             }
-            let (start, end) = self.string()?;
-            let key = &self.src[start..end];
-            // A key the schema does not name: outside a closed object a rule is broken;
-            // inside an open one, whether it repeats is not tracked here.
-            let i = match node.properties.get(next) {
-                Some((p, _, _)) if p == key => next,
-                _ => node.properties.iter().position(|(p, _, _)| p == key)?,
+            // The guess is checked against the text itself when its name needs no escape (the key
+            // is then the name exactly where the text is the name and a quote), without looking
+            // for the key's end first.
+            let start = self.pos + 1;
+            let guess = node.properties.get(next).map(|(p, _, _)| p.as_bytes()).filter(|p| {
+                node.plain_names >> next & 1 != 0
+                    && self.bytes().get(start..start + p.len()) == Some(p)
+                    && self.bytes().get(start + p.len()) == Some(&b'"')
+            });
+            let (i, end) = match guess {
+                Some(p) => {
+                    self.pos = start + p.len() + 1;
+                    (next, start + p.len())
+                }
+                None => {
+                    let (start, end) = self.string()?;
+                    let key = &self.src[start..end];
+                    // A key the schema does not name: outside a closed object a rule is broken;
+                    // inside an open one, whether it repeats is not tracked here.
+                    (node.properties.iter().position(|(p, _, _)| p == key)?, end)
+                }
             };
             next = i + 1;
             let (_, masks, child_node) = &node.properties[i];

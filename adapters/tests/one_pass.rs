@@ -102,7 +102,13 @@ fn what_the_pass_does_not_handle_or_the_layout_refuses_goes_to_the_tree_path() {
         "structure": {"umbrella": null, "sections": []}, "recognition": null, "enterpriseNumber": null});
     let ok = serde_json::to_string(&base).unwrap();
     assert!(same(name, l, ok.as_bytes(), &["representatives", "name"]));
+    // Members in another order than the schema's, and a key that is a property's name and more.
+    let reordered =
+        r#"{"status":"active","structure":{"sections":[],"umbrella":null},"name":"Club","vCode":"V0000001"}"#;
+    assert!(same(name, l, reordered.replace("V0000001", &v).as_bytes(), &["name", "status"]));
     let left: Vec<String> = [
+        r#"{"vCode":"V0000001","nameX":"Club","status":"active"}"#,
+        r#"{"vCode":"V0000001","nam":"Club","status":"active"}"#,
         // A repeated key: the tree path refuses it.
         r#"{"vCode":"V0000001","name":"Club","status":"active","name":"Other"}"#,
         // A key the layout does not name, a missing required one.
