@@ -101,7 +101,42 @@ pub struct Metrics {
     pub circuit_open: IntGaugeVec,
 }
 
+/// The request counter and latency histogram of the last call on a connection, with the
+/// labels they were found under: the calls of one connection mostly repeat them, and a lookup
+/// by labels hashes them and takes the vector's lock, twice a call.
+#[derive(Debug, Default)]
+pub struct LastCall(std::sync::Mutex<Option<Children>>);
+
+#[derive(Debug)]
+struct Children {
+    /// Service, caller, outcome, code.
+    labels: [Box<str>; 4],
+    requests: IntCounter,
+    latency: Histogram,
+}
+
 impl Metrics {
+    /// Counts a data-plane call (`labels`: service, caller, outcome, code) and observes its
+    /// duration by service, through the children `last` holds when its labels are these.
+    pub fn count_call(&self, last: &LastCall, labels: [&str; 4], seconds: f64) {
+        // A connection serving calls at once (HTTP/2) may find it taken: it looks up instead.
+        let mut slot = last.0.try_lock().ok();
+        if let Some(Some(c)) = slot.as_deref()
+            && c.labels.iter().zip(labels).all(|(held, l)| **held == *l)
+        {
+            c.requests.inc();
+            c.latency.observe(seconds);
+            return;
+        }
+        let requests = self.requests.with_label_values(&labels);
+        let latency = self.latency.with_label_values(&labels[..1]);
+        requests.inc();
+        latency.observe(seconds);
+        if let Some(slot) = slot.as_deref_mut() {
+            *slot = Some(Children { labels: labels.map(Box::from), requests, latency });
+        }
+    }
+
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("passerelle".into()), None)?;
         let requests = IntCounterVec::new(
@@ -292,5 +327,33 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn counting_through_the_last_calls_children_counts_under_each_calls_labels() {
+        let m = Metrics::new().unwrap();
+        let last = LastCall::default();
+        let calls = [
+            ["a.x", "0207123407", "granted", ""],
+            ["a.x", "0207123407", "granted", ""],
+            ["a.x", "0207123407", "refused", "PURPOSE_NOT_ALLOWED"],
+            ["b.y", "0207123407", "granted", ""],
+            ["a.x", "0207123407", "granted", ""],
+            ["a.x", "unregistered", "granted", ""],
+        ];
+        for labels in calls {
+            m.count_call(&last, labels, 0.002);
+        }
+        let text = m.render();
+        for (series, n) in [
+            ("caller=\"0207123407\",code=\"\",outcome=\"granted\",service=\"a.x\"", 3),
+            ("caller=\"0207123407\",code=\"PURPOSE_NOT_ALLOWED\",outcome=\"refused\",service=\"a.x\"", 1),
+            ("caller=\"0207123407\",code=\"\",outcome=\"granted\",service=\"b.y\"", 1),
+            ("caller=\"unregistered\",code=\"\",outcome=\"granted\",service=\"a.x\"", 1),
+        ] {
+            assert!(text.contains(&format!("passerelle_requests_total{{{series}}} {n}\n")), "{series}\n{text}");
+        }
+        assert!(text.contains("passerelle_request_duration_seconds_count{service=\"a.x\"} 5\n"), "{text}");
+        assert!(text.contains("passerelle_request_duration_seconds_count{service=\"b.y\"} 1\n"), "{text}");
     }
 }

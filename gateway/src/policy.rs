@@ -216,8 +216,13 @@ impl PolicyHandle {
 
     /// The time decisions are taken at (Unix ms): the system clock plus the offset.
     pub fn now_ms(&self) -> u64 {
+        self.at_ms(system_ms())
+    }
+
+    /// The time decisions are taken at when the system clock read `system_ms`.
+    pub fn at_ms(&self, system_ms: u64) -> u64 {
         let off = self.clock_offset_ms.load(Ordering::Relaxed);
-        system_ms().saturating_add_signed(off)
+        system_ms.saturating_add_signed(off)
     }
 
     /// [`now_ms`](Self::now_ms) in seconds, as `decide()` takes it.

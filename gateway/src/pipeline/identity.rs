@@ -22,6 +22,8 @@ pub struct Caller {
     /// The enterprise number's digits and the certificate's fingerprint in hex, as every
     /// audit record of the connection writes them: worked out once, not once per call.
     texts: Option<(Box<str>, Box<str>)>,
+    /// The metric children of the connection's last call.
+    pub last_call: crate::metrics::LastCall,
 }
 
 impl Caller {
@@ -36,7 +38,7 @@ impl Caller {
             let mut d = [0u8; 10];
             (id.kbo.digits(&mut d).into(), id.fingerprint_hex().into())
         });
-        Caller { identity, peer, conn: None, texts }
+        Caller { identity, peer, conn: None, texts, last_call: Default::default() }
     }
 
     /// The enterprise number's 10 digits, when the certificate named a valid one.
