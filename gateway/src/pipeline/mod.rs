@@ -98,7 +98,7 @@ impl Pipeline {
             Err(refusal) => (error::respond(&refusal, dialect, rid), Some(refusal.code)),
         };
         // Metric labels: an enterprise number only for registered organisations (bounded),
-        // taken from the connection's identity into a stack buffer.
+        // the digits the connection worked out once.
         let service = trace.service_label();
         let caller_label = match (caller.identity.as_ref(), caller.kbo_text()) {
             (Ok(id), Some(digits)) if self.policy.guard().organisation(id.kbo).is_some() => digits,
