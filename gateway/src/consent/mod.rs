@@ -104,11 +104,8 @@ impl ConsentId {
 
     /// [`ConsentId::to_text`] in `buf`, without allocating.
     pub fn text(self, buf: &mut [u8; 34]) -> &str {
-        const H: &[u8; 16] = b"0123456789abcdef";
         buf[..2].copy_from_slice(b"c-");
-        for (i, slot) in buf[2..].iter_mut().enumerate() {
-            *slot = H[((self.0 >> (4 * (31 - i))) & 15) as usize];
-        }
+        certs::hex_into(&self.0.to_be_bytes(), &mut buf[2..]);
         // INVARIANT: every byte is ASCII.
         std::str::from_utf8(buf).unwrap_or_default()
     }

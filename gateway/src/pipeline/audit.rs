@@ -185,7 +185,7 @@ impl Trace {
         let named = self.named.map(|s| digits.of(s));
         let granted = code.is_none();
         // Only a granted call returns fields.
-        let fields = self.permit.iter().filter(|_| granted).flat_map(|(s, p)| s.field_names(p.service, p.fields));
+        let fields = self.granted_fields().filter(|_| granted);
         View {
             kind: RecordKind::DataCall,
             time_ms: self.time_ms,
