@@ -180,6 +180,9 @@ struct Inner {
     last_seq: u64,
     /// True while the upkeep thread merges.
     merging: bool,
+    /// The caller last indexed and its key: calls come mostly in runs from one caller, whose
+    /// key is then not hashed again for every record.
+    caller_key: Option<(String, [u8; 16])>,
 }
 
 #[derive(Debug)]
@@ -232,6 +235,9 @@ fn key_hash(kind: u8, value: &str) -> [u8; 16] {
 const SUBJECT: u8 = b's';
 const CALLER: u8 = b'c';
 const TIME: u8 = b't';
+
+/// The one key every record is indexed under by its time alone, hashed once.
+static TIME_KEY: std::sync::LazyLock<[u8; 16]> = std::sync::LazyLock::new(|| key_hash(TIME, ""));
 
 fn probe(key: &[u8; 16], time: u64, seq: u64) -> [u8; 32] {
     let mut p = [0u8; 32];
@@ -436,9 +442,17 @@ impl RunIndex {
                     g.table.push(posting(&key_hash(SUBJECT, s), e));
                 }
                 if let Some(c) = e.keys.caller() {
-                    g.table.push(posting(&key_hash(CALLER, c), e));
+                    let key = match &g.caller_key {
+                        Some((last, key)) if last == c => *key,
+                        _ => {
+                            let key = key_hash(CALLER, c);
+                            g.caller_key = Some((c.to_owned(), key));
+                            key
+                        }
+                    };
+                    g.table.push(posting(&key, e));
                 }
-                g.table.push(posting(&key_hash(TIME, ""), e));
+                g.table.push(posting(&TIME_KEY, e));
                 g.last_seq = e.seq;
                 if g.last_seq - g.table_first + 1 >= flush_records {
                     g.seal();
@@ -468,7 +482,7 @@ impl RunIndex {
         let key = match selector {
             Selector::Subject(s) => key_hash(SUBJECT, s),
             Selector::Caller(c) => key_hash(CALLER, c),
-            Selector::Time => key_hash(TIME, ""),
+            Selector::Time => *TIME_KEY,
         };
         let hit = |p: &&Posting| p[..16] == key[..] && (from..=to).contains(&time_of(p));
         let (runs, mut found) = {
@@ -801,7 +815,8 @@ mod tests {
             offset: seq * 10,
             time_ms: 1_000 + seq / 2,
             keys: Keys::new(
-                Some(&format!("c{}", seq % 3)),
+                // Runs of four records from one caller, the callers taking turns.
+                Some(&format!("c{}", seq / 4 % 3)),
                 [(SubjectKind::Person, &*format!("{}", seq % 7))].into_iter(),
             ),
             payload: None,
