@@ -266,6 +266,34 @@ def worst_seconds(windows, samples, log_lines, n=12):
     return out
 
 
+def by_background_writer(windows, samples, writers=("index-upkeep", "audit-spare")):
+    """Per-second p99s split by whether each background writer wrote in that second: what a
+    writer adds to the tail, within one run, whatever the host did to the run as a whole."""
+    by_time = {int(s["at"]): s for s in samples}
+    seconds = []
+    for r in windows:
+        for k, s in enumerate(r.get("per_second", [])):
+            if s["requests"]:
+                at = int(r["measured_from_unix"] + k)
+                m = by_time.get(at) or by_time.get(at - 1) or {}
+                seconds.append((s["p99"], m.get("threads_mb", {})))
+
+    def spread(p99s):
+        p99s = sorted(p99s)
+        at = lambda q: p99s[min(len(p99s) - 1, int(len(p99s) * q))]
+        return f"{len(p99s)} s, median {at(0.5)} µs, p90 {at(0.9)} µs, p99 {at(0.99)} µs"
+
+    out = []
+    for w in writers:
+        wrote = [p for p, mb in seconds if mb.get(w, 0) > 0]
+        idle = [p for p, mb in seconds if mb.get(w, 0) == 0]
+        if wrote and idle:
+            out.append(f"per-second p99 while {w} wrote: {spread(wrote)}; while it did not: {spread(idle)}")
+        else:
+            out.append(f"{w} wrote in {len(wrote)} of {len(seconds)} seconds: no split")
+    return out
+
+
 def audit_bytes(work):
     """Size of the audit trail's directory."""
     total = 0
@@ -421,6 +449,8 @@ def main():
         print(f"index: {len(events) - len(merges)} runs written, {len(merges)} merges:")
         for e in merges:
             print("  " + e)
+        for line in by_background_writer(reports, sampler.samples):
+            print(line)
         for line in worst_seconds(reports, sampler.samples, lines):
             print(line)
         with open(os.path.join(work, "seconds.json"), "w") as f:
