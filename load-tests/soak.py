@@ -233,27 +233,34 @@ def cpu0(samples, since, until, what="steal"):
 STEAL_PEAK = 0.10
 
 
-def worst_seconds(windows, samples, log_lines, n=12):
-    """The seconds with the highest p99, each beside the machine's state and the gateway's events."""
-    seconds = []
+def measured_seconds(windows, samples):
+    """Each second that had requests: its start, its latencies, and the machine's sample for it
+    (empty when none was taken)."""
+    by_time = {int(s["at"]): s for s in samples}
+    out = []
     for r in windows:
         for k, s in enumerate(r.get("per_second", [])):
             if s["requests"]:
-                seconds.append((r["measured_from_unix"] + k, s))
+                at = r["measured_from_unix"] + k
+                out.append((at, s, by_time.get(int(at)) or by_time.get(int(at) - 1) or {}))
+    return out
+
+
+def worst_seconds(windows, samples, log_lines, n=12):
+    """The seconds with the highest p99, each beside the machine's state and the gateway's events."""
+    seconds = measured_seconds(windows, samples)
     if not seconds:
         return []
-    by_time = {int(s["at"]): s for s in samples}
     events = []
     for line in log_lines:
         m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z\s+\w+\s+\S+:\s*(.*)", line)
         if m:
             ts = time.mktime(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
             events.append((ts + float("0" + m.group(1)[19:]), m.group(2)[:110]))
-    p99s = sorted(s["p99"] for _, s in seconds)
+    p99s = sorted(s["p99"] for _, s, _ in seconds)
     out = [f"per-second p99 over {len(seconds)} s: median {p99s[len(p99s) // 2]} µs, "
            f"99th percentile {p99s[int(len(p99s) * 0.99)]} µs, max {p99s[-1]} µs; the {n} worst seconds:"]
-    for at, s in sorted(seconds, key=lambda x: -x[1]["p99"])[:n]:
-        m = by_time.get(int(at)) or by_time.get(int(at) - 1) or {}
+    for at, s, m in sorted(seconds, key=lambda x: -x[1]["p99"])[:n]:
         cpu0, cpu1, disk = m.get("cpu0", {}), m.get("cpu1", {}), m.get("disk", {})
         threads = sorted(m.get("threads_ms", {}).items(), key=lambda x: -x[1])[:4]
         wrote = sorted(m.get("threads_mb", {}).items(), key=lambda x: -x[1])[:4]
@@ -269,14 +276,7 @@ def worst_seconds(windows, samples, log_lines, n=12):
 def by_background_writer(windows, samples, writers=("index-upkeep", "audit-spare")):
     """Per-second p99s split by whether each background writer wrote in that second: what a
     writer adds to the tail, within one run, whatever the host did to the run as a whole."""
-    by_time = {int(s["at"]): s for s in samples}
-    seconds = []
-    for r in windows:
-        for k, s in enumerate(r.get("per_second", [])):
-            if s["requests"]:
-                at = int(r["measured_from_unix"] + k)
-                m = by_time.get(at) or by_time.get(at - 1) or {}
-                seconds.append((s["p99"], m.get("threads_mb", {})))
+    seconds = [(s["p99"], m.get("threads_mb", {})) for _, s, m in measured_seconds(windows, samples)]
 
     def spread(p99s):
         p99s = sorted(p99s)

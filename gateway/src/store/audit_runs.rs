@@ -862,7 +862,13 @@ mod tests {
     proptest::proptest! {
         /// Postings sort and merge by `order` exactly as by their bytes, and come back whole.
         #[test]
-        fn order_is_the_bytes_order(a in proptest::array::uniform32(0u8..), b in proptest::array::uniform32(0u8..), tail_a in proptest::array::uniform16(0u8..), tail_b in proptest::array::uniform16(0u8..), same_head in proptest::bool::ANY) {
+        fn order_is_the_bytes_order(
+            a in proptest::array::uniform32(0u8..),
+            b in proptest::array::uniform32(0u8..),
+            tail_a in proptest::array::uniform16(0u8..),
+            tail_b in proptest::array::uniform16(0u8..),
+            same_head in proptest::bool::ANY,
+        ) {
             let mut pa = [0u8; POSTING];
             let mut pb = [0u8; POSTING];
             pa[..32].copy_from_slice(&a);
