@@ -196,8 +196,9 @@ struct Shared {
     /// Held while sealed tables are written, so that runs are appended in sequence order; it
     /// holds the buffer a table is sorted in. The buffer is kept from one table to the next:
     /// a fresh one of a table's size (megabytes) would cost a page fault, and the kernel's
-    /// zeroing of the page, every 4 KB of it, on the gateway's core.
-    writing: Mutex<Vec<Posting>>,
+    /// zeroing of the page, every 4 KB of it, on the gateway's core. It holds postings as their
+    /// [`order`]: sorted as integers, with no byte swaps in each comparison.
+    writing: Mutex<Vec<Order>>,
     /// Set at close: the upkeep thread stops, abandoning a merge in progress.
     closing: AtomicBool,
 }
@@ -214,10 +215,13 @@ fn be(v: u64) -> [u8; 8] {
     v.to_be_bytes()
 }
 
+/// A posting as [`order`] gives it.
+type Order = (u128, u128, u128);
+
 /// A posting as three big-endian integers: they order as its bytes do, compared in three
 /// instructions rather than a call to `memcmp` (the upkeep thread's largest cost in sorts and
 /// merges).
-fn order(p: &Posting) -> (u128, u128, u128) {
+fn order(p: &Posting) -> Order {
     let word = |at: usize| {
         let mut w = [0u8; 16];
         w.copy_from_slice(&p[at..at + 16]);
@@ -226,7 +230,7 @@ fn order(p: &Posting) -> (u128, u128, u128) {
     (word(0), word(16), word(32))
 }
 
-fn from_order((a, b, c): (u128, u128, u128)) -> Posting {
+fn from_order((a, b, c): Order) -> Posting {
     let mut p = [0u8; POSTING];
     p[..16].copy_from_slice(&a.to_be_bytes());
     p[16..32].copy_from_slice(&b.to_be_bytes());
@@ -650,10 +654,10 @@ impl Shared {
             };
             let started = std::time::Instant::now();
             sorted.clear();
-            sorted.extend_from_slice(&postings);
+            sorted.extend(postings.iter().map(order));
             drop(postings);
-            sorted.sort_unstable_by_key(order);
-            let run = write_run(&self.dir, first, last, sorted.iter().copied(), None, None)?;
+            sorted.sort_unstable();
+            let run = write_run(&self.dir, first, last, sorted.iter().copied().map(from_order), None, None)?;
             tracing::debug!(
                 target: "passerelle::audit_index",
                 first,
@@ -729,18 +733,20 @@ impl Shared {
             }
         }
         let mut error = None;
+        // The least posting is replaced in place by its run's next one: one sift down per
+        // posting, where a pop and a push took two.
         let merged = std::iter::from_fn(|| {
-            let std::cmp::Reverse((key, i)) = heap.pop()?;
-            let p = from_order(key);
+            let mut top = heap.peek_mut()?;
+            let std::cmp::Reverse((key, i)) = *top;
             match cursors[i].advance() {
-                Ok(Some(next)) => heap.push(std::cmp::Reverse((order(&next), i))),
-                Ok(None) => {}
+                Ok(Some(next)) => *top = std::cmp::Reverse((order(&next), i)),
+                Ok(None) => drop(std::collections::binary_heap::PeekMut::pop(top)),
                 Err(e) => {
                     error = Some(e);
                     return None;
                 }
             }
-            Some(p)
+            Some(from_order(key))
         });
         // A merge of millions of postings takes tens of seconds at idle priority; tables that
         // fill meanwhile are written between its slices, or the indexer would have to write
