@@ -226,3 +226,98 @@ async fn write_vectors() {
         &format!("line {}: record 4: altered", i + 1),
     );
 }
+
+/// The places (`record N`, `offset N`, `line N`) a verdict names.
+fn places(says: &str) -> Vec<String> {
+    let words: Vec<&str> = says.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| ["record", "offset", "line"].contains(&w[0]))
+        .filter_map(|w| {
+            let n = w[1].trim_end_matches([':', ',', ')']);
+            n.parse::<u64>().ok().map(|n| format!("{} {n}", w[0]))
+        })
+        .collect()
+}
+
+/// A verifier written from docs/audit-format.md alone (`tests/audit-verifier/verify.py`) gives
+/// every vector the verdict of its `expect.json` and names the same records, offsets and
+/// lines: what the document says is enough to check a trail.
+#[test]
+fn the_documents_own_verifier_gives_the_same_verdicts() {
+    let mut seen = 0;
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(vectors()).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.sort();
+    for dir in dirs.into_iter().filter(|d| d.join("expect.json").exists()) {
+        let expect: Value = serde_json::from_slice(&std::fs::read(dir.join("expect.json")).unwrap()).unwrap();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let given: Vec<&str> = expect["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let key = given.iter().position(|a| *a == "--public-key").map(|i| given[i + 1]).unwrap();
+        let mut args = vec![given[0].into(), dir.join(given[1]).into_os_string(), dir.join(key).into_os_string()];
+        if given.contains(&"--require-sealed") {
+            args.push("--require-sealed".into());
+        }
+        let (code, said) = testkit::document_verifier(&args);
+        assert_eq!(code, expect["exit"].as_i64().map(|c| c as i32), "{name}: {said}");
+        if code != Some(0) {
+            for place in places(expect["says"].as_str().unwrap()) {
+                assert!(said.contains(&place), "{name}: the document's verifier does not name {place}: {said}");
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 10, "only {seen} vectors");
+}
+
+/// A trail of some size written by the gateway's writer (`passerelle audit generate`: group
+/// commits, checkpoints by count, by time and at the stop) and its exports by sequence number
+/// and by time verify with the document's verifier; an export with one record changed does
+/// not, and the verifier names its line.
+#[test]
+fn generated_trails_and_their_exports_verify_by_the_document() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("g");
+    let out = passerelle()
+        .args(["audit", "generate", "--records", "25000", "--subjects", "3000", "--organisations", "20"])
+        .args(["--years", "1", "--until", "2026-06-30"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let trail = dir.join("audit");
+    let key = dir.join("pki/audit-signing.pub");
+    let (code, said) = testkit::document_verifier(&[
+        "verify".as_ref(),
+        trail.as_os_str(),
+        key.as_os_str(),
+        "--require-sealed".as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("records 1..25000"), "{said}");
+
+    let export = |args: &[&str], file: &str| {
+        let out = passerelle().args(["audit", "export"]).arg(&trail).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let path = work.path().join(file);
+        std::fs::write(&path, &out.stdout).unwrap();
+        (path, String::from_utf8(out.stdout).unwrap())
+    };
+    for (args, file) in [
+        (&["--from-seq", "12345", "--to-seq", "23456"][..], "by-seq.jsonl"),
+        (&["--from", "2026-03-01", "--to", "2026-03-02"][..], "by-time.jsonl"),
+    ] {
+        let (path, text) = export(args, file);
+        assert!(text.lines().count() > 3, "{file}: {text}");
+        let (code, said) = testkit::document_verifier(&["verify-export".as_ref(), path.as_os_str(), key.as_os_str()]);
+        assert_eq!(code, Some(0), "{file}: {said}");
+
+        // One record's outcome changed, its hash kept.
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let at = lines.iter().position(|l| l.contains("\"in_range\":true")).unwrap();
+        lines[at] = lines[at].replacen("granted", "refused", 1);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let (code, said) = testkit::document_verifier(&["verify-export".as_ref(), path.as_os_str(), key.as_os_str()]);
+        assert_eq!(code, Some(1), "{file}: {said}");
+        assert!(said.contains(&format!("line {}: record", at + 1)) && said.contains("altered"), "{file}: {said}");
+    }
+}

@@ -120,3 +120,18 @@ fn kib_in(file: &str, field: &str) -> u64 {
         .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)
 }
+
+/// Runs the second audit verifier, the one written from `docs/audit-format.md` alone
+/// (`tests/audit-verifier/verify.py`, Python with `cryptography`, which `scripts/test`
+/// installs), with `args`; gives its exit code and what it printed (0 verifies, 1 does not).
+pub fn document_verifier<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/audit-verifier/verify.py");
+    let out = std::process::Command::new("python3").arg(script).args(args).output();
+    let out = out.unwrap_or_else(|e| panic!("python3 does not run ({e}); scripts/test installs it"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "the document's verifier needs Python's `cryptography` (scripts/test installs it): {stderr}"
+    );
+    (out.status.code(), format!("{}{stderr}", String::from_utf8_lossy(&out.stdout)))
+}

@@ -625,4 +625,9 @@ async fn refused_handshakes_are_recorded_and_found_by_organisation() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let found = a.json().unwrap()["records"].as_array().unwrap().clone();
     assert!(found.iter().any(|r| r["kind"] == "handshake-refused"), "{found:?}");
+
+    // The attempts and the query, as a verifier written from the document reads them.
+    let key = h.demo.gateway.audit.public_key;
+    let (cfg, _dir) = h.stop().await;
+    tests::verifies_by_the_document(&cfg.audit.dir, &key);
 }

@@ -456,6 +456,7 @@ async fn the_div_procedure_through_the_api_under_load() {
     let key = h.demo.gateway.audit.public_key;
     let (cfg, _dir) = h.stop().await;
     assert_eq!(verify_dir(&cfg.audit.dir, &key).unwrap().problem, None);
+    tests::verifies_by_the_document(&cfg.audit.dir, &key);
     let gw = gateway::server::start(&cfg).await.unwrap();
     assert_eq!(gw.policy.version(), version);
     let model = gw.policy.model();

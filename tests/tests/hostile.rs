@@ -376,6 +376,10 @@ async fn every_hostile_request_gets_its_refusal_and_no_source_is_called() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     upstream.abort();
+    // The values hostile callers sent are recorded as the document says a verifier finds them.
+    let key = h.demo.gateway.audit.public_key;
+    let (cfg, _dir) = h.stop().await;
+    tests::verifies_by_the_document(&cfg.audit.dir, &key);
 }
 
 /// Writes `bytes` on a fresh TLS connection as agency A, then reads what the gateway answers
