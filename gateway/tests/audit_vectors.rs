@@ -286,12 +286,7 @@ fn generated_trails_and_their_exports_verify_by_the_document() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let trail = dir.join("audit");
     let key = dir.join("pki/audit-signing.pub");
-    let (code, said) = testkit::document_verifier(&[
-        "verify".as_ref(),
-        trail.as_os_str(),
-        key.as_os_str(),
-        "--require-sealed".as_ref(),
-    ]);
+    let (code, said) = testkit::document_verifier_on_trail(&trail, &key);
     assert_eq!(code, Some(0), "{said}");
     assert!(said.contains("records 1..25000"), "{said}");
 

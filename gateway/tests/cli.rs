@@ -275,6 +275,14 @@ async fn audit_verify_and_export_handle_one_chain_per_replica() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("export (replica a) verifies: records 1..3"), "{text}");
     assert!(text.contains("export (replica b) verifies: records 1..5"), "{text}");
+    // The same export and each replica's chain, as a verifier written from the document reads them.
+    let (code, said) = testkit::document_verifier(&["verify-export".as_ref(), file.as_os_str(), key.as_os_str()]);
+    assert_eq!((code, said.trim()), (Some(0), "export verifies: 2 chain(s), 8 record(s)"));
+    for replica in ["replica-a", "replica-b"] {
+        let chain = audit.join(replica);
+        let (code, said) = testkit::document_verifier_on_trail(&chain, &key);
+        assert_eq!(code, Some(0), "{replica}: {said}");
+    }
 
     // One byte changed in replica b's chain: b fails, a still verifies, exit 1.
     let seg = dir.path().join("audit/replica-b/segment-00000000000000000001.log");

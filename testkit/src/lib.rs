@@ -135,3 +135,9 @@ pub fn document_verifier<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>,
     );
     (out.status.code(), format!("{}{stderr}", String::from_utf8_lossy(&out.stdout)))
 }
+
+/// [`document_verifier`] on one trail directory with the pinned key `key` (hex or a file),
+/// every record required to be sealed.
+pub fn document_verifier_on_trail(dir: &std::path::Path, key: impl AsRef<std::ffi::OsStr>) -> (Option<i32>, String) {
+    document_verifier(&[std::ffi::OsStr::new("verify"), dir.as_os_str(), key.as_ref(), "--require-sealed".as_ref()])
+}

@@ -396,11 +396,6 @@ pub mod openapi {
 /// the documented order, the chains and signatures as the document states them.
 pub fn verifies_by_the_document(dir: &std::path::Path, public_key: &[u8; 32]) {
     let key = gateway::audit::format::hex(public_key);
-    let (code, said) = testkit::document_verifier(&[
-        std::ffi::OsStr::new("verify"),
-        dir.as_os_str(),
-        key.as_ref(),
-        "--require-sealed".as_ref(),
-    ]);
+    let (code, said) = testkit::document_verifier_on_trail(dir, key);
     assert_eq!(code, Some(0), "the trail fails the document's verifier: {said}");
 }
