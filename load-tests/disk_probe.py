@@ -14,9 +14,9 @@ and the slowest seconds.
 
 Why: soak.py's per-minute p99 moves with everything under a call, the disk's flushes among
 them. A probe run just before or after a soak tells whether the disk alone kept its minutes
-within that bound then. The default rate is below the audit writer's 3,000-4,000 commits a
-second at soak.py's held rate, because a write takes 150-300 µs here: at 4,000 a second the
-probe would queue behind its own writes and measure that queue.
+within that bound then. The default rate is below the audit writer's 3,000-5,500 durable
+writes a second in soak.py's holds, because a write takes 150-300 µs here: at 4,000 a second
+the probe would queue behind its own writes and measure that queue.
 """
 
 import argparse

@@ -76,9 +76,8 @@ def check_record(payload, where):
         raise Fails(f"{where}: the payload is not a JSON object")
     if canonical(rec) != payload:
         raise Fails(f"{where}: the payload is not canonical JSON (§3)")
-    keys = list(rec)
-    known = [k for k in keys if k in MEMBERS]
-    if known != MEMBERS or keys[: len(MEMBERS)] != MEMBERS:
+    keys = list(rec)  # no member twice (`no_duplicates`): unknown members can only follow
+    if keys[: len(MEMBERS)] != MEMBERS:
         raise Fails(f"{where}: members not as §3 lists them: {keys}")
     wrong = [k for k, ok in member_checks(rec) if not ok]
     if wrong:
@@ -195,8 +194,12 @@ def verify_trail(directory, key, require_sealed):
             if anchor != prev_hash:
                 raise Fails(f"{name}, offset 16: prev_hash is not the previous segment's last hash")
         h, seq = anchor, first
-        for at, kind, stored, payload in frames(data, HEADER, True, lambda at: f"record {seq} ({name}, offset {at})"):
-            where = f"record {seq} ({name}, offset {at})"
+
+        def record_at(at):
+            return f"record {seq} ({name}, offset {at})"
+
+        for at, kind, stored, payload in frames(data, HEADER, True, record_at):
+            where = record_at(at)
             if kind != 1:
                 raise Fails(f"{where}: kind {kind}")
             m = re.match(rb'\{"seq":(0|[1-9][0-9]*),', payload)
@@ -219,8 +222,11 @@ def verify_trail(directory, key, require_sealed):
     except FileNotFoundError:
         data = b""
     c_prev, sealed, count, v2 = bytes(32), 0, 0, False
-    for at, kind, stored, payload in frames(data, 0, False, lambda at: f"checkpoints.log, offset {at}"):
-        where = f"checkpoints.log, offset {at}"
+    def checkpoint_at(at):
+        return f"checkpoints.log, offset {at}"
+
+    for at, kind, stored, payload in frames(data, 0, False, checkpoint_at):
+        where = checkpoint_at(at)
         count += 1
         if kind != 2:
             raise Fails(f"{where}: kind {kind}")
