@@ -10,10 +10,18 @@ path-traversal route, an invalid vCode, a missing purpose, a purpose the protoco
 allow, another flow's legal instrument, a body on a service that takes none, and a JSON body
 where a SOAP one is expected.
 
-It prints, per minute: requests, answers by status, p50/p99/p99.9, how busy CPU 0 was and
-Passerelle's RSS; then RSS at start and end, the spread of the per-minute p99, and the audit
-records written. It exits non-zero if any answer differs from what the mix expects or any
-request gets no answer.
+The held rate is carried by 128 connections (`--hold-connections`); the closed-loop runs that
+set it use 16 (`--connections`). Each connection keeps its own schedule but sends its next call
+only once the last is answered, so a connection behind its schedule catches up only by as much
+as a call is quicker than its interval. With 16 connections at 16,736 calls/s that interval is
+0.96 ms, about what a call takes at that load, and one stall of a few milliseconds left the
+connections behind for the rest of the minute (per-minute p99s of 36 ms to 2.5 s, 2026-12-05
+07:25). With 128 it is 7 to 9 ms.
+
+It prints, per minute: requests, answers by status, p50/p99/p99.9, how busy CPU 0 and CPU 1
+were and Passerelle's RSS; then RSS at start and end, the spread of the per-minute p99, and
+the audit records written. It exits non-zero if any answer differs from what the mix expects
+or any request gets no answer.
 
 To tell where a slow second comes from, it also samples the machine once a second (both CPUs'
 busy, iowait and steal time, the disk's writes and flushes, the gateway's CPU time and bytes
@@ -25,12 +33,16 @@ marked as no measurement of upkeep, and the criterion is given again over the wi
 without such a second. A window whose median call waited 50 ms or more from its schedule is
 marked as behind the held rate: the gateway could not keep up with it there (the host's speed
 moves within minutes, so 70 % of a calibration can become more than the host gives), calls
-queued, and that window's p99 measures the queue.
+queued, and that window's p99 measures the queue. A window with a second in which CPU 1 was
+95 % busy or more is marked too, and the per-second p99s are split by how busy CPU 1 was: CPU 1
+carries the load generator, the sandbox upstream and the interrupt and network work the kernel
+does there (the disk's completions among it), about 80 % of it at the held rate on this
+2-core machine, and when it is full the sends and the upstream's answers wait there.
 
     python3 load-tests/soak.py [--load 0.7 | --rate N] [--minutes 10]
 
 The rate is derived from this mix itself: after the warm-up, the same mix runs closed-loop
-three times for 10 s (the same connections, as fast as the gateway answers), and the held rate
+three times for 10 s (on `--connections`, as fast as the gateway answers), and the held rate
 is `--load` (70 % by default) of the median of the calls per second those runs reached. Those
 runs saturate the core, where index upkeep (at idle priority) gets no CPU; the hold starts once
 upkeep has caught up with them (its thread idle for 3 s) and the page cache is written out, so
@@ -222,13 +234,13 @@ def wait_for_upkeep(pid, quiet=3, longest=300):
     return time.time() - began
 
 
-def cpu0(samples, since, until, what="steal"):
-    """The share of CPU 0's time spent on `what` (the host's steal, or busy) between two
-    instants, and the largest share in any one second, from the samples."""
+def cpu0(samples, since, until, what="steal", cpu="cpu0"):
+    """The share of CPU 0's (or `cpu`'s) time spent on `what` (the host's steal, or busy)
+    between two instants, and the largest share in any one second, from the samples."""
     inside = [m for m in samples if since <= m["at"] < until and m["seconds"] > 0]
     seconds = sum(m["seconds"] for m in inside)
-    share = sum(m["cpu0"][what] for m in inside) / 1000 / seconds if seconds else 0.0
-    return share, max((m["cpu0"][what] / 1000 / m["seconds"] for m in inside), default=0.0)
+    share = sum(m[cpu][what] for m in inside) / 1000 / seconds if seconds else 0.0
+    return share, max((m[cpu][what] / 1000 / m["seconds"] for m in inside), default=0.0)
 
 
 # A window with a second in which the host took more than this share of CPU 0: a minute's
@@ -236,6 +248,10 @@ def cpu0(samples, since, until, what="steal"):
 STEAL_PEAK = 0.10
 # A window whose median call waited this long (µs) from its schedule was behind the held rate.
 BEHIND_P50 = 50_000
+# A second in which CPU 1 (the load generator, the sandbox upstream, and the interrupt and
+# network work the kernel does there) was busy this share of the time: the load's own side was
+# full, and its sends and the upstream's answers waited there, not in the gateway.
+RIG_FULL = 0.95
 
 
 def measured_seconds(windows, samples):
@@ -299,6 +315,27 @@ def by_background_writer(windows, samples, writers=("index-upkeep", "audit-spare
     return out
 
 
+def by_rig_core(windows, samples, bands=(0.9, RIG_FULL)):
+    """Per-second p99s split by how busy CPU 1 was in that second. CPU 1 carries everything
+    but the gateway: the load generator, the sandbox upstream, and the disk's and the
+    loopback's interrupt work the kernel does there. When it is full, sends leave late and the
+    upstream answers late, and latency measured from the schedule counts both."""
+    seconds = [(s["p99"], m["cpu1"]["busy"] / 1000 / m["seconds"])
+               for _, s, m in measured_seconds(windows, samples) if m.get("seconds")]
+    edges = [0.0, *bands, float("inf")]
+    out = []
+    for lo, hi in zip(edges, edges[1:]):
+        p99s = sorted(p for p, busy in seconds if lo <= busy < hi)
+        if not p99s:
+            continue
+        at = lambda q: p99s[min(len(p99s) - 1, int(len(p99s) * q))]
+        what = (f"at least {100 * lo:.0f} %" if hi == float("inf")
+                else f"under {100 * hi:.0f} %" if lo == 0 else f"{100 * lo:.0f}-{100 * hi:.0f} %")
+        out.append(f"per-second p99 with CPU 1 (the load's side) busy {what}: {len(p99s)} s, "
+                   f"median {at(0.5)} µs, p90 {at(0.9)} µs, max {p99s[-1]} µs")
+    return out
+
+
 def audit_bytes(work):
     """Size of the audit trail's directory."""
     total = 0
@@ -315,7 +352,9 @@ def main():
     p.add_argument("--calibrate-runs", type=int, default=3, help="closed-loop runs; the median sets the rate")
     p.add_argument("--minutes", type=int, default=10)
     p.add_argument("--window", type=float, default=60, help="seconds per measured window")
-    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--connections", type=int, default=16, help="connections of the closed-loop runs that set the rate")
+    p.add_argument("--hold-connections", type=int, default=128,
+                   help="connections that carry the held rate (each keeps its own schedule)")
     p.add_argument("--skip-build", action="store_true")
     args = p.parse_args()
     # This script (and its sampling thread) stays off the gateway's CPU 0.
@@ -358,12 +397,13 @@ def main():
 
         def load(seconds, warmup, name, rate=None):
             out = os.path.join(work, f"{name}.json")
+            connections = args.hold_connections if rate else args.connections
             mode = ["--mode", "open", "--rate", str(rate)] if rate else ["--mode", "closed"]
             cmd = ["taskset", "-c", "1", os.path.join(compare.RELEASE, "passerelle-load"),
                    "--target", f"127.0.0.1:{port}", "--ca", f"{pki}/ca.pem",
                    "--cert", f"{pki}/clients/agency-a.pem", "--key", f"{pki}/clients/agency-a.key",
                    "--mix", mix, *mode,
-                   "--connections", str(args.connections), "--duration", str(seconds), "--warmup", str(warmup),
+                   "--connections", str(connections), "--duration", str(seconds), "--warmup", str(warmup),
                    "--pid", str(pa.pid), "--json", out]
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             with open(out) as f:
@@ -386,6 +426,8 @@ def main():
                   f"held rate {args.rate}/s ({100 * args.load:.0f} %)", flush=True)
         else:
             print(f"held rate {args.rate}/s (given)", flush=True)
+        print(f"the held rate is carried by {args.hold_connections} connections, one call every "
+              f"{1e3 * args.hold_connections / args.rate:.2f} ms on each", flush=True)
         waited = wait_for_upkeep(pa.pid)
         print(f"index upkeep caught up with the closed-loop runs in {waited:.0f} s", flush=True)
         load(10, 0, "warmup", args.rate)
@@ -394,7 +436,7 @@ def main():
         sampler = Sampler(pa.pid)
         sampler.start()
         reports = []
-        p99s, steals, peaks, busies, total, refused = [], [], [], [], 0, 0
+        p99s, steals, peaks, busies, rigs, total, refused = [], [], [], [], [], 0, 0
         windows = int(args.minutes * 60 / args.window)
         for w in range(windows):
             began = time.time()
@@ -414,10 +456,12 @@ def main():
             # stall of 20 ms takes a third of a second to catch up.
             busy, _ = cpu0(sampler.samples, began, time.time(), "busy")
             busies.append(busy)
+            rig, rig_peak = cpu0(sampler.samples, began, time.time(), "busy", "cpu1")
+            rigs.append(rig_peak)
             print(f"{(w + 1) * args.window / 60:5.1f} min (from {time.strftime('%H:%M:%S', time.gmtime(began))}): {r['requests']:7} requests ({r['requests_per_second']:.0f}/s), "
                   f"by status {r['by_status']}, p50 {lat['p50']} µs, p99 {lat['p99']} µs, "
                   f"p99.9 {lat['p99_9']} µs, CPU {r['cpu_us_per_request']:.1f} µs/call, CPU 0 busy {100 * busy:.0f} %, "
-                  f"RSS {rss / 1024:.1f} MiB, "
+                  f"CPU 1 busy {100 * rig:.0f} % (its fullest second {100 * rig_peak:.0f} %), RSS {rss / 1024:.1f} MiB, "
                   f"host steal {100 * steals[-1]:.0f} % of CPU 0 (its worst second {100 * peaks[-1]:.0f} %)"
                   + (f", {bad} UNEXPECTED e.g. {(r['unexpected_examples'] + r['transport_examples'])[:3]}" if bad else ""),
                   flush=True)
@@ -443,6 +487,15 @@ def main():
                 print(f"  the {len(quiet)} windows with no second above {100 * STEAL_PEAK:.0f} % steal: p99 median "
                       f"{statistics.median(quiet):.0f} µs, max {max(quiet)} µs; worst / median "
                       f"{max(quiet) / max(statistics.median(quiet), 1):.2f}")
+        full = [w for w, peak in enumerate(rigs) if peak >= RIG_FULL]
+        if full:
+            print(f"THE LOAD'S OWN CORE WAS FULL in {len(full)} of {len(rigs)} windows (a second with CPU 1 at least "
+                  f"{100 * RIG_FULL:.0f} % busy): there the load generator and the sandbox upstream waited for CPU 1, "
+                  f"and those windows' tails are theirs as much as the gateway's")
+            calm = [p for w, p in enumerate(p99s) if w not in full]
+            if len(calm) >= 2:
+                print(f"  the {len(calm)} windows without such a second: p99 median {statistics.median(calm):.0f} µs, "
+                      f"max {max(calm)} µs; worst / median {max(calm) / max(statistics.median(calm), 1):.2f}")
         behind = [(w, r["latency_us"]["p50"]) for w, r in enumerate(reports) if r["latency_us"]["p50"] >= BEHIND_P50]
         if behind:
             print(f"BEHIND THE HELD RATE in {len(behind)} of {len(reports)} windows "
@@ -462,6 +515,8 @@ def main():
         for e in merges:
             print("  " + e)
         for line in by_background_writer(reports, sampler.samples):
+            print(line)
+        for line in by_rig_core(reports, sampler.samples):
             print(line)
         for line in worst_seconds(reports, sampler.samples, lines):
             print(line)
