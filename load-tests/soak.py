@@ -36,7 +36,7 @@ moves within minutes, so 70 % of a calibration can become more than the host giv
 queued, and that window's p99 measures the queue. A window with a second in which CPU 1 was
 95 % busy or more is marked too, and the per-second p99s are split by how busy CPU 1 was: CPU 1
 carries the load generator, the sandbox upstream and the interrupt and network work the kernel
-does there (the disk's completions among it), about 80 % of it at the held rate on this
+does there (the disk's completions among it), 83-87 % of it at the held rate on this
 2-core machine, and when it is full the sends and the upstream's answers wait there.
 
     python3 load-tests/soak.py [--load 0.7 | --rate N] [--minutes 10]
@@ -234,13 +234,13 @@ def wait_for_upkeep(pid, quiet=3, longest=300):
     return time.time() - began
 
 
-def cpu0(samples, since, until, what="steal", cpu="cpu0"):
-    """The share of CPU 0's (or `cpu`'s) time spent on `what` (the host's steal, or busy)
-    between two instants, and the largest share in any one second, from the samples."""
+def cpu0(samples, since, until, what="steal"):
+    """The share of CPU 0's time spent on `what` (the host's steal, or busy) between two
+    instants, and the largest share in any one second, from the samples."""
     inside = [m for m in samples if since <= m["at"] < until and m["seconds"] > 0]
     seconds = sum(m["seconds"] for m in inside)
-    share = sum(m[cpu][what] for m in inside) / 1000 / seconds if seconds else 0.0
-    return share, max((m[cpu][what] / 1000 / m["seconds"] for m in inside), default=0.0)
+    share = sum(m["cpu0"][what] for m in inside) / 1000 / seconds if seconds else 0.0
+    return share, max((m["cpu0"][what] / 1000 / m["seconds"] for m in inside), default=0.0)
 
 
 # A window with a second in which the host took more than this share of CPU 0: a minute's
@@ -294,16 +294,27 @@ def worst_seconds(windows, samples, log_lines, n=12):
     return out
 
 
+def spread(p99s):
+    """How many seconds, and the median, p90 and p99 of their p99s."""
+    p99s = sorted(p99s)
+    at = lambda q: p99s[min(len(p99s) - 1, int(len(p99s) * q))]
+    return f"{len(p99s)} s, median {at(0.5)} µs, p90 {at(0.9)} µs, p99 {at(0.99)} µs"
+
+
+def criterion_without(p99s, left_out, what):
+    """The criterion again over the windows not in `left_out` (when two or more remain)."""
+    kept = [p for w, p in enumerate(p99s) if w not in left_out]
+    if len(kept) < 2:
+        return []
+    median = statistics.median(kept)
+    return [f"  the {len(kept)} windows {what}: p99 median {median:.0f} µs, max {max(kept)} µs; "
+            f"worst / median {max(kept) / max(median, 1):.2f}"]
+
+
 def by_background_writer(windows, samples, writers=("index-upkeep", "audit-spare")):
     """Per-second p99s split by whether each background writer wrote in that second: what a
     writer adds to the tail, within one run, whatever the host did to the run as a whole."""
     seconds = [(s["p99"], m.get("threads_mb", {})) for _, s, m in measured_seconds(windows, samples)]
-
-    def spread(p99s):
-        p99s = sorted(p99s)
-        at = lambda q: p99s[min(len(p99s) - 1, int(len(p99s) * q))]
-        return f"{len(p99s)} s, median {at(0.5)} µs, p90 {at(0.9)} µs, p99 {at(0.99)} µs"
-
     out = []
     for w in writers:
         wrote = [p for p, mb in seconds if mb.get(w, 0) > 0]
@@ -313,6 +324,15 @@ def by_background_writer(windows, samples, writers=("index-upkeep", "audit-spare
         else:
             out.append(f"{w} wrote in {len(wrote)} of {len(seconds)} seconds: no split")
     return out
+
+
+def rig_busy(window, samples):
+    """CPU 1's busy share over a window's measured seconds, and its fullest of them. Only the
+    measured seconds: each window starts a new load generator whose 128 full handshakes fill
+    CPU 1 for a moment before its first scheduled call."""
+    shares = [m["cpu1"]["busy"] / 1000 / m["seconds"]
+              for _, _, m in measured_seconds([window], samples) if m.get("seconds")]
+    return (statistics.mean(shares), max(shares)) if shares else (0.0, 0.0)
 
 
 def by_rig_core(windows, samples, bands=(0.9, RIG_FULL)):
@@ -325,14 +345,12 @@ def by_rig_core(windows, samples, bands=(0.9, RIG_FULL)):
     edges = [0.0, *bands, float("inf")]
     out = []
     for lo, hi in zip(edges, edges[1:]):
-        p99s = sorted(p for p, busy in seconds if lo <= busy < hi)
+        p99s = [p for p, busy in seconds if lo <= busy < hi]
         if not p99s:
             continue
-        at = lambda q: p99s[min(len(p99s) - 1, int(len(p99s) * q))]
         what = (f"at least {100 * lo:.0f} %" if hi == float("inf")
                 else f"under {100 * hi:.0f} %" if lo == 0 else f"{100 * lo:.0f}-{100 * hi:.0f} %")
-        out.append(f"per-second p99 with CPU 1 (the load's side) busy {what}: {len(p99s)} s, "
-                   f"median {at(0.5)} µs, p90 {at(0.9)} µs, max {p99s[-1]} µs")
+        out.append(f"per-second p99 with CPU 1 (the load's side) busy {what}: {spread(p99s)}")
     return out
 
 
@@ -456,7 +474,7 @@ def main():
             # stall of 20 ms takes a third of a second to catch up.
             busy, _ = cpu0(sampler.samples, began, time.time(), "busy")
             busies.append(busy)
-            rig, rig_peak = cpu0(sampler.samples, began, time.time(), "busy", "cpu1")
+            rig, rig_peak = rig_busy(r, sampler.samples)
             rigs.append(rig_peak)
             print(f"{(w + 1) * args.window / 60:5.1f} min (from {time.strftime('%H:%M:%S', time.gmtime(began))}): {r['requests']:7} requests ({r['requests_per_second']:.0f}/s), "
                   f"by status {r['by_status']}, p50 {lat['p50']} µs, p99 {lat['p99']} µs, "
@@ -482,20 +500,16 @@ def main():
             print(f"NOT A MEASUREMENT OF UPKEEP: the host took up to {100 * max(steals):.0f} % of CPU 0 in a window "
                   f"(median {100 * statistics.median(steals):.0f} %) and up to {100 * max(peaks):.0f} % in one second; "
                   f"run again on a quiet host")
-            quiet = [p for p, peak in zip(p99s, peaks) if peak <= STEAL_PEAK]
-            if len(quiet) >= 2:
-                print(f"  the {len(quiet)} windows with no second above {100 * STEAL_PEAK:.0f} % steal: p99 median "
-                      f"{statistics.median(quiet):.0f} µs, max {max(quiet)} µs; worst / median "
-                      f"{max(quiet) / max(statistics.median(quiet), 1):.2f}")
-        full = [w for w, peak in enumerate(rigs) if peak >= RIG_FULL]
+            stolen = {w for w, peak in enumerate(peaks) if peak > STEAL_PEAK}
+            for line in criterion_without(p99s, stolen, f"with no second above {100 * STEAL_PEAK:.0f} % steal"):
+                print(line)
+        full = {w for w, peak in enumerate(rigs) if peak >= RIG_FULL}
         if full:
             print(f"THE LOAD'S OWN CORE WAS FULL in {len(full)} of {len(rigs)} windows (a second with CPU 1 at least "
                   f"{100 * RIG_FULL:.0f} % busy): there the load generator and the sandbox upstream waited for CPU 1, "
                   f"and those windows' tails are theirs as much as the gateway's")
-            calm = [p for w, p in enumerate(p99s) if w not in full]
-            if len(calm) >= 2:
-                print(f"  the {len(calm)} windows without such a second: p99 median {statistics.median(calm):.0f} µs, "
-                      f"max {max(calm)} µs; worst / median {max(calm) / max(statistics.median(calm), 1):.2f}")
+            for line in criterion_without(p99s, full, "without such a second"):
+                print(line)
         behind = [(w, r["latency_us"]["p50"]) for w, r in enumerate(reports) if r["latency_us"]["p50"] >= BEHIND_P50]
         if behind:
             print(f"BEHIND THE HELD RATE in {len(behind)} of {len(reports)} windows "
