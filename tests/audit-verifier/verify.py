@@ -344,14 +344,20 @@ def main(argv):
     if os.path.exists(pinned):
         with open(pinned) as f:
             pinned = f.read().strip()
-    key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(pinned))
+    try:
+        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(pinned))
+    except ValueError as e:
+        print(f"the pinned key is not 32 bytes in hex ({e})", file=sys.stderr)
+        return 2
     try:
         if argv[1] == "verify":
             print(verify_trail(argv[2], key, "--require-sealed" in argv[4:]))
         else:
             print(verify_export(argv[2], key))
-    except (Fails, KeyError, TypeError) as e:
-        print(f"FAILS: {e}")
+    # A member missing, of the wrong type or not hex where the document says hex: the trail is
+    # not as the document states, which is a failure to name, not a crash.
+    except (Fails, KeyError, TypeError, ValueError, AttributeError, struct.error) as e:
+        print(f"FAILS: {e!r}" if not isinstance(e, Fails) else f"FAILS: {e}")
         return 1
     return 0
 
