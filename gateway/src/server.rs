@@ -209,6 +209,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<RunningGateway> {
         commit.observe(took.as_secs_f64());
     }));
     let _ = audit.status.on_batch.set(observer);
+    // Paced group commits at sustained load count the data plane's open connections (the
+    // gauge its listener keeps, `Listen::new` below).
+    audit.pace_by(metrics.connections.with_label_values(&["data"]));
     // The store holds the policy; the configured bundles are imported when they changed.
     let policy = Arc::new(PolicyHandle::from_store(store.as_ref())?);
     let changes = Arc::new(Changes::new(policy.clone(), store.clone(), audit.clone()));

@@ -138,12 +138,18 @@ impl Replier {
 /// `commit_siblings`). The last of them to hand over wakes it. At light and moderate load
 /// batches hold a record or two, nothing waits, and each record is written as soon as it comes:
 /// waiting there would only add to the latency of calls that no other call is sharing a commit
-/// with.
+/// with. Under sustained open load, commits are paced instead ([`Pace`]).
 #[derive(Debug)]
 struct Gather {
     coming: AtomicUsize,
     lingering: AtomicBool,
     writer: OnceLock<std::thread::Thread>,
+    /// The data plane's open connections, for paced commits (see [`Pace`]).
+    connections: OnceLock<prometheus::IntGauge>,
+    /// Records handed over and not yet taken into a commit.
+    waiting: AtomicUsize,
+    /// The writer waits for a paced batch: the record that makes one per open connection wakes it.
+    pacing: AtomicBool,
 }
 
 /// Calls on their way at which the writer waits for them.
@@ -153,7 +159,14 @@ const LINGER_MAX: Duration = Duration::from_micros(250);
 
 impl Gather {
     fn new() -> Self {
-        Gather { coming: AtomicUsize::new(0), lingering: AtomicBool::new(false), writer: OnceLock::new() }
+        Gather {
+            coming: AtomicUsize::new(0),
+            lingering: AtomicBool::new(false),
+            writer: OnceLock::new(),
+            connections: OnceLock::new(),
+            waiting: AtomicUsize::new(0),
+            pacing: AtomicBool::new(false),
+        }
     }
 
     /// One call fewer on its way; wakes a waiting writer when none is left.
@@ -164,6 +177,24 @@ impl Gather {
         {
             w.unpark();
         }
+    }
+
+    /// One more record handed over (counted before it is sent, so that the writer never takes
+    /// away more than was counted); wakes a writer waiting for a paced batch when there is now
+    /// one per open connection.
+    fn handing_over(&self) {
+        let n = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.pacing.load(Ordering::SeqCst)
+            && self.all_waiting(n)
+            && let Some(w) = self.writer.get()
+        {
+            w.unpark();
+        }
+    }
+
+    /// Whether `n` records waiting make one per open connection of the data plane.
+    fn all_waiting(&self, n: usize) -> bool {
+        self.connections.get().is_some_and(|open| n >= usize::try_from(open.get()).unwrap_or(0).max(1))
     }
 
     /// Waits (writer thread), when the previous batch held `last_batch` ≥ [`LINGER_SIBLINGS`]
@@ -188,6 +219,107 @@ impl Gather {
         }
         self.lingering.store(false, Ordering::SeqCst);
         true
+    }
+}
+
+/// Paced group commits at sustained load.
+///
+/// Under open load (many callers, each sending when it wants, most connections idle between
+/// calls) the records of calls do not come together: at 8,000 calls/s a commit started as soon
+/// as a record waits holds one or two, and each costs the writer about 50 µs of the core and the
+/// data plane a wake-up (`docs/operations.md`, "Paced commits"). So once records come at
+/// [`PACE_FROM`] a second or more (a moving average over the commits), a commit starts no sooner
+/// than [`PACE_INTERVAL`] after the previous one started, and holds what came meanwhile (four
+/// records or more at that rate). The wait ends early once a record waits from every open
+/// connection of the data plane, since no more can come before they are answered; and when the
+/// interval is out while every open connection has a call on its way or waiting (a closed loop
+/// of N connections, each sending its next call once the last is answered), it lasts up to
+/// [`LINGER_MAX`] more for the rest of them, so that one commit answers them all.
+/// Below that rate nothing is paced: a batch there would hold a record or two and the wait would
+/// only add latency. The trail paces only when told how many connections are open
+/// ([`AuditTrail::pace_by`]); without that (tools, tests) it commits as soon as a record waits.
+struct Pace {
+    /// Records a second, a moving average over commits.
+    rate: f64,
+    last_start: Option<Instant>,
+}
+
+/// The rate of records from which commits are paced: four records per [`PACE_INTERVAL`].
+const PACE_FROM: f64 = 8_000.0;
+/// The least time between the starts of two paced commits.
+const PACE_INTERVAL: Duration = Duration::from_micros(500);
+
+impl Pace {
+    fn new() -> Self {
+        Pace { rate: 0.0, last_start: None }
+    }
+
+    /// The earliest start of the next commit, when commits are paced.
+    fn next_start(&self) -> Option<Instant> {
+        let last = self.last_start?;
+        (self.rate >= PACE_FROM).then_some(last + PACE_INTERVAL)
+    }
+
+    /// A commit of `records` starts `now`.
+    fn started(&mut self, now: Instant, records: usize) {
+        if let Some(last) = self.last_start {
+            let gap = (now - last).as_secs_f64().max(1e-6);
+            self.rate += (records as f64 / gap - self.rate) / 8.0;
+        }
+        self.last_start = Some(now);
+    }
+}
+
+/// Moves what waits in `rx` into `batch`, up to `max` messages.
+fn drain(rx: &mpsc::Receiver<Msg>, batch: &mut Vec<Msg>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(m) => batch.push(m),
+            Err(_) => break,
+        }
+    }
+}
+
+impl Gather {
+    /// Gathers a paced batch (writer thread): takes what waits in `rx` into `batch` until
+    /// `until`, or until the batch holds `max` or a record waits from every open connection
+    /// (the record that makes it so wakes the writer). Returns whether it waited.
+    fn paced(&self, rx: &mpsc::Receiver<Msg>, batch: &mut Vec<Msg>, until: Instant, max: usize) -> bool {
+        let Some(open) = self.connections.get() else { return false };
+        let mut until = until;
+        let mut extended = false;
+        let mut waited = false;
+        self.pacing.store(true, Ordering::SeqCst);
+        loop {
+            drain(rx, batch, max);
+            let waiting = self.waiting.load(Ordering::SeqCst);
+            if batch.len() >= max || self.all_waiting(waiting) {
+                break;
+            }
+            let mut now = Instant::now();
+            if now >= until {
+                // Every open connection has a call on its way or waiting (a closed loop): the
+                // rest of them come within a call's time, so wait for them a little longer.
+                let busy = waiting + self.coming.load(Ordering::SeqCst);
+                if extended || busy < usize::try_from(open.get()).unwrap_or(0).max(1) {
+                    break;
+                }
+                extended = true;
+                until = now + LINGER_MAX;
+                now = Instant::now();
+            }
+            waited = true;
+            std::thread::park_timeout(until.saturating_duration_since(now));
+        }
+        self.pacing.store(false, Ordering::SeqCst);
+        drain(rx, batch, max);
+        waited
+    }
+
+    /// The writer takes `batch` into a commit: its records no longer wait.
+    fn taken(&self, batch: &[Msg]) {
+        let n = batch.iter().filter(|m| matches!(m, Msg::Append { .. })).count();
+        self.waiting.fetch_sub(n, Ordering::SeqCst);
     }
 }
 
@@ -271,6 +403,7 @@ struct Writer {
     spare_thread: Option<JoinHandle<()>>,
     replier: Replier,
     gather: Arc<Gather>,
+    pace: Pace,
 }
 
 fn open_err(dir: &Path, message: impl Into<String>) -> AuditError {
@@ -495,6 +628,7 @@ impl AuditTrail {
             spare_thread: Some(spare_thread),
             replier: Replier::start(),
             gather: gather.clone(),
+            pace: Pace::new(),
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -525,6 +659,12 @@ impl AuditTrail {
         Coming { gather: self.gather.clone() }
     }
 
+    /// Paces group commits at sustained load by `open`, the data plane's count of open
+    /// connections (see [`Pace`]). Set once; a trail never told commits as soon as a record waits.
+    pub fn pace_by(&self, open: prometheus::IntGauge) {
+        let _ = self.gather.connections.set(open);
+    }
+
     /// [`AuditTrail::append`] for a call announced by [`AuditTrail::expect`], its record
     /// already written out (see [`super::record::View::outgoing`]).
     pub async fn append_coming(&self, record: Outgoing, coming: Coming) -> Result<u64, AuditError> {
@@ -543,7 +683,11 @@ impl AuditTrail {
         let sent = {
             let tx = self.tx.lock().map_err(|_| AuditError::Unavailable)?;
             let tx = tx.as_ref().ok_or(AuditError::Unavailable)?;
-            tx.send(Msg::Append { record, reply }).map_err(|_| AuditError::Unavailable)
+            self.gather.handing_over();
+            tx.send(Msg::Append { record, reply }).map_err(|_| {
+                self.gather.waiting.fetch_sub(1, Ordering::SeqCst);
+                AuditError::Unavailable
+            })
         };
         handed_over();
         sent?;
@@ -838,33 +982,31 @@ impl Writer {
         let mut payload = Vec::with_capacity(1024);
         let mut last_batch = 0;
         loop {
-            let wait = self.cfg.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
-            match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-                Ok(m) => batch.push(m),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.since_checkpoint > 0 {
-                        self.checkpoint();
-                    } else {
-                        self.last_checkpoint = Instant::now();
+            let max = self.cfg.max_batch;
+            let paced = self.pace.next_start().is_some_and(|until| self.gather.paced(&rx, &mut batch, until, max));
+            if batch.is_empty() {
+                let wait = self.cfg.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
+                match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+                    Ok(m) => batch.push(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if self.since_checkpoint > 0 {
+                            self.checkpoint();
+                        } else {
+                            self.last_checkpoint = Instant::now();
+                        }
+                        continue;
                     }
-                    continue;
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            let drain = |batch: &mut Vec<Msg>| {
-                while batch.len() < self.cfg.max_batch {
-                    match rx.try_recv() {
-                        Ok(m) => batch.push(m),
-                        Err(_) => break,
-                    }
-                }
-            };
-            drain(&mut batch);
-            if batch.len() < self.cfg.max_batch && self.gather.linger(last_batch) {
-                drain(&mut batch);
+            drain(&rx, &mut batch, max);
+            if !paced && batch.len() < max && self.gather.linger(last_batch) {
+                drain(&rx, &mut batch, max);
             }
+            self.gather.taken(&batch);
             let t0 = Instant::now();
             let records = batch.len();
+            self.pace.started(t0, records);
             last_batch = records;
             self.commit(&mut batch, &mut buf, &mut payload);
             let t1 = Instant::now();
@@ -1120,6 +1262,130 @@ mod tests {
         assert!(took < Duration::from_secs(30), "the writer was not woken: {took:?}");
         assert_eq!(g.coming.load(Ordering::SeqCst), 0);
         assert!(!g.lingering.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn commits_are_paced_only_from_four_records_an_interval() {
+        let mut p = Pace::new();
+        let t = Instant::now();
+        assert!(p.next_start().is_none(), "paced before any commit");
+        // 3,000 records a second: one record every 333 µs, never paced.
+        for i in 1..200u32 {
+            p.started(t + Duration::from_micros(333) * i, 1);
+        }
+        assert!(p.next_start().is_none(), "paced at {:.0} records/s", p.rate);
+        // 12,000 a second: six records every 500 µs; the next commit waits for the interval.
+        let t = t + Duration::from_secs(1);
+        for i in 1..200u32 {
+            p.started(t + PACE_INTERVAL * i, 6);
+        }
+        let last = t + PACE_INTERVAL * 199;
+        assert!((11_000.0..13_000.0).contains(&p.rate), "estimated {:.0} records/s", p.rate);
+        assert_eq!(p.next_start(), Some(last + PACE_INTERVAL));
+        // Back to a trickle: the average follows within a few commits.
+        for i in 1..30u32 {
+            p.started(last + Duration::from_millis(2) * i, 1);
+        }
+        assert!(p.next_start().is_none(), "still paced at {:.0} records/s", p.rate);
+    }
+
+    /// A gather told of `open` connections of the data plane (commits may be paced).
+    fn gather_for(open: i64) -> Arc<Gather> {
+        let g = gather();
+        let gauge = prometheus::IntGauge::new("open", "open connections").unwrap();
+        gauge.set(open);
+        let _ = g.connections.set(gauge);
+        g
+    }
+
+    fn queued(n: usize) -> (mpsc::Sender<Msg>, mpsc::Receiver<Msg>) {
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..n {
+            tx.send(Msg::Sync(tokio::sync::oneshot::channel().0)).unwrap();
+        }
+        (tx, rx)
+    }
+
+    #[test]
+    fn a_trail_not_told_the_open_connections_does_not_pace() {
+        let g = gather();
+        let (_tx, rx) = queued(1);
+        let mut batch = Vec::new();
+        assert!(!g.paced(&rx, &mut batch, Instant::now() + Duration::from_secs(60), 64));
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn a_paced_commit_waits_out_its_interval_for_more_records() {
+        let g = gather_for(128);
+        let (_tx, rx) = queued(3);
+        let mut batch = Vec::new();
+        let start = Instant::now();
+        assert!(g.paced(&rx, &mut batch, start + PACE_INTERVAL, 64));
+        assert!(start.elapsed() >= PACE_INTERVAL, "gave up early: {:?}", start.elapsed());
+        assert_eq!(batch.len(), 3);
+    }
+
+    #[test]
+    fn a_paced_commit_starts_once_every_open_connection_waits_for_it() {
+        let g = gather_for(16);
+        // A closed loop: 16 connections, each about to hand over its call's record.
+        let (tx, rx) = queued(0);
+        let waiter = {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let _ = g.writer.set(std::thread::current());
+                let mut batch = Vec::new();
+                let start = Instant::now();
+                let waited = g.paced(&rx, &mut batch, start + Duration::from_secs(60), 64);
+                (waited, batch.len(), start.elapsed())
+            })
+        };
+        while !g.pacing.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        // One by one; the sixteenth wakes the writer (without it the wait lasts the minute).
+        for _ in 0..16 {
+            tx.send(Msg::Sync(tokio::sync::oneshot::channel().0)).unwrap();
+            g.handing_over();
+        }
+        let (waited, records, took) = waiter.join().unwrap();
+        assert!(waited);
+        assert_eq!(records, 16);
+        assert!(took < Duration::from_secs(30), "the writer was not woken: {took:?}");
+        assert!(!g.pacing.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_paced_commit_out_of_time_waits_longer_only_for_a_closed_loop() {
+        let g = gather_for(4);
+        // Open load: 2 of 4 connections busy; the interval is out, the commit starts.
+        let two = announce(&g, 2);
+        let (_tx, rx) = queued(0);
+        let mut batch = Vec::new();
+        let start = Instant::now();
+        assert!(!g.paced(&rx, &mut batch, start, 64), "waited with idle connections");
+        // Every connection busy (3 calls on their way, 1 record waiting): up to LINGER_MAX more
+        // for the rest (which never come here).
+        let _three = (two, announce(&g, 1));
+        let (tx, rx) = queued(0);
+        tx.send(Msg::Sync(tokio::sync::oneshot::channel().0)).unwrap();
+        g.handing_over();
+        let start = Instant::now();
+        assert!(g.paced(&rx, &mut batch, start, 64));
+        let took = start.elapsed();
+        assert!(took >= LINGER_MAX, "gave up early: {took:?}");
+        assert!(took < Duration::from_secs(2), "held the writer: {took:?}");
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn a_paced_batch_full_before_its_time_does_not_wait() {
+        let g = gather_for(128);
+        let (_tx, rx) = queued(10);
+        let mut batch = Vec::new();
+        assert!(!g.paced(&rx, &mut batch, Instant::now() + Duration::from_secs(60), 8));
+        assert_eq!(batch.len(), 8, "took more than the largest batch");
     }
 
     #[test]
