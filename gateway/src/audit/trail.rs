@@ -192,9 +192,14 @@ impl Gather {
         }
     }
 
+    /// The data plane's open connections (at least one), when the trail was told of them.
+    fn open_connections(&self) -> Option<usize> {
+        self.connections.get().map(|open| usize::try_from(open.get()).unwrap_or(0).max(1))
+    }
+
     /// Whether `n` records waiting make one per open connection of the data plane.
     fn all_waiting(&self, n: usize) -> bool {
-        self.connections.get().is_some_and(|open| n >= usize::try_from(open.get()).unwrap_or(0).max(1))
+        self.open_connections().is_some_and(|open| n >= open)
     }
 
     /// Waits (writer thread), when the previous batch held `last_batch` ≥ [`LINGER_SIBLINGS`]
@@ -219,6 +224,47 @@ impl Gather {
         }
         self.lingering.store(false, Ordering::SeqCst);
         true
+    }
+
+    /// Gathers a paced batch (writer thread): takes what waits in `rx` into `batch` until
+    /// `until`, or until the batch holds `max` or a record waits from every open connection
+    /// (the record that makes it so wakes the writer). Returns whether it waited.
+    fn paced(&self, rx: &mpsc::Receiver<Msg>, batch: &mut Vec<Msg>, until: Instant, max: usize) -> bool {
+        let Some(open) = self.open_connections() else { return false };
+        let mut until = until;
+        let mut extended = false;
+        let mut waited = false;
+        self.pacing.store(true, Ordering::SeqCst);
+        loop {
+            drain(rx, batch, max);
+            let waiting = self.waiting.load(Ordering::SeqCst);
+            if batch.len() >= max || self.all_waiting(waiting) {
+                break;
+            }
+            let mut now = Instant::now();
+            if now >= until {
+                // Out of time. Only when every open connection has a call on its way or waiting
+                // (a closed loop) does the rest come within a call's time: wait for it, once.
+                let busy = waiting + self.coming.load(Ordering::SeqCst);
+                if extended || busy < open {
+                    break;
+                }
+                extended = true;
+                until = now + LINGER_MAX;
+                now = Instant::now();
+            }
+            waited = true;
+            std::thread::park_timeout(until.saturating_duration_since(now));
+        }
+        self.pacing.store(false, Ordering::SeqCst);
+        drain(rx, batch, max);
+        waited
+    }
+
+    /// The writer takes `batch` into a commit: its records no longer wait.
+    fn taken(&self, batch: &[Msg]) {
+        let n = batch.iter().filter(|m| matches!(m, Msg::Append { .. })).count();
+        self.waiting.fetch_sub(n, Ordering::SeqCst);
     }
 }
 
@@ -277,49 +323,6 @@ fn drain(rx: &mpsc::Receiver<Msg>, batch: &mut Vec<Msg>, max: usize) {
             Ok(m) => batch.push(m),
             Err(_) => break,
         }
-    }
-}
-
-impl Gather {
-    /// Gathers a paced batch (writer thread): takes what waits in `rx` into `batch` until
-    /// `until`, or until the batch holds `max` or a record waits from every open connection
-    /// (the record that makes it so wakes the writer). Returns whether it waited.
-    fn paced(&self, rx: &mpsc::Receiver<Msg>, batch: &mut Vec<Msg>, until: Instant, max: usize) -> bool {
-        let Some(open) = self.connections.get() else { return false };
-        let mut until = until;
-        let mut extended = false;
-        let mut waited = false;
-        self.pacing.store(true, Ordering::SeqCst);
-        loop {
-            drain(rx, batch, max);
-            let waiting = self.waiting.load(Ordering::SeqCst);
-            if batch.len() >= max || self.all_waiting(waiting) {
-                break;
-            }
-            let mut now = Instant::now();
-            if now >= until {
-                // Every open connection has a call on its way or waiting (a closed loop): the
-                // rest of them come within a call's time, so wait for them a little longer.
-                let busy = waiting + self.coming.load(Ordering::SeqCst);
-                if extended || busy < usize::try_from(open.get()).unwrap_or(0).max(1) {
-                    break;
-                }
-                extended = true;
-                until = now + LINGER_MAX;
-                now = Instant::now();
-            }
-            waited = true;
-            std::thread::park_timeout(until.saturating_duration_since(now));
-        }
-        self.pacing.store(false, Ordering::SeqCst);
-        drain(rx, batch, max);
-        waited
-    }
-
-    /// The writer takes `batch` into a commit: its records no longer wait.
-    fn taken(&self, batch: &[Msg]) {
-        let n = batch.iter().filter(|m| matches!(m, Msg::Append { .. })).count();
-        self.waiting.fetch_sub(n, Ordering::SeqCst);
     }
 }
 
