@@ -627,8 +627,8 @@ fn offline_policy(cfg: &Config) -> anyhow::Result<(crate::policy::Changes, std::
 /// container, or a process pinned to one CPU), a current-thread runtime. The multi-thread
 /// scheduler buys nothing there and costs its cross-thread machinery on every task switch
 /// (injection queue, work-stealing checks, and the main thread polling `block_on`'s future
-/// beside the one worker).
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// beside the one worker). The load generator builds its runtime here too.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     if std::thread::available_parallelism().map_or(1, std::num::NonZero::get) == 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {

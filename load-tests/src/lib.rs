@@ -8,7 +8,9 @@
 //!   one is answered, for a duration;
 //! * **open** loop: a fixed total rate spread over N connections; every request has a scheduled
 //!   start, and its latency is measured from that schedule, so a stalled server cannot hide its
-//!   tail by slowing the generator down (coordinated omission);
+//!   tail by slowing the generator down (coordinated omission); a pacing task on a timerfd
+//!   wakes each connection at its time, or with `--tick-us` at most once a tick for every
+//!   call then due (never early; the wait is counted);
 //! * **handshake**: every request on a new connection with a full TLS handshake (session
 //!   resumption off), to measure handshake cost.
 //!

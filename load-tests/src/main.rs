@@ -55,6 +55,11 @@ struct Args {
     /// report gives the whole and the part the kernel counted as system time.
     #[arg(long)]
     pid: Option<u32>,
+    /// Open loop: wake at most once per this many microseconds and send every call then due
+    /// (0: each call at its own time). No call is sent early, and each call's latency counts
+    /// from its own schedule, so the wait for the tick is in the figures.
+    #[arg(long, default_value_t = 0)]
+    tick_us: u64,
     /// Use HTTP/2 instead of HTTP/1.1.
     #[arg(long)]
     http2: bool,
@@ -89,8 +94,10 @@ fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         warmup: Duration::from_secs_f64(args.warmup),
         pid: args.pid,
+        tick: Duration::from_micros(args.tick_us),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Pinned to one CPU (as soak.py and compare.py run it), a current-thread runtime.
+    let runtime = gateway::cli::runtime()?;
     let report = runtime.block_on(run(client, prepared, slots, settings))?;
     print!("{}", report.table());
     if let Some(path) = &args.json {

@@ -4,9 +4,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
 use gateway::client::{Answer, MtlsClient};
 use hdrhistogram::Histogram;
+use rustix::fd::OwnedFd;
+use rustix::time::{
+    Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create, timerfd_settime,
+};
 use serde::Serialize;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use crate::mix::{Draw, Prepared};
@@ -31,6 +38,10 @@ pub struct Settings {
     pub warmup: Duration,
     /// A process whose CPU time is divided by the requests answered.
     pub pid: Option<u32>,
+    /// Open loop: the pacer wakes at most once per tick and sends every call then due (zero:
+    /// each call at its own time). A send is never early, and its latency counts from its own
+    /// schedule, so the wait for the tick is inside every figure.
+    pub tick: Duration,
 }
 
 /// What one run measured.
@@ -60,6 +71,10 @@ pub struct Report {
     pub measured_from_unix: f64,
     /// Latency of the requests scheduled (or started) in each second of the measured window.
     pub per_second: Vec<Second>,
+    /// Open loop: the tick (µs) and how many times the pacer slept, warm-up included (with a
+    /// tick, at most one a tick).
+    pub tick_us: Option<u64>,
+    pub pacer_sleeps: Option<usize>,
 }
 
 /// One second of the measured window.
@@ -181,7 +196,8 @@ pub async fn run(client: MtlsClient, prepared: Vec<Prepared>, slots: Vec<u16>, s
     let mut tasks = Vec::with_capacity(s.connections);
     let pacer = match s.mode {
         Mode::Open { rate } => {
-            Some(Pacer::spawn(start, Duration::from_secs_f64(s.connections as f64 / rate), s.connections, end)?)
+            let interval = Duration::from_secs_f64(s.connections as f64 / rate);
+            Some(Pacer::spawn(start, interval, s.connections, end, s.tick)?)
         }
         _ => None,
     };
@@ -225,6 +241,10 @@ pub async fn run(client: MtlsClient, prepared: Vec<Prepared>, slots: Vec<u16>, s
     for t in tasks {
         total.merge(t.await?);
     }
+    let pacer_sleeps = match pacer {
+        Some(p) => Some(p.task.await?),
+        None => None,
+    };
     let requests = total.hist.len();
     let seconds = s.duration.as_secs_f64();
     let used = cpu0.zip(cpu1).map(|(a, b)| a.until(b));
@@ -266,16 +286,26 @@ pub async fn run(client: MtlsClient, prepared: Vec<Prepared>, slots: Vec<u16>, s
                 max: h.max(),
             })
             .collect(),
+        tick_us: pacer_sleeps.map(|_| s.tick.as_micros() as u64),
+        pacer_sleeps,
     })
 }
 
 /// Open-loop pacing. tokio's timer has millisecond granularity and rounds a deadline up, so a
 /// send scheduled with `sleep_until` left up to a millisecond late; latency counts from the
 /// schedule, so that lateness was in every figure (most of a bare proxy's p50 at 2,000/s). One
-/// OS thread sleeps to each send's time instead (a high-resolution sleep, tens of
-/// microseconds late) and wakes that connection.
+/// task sleeps to each send's time on a [`Timer`] (a timerfd: its lateness is the kernel's
+/// wake-up, tens of microseconds) and wakes that connection.
+///
+/// Each wake-up of the pacer costs the generator's core a return from `epoll_wait`, and each
+/// lone send a wake-up of the gateway and of the upstream behind it. With a tick, the pacer
+/// wakes at most once per tick and sends every call due by then, a few at a time, as callers
+/// that do not coordinate also arrive. Measured on the core that carries the generator and the
+/// sandbox (soak.py's mix at 14,097 calls/s, `docs/operations.md`, "The load generator's tick").
 struct Pacer {
     wakes: Vec<Arc<Notify>>,
+    /// The pacing task; it ends at `end` with the number of times it slept.
+    task: tokio::task::JoinHandle<usize>,
 }
 
 impl Pacer {
@@ -284,13 +314,17 @@ impl Pacer {
         start + interval.mul_f64(k as f64 / n as f64)
     }
 
-    /// Starts the thread that wakes connection `k` at `first(k) + i * interval` until `end`.
-    /// It computes each time exactly as the connection does, and wakes no earlier.
-    fn spawn(start: Instant, interval: Duration, n: usize, end: Instant) -> anyhow::Result<Self> {
+    /// Starts the task that wakes connection `k` at `first(k) + i * interval` until `end`, or
+    /// at the first wake-up after it when the last one was less than a `tick` before. It
+    /// computes each time exactly as the connection does, and wakes no earlier.
+    fn spawn(start: Instant, interval: Duration, n: usize, end: Instant, tick: Duration) -> anyhow::Result<Self> {
         let wakes: Vec<Arc<Notify>> = (0..n).map(|_| Arc::new(Notify::new())).collect();
         let notify = wakes.clone();
-        std::thread::Builder::new().name("pacer".into()).spawn(move || {
+        let timer = Timer::new().context("the pacer's timer")?;
+        let task = tokio::spawn(async move {
             let mut next: Vec<Instant> = (0..n).map(|k| Pacer::first(start, interval, k, n)).collect();
+            let mut coarse = false;
+            let (mut woke, mut sleeps) = (Instant::now(), 0);
             // Connection k's sends come in the order k = 0, 1, …, n-1, 0, 1, …
             for k in (0..n).cycle() {
                 let at = next[k];
@@ -300,15 +334,67 @@ impl Pacer {
                     }
                     continue;
                 }
-                let now = Instant::now();
-                if at > now {
-                    std::thread::sleep(at - now);
+                if at > Instant::now() {
+                    let until = at.max(woke + tick);
+                    if !coarse && let Err(e) = timer.sleep_until(until).await {
+                        // Late sends are counted from their schedule, so the figures stay
+                        // honest; they are only coarser. Said once, on stderr, beside the report.
+                        eprintln!("pacer: high-resolution timer failed ({e}); pacing on tokio's timer");
+                        coarse = true;
+                    }
+                    if coarse {
+                        tokio::time::sleep_until(until.into()).await;
+                    }
+                    woke = Instant::now();
+                    sleeps += 1;
                 }
                 notify[k].notify_one();
                 next[k] += interval;
             }
-        })?;
-        Ok(Pacer { wakes })
+            sleeps
+        });
+        Ok(Pacer { wakes, task })
+    }
+}
+
+/// A one-shot timer with nanosecond resolution on the runtime's reactor: a timerfd on the
+/// monotonic clock (the clock `Instant` reads), registered with tokio like a socket.
+struct Timer(AsyncFd<OwnedFd>);
+
+impl Timer {
+    #[allow(unsafe_code, reason = "tokio's registration of a file descriptor is an unsafe fn (tokio#8587)")]
+    fn new() -> std::io::Result<Self> {
+        let fd = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)?;
+        // SAFETY: the `OwnedFd` moves into the `AsyncFd`, which keeps it open and never replaces
+        // it until the registration is dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        Ok(Timer(fd))
+    }
+
+    /// Returns at `at` or later; at once if `at` has passed.
+    async fn sleep_until(&self, at: Instant) -> std::io::Result<()> {
+        let wait = at.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let value =
+            Timespec { tv_sec: wait.as_secs().try_into().unwrap_or(i64::MAX), tv_nsec: wait.subsec_nanos().into() };
+        let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+        // Relative: the kernel counts from its own now, which is no earlier than ours above.
+        timerfd_settime(
+            self.0.get_ref(),
+            TimerfdTimerFlags::empty(),
+            &Itimerspec { it_interval: zero, it_value: value },
+        )?;
+        loop {
+            let mut ready = self.0.readable().await?;
+            // The count of expirations (8 bytes); reading it clears the readiness.
+            match rustix::io::read(ready.get_inner(), &mut [0u8; 8]) {
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
@@ -413,7 +499,11 @@ impl Report {
     pub fn table(&self) -> String {
         let mode = match self.mode {
             Mode::Closed => "closed loop".to_owned(),
-            Mode::Open { rate } => format!("open loop at {rate} req/s"),
+            Mode::Open { rate } => format!(
+                "open loop at {rate} req/s (pacing tick {} µs, {} wake-ups)",
+                self.tick_us.unwrap_or(0),
+                self.pacer_sleeps.unwrap_or(0)
+            ),
             Mode::Handshake => "new connection (full handshake) per request".to_owned(),
         };
         let l = &self.latency_us;
@@ -448,5 +538,89 @@ impl Report {
             out.push_str(&format!("  e.g. {e}\n"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn the_timer_returns_at_its_time_and_not_before() {
+        let timer = Timer::new().unwrap();
+        // The same timer re-armed: a readiness left over from the last expiry would end the
+        // next sleep early.
+        for wait_us in [0, 20, 250, 3_000, 40, 1_000] {
+            let at = Instant::now() + Duration::from_micros(wait_us);
+            tokio::time::timeout(Duration::from_secs(5), timer.sleep_until(at)).await.unwrap().unwrap();
+            let now = Instant::now();
+            assert!(now >= at, "returned {:?} early after asking for {wait_us} µs", at - now);
+        }
+        // A time already past returns at once.
+        let past = Instant::now();
+        timer.sleep_until(past).await.unwrap();
+    }
+
+    /// What pacing did: each connection's sends, and how often the pacer slept.
+    #[derive(Debug, PartialEq)]
+    struct Paced {
+        sends: Vec<usize>,
+        sleeps: usize,
+    }
+
+    /// Each connection waits for its own schedule as `Worker::open` does (a wake-up before its
+    /// time, from a notification stored while it was sending, is waited again), and counts its
+    /// sends.
+    async fn paced(n: usize, interval: Duration, window: Duration, tick: Duration) -> Paced {
+        let start = Instant::now() + Duration::from_millis(5);
+        let end = start + window;
+        let pacer = Pacer::spawn(start, interval, n, end, tick).unwrap();
+        let mut tasks = Vec::new();
+        for (k, pace) in pacer.wakes.iter().cloned().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                let (mut next, mut sends) = (Pacer::first(start, interval, k, n), 0);
+                while next < end {
+                    while Instant::now() < next {
+                        pace.notified().await;
+                    }
+                    sends += 1;
+                    next += interval;
+                }
+                sends
+            }));
+        }
+        let limit = Duration::from_secs(10);
+        let mut sends = Vec::new();
+        for t in tasks {
+            sends.push(tokio::time::timeout(limit, t).await.unwrap().unwrap());
+        }
+        let sleeps = tokio::time::timeout(limit, pacer.task).await.unwrap().unwrap();
+        Paced { sends, sleeps }
+    }
+
+    #[tokio::test]
+    async fn the_pacer_wakes_every_connection_for_every_send() {
+        // 4 connections, 2 ms apart each (a send every 0.5 ms), for 30 ms: connection k's sends
+        // are at k × 0.5 ms + i × 2 ms, 15 of them each. A missed wake-up leaves a connection
+        // waiting and the timeout fails the test.
+        let p = paced(4, Duration::from_millis(2), Duration::from_millis(30), Duration::ZERO).await;
+        assert_eq!(p.sends, vec![15; 4]);
+        assert!(p.sleeps <= 60, "at most one sleep a send: {}", p.sleeps);
+    }
+
+    #[tokio::test]
+    async fn with_a_tick_the_pacer_sleeps_once_a_tick_and_sends_all() {
+        // The same 60 sends with a 5 ms tick: each sleep ends no sooner than 5 ms after the last
+        // one ended, so at most 30 / 5 + 1 of them, and every send still comes.
+        let p = paced(4, Duration::from_millis(2), Duration::from_millis(30), Duration::from_millis(5)).await;
+        assert_eq!(p.sends, vec![15; 4]);
+        assert!((1..=7).contains(&p.sleeps), "slept {} times", p.sleeps);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pacer_serves_connections_on_other_threads() {
+        let p = paced(3, Duration::from_micros(900), Duration::from_micros(9_000), Duration::from_micros(250)).await;
+        assert_eq!(p.sends, vec![10; 3]);
     }
 }

@@ -108,6 +108,23 @@ async fn every_mode_measures_a_real_gateway() {
     let n = open["requests"].as_u64().unwrap();
     assert!((80..=102).contains(&n), "{open}");
     assert_eq!(open["unexpected"], 0, "{open}");
+    assert_eq!(open["tick_us"], 0, "{open}");
+
+    // The same on a 25 ms tick: sends are 10 ms apart, so the pacer wakes for about every
+    // second or third of them (at most once a tick over the 1.25 s from start to end, against
+    // 125 wake-ups without), and every send still goes.
+    let (d, t) = (dir.path().to_owned(), target.clone());
+    let ticked = tokio::task::spawn_blocking(move || {
+        let args = ["--mode", "open", "--rate", "100", "--connections", "2", "--duration", "1", "--warmup", "0.2"];
+        load(&d, &t, &[&args[..], &["--tick-us", "25000"]].concat())
+    })
+    .await
+    .unwrap();
+    let n = ticked["requests"].as_u64().unwrap();
+    assert!((80..=102).contains(&n), "{ticked}");
+    assert_eq!((ticked["unexpected"].as_u64(), ticked["tick_us"].as_u64()), (Some(0), Some(25_000)), "{ticked}");
+    let sleeps = ticked["pacer_sleeps"].as_u64().unwrap();
+    assert!((1..=52).contains(&sleeps), "{ticked}");
 
     // A new connection per request.
     let (d, t) = (dir.path().to_owned(), target);
