@@ -479,9 +479,10 @@ def main():
         p99s, steals, peaks, busies, rigs, total, refused = [], [], [], [], [], 0, 0
         windows = int(args.minutes * 60 / args.window)
         for w in range(windows):
-            began = time.time() + WINDOW_WARMUP
             r = load(args.window, WINDOW_WARMUP, f"window-{w}", args.rate)
             reports.append(r)
+            # The generator says when its measured window began (after its start and warm-up).
+            began = r["measured_from_unix"]
             rss = rss_kib(pa.pid)
             lat = r["latency_us"]
             bad = r["unexpected"] + r["transport_errors"]
@@ -489,12 +490,12 @@ def main():
             total += r["requests"]
             refused += sum(n for code, n in r["by_code"].items() if code)
             p99s.append(lat["p99"])
-            share, peak = cpu0(sampler.samples, began, time.time())
+            share, peak = cpu0(sampler.samples, began, began + args.window)
             steals.append(share)
             peaks.append(peak)
             # A core near full turns any stall into a queue that drains slowly: at 94 % busy a
             # stall of 20 ms takes a third of a second to catch up.
-            busy, _ = cpu0(sampler.samples, began, time.time(), "busy")
+            busy, _ = cpu0(sampler.samples, began, began + args.window, "busy")
             busies.append(busy)
             rig, rig_peak = rig_busy(r, sampler.samples)
             rigs.append(rig_peak)
