@@ -66,7 +66,10 @@ answer, open-loop bursts): 70 % of compare.py's saturation held the gateway at a
 its CPU and behind the schedule. `--rate N` sets the rate instead, to compare with an earlier run.
 
 It ends with the criterion for index upkeep bounded per step: the worst window's p99 over the
-median window's (at most 2).
+median window's (at most 2). On a shared host that ratio moves with the host as much as with
+upkeep (a build with no upkeep failed it as often: docs/operations.md), so it also gives, for
+each background writer, the median per-second p99 of the seconds it wrote over that of the
+seconds it did not, within the same run.
 """
 
 import argparse
@@ -340,7 +343,11 @@ def by_background_writer(windows, samples, writers=("index-upkeep", "audit-spare
         wrote = [p for p, mb in seconds if mb.get(w, 0) > 0]
         idle = [p for p, mb in seconds if mb.get(w, 0) == 0]
         if wrote and idle:
-            out.append(f"per-second p99 while {w} wrote: {spread(wrote)}; while it did not: {spread(idle)}")
+            # The medians' ratio: what the writer adds to a typical second, beside the same
+            # run's other seconds (the host's moments fall on both sides).
+            ratio = sorted(wrote)[len(wrote) // 2] / max(sorted(idle)[len(idle) // 2], 1)
+            out.append(f"per-second p99 while {w} wrote: {spread(wrote)}; while it did not: {spread(idle)}; "
+                       f"medians {ratio:.2f}x")
         else:
             out.append(f"{w} wrote in {len(wrote)} of {len(seconds)} seconds: no split")
     return out
