@@ -302,8 +302,8 @@ def worst_seconds(windows, samples, log_lines, n=12):
             ts = time.mktime(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
             events.append((ts + float("0" + m.group(1)[19:]), m.group(2)[:110]))
     p99s = sorted(s["p99"] for _, s, _ in seconds)
-    out = [f"per-second p99 over {len(seconds)} s: median {p99s[len(p99s) // 2]} µs, "
-           f"99th percentile {p99s[int(len(p99s) * 0.99)]} µs, max {p99s[-1]} µs; the {n} worst seconds:"]
+    out = [f"per-second p99 over {len(seconds)} s: median {rank(p99s, 0.5)} µs, "
+           f"99th percentile {rank(p99s, 0.99)} µs, max {p99s[-1]} µs; the {n} worst seconds:"]
     for at, s, m in sorted(seconds, key=lambda x: -x[1]["p99"])[:n]:
         cpu0, cpu1, disk = m.get("cpu0", {}), m.get("cpu1", {}), m.get("disk", {})
         threads = sorted(m.get("threads_ms", {}).items(), key=lambda x: -x[1])[:4]
@@ -317,11 +317,15 @@ def worst_seconds(windows, samples, log_lines, n=12):
     return out
 
 
+def rank(ordered, q):
+    """The value at quantile `q` of a sorted, non-empty list (the upper one of two middles)."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 def spread(p99s):
     """How many seconds, and the median, p90 and p99 of their p99s."""
     p99s = sorted(p99s)
-    at = lambda q: p99s[min(len(p99s) - 1, int(len(p99s) * q))]
-    return f"{len(p99s)} s, median {at(0.5)} µs, p90 {at(0.9)} µs, p99 {at(0.99)} µs"
+    return f"{len(p99s)} s, median {rank(p99s, 0.5)} µs, p90 {rank(p99s, 0.9)} µs, p99 {rank(p99s, 0.99)} µs"
 
 
 def criterion_without(p99s, left_out, what):
@@ -345,7 +349,7 @@ def by_background_writer(windows, samples, writers=("index-upkeep", "audit-spare
         if wrote and idle:
             # The medians' ratio: what the writer adds to a typical second, beside the same
             # run's other seconds (the host's moments fall on both sides).
-            ratio = sorted(wrote)[len(wrote) // 2] / max(sorted(idle)[len(idle) // 2], 1)
+            ratio = rank(sorted(wrote), 0.5) / max(rank(sorted(idle), 0.5), 1)
             out.append(f"per-second p99 while {w} wrote: {spread(wrote)}; while it did not: {spread(idle)}; "
                        f"medians {ratio:.2f}x")
         else:
